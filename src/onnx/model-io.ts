@@ -75,13 +75,13 @@ export function externalRef(t: TensorProto): ExternalRef | undefined {
   return { location, offset: num('offset', 0), length: num('length', -1) };
 }
 
-/** Resolves an external-data location, refusing any that leaves the model directory. */
+/** Resolves a relative path from a model or manifest, refusing any that leaves `dir`. */
 export function resolveInside(dir: string, location: string, what: string): string {
   const full = resolve(dir, location);
   const rel = relative(dir, full);
   if (isAbsolute(location) || rel === '' || rel.startsWith('..') || isAbsolute(rel) || location.includes('\0'))
-    throw fail('E_ONNX_EXTERNAL', `${what}: external data location '${location}' escapes the model directory`,
-      { hint: 'external data must live beside the model file' });
+    throw fail('E_PATH_ESCAPE', `${what}: path '${location}' escapes the directory ${dir}`,
+      { hint: 'referenced files must live inside the model or bundle directory' });
   return full;
 }
 
@@ -232,8 +232,12 @@ export async function saveModel(model: ModelProto, file: string, opts: SaveOptio
       }
     }
     for (const t of tensors)
-      if (!replaced.has(t) && externalRef(t))
-        replaced.set(t, { ...t, rawData: await tensorBytes(t, sourceDir), externalData: [], dataLocation: TensorProto_DataLocation.DEFAULT });
+      if (!replaced.has(t) && externalRef(t)) {
+        // Drop data_location entirely (not DEFAULT): an inline tensor then encodes exactly as before it went external.
+        const inline: TensorProto = { ...t, rawData: await tensorBytes(t, sourceDir), externalData: [] };
+        delete (inline as Partial<TensorProto>).dataLocation;
+        replaced.set(t, inline);
+      }
 
     const bytes = toBinary(ModelProtoSchema, withTensors(model, replaced));
     if (bytes.length > PROTOBUF_LIMIT)

@@ -428,6 +428,18 @@ def main():
             "float_features": "x[i] = sin(0.1 * i) over the flattened row-major index (float32)",
             "input_ids": "ids[p] = (7*p + 3) % 300, except feature tokens at [first, first+count)",
         },
+        "feature_token_range": "half-open [start, end) positions of the feature tokens in input_ids",
+        "exporter_notes": [
+            "Linear layers on 3-D activations export as MatMul (+ Add for bias), never Gemm; "
+            "every Linear weight is constant-folded to a transposed initializer named onnx::MatMul_<n>",
+            "node names carry module scopes: /vision_tower|audio_tower/..., /multi_modal_projector/..., /language_model/...",
+            "the token embedding is called from the top-level forward, so its node is /embed_tokens/Gather "
+            "(initializer language_model.embed_tokens.weight), not under /language_model/",
+            "the feature merge (Equal, Cast, CumSum, Sub, Clip, Shape/Gather/Concat/Reshape, Expand, "
+            "GatherElements, Where) is in the top-level scope (/Equal, /Where_1, ...)",
+            "some small Constant nodes produced by exporter helpers have no scope (named Constant_<n>, "
+            "outputs onnx::Unsqueeze_<n> / onnx::Where_<n>); assign them by their consumers",
+        ],
         "models": {},
     }
 
@@ -477,8 +489,8 @@ def main():
         ],
         "reference_feature_input": {"name": "pixel_values", "formula": "float_features"},
     }
-    meta["models"]["llava_tiny"]["reference"][0]["feature_token_positions"] = [first, first + n_img]
-    meta["models"]["llava_tiny"]["reference"][1]["feature_token_positions"] = [first + 2, first + 2 + n_img]
+    meta["models"]["llava_tiny"]["reference"][0]["feature_token_range"] = [first, first + n_img]
+    meta["models"]["llava_tiny"]["reference"][1]["feature_token_range"] = [first + 2, first + 2 + n_img]
 
     # ---- Qwen2-Audio / Whisper-like -------------------------------------
     torch.manual_seed(0)
@@ -521,7 +533,7 @@ def main():
         "reference": [reference(audio, feats, ids, mask)],
         "reference_feature_input": {"name": "input_features", "formula": "float_features"},
     }
-    meta["models"]["audio_llm_tiny"]["reference"][0]["feature_token_positions"] = [first, first + n_aud]
+    meta["models"]["audio_llm_tiny"]["reference"][0]["feature_token_range"] = [first, first + n_aud]
 
     with open(os.path.join(out_dir, "meta.json"), "w") as f:
         json.dump(meta, f, indent=2)

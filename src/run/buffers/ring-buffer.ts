@@ -73,29 +73,22 @@ export interface ReadLease extends Lease {
 }
 
 export interface RingStats {
-  readonly slots: number;
-  readonly slotBytes: number;
-  readonly free: number;
-  readonly writing: number;
-  readonly ready: number;
-  readonly reading: number;
-  /** Most slots ever out of FREE at once. */
+  readonly slots: number; readonly slotBytes: number;
+  /** Slots per state: FREE, ALLOCATED_FOR_WRITE, READY_TO_READ, ALLOCATED_FOR_READ. */
+  readonly free: number; readonly writing: number; readonly ready: number; readonly reading: number;
+  /** Most slots ever out of FREE at once: what a plan's slot count must cover. */
   readonly peakOccupied: number;
-  readonly pendingWrites: number;
-  readonly pendingReads: number;
-  readonly committed: number;
-  readonly released: number;
+  /** Acquisitions waiting now, and totals since creation. */
+  readonly pendingWrites: number; readonly pendingReads: number; readonly committed: number; readonly released: number;
 }
 
-const BYTES_PER: Record<SlotDtype, number> = Object.fromEntries(
-  Object.entries(VIEW).map(([k, c]) => [k, c.BYTES_PER_ELEMENT]),
-) as Record<SlotDtype, number>;
+const isDtype = (d: string): d is SlotDtype => Object.hasOwn(VIEW, d);
 
 /** Bytes one slot needs for `[tokens, hidden]` embeddings of `dtype`. */
 export function slotBytesFor(a: { tokens: number; hidden: number; dtype: SlotDtype }): number {
-  if (!isCount(a.tokens) || !isCount(a.hidden) || !(a.dtype in BYTES_PER))
+  if (!isCount(a.tokens) || !isCount(a.hidden) || !isDtype(a.dtype))
     throw fail('E_TABM_CONFIG', `cannot size a slot for tokens=${a.tokens} hidden=${a.hidden} dtype=${a.dtype}`);
-  return a.tokens * a.hidden * BYTES_PER[a.dtype];
+  return a.tokens * a.hidden * VIEW[a.dtype].BYTES_PER_ELEMENT;
 }
 
 const isCount = (n: number): boolean => Number.isSafeInteger(n) && n > 0;
@@ -304,8 +297,8 @@ export class TokenRingBuffer {
 
   private view<D extends SlotDtype>(slot: number, lease: object, want: SlotState, dtype: D, n?: number): SlotViewTypes[D] {
     this.own(slot, lease, want, 'view');
+    if (!isDtype(dtype)) throw fail('E_BAD_OPTION', `unknown slot dtype '${dtype}'`);
     const ctor = VIEW[dtype];
-    if (!ctor) throw fail('E_BAD_OPTION', `unknown slot dtype '${dtype}'`);
     const count = n ?? Math.floor(this.slotBytes / ctor.BYTES_PER_ELEMENT);
     if (!Number.isSafeInteger(count) || count < 0) throw fail('E_BAD_OPTION', `element count must be ≥ 0, got ${n}`);
     const bytes = count * ctor.BYTES_PER_ELEMENT;
@@ -319,8 +312,8 @@ export class TokenRingBuffer {
     if (!Number.isSafeInteger(meta.tokens) || meta.tokens < 0 || !meta.dims.every((d) => Number.isSafeInteger(d) && d >= 0))
       throw fail('E_BAD_OPTION', `slot ${slot}: bad meta tokens=${meta.tokens} dims=[${meta.dims.join(', ')}]`);
     if (meta.dtype === undefined) return;
-    if (!(meta.dtype in BYTES_PER)) throw fail('E_BAD_OPTION', `unknown slot dtype '${meta.dtype}'`);
-    const bytes = meta.dims.reduce((a, d) => a * d, 1) * BYTES_PER[meta.dtype];
+    if (!isDtype(meta.dtype)) throw fail('E_BAD_OPTION', `unknown slot dtype '${meta.dtype}'`);
+    const bytes = meta.dims.reduce((a, d) => a * d, 1) * VIEW[meta.dtype].BYTES_PER_ELEMENT;
     if (bytes > this.slotBytes)
       throw fail('E_TABM_OVERFLOW', `slot ${slot}: [${meta.dims.join(', ')}] ${meta.dtype} needs ${bytes} bytes, slot has ${this.slotBytes}`);
   }

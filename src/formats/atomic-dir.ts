@@ -1,0 +1,42 @@
+/**
+ * Writes a whole output directory atomically: the work happens in a hidden sibling temp directory that
+ * is renamed into place only when it is complete, so a failed run never leaves a half-written output.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fail } from '../errors.js';
+
+/**
+ * Runs `fill(tmpDir)` and moves the result to `out`. An existing `out` is replaced only when it holds
+ * `marker` (a previous output of the same kind) or is empty; anything else is refused, never deleted.
+ */
+export async function writeDirAtomically<T>(out: string, marker: string, fill: (tmp: string) => Promise<T>): Promise<T> {
+  const target = resolve(out);
+  const existing = await stat(target).catch(() => undefined);
+  if (existing) {
+    if (!existing.isDirectory()) throw fail('E_OUTPUT_EXISTS', `${out} exists and is not a directory`, { hint: 'choose another -o path' });
+    const entries = await readdir(target);
+    if (entries.length && !entries.includes(marker))
+      throw fail('E_OUTPUT_EXISTS', `${out} is not empty and holds no ${marker}; refusing to overwrite it`, { hint: 'choose another -o path or empty it first' });
+  }
+  await mkdir(dirname(target), { recursive: true });
+  const tag = `${process.pid}-${randomBytes(4).toString('hex')}`;
+  const tmp = join(dirname(target), `.${basename(target)}.tmp-${tag}`);
+  await mkdir(tmp);
+  try {
+    const result = await fill(tmp);
+    if (existing) {
+      const old = join(dirname(target), `.${basename(target)}.old-${tag}`);
+      await rename(target, old);
+      await rename(tmp, target);
+      await rm(old, { recursive: true, force: true });
+    } else {
+      await rename(tmp, target);
+    }
+    return result;
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * Canonical brick kinds and interface tensor names, shared by the compiler stages and the runtime
+ * (the onnx-community / transformers.js names, so their files are bricks as they are).
+ */
+export const BRICK_KINDS = ['vision', 'projector', 'embed', 'decoder', 'audio'] as const;
+export type BrickKind = (typeof BRICK_KINDS)[number];
+
+export const TENSOR = {
+  pixelValues: 'pixel_values',
+  inputFeatures: 'input_features',
+  inputIds: 'input_ids',
+  attentionMask: 'attention_mask',
+  positionIds: 'position_ids',
+  imageFeatures: 'image_features',
+  audioFeatures: 'audio_features',
+  /** Vision tower output before the projector, when the projector is its own brick. */
+  visionHidden: 'vision_hidden_states',
+  audioHidden: 'audio_hidden_states',
+  inputsEmbeds: 'inputs_embeds',
+  logits: 'logits',
+} as const;
+
+/** onnx-community split-layout file stems and the brick each one is. */
+export const SPLIT_FILES: Readonly<Record<string, BrickKind>> = {
+  vision_encoder: 'vision',
+  audio_encoder: 'audio',
+  embed_tokens: 'embed',
+  decoder_model_merged: 'decoder',
+  decoder_model: 'decoder',
+  model: 'decoder',
+};
+
+/** Variant suffixes used by onnx-community repositories (`decoder_model_merged_q4f16.onnx`). */
+export const DTYPE_SUFFIXES = ['', 'fp16', 'int8', 'uint8', 'quantized', 'q4', 'q4f16', 'bnb4'] as const;
+
+/** Name scopes PyTorch's exporter gives each part of a HF multimodal model. */
+export const SCOPES: Readonly<Record<BrickKind, readonly string[]>> = {
+  vision: ['vision_tower', 'vision_model', 'visual', 'vision_encoder'],
+  audio: ['audio_tower', 'audio_encoder', 'encoder'],
+  projector: ['multi_modal_projector', 'mm_projector', 'projector', 'audio_projector'],
+  embed: ['embed_tokens', 'wte', 'word_embeddings'],
+  decoder: ['language_model', 'model', 'transformer', 'decoder'],
+};
+
+export const pastKey = (i: number): string => `past_key_values.${i}.key`;
+export const pastValue = (i: number): string => `past_key_values.${i}.value`;
