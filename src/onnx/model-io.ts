@@ -136,7 +136,7 @@ export async function tensorBytes(t: TensorProto, dir: string): Promise<Uint8Arr
     const length = ref.length >= 0 ? ref.length : storageBytes(t.dataType, tensorElementCount(t));
     const fh = await open(path, 'r');
     try {
-      const buf = Buffer.allocUnsafe(length);
+      const buf = Buffer.allocUnsafeSlow(length);
       const { bytesRead } = await fh.read(buf, 0, length, ref.offset);
       if (bytesRead !== length) throw fail('E_ONNX_EXTERNAL', `tensor '${t.name}': '${ref.location}' ended early`);
       return new Uint8Array(buf.buffer as ArrayBuffer, buf.byteOffset, length);
