@@ -81,7 +81,8 @@ export type NumericArray =
 export function typedView(t: DT, bytes: Uint8Array): NumericArray {
   const ctor = typedCtor(t);
   const width = ctor.BYTES_PER_ELEMENT;
-  const aligned = bytes.byteOffset % width === 0 ? bytes : bytes.slice();
+  // Copy when misaligned (Buffer.slice would alias, so build a fresh Uint8Array).
+  const aligned = bytes.byteOffset % width === 0 ? bytes : new Uint8Array(bytes);
   return new ctor(aligned.buffer, aligned.byteOffset, Math.floor(aligned.byteLength / width));
 }
 

@@ -1,0 +1,26 @@
+/** Parsing helpers for repeated and structured flags, turning bad values into usage errors. */
+import { fail } from '../errors.js';
+import { BRICK_KINDS, type BrickKind } from '../formats/names.js';
+
+export const collect = (value: string, previous: string[]): string[] => [...previous, ...value.split(',').filter(Boolean)];
+
+/** `--cut vision=tensor` (repeatable, or comma separated) → overrides per brick kind. */
+export function parseCuts(items: readonly string[]): Partial<Record<BrickKind, string>> {
+  const cuts: Partial<Record<BrickKind, string>> = {};
+  for (const item of items) {
+    const eq = item.indexOf('=');
+    const kind = item.slice(0, eq) as BrickKind;
+    if (eq <= 0 || !BRICK_KINDS.includes(kind) || eq === item.length - 1)
+      throw fail('E_USAGE', `--cut '${item}': expected brick=tensor with brick one of ${BRICK_KINDS.join(', ')}`);
+    cuts[kind] = item.slice(eq + 1);
+  }
+  return cuts;
+}
+
+export function parseNumber(name: string, value: string | undefined, opts: { min?: number; integer?: boolean } = {}): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || (opts.integer && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min))
+    throw fail('E_USAGE', `${name} '${value}': expected ${opts.integer ? 'an integer' : 'a number'}${opts.min !== undefined ? ` ≥ ${opts.min}` : ''}`);
+  return n;
+}

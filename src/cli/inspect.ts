@@ -1,0 +1,34 @@
+import type { Command } from 'commander';
+import { bytes, count, emit, shapeText, table } from './output.js';
+import { parseCuts, collect } from './flags.js';
+
+interface InspectFlags { json?: boolean; cut: string[]; dtype?: string }
+
+export const inspectVerb = (program: Command) => program
+  .command('inspect <model>')
+  .description('show what an ONNX model or onnx-community folder holds and the bricks partition would cut')
+  .option('--dtype <suffix>', "variant of a split folder (e.g. q4f16); default: the fp32 files")
+  .option('--cut <brick=tensor>', 'override brick detection, e.g. vision=/multi_modal_projector/linear_2/Add_output_0', collect, [])
+  .option('--json', 'print the report as JSON')
+  .action(async (model: string, f: InspectFlags) => {
+    const { inspectModel } = await import('../partition/inspect.js');
+    const report = await inspectModel(model, { cuts: parseCuts(f.cut), dtype: f.dtype });
+    emit(report, f.json, (r) => {
+      let out = '';
+      for (const file of r.files) {
+        out += `${file.file}  (IR ${file.irVersion}, opsets ${Object.entries(file.opsets).map(([d, v]) => `${d}:${v}`).join(' ')}, ${file.producer || 'unknown producer'})\n`;
+        out += `  inputs:  ${file.inputs.map((i) => `${i.name} ${i.dtype}${shapeText(i.shape)}`).join(', ')}\n`;
+        out += `  outputs: ${file.outputs.map((i) => `${i.name} ${i.dtype}${shapeText(i.shape)}`).join(', ')}\n`;
+        out += `  ${file.nodes} nodes, ${count(file.params)} parameters (${file.params}), ${bytes(file.bytes)} of initializers: ${Object.entries(file.bytesByDtype).map(([d, b]) => `${d} ${bytes(b)}`).join(', ')}\n`;
+        if (file.externalFiles.length) out += `  external data: ${file.externalFiles.join(', ')}\n`;
+        const ops = Object.entries(file.ops).sort((a, b) => b[1] - a[1]);
+        out += `  ops: ${ops.map(([o, n]) => `${o} ${n}`).join(', ')}\n\n`;
+      }
+      if (r.bricks.length)
+        out += table(['brick', 'kind', 'params', 'bytes', 'nodes', 'GFLOPs (est.)', 'inputs → outputs'],
+          r.bricks.map((b) => [b.name, b.kind, b.params, bytes(b.bytes), b.nodes, `${(b.flops.value / 1e9).toFixed(4)}/${b.flops.per}`,
+            `${b.inputs.map((i) => i.name).join(', ')} → ${b.outputs.map((o) => o.name).join(', ')}`]));
+      for (const n of r.notes) out += `note: ${n}\n`;
+      return out;
+    });
+  });

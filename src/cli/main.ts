@@ -1,0 +1,52 @@
+/**
+ * The CLI boundary: builds the commander program and is the one place that catches errors.
+ * A NanomindError prints `error[CODE] message` (+ hint, notes) and exits 1; a usage error exits 2;
+ * anything else is a bug: "internal error" with the stack, exit 70. With --json errors are JSON too.
+ */
+import { Command, CommanderError } from 'commander';
+import { isNanomindError } from '../errors.js';
+import { demoVerb } from './demo.js';
+import { inspectVerb } from './inspect.js';
+import { partitionVerb } from './partition.js';
+
+export const VERSION = '0.1.0';
+
+export function buildProgram(): Command {
+  const program = new Command('nanomind')
+    .description('compile and run large multimodal models as bricks on small boards')
+    .version(VERSION)
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  for (const verb of [demoVerb, inspectVerb, partitionVerb]) verb(program);
+  for (const c of program.commands) c.exitOverride();
+  return program;
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const json = argv.includes('--json');
+  try {
+    await buildProgram().parseAsync([...argv]);
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return 0;
+      if (json) process.stdout.write(JSON.stringify({ error: { code: 'E_USAGE', message: e.message.replace(/^error: /, '') } }) + '\n');
+      return 2;
+    }
+    if (isNanomindError(e)) {
+      if (json) {
+        process.stdout.write(JSON.stringify({ error: e.toJSON() }, null, 2) + '\n');
+      } else {
+        const lines = [`error[${e.code}] ${e.message}`];
+        for (const n of (e.detail.notes ?? []).slice(0, 20)) lines.push(`  note: ${n}`);
+        if (e.detail.hint) lines.push(`hint: ${e.detail.hint}`);
+        process.stderr.write(lines.join('\n') + '\n');
+      }
+      return e.code === 'E_USAGE' ? 2 : 1;
+    }
+    const err = e as Error;
+    process.stderr.write(`internal error: ${err?.stack ?? String(e)}\nThis is a bug in nanomind; please report it with the command you ran.\n`);
+    return 70;
+  }
+}
