@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { bytes, emit, table } from './output.js';
+import { bytes, compactNames, emit, table } from './output.js';
 import { stageProgress } from './progress.js';
 
 interface DemoFlags { out?: string; json?: boolean }
@@ -19,7 +19,7 @@ export const demoVerb = (program: Command) => program
         const m = c.manifest;
         out += `${c.name}  (${c.ms.toFixed(0)} ms)\n`;
         out += table(['brick', 'kind', 'params', 'bytes', 'inputs', 'outputs'], m.bricks.map((b) => [
-          b.name, b.kind, b.params, bytes(b.bytes), b.inputs.map((i) => i.name).join(', '), b.outputs.map((o) => o.name).join(', ')]));
+          b.name, b.kind, b.params, bytes(b.bytes), compactNames(b.inputs.map((i) => i.name)).join(', '), compactNames(b.outputs.map((o) => o.name)).join(', ')]));
         for (const conn of m.connections) out += `  ${conn.from} → ${conn.to}${conn.merge ? ` (replaces token ${conn.merge.placeholderTokenId})` : ''}\n`;
         out += m.verify
           ? `  verify: ${m.verify.ok ? 'ok' : 'FAILED'} — max abs diff ${m.verify.maxAbsDiff.toExponential(2)}, max rel diff ${m.verify.maxRelDiff.toExponential(2)} (tolerance ${m.verify.tolerance})\n\n`

@@ -31,3 +31,26 @@ export function count(n: number): string {
 
 export const shapeText = (shape: readonly (number | string | null)[] | null): string =>
   shape ? `[${shape.map((d) => (d === null ? '?' : d)).join(', ')}]` : '[?]';
+
+/**
+ * Folds per-layer names into one (`past_key_values.0.key … past_key_values.23.value` →
+ * `past_key_values.{0..23}.{key,value}`) so tables stay readable for real decoders.
+ */
+export function compactNames(names: readonly string[]): string[] {
+  const groups = new Map<string, { layers: Set<number>; leaves: Set<string> }>();
+  const out: string[] = [];
+  for (const n of names) {
+    const m = /^(.*)\.(\d+)\.(key|value)$/.exec(n);
+    if (!m) { out.push(n); continue; }
+    let g = groups.get(m[1]);
+    if (!g) { g = { layers: new Set(), leaves: new Set() }; groups.set(m[1], g); out.push(`\0${m[1]}`); }
+    g.layers.add(Number(m[2]));
+    g.leaves.add(m[3]);
+  }
+  return out.map((n) => {
+    if (!n.startsWith('\0')) return n;
+    const g = groups.get(n.slice(1))!;
+    const layers = [...g.layers].sort((a, b) => a - b);
+    return `${n.slice(1)}.{${layers[0]}..${layers[layers.length - 1]}}.{${[...g.leaves].join(',')}}`;
+  });
+}

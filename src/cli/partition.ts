@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { PartitionResult } from '../partition/index.js';
 import { collect, parseCuts, parseNumber } from './flags.js';
-import { bytes, emit, shapeText, table } from './output.js';
+import { bytes, compactNames, emit, table } from './output.js';
 import { stageProgress } from './progress.js';
 
 interface PartitionFlags { out: string; verify?: boolean; cut: string[]; dtype?: string; splitProjector?: boolean; tolerance?: string; json?: boolean }
@@ -34,7 +34,7 @@ export const partitionVerb = (program: Command) => program
       let out = `${r.out}: ${r.bricks.length} brick(s) from ${m.model.layout} ${m.model.id}\n`;
       out += table(['brick', 'kind', 'file', 'params', 'bytes', 'inputs', 'outputs'], r.bricks.map((b) => [
         b.name, b.kind, b.file, b.params, bytes(b.bytes),
-        b.inputs.map((i) => `${i.name}${shapeText(i.shape)}`).join(' '), b.outputs.map((o) => `${o.name}${shapeText(o.shape)}`).join(' '),
+        compactNames(b.inputs.map((i) => i.name)).join(', '), compactNames(b.outputs.map((o) => o.name)).join(', '),
       ]));
       for (const c of r.connections) out += `  ${c.from} → ${c.to}${c.merge ? ` (replaces token ${c.merge.placeholderTokenId} rows)` : ''}\n`;
       out += r.verify

@@ -1,0 +1,85 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cleanupFixtures, fixtureDir } from './fixtures/index.js';
+
+const BIN = join(import.meta.dirname, '..', 'bin', 'nanomind.js');
+const exec = promisify(execFile);
+
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await exec(process.execPath, [BIN, ...args], { env: { ...process.env, CI: 'true' } });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
+let work: string;
+beforeAll(async () => { work = await mkdtemp(join(tmpdir(), 'nanomind-cli-')); });
+afterAll(async () => { await rm(work, { recursive: true, force: true }); await cleanupFixtures(); });
+
+describe('nanomind CLI end to end', () => {
+  it('partition --json prints the stable result shape', async () => {
+    const mono = await fixtureDir('llava-monolithic');
+    const r = await cli('partition', mono.file, '-o', join(work, 'bricks'), '--split-projector', '--json');
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.bricks.map((b: { name: string }) => b.name)).toEqual(['vision', 'projector', 'embed', 'decoder']);
+    for (const b of out.bricks) for (const k of ['name', 'kind', 'file', 'inputs', 'outputs', 'params', 'bytes']) expect(b).toHaveProperty(k);
+    expect(out.connections.length).toBe(3);
+    expect(out.verify).toMatchObject({ ok: true });
+    expect(typeof out.verify.maxAbsDiff).toBe('number');
+    expect(typeof out.verify.maxRelDiff).toBe('number');
+    expect((await readdir(join(work, 'bricks'))).sort()).toEqual(['bricks.json', 'decoder.onnx', 'embed.onnx', 'projector.onnx', 'vision.onnx']);
+  });
+
+  it('partition prints a readable table and inspect reports bricks', async () => {
+    const llava = await fixtureDir('llava');
+    const p = await cli('partition', llava.dir, '-o', join(work, 'split'));
+    expect(p.code).toBe(0);
+    expect(p.stdout).toMatch(/vision\s+vision\s+vision_encoder.onnx\s+30112/);
+    expect(p.stdout).toContain("past_key_values.{0..1}.{key,value}");
+    const i = await cli('inspect', llava.dir, '--json');
+    expect(i.code).toBe(0);
+    expect(JSON.parse(i.stdout).bricks.map((b: { kind: string }) => b.kind)).toEqual(['vision', 'embed', 'decoder']);
+    const t = await cli('inspect', join(llava.dir, 'onnx', 'decoder_model_merged.onnx'));
+    expect(t.stdout).toContain('94784');
+  });
+
+  it('demo runs offline and verifies', async () => {
+    const r = await cli('demo', '--json');
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.cases).toHaveLength(3);
+    for (const c of out.cases) expect(c.manifest.verify === null || c.manifest.verify.ok).toBe(true);
+    expect(out.kept).toBe(false);
+  });
+
+  it('a user error prints one line with its code, no stack, exit 1, and writes nothing', async () => {
+    const bad = join(work, 'corrupt.onnx');
+    await writeFile(bad, Buffer.from([0x08, 0x07, 0x12, 0xff, 0xff, 0xff]));
+    const r = await cli('partition', bad, '-o', join(work, 'nothing'));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error\[E_ONNX_PARSE\] /);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect((await readdir(work)).some((f) => f.includes('nothing'))).toBe(false);
+    const j = await cli('partition', bad, '-o', join(work, 'nothing'), '--json');
+    expect(j.code).toBe(1);
+    expect(JSON.parse(j.stdout).error.code).toBe('E_ONNX_PARSE');
+  });
+
+  it('usage errors exit 2', async () => {
+    expect((await cli('partition', 'x.onnx')).code).toBe(2);
+    expect((await cli('partition', 'x.onnx', '-o', 'y', '--bogus')).code).toBe(2);
+    expect((await cli('partition', 'x.onnx', '-o', 'y', '--cut', 'nonsense')).code).toBe(2);
+    expect((await cli('frobnicate')).code).toBe(2);
+    const help = await cli('--help');
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain('partition');
+  });
+});
