@@ -41,104 +41,97 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
   const seed = o.seed ?? 1234;
   const rand = seededRandom(seed);
   const normal = (): number => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
-  const sessions = new Map<string, ort.InferenceSession>();
-  const open = async (file: string) => {
-    let s = sessions.get(file);
-    if (!s) { s = await ort.InferenceSession.create(file, sessionOptions); sessions.set(file, s); }
-    return s;
+  // One session at a time, released right after its single run: peak memory is the largest model, not all of them.
+  const runOnce = async (file: string, feeds: Record<string, ort.Tensor>) => {
+    const s = await ort.InferenceSession.create(file, sessionOptions);
+    try { return await s.run(feeds); } finally { await s.release(); }
   };
-  try {
-    const values = new Map<string, ort.Tensor>();
-    const merges = o.connections.filter((c) => c.merge);
-    const mergeTargets = new Set(merges.map((c) => c.to));
-    const featureLeaves = (brick: BrickEntry) => brick.inputs.every((i) => !o.connections.some((c) => c.to === `${brick.name}.${i.name}`));
-    const sizeOf = (spec: TensorSpec, seq: number): number[] => (spec.shape ?? []).map((d, i) => {
-      if (typeof d === 'number') return d;
-      if (d && o.dims?.[d] !== undefined) return o.dims[d];
-      if (i === 0 || (d && /batch/.test(d))) return 1;
-      if (d && /past/.test(d)) return 0;
-      if (d && /seq|total|length/.test(d)) return seq;
-      throw fail('E_VERIFY_SHAPE', `cannot choose a size for dim '${d}' of input '${spec.name}' to verify with`, { hint: 'skip the check with --no-verify' });
-    });
-    const randomFloat = (spec: TensorSpec, seq: number): ort.Tensor => {
-      const dims = sizeOf(spec, seq);
-      return new ort.Tensor('float32', Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, normal), dims);
-    };
+  const values = new Map<string, ort.Tensor>();
+  const merges = o.connections.filter((c) => c.merge);
+  const mergeTargets = new Set(merges.map((c) => c.to));
+  const sizeOf = (spec: TensorSpec, seq: number): number[] => (spec.shape ?? []).map((d, i) => {
+    if (typeof d === 'number') return d;
+    if (d && o.dims?.[d] !== undefined) return o.dims[d];
+    if (i === 0 || (d && /batch/.test(d))) return 1;
+    if (d && /past/.test(d)) return 0;
+    if (d && /seq|total|length/.test(d)) return seq;
+    throw fail('E_VERIFY_SHAPE', `cannot choose a size for dim '${d}' of input '${spec.name}' to verify with`, { hint: 'skip the check with --no-verify' });
+  });
+  const randomFloat = (spec: TensorSpec, seq: number): ort.Tensor => {
+    const dims = sizeOf(spec, seq);
+    return new ort.Tensor('float32', Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, normal), dims);
+  };
 
-    // 1. Encoders first: their feature rows decide how many placeholder tokens the prompt holds.
-    const order = orderBricks(o.bricks, o.connections);
-    const features = new Map<string, ort.Tensor>();
-    for (const b of order.filter((x) => x.kind === 'vision' || x.kind === 'audio' || x.kind === 'projector')) {
-      const feeds: Record<string, ort.Tensor> = {};
-      for (const i of b.inputs) {
-        const from = o.connections.find((c) => c.to === `${b.name}.${i.name}`);
-        feeds[i.name] = from ? values.get(from.from)! : (values.get(i.name) ?? randomFloat(i, 1));
-        if (!from) values.set(i.name, feeds[i.name]);
-      }
-      const out = await (await open(join(o.dir, b.file))).run(feeds);
-      for (const [k, v] of Object.entries(out)) { values.set(`${b.name}.${k}`, v); features.set(`${b.name}.${k}`, v); }
+  // 1. Encoders first: their feature rows decide how many placeholder tokens the prompt holds.
+  const order = orderBricks(o.bricks, o.connections);
+  const features = new Map<string, ort.Tensor>();
+  for (const b of order.filter((x) => x.kind === 'vision' || x.kind === 'audio' || x.kind === 'projector')) {
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const i of b.inputs) {
+      const from = o.connections.find((c) => c.to === `${b.name}.${i.name}`);
+      feeds[i.name] = from ? values.get(from.from)! : (values.get(i.name) ?? randomFloat(i, 1));
+      if (!from) values.set(i.name, feeds[i.name]);
     }
-    void featureLeaves;
-
-    // 2. The prompt: placeholders for every merged feature row, random text ids around them.
-    const placeholders = merges.map((c) => ({ id: c.merge!.placeholderTokenId, rows: rowsOf(values.get(c.from)!) }));
-    const reserved = new Set(placeholders.map((p) => p.id));
-    const vocab = o.vocabSize ?? 256;
-    const textId = (): bigint => { for (;;) { const v = Math.floor(rand() * vocab); if (!reserved.has(v)) return BigInt(v); } };
-    const ids: bigint[] = [textId(), textId()];
-    for (const p of placeholders) { for (let i = 0; i < p.rows; i++) ids.push(BigInt(p.id)); ids.push(textId()); }
-    while (ids.length < 12) ids.push(textId());
-    const seq = ids.length;
-    values.set(TENSOR.inputIds, new ort.Tensor('int64', BigInt64Array.from(ids), [1, seq]));
-    values.set(TENSOR.attentionMask, new ort.Tensor('int64', new BigInt64Array(seq).fill(1n), [1, seq]));
-    values.set(TENSOR.positionIds, new ort.Tensor('int64', BigInt64Array.from({ length: seq }, (_, i) => BigInt(i)), [1, seq]));
-
-    // 3. Text-side bricks, merging features where the manifest says so.
-    for (const b of order.filter((x) => x.kind === 'embed' || x.kind === 'decoder')) {
-      const feeds: Record<string, ort.Tensor> = {};
-      for (const i of b.inputs) {
-        const key = `${b.name}.${i.name}`;
-        const plain = o.connections.find((c) => c.to === key && !c.merge);
-        let t = plain ? values.get(plain.from) : values.get(i.name);
-        if (!t && /^past_key_values/.test(i.name)) t = new ort.Tensor('float32', new Float32Array(0), sizeOf(i, seq));
-        if (!t) throw fail('E_VERIFY_INPUT', `no value to feed brick '${b.name}' input '${i.name}'`);
-        if (mergeTargets.has(key)) {
-          const data = new Float32Array(t.data as Float32Array);
-          const hidden = t.dims[t.dims.length - 1];
-          for (const m of merges.filter((c) => c.to === key))
-            replacePlaceholderRows(data, ids, m.merge!.placeholderTokenId, values.get(m.from)!.data as Float32Array, hidden);
-          t = new ort.Tensor('float32', data, t.dims);
-        }
-        feeds[i.name] = t;
-      }
-      const out = await (await open(join(o.dir, b.file))).run(feeds);
-      for (const [k, v] of Object.entries(out)) values.set(`${b.name}.${k}`, v);
-    }
-
-    // 4. The original on the same inputs.
-    const originalFeeds: Record<string, ort.Tensor> = {};
-    for (const i of o.original.inputs) {
-      const v = values.get(i.name);
-      if (v) originalFeeds[i.name] = v;
-      else if (/^past_key_values/.test(i.name)) originalFeeds[i.name] = new ort.Tensor('float32', new Float32Array(0), sizeOf(i, seq));
-      else throw fail('E_VERIFY_INPUT', `no value to feed the original model's input '${i.name}'`);
-    }
-    const ref = await (await open(o.original.file)).run(originalFeeds);
-    const outputs: VerifyOutput[] = [];
-    for (const out of o.original.outputs) {
-      const producer = o.bricks.find((b) => b.outputs.some((x) => x.name === out.name) && !o.connections.some((c) => c.from === `${b.name}.${out.name}`))
-        ?? o.bricks.find((b) => b.outputs.some((x) => x.name === out.name));
-      const got = producer && values.get(`${producer.name}.${out.name}`);
-      if (!got) continue;
-      outputs.push({ name: out.name, ...compare(got, ref[out.name]) });
-    }
-    if (!outputs.length) throw fail('E_VERIFY_INPUT', 'the brick chain produces none of the original outputs');
-    const maxAbsDiff = Math.max(...outputs.map((x) => x.maxAbsDiff));
-    const maxRelDiff = Math.max(...outputs.map((x) => x.maxRelDiff));
-    return { ok: maxRelDiff <= tolerance, maxAbsDiff, maxRelDiff, tolerance, seed, outputs };
-  } finally {
-    for (const s of sessions.values()) await s.release();
+    const out = await runOnce(join(o.dir, b.file), feeds);
+    for (const [k, v] of Object.entries(out)) { values.set(`${b.name}.${k}`, v); features.set(`${b.name}.${k}`, v); }
   }
+
+  // 2. The prompt: placeholders for every merged feature row, random text ids around them.
+  const placeholders = merges.map((c) => ({ id: c.merge!.placeholderTokenId, rows: rowsOf(values.get(c.from)!) }));
+  const reserved = new Set(placeholders.map((p) => p.id));
+  const vocab = o.vocabSize ?? 256;
+  const textId = (): bigint => { for (;;) { const v = Math.floor(rand() * vocab); if (!reserved.has(v)) return BigInt(v); } };
+  const ids: bigint[] = [textId(), textId()];
+  for (const p of placeholders) { for (let i = 0; i < p.rows; i++) ids.push(BigInt(p.id)); ids.push(textId()); }
+  while (ids.length < 12) ids.push(textId());
+  const seq = ids.length;
+  values.set(TENSOR.inputIds, new ort.Tensor('int64', BigInt64Array.from(ids), [1, seq]));
+  values.set(TENSOR.attentionMask, new ort.Tensor('int64', new BigInt64Array(seq).fill(1n), [1, seq]));
+  values.set(TENSOR.positionIds, new ort.Tensor('int64', BigInt64Array.from({ length: seq }, (_, i) => BigInt(i)), [1, seq]));
+
+  // 3. Text-side bricks, merging features where the manifest says so.
+  for (const b of order.filter((x) => x.kind === 'embed' || x.kind === 'decoder')) {
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const i of b.inputs) {
+      const key = `${b.name}.${i.name}`;
+      const plain = o.connections.find((c) => c.to === key && !c.merge);
+      let t = plain ? values.get(plain.from) : values.get(i.name);
+      if (!t && /^past_key_values/.test(i.name)) t = new ort.Tensor('float32', new Float32Array(0), sizeOf(i, seq));
+      if (!t) throw fail('E_VERIFY_INPUT', `no value to feed brick '${b.name}' input '${i.name}'`);
+      if (mergeTargets.has(key)) {
+        const data = new Float32Array(t.data as Float32Array);
+        const hidden = t.dims[t.dims.length - 1];
+        for (const m of merges.filter((c) => c.to === key))
+          replacePlaceholderRows(data, ids, m.merge!.placeholderTokenId, values.get(m.from)!.data as Float32Array, hidden);
+        t = new ort.Tensor('float32', data, t.dims);
+      }
+      feeds[i.name] = t;
+    }
+    const out = await runOnce(join(o.dir, b.file), feeds);
+    for (const [k, v] of Object.entries(out)) values.set(`${b.name}.${k}`, v);
+  }
+
+  // 4. The original on the same inputs.
+  const originalFeeds: Record<string, ort.Tensor> = {};
+  for (const i of o.original.inputs) {
+    const v = values.get(i.name);
+    if (v) originalFeeds[i.name] = v;
+    else if (/^past_key_values/.test(i.name)) originalFeeds[i.name] = new ort.Tensor('float32', new Float32Array(0), sizeOf(i, seq));
+    else throw fail('E_VERIFY_INPUT', `no value to feed the original model's input '${i.name}'`);
+  }
+  const ref = await runOnce(o.original.file, originalFeeds);
+  const outputs: VerifyOutput[] = [];
+  for (const out of o.original.outputs) {
+    const producer = o.bricks.find((b) => b.outputs.some((x) => x.name === out.name) && !o.connections.some((c) => c.from === `${b.name}.${out.name}`))
+      ?? o.bricks.find((b) => b.outputs.some((x) => x.name === out.name));
+    const got = producer && values.get(`${producer.name}.${out.name}`);
+    if (!got) continue;
+    outputs.push({ name: out.name, ...compare(got, ref[out.name]) });
+  }
+  if (!outputs.length) throw fail('E_VERIFY_INPUT', 'the brick chain produces none of the original outputs');
+  const maxAbsDiff = Math.max(...outputs.map((x) => x.maxAbsDiff));
+  const maxRelDiff = Math.max(...outputs.map((x) => x.maxRelDiff));
+  return { ok: maxRelDiff <= tolerance, maxAbsDiff, maxRelDiff, tolerance, seed, outputs };
 }
 
 const rowsOf = (t: ort.Tensor): number => t.dims.slice(0, -1).reduce((a, b) => a * b, 1);
