@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import { relative, resolve } from 'node:path';
 import { fail, isNanomindError } from '../errors.js';
 import type { BrickKind } from '../formats/names.js';
-import type { TensorSpec } from '../formats/bricks.js';
+import type { BrickEntry, TensorSpec } from '../formats/bricks.js';
 import { extractModel } from '../onnx/extract.js';
 import { Graph, mergeTypes } from '../onnx/graph.js';
 import { loadModel } from '../onnx/model-io.js';
@@ -13,15 +13,8 @@ import { interfaceOf } from './brick-files.js';
 import { detectBricks, type CutOverrides } from './detect.js';
 import { findSplitLayout } from './split-layout.js';
 
-export interface InspectedBrick {
-  readonly name: string;
-  readonly kind: BrickKind;
-  readonly file: string;
-  readonly inputs: readonly TensorSpec[];
-  readonly outputs: readonly TensorSpec[];
-  readonly params: number;
-  readonly bytes: number;
-  readonly nodes: number;
+/** A brick as partition would cut it (no file written yet, so no hashes). */
+export interface InspectedBrick extends Omit<BrickEntry, 'sha256' | 'dataFiles' | 'flops'> {
   /** Estimated FLOPs (2 per multiply-accumulate) per image/clip (encoders) or per token (weights only). */
   readonly flops: { readonly per: string; readonly value: number; readonly estimate: true };
 }

@@ -9,6 +9,7 @@ import { fail } from '../errors.js';
 import { replacePlaceholderRows } from '../formats/merge.js';
 import type { BrickEntry, Connection, TensorSpec, VerifyOutput, VerifyReport } from '../formats/bricks.js';
 import { TENSOR } from '../formats/names.js';
+import { mulberry32, normalFrom } from '../util/prng.js';
 
 export interface VerifyOptions {
   /** The original model and its inputs/outputs. */
@@ -23,24 +24,13 @@ export interface VerifyOptions {
   readonly dims?: Readonly<Record<string, number>>;
 }
 
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const sessionOptions: ort.InferenceSession.SessionOptions = { intraOpNumThreads: 2, graphOptimizationLevel: 'all' };
 
 export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
   const tolerance = o.tolerance ?? 1e-4;
   const seed = o.seed ?? 1234;
-  const rand = seededRandom(seed);
-  const normal = (): number => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+  const rand = mulberry32(seed);
+  const normal = normalFrom(rand);
   // One session at a time, released right after its single run: peak memory is the largest model, not all of them.
   const runOnce = async (file: string, feeds: Record<string, ort.Tensor>) => {
     const s = await ort.InferenceSession.create(file, sessionOptions);

@@ -9,6 +9,7 @@
  * a sampler created with the same seed replays the same tokens for the same logits.
  */
 import { fail } from '../../errors.js';
+import { mulberry32 } from '../../util/prng.js';
 
 export interface SamplingOptions {
   /** 0 = greedy. Default 1. */
@@ -61,16 +62,7 @@ function randomSeed(): number {
   return crypto.getRandomValues(new Uint32Array(1))[0]!;
 }
 
-/** mulberry32: uniform floats in [0, 1) from a 32-bit seed. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 };
 
 /**
  * HF `RepetitionPenaltyLogitsProcessor`: each distinct id seen before is penalized once, however often
