@@ -182,6 +182,8 @@ export interface SaveOptions {
   readonly externalThreshold?: number;
   /** Data file name; defaults to the model file name + `_data`. */
   readonly dataFile?: string;
+  /** Inline bytes past which external data becomes mandatory (protobuf's 2 GiB less headroom; lowered in tests). */
+  readonly inlineLimit?: number;
 }
 
 export interface SavedModel { readonly file: string; readonly dataFile?: string; readonly bytes: number; readonly dataBytes: number }
@@ -199,13 +201,12 @@ export async function saveModel(model: ModelProto, file: string, opts: SaveOptio
   const sourceDir = opts.sourceDir ?? dirname(abs);
 
   const tensors = [...allTensors(model.graph!)].filter((t) => t.dataType !== DT.STRING);
-  const inlineTotal = tensors.reduce((s, t) => s + (externalRef(t) ? 0 : t.rawData.length), 0);
-  const forced = opts.externalThreshold === undefined && inlineTotal > PROTOBUF_LIMIT - (64 << 20);
-  const threshold = forced ? 1024 : opts.externalThreshold;
-  const goesExternal = (t: TensorProto): boolean => {
-    const bytes = storageBytes(t.dataType, tensorElementCount(t));
-    return threshold === undefined ? externalRef(t) !== undefined : bytes >= threshold && bytes > 0;
-  };
+  const sizeOf = (t: TensorProto): number => storageBytes(t.dataType, tensorElementCount(t));
+  const externalUnder = (threshold: number | undefined) => (t: TensorProto): boolean =>
+    threshold === undefined ? externalRef(t) !== undefined : sizeOf(t) >= threshold && sizeOf(t) > 0;
+  // protobuf cannot hold more than 2 GiB: past that every tensor of 1 KiB or more goes external.
+  const inlineTotal = tensors.filter((t) => !externalUnder(opts.externalThreshold)(t)).reduce((n, t) => n + sizeOf(t), 0);
+  const goesExternal = externalUnder(inlineTotal > (opts.inlineLimit ?? PROTOBUF_LIMIT - (64 << 20)) ? 1024 : opts.externalThreshold);
 
   // Shallow replacements: the caller's tensors stay untouched.
   const replaced = new Map<TensorProto, TensorProto>();

@@ -42,10 +42,13 @@ export async function describeBrick(dir: string, file: string, name: string, kin
   };
 }
 
-/** Saves a cut model as `<name>.onnx`; external weights stay external (copied into `<name>.onnx_data`). */
-export async function writeBrick(dir: string, name: string, kind: BrickKind, model: ModelProto, source: OnnxFile): Promise<BrickEntry> {
+/**
+ * Saves a cut model as `<name>.onnx`. External weights stay external (copied into `<name>.onnx_data`);
+ * with `externalThreshold`, tensors of at least that many bytes go there too.
+ */
+export async function writeBrick(dir: string, name: string, kind: BrickKind, model: ModelProto, source: OnnxFile, externalThreshold?: number): Promise<BrickEntry> {
   const file = `${name}.onnx`;
-  await saveModel(model, join(dir, file), { sourceDir: source.dir });
+  await saveModel(model, join(dir, file), { sourceDir: source.dir, externalThreshold });
   return describeBrick(dir, file, name, kind);
 }
 

@@ -26,6 +26,8 @@ export interface PartitionOptions {
   readonly dtype?: string;
   readonly splitProjector?: boolean;
   readonly tolerance?: number;
+  /** Write weights of at least this many bytes to `<brick>.onnx_data` (default: as in the source; forced past 2 GB). */
+  readonly externalData?: number;
   readonly onStage?: (stage: string) => void;
 }
 
@@ -57,7 +59,7 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
     let originalOutputs: string[] | undefined;
     if (split) {
       o.onStage?.('adopt');
-      const adopted = await adoptSplitLayout(split, tmp, { splitProjector: o.splitProjector ?? false, tokenIds: config.tokenIds, cutProjector: o.cuts?.projector });
+      const adopted = await adoptSplitLayout(split, tmp, { splitProjector: o.splitProjector ?? false, tokenIds: config.tokenIds, cutProjector: o.cuts?.projector, externalData: o.externalData });
       ({ bricks, connections } = adopted);
       notes.push(...adopted.notes);
       sources = await Promise.all(split.files.map((f) => sourceEntry(f.file)));
@@ -76,7 +78,7 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
       for (const cut of found.bricks) {
         o.onStage?.(`write ${cut.name}`);
         const { model } = extractModel(src.model, g, { graphName: cut.name, inputs: cut.inputs, outputs: cut.outputs });
-        bricks.push(await writeBrick(tmp, cut.name, cut.kind, model, src));
+        bricks.push(await writeBrick(tmp, cut.name, cut.kind, model, src, o.externalData));
       }
       connections = [...found.connections];
       sources = [await sourceEntry(src.file)];

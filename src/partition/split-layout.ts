@@ -3,7 +3,7 @@
  * bricks with the canonical interfaces, so they are copied byte for byte (a `--dtype` suffix picks the
  * variant), and only `--split-projector` cuts anything (the projector out of the vision encoder).
  */
-import { readdir, stat } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fail } from '../errors.js';
 import type { BrickEntry, Connection } from '../formats/bricks.js';
@@ -57,7 +57,7 @@ export interface Adopted {
 }
 
 export async function adoptSplitLayout(layout: SplitLayout, out: string,
-  o: { splitProjector: boolean; cutProjector?: string; tokenIds: { image?: number; audio?: number } }): Promise<Adopted> {
+  o: { splitProjector: boolean; cutProjector?: string; externalData?: number; tokenIds: { image?: number; audio?: number } }): Promise<Adopted> {
   const bricks: BrickEntry[] = [];
   const connections: Connection[] = [];
   const notes: string[] = [];
@@ -76,8 +76,8 @@ export async function adoptSplitLayout(layout: SplitLayout, out: string,
       const boundary = projectorBoundary(g, { kind: 'vision', input, output }, o.cutProjector);
       const vision = extractModel(src.model, g, { graphName: 'vision', inputs: [{ name: input }], outputs: [{ name: boundary, as: TENSOR.visionHidden }] });
       const projector = extractModel(src.model, g, { graphName: 'projector', inputs: [{ name: boundary, as: TENSOR.visionHidden }], outputs: [{ name: output }] });
-      bricks.push(await writeBrick(out, 'vision', 'vision', vision.model, src));
-      bricks.push(await writeBrick(out, 'projector', 'projector', projector.model, src));
+      bricks.push(await writeBrick(out, 'vision', 'vision', vision.model, src, o.externalData));
+      bricks.push(await writeBrick(out, 'projector', 'projector', projector.model, src, o.externalData));
       connections.push({ from: `vision.${TENSOR.visionHidden}`, to: `projector.${TENSOR.visionHidden}` });
       cutFrom = src;
       cutOutputs = [output];
@@ -106,4 +106,3 @@ export async function adoptSplitLayout(layout: SplitLayout, out: string,
   return { bricks, connections, notes, cutFrom, cutOutputs };
 }
 
-export const isDirectory = async (p: string): Promise<boolean> => (await stat(p).catch(() => undefined))?.isDirectory() ?? false;

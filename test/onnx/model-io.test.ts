@@ -18,14 +18,14 @@ beforeAll(async () => { dir = await mkdtemp(join(tmpdir(), 'nanomind-io-')); });
 const rng = (seed: number) => () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) - 0.5;
 
 /** x[1,8] → MatMul(W[8,16]) → Add(b) → y, with weights big enough to externalize. */
-function linearModel(): { model: ModelProto; w: Float32Array; b: Float32Array } {
+function linearModel(out = 16): { model: ModelProto; w: Float32Array; b: Float32Array } {
   const r = rng(7);
-  const w = Float32Array.from({ length: 8 * 16 }, r);
-  const b = Float32Array.from({ length: 16 }, r);
+  const w = Float32Array.from({ length: 8 * out }, r);
+  const b = Float32Array.from({ length: out }, r);
   const g = new GraphBuilder('linear');
   const x = g.input('x', 'float32', ['batch', 8]);
-  const y = g.op('Add', [g.op('MatMul', [x, g.init('weight', [8, 16], w)]), g.init('bias', [16], b)], {}, { outputs: ['y'] });
-  g.output(y, 'float32', ['batch', 16]);
+  const y = g.op('Add', [g.op('MatMul', [x, g.init('weight', [8, out], w)]), g.init('bias', [out], b)], {}, { outputs: ['y'] });
+  g.output(y, 'float32', ['batch', out]);
   return { model: g.model(), w, b };
 }
 
@@ -122,6 +122,18 @@ describe('external data', () => {
     // external → inline again restores the original bytes
     await saveModel(loaded.model, join(dir, 'inline-again.onnx'), { sourceDir: loaded.dir, externalThreshold: Infinity });
     expect(Buffer.compare(await readFile(join(dir, 'inline-again.onnx')), await readFile(inline))).toBe(0);
+  });
+
+  it('forces external data when the inline weights would pass the protobuf limit', async () => {
+    const { model } = linearModel(64);
+    await saveModel(model, join(dir, 'forced-inline.onnx'));
+    const saved = await saveModel(model, join(dir, 'forced.onnx'), { externalThreshold: Infinity, inlineLimit: 1024 });
+    expect(saved.dataFile).toBe(join(dir, 'forced.onnx_data'));
+    const loaded = await loadModel(join(dir, 'forced.onnx'));
+    expect(externalRef(loaded.model.graph!.initializer.find((t) => t.name === 'weight')!)).toBeDefined();
+    // the 256-byte bias stays inline: only tensors of 1 KiB or more move
+    expect(externalRef(loaded.model.graph!.initializer.find((t) => t.name === 'bias')!)).toBeUndefined();
+    expect(Array.from(await runLinear(join(dir, 'forced.onnx')))).toEqual(Array.from(await runLinear(join(dir, 'forced-inline.onnx'))));
   });
 
   it('copies external data of a model saved elsewhere, leaving the source untouched', async () => {

@@ -108,6 +108,13 @@ describe('monolithic graphs', () => {
     expect(m.verify!.ok).toBe(true);
   });
 
+  it('--external-data moves brick weights of a given size to .onnx_data', async () => {
+    const mono = await fixtureDir('llava-monolithic');
+    const { manifest: m } = await partition({ input: mono.file, out: join(work, 'ext-flag'), externalData: 4096 });
+    for (const x of m.bricks) expect(x.dataFiles).toEqual([`${x.name}.onnx_data`]);
+    expect(m.verify!.ok).toBe(true);
+  });
+
   it('verification catches a brick that no longer matches the original', async () => {
     const mono = await fixtureDir('llava-monolithic');
     const out = join(work, 'tamper');
