@@ -228,6 +228,24 @@ describe('bad input', () => {
     expect(await readFile(join(out, 'thesis.tex'), 'utf8')).toBe('do not delete');
   });
 
+  it('two candidate encoder outputs are reported as ambiguous with the candidates, and --cut settles it', async () => {
+    const { GraphBuilder } = await import('../../src/onnx/builder.js');
+    const g = new GraphBuilder();
+    const px = g.input('pixel_values', 'float32', [1, 3, 4, 4]);
+    const ids = g.input('input_ids', 'int64', [1, 'sequence_length']);
+    const a = g.op('ReduceMean', [g.op('Relu', [px])], { keepdims: 0 }, { outputs: ['feat_a'] });
+    const b = g.op('ReduceMean', [g.op('Sigmoid', [px])], { keepdims: 0 }, { outputs: ['feat_b'] });
+    const emb = g.op('Gather', [g.init('embed_tokens.weight', [10, 8], Float32Array.from({ length: 80 }, (_, i) => i / 80)), ids], { axis: 0 });
+    const merged = g.op('Add', [g.op('Add', [emb, a]), b]);
+    g.output(g.op('MatMul', [merged, g.init('lm_head.weight', [8, 10], Float32Array.from({ length: 80 }, (_, i) => (i % 7) / 7))], {}, { outputs: ['logits'] }), 'float32', [1, 'sequence_length', 10]);
+    const file = join(work, 'ambiguous.onnx');
+    await saveModel(g.model(), file);
+    const err = await partition({ input: file, out: join(work, 'amb-out') }).catch((e) => e);
+    expect(err.code).toBe('E_PARTITION_AMBIGUOUS');
+    expect([...err.detail.notes].sort()).toEqual(['feat_a', 'feat_b']);
+    expect(err.detail.hint).toContain('--cut vision=');
+  });
+
   it('a graph without language-model inputs is reported, not guessed', async () => {
     const { GraphBuilder } = await import('../../src/onnx/builder.js');
     const g = new GraphBuilder();
