@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { bytes, compactNames, count, emit, shapeText, table } from './output.js';
+import { bytes, compactNames, count, emit, flopsText, shapeText, table } from './output.js';
 import { parseCuts, collect } from './flags.js';
 
 interface InspectFlags { json?: boolean; cut: string[]; dtype?: string }
@@ -25,8 +25,8 @@ export const inspectVerb = (program: Command) => program
         out += `  ops: ${ops.map(([o, n]) => `${o} ${n}`).join(', ')}\n\n`;
       }
       if (r.bricks.length)
-        out += table(['brick', 'kind', 'params', 'bytes', 'nodes', 'GFLOPs (est.)', 'inputs → outputs'],
-          r.bricks.map((b) => [b.name, b.kind, b.params, bytes(b.bytes), b.nodes, `${(b.flops.value / 1e9).toFixed(4)}/${b.flops.per}`,
+        out += table(['brick', 'kind', 'params', 'bytes', 'nodes', 'FLOPs (estimate)', 'inputs → outputs'],
+          r.bricks.map((b) => [b.name, b.kind, b.params, bytes(b.bytes), b.nodes, `${flopsText(b.flops.value)}/${b.flops.per}`,
             `${compactNames(b.inputs.map((i) => i.name)).join(', ')} → ${compactNames(b.outputs.map((o) => o.name)).join(', ')}`]));
       for (const n of r.notes) out += `note: ${n}\n`;
       return out;

@@ -54,3 +54,9 @@ export function compactNames(names: readonly string[]): string[] {
     return `${n.slice(1)}.{${layers[0]}..${layers[layers.length - 1]}}.{${[...g.leaves].join(',')}}`;
   });
 }
+
+export function flopsText(n: number): string {
+  const units: [number, string][] = [[1e12, 'TFLOP'], [1e9, 'GFLOP'], [1e6, 'MFLOP'], [1e3, 'kFLOP']];
+  const [div, unit] = units.find(([d]) => n >= d) ?? [1, 'FLOP'];
+  return `${(n / div).toFixed(n / div < 10 ? 2 : 1)} ${unit}`;
+}
