@@ -15,7 +15,7 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fail } from '../errors.js';
-import { resolveInside, sha256File } from '../onnx/model-io.js';
+import { resolveInside, sha256File } from '../util/files.js';
 import { deepFreeze, readJsonFile, writeJsonAtomic } from './json-file.js';
 import { BRICK_KINDS, type BrickKind } from './names.js';
 

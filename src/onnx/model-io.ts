@@ -6,15 +6,18 @@
  * External data follows the ONNX convention: `external_data` entries `location` (relative to the
  * model file's directory), `offset` and `length` (decimal strings), `data_location = EXTERNAL`.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import {
   AttributeProto_AttributeType as AT, ModelProtoSchema, StringStringEntryProtoSchema,
   TensorProto_DataLocation, type GraphProto, type ModelProto, type TensorProto,
 } from 'onnx-buf';
 import { fail } from '../errors.js';
+import { resolveInside } from '../util/files.js';
+
+export { resolveInside, sha256File } from '../util/files.js';
 import { DT, dtypeName, storageBytes } from './dtype.js';
 
 export interface OnnxFile {
@@ -75,15 +78,6 @@ export function externalRef(t: TensorProto): ExternalRef | undefined {
   return { location, offset: num('offset', 0), length: num('length', -1) };
 }
 
-/** Resolves a relative path from a model or manifest, refusing any that leaves `dir`. */
-export function resolveInside(dir: string, location: string, what: string): string {
-  const full = resolve(dir, location);
-  const rel = relative(dir, full);
-  if (isAbsolute(location) || rel === '' || rel.startsWith('..') || isAbsolute(rel) || location.includes('\0'))
-    throw fail('E_PATH_ESCAPE', `${what}: path '${location}' escapes the directory ${dir}`,
-      { hint: 'referenced files must live inside the model or bundle directory' });
-  return full;
-}
 
 /** Every TensorProto in a graph, its subgraphs and Constant attributes, with the owning graph's name. */
 export function* allTensors(g: GraphProto): Generator<TensorProto> {
@@ -298,24 +292,3 @@ function withTensors(model: ModelProto, swap: ReadonlyMap<TensorProto, TensorPro
   });
   return { ...model, graph: mapGraph(model.graph!) };
 }
-
-export async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256');
-  const fh = await open(path, 'r');
-  try {
-    const buf = Buffer.allocUnsafe(COPY_CHUNK);
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) break;
-      h.update(buf.subarray(0, bytesRead));
-    }
-  } finally {
-    await fh.close();
-  }
-  return h.digest('hex');
-}
-
-export const isPathInside = (dir: string, p: string): boolean => {
-  const rel = relative(dir, p);
-  return rel !== '' && !rel.startsWith('..' + sep) && rel !== '..' && !isAbsolute(rel);
-};

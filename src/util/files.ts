@@ -1,0 +1,38 @@
+/** Path safety and hashing for files named by manifests and models (no protobuf: the runtime uses this). */
+import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { fail } from '../errors.js';
+
+const CHUNK = 16 << 20;
+
+/** Resolves a relative path from a model or manifest, refusing any that leaves `dir`. */
+export function resolveInside(dir: string, location: string, what: string): string {
+  const full = resolve(dir, location);
+  const rel = relative(dir, full);
+  if (isAbsolute(location) || rel === '' || rel.startsWith('..') || isAbsolute(rel) || location.includes('\0'))
+    throw fail('E_PATH_ESCAPE', `${what}: path '${location}' escapes the directory ${dir}`,
+      { hint: 'referenced files must live inside the model or bundle directory' });
+  return full;
+}
+
+export async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(CHUNK);
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      h.update(buf.subarray(0, bytesRead));
+    }
+  } finally {
+    await fh.close();
+  }
+  return h.digest('hex');
+}
+
+export const isPathInside = (dir: string, p: string): boolean => {
+  const rel = relative(dir, p);
+  return rel !== '' && !rel.startsWith('..' + sep) && rel !== '..' && !isAbsolute(rel);
+};
