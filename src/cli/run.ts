@@ -1,0 +1,111 @@
+import { readdir, stat } from 'node:fs/promises';
+import { extname, join } from 'node:path';
+import type { Command } from 'commander';
+import { fail } from '../errors.js';
+import type { SamplingOptions } from '../run/generation/sampling.js';
+import type { MediaItem } from '../run/model.js';
+import { collect, parseNumber } from './flags.js';
+import { emit } from './output.js';
+
+interface RunFlags {
+  prompt?: string; system?: string; image: string[]; audio: string[]; images?: string[]; inputIds?: string; input: string[];
+  maxTokens?: string; temperature?: string; topK?: string; topP?: string; repetitionPenalty?: string; seed?: string;
+  stop: string[]; threads?: string; overlap: boolean; json?: boolean;
+}
+
+const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg', '.webp', '.gif', '.bmp', '.tif', '.tiff']);
+const repeat = (v: string, prev: string[]) => [...prev, v];
+
+export const runVerb = (program: Command) => program
+  .command('run <model>')
+  .description('generate an answer with the included runtime (brick set or bundle) on this machine')
+  .option('-p, --prompt <text>', 'the question', '')
+  .option('--system <text>', 'system message')
+  .option('--image <file>', 'an image for the prompt (repeatable)', repeat, [])
+  .option('--audio <file>', 'a WAV file for the prompt (repeatable)', repeat, [])
+  .option('--images <files...>', 'a stream of images (or a folder), one answer each; encoding overlaps decoding')
+  .option('--input-ids <list>', 'token ids, comma separated: bypasses the tokenizer and chat template')
+  .option('--input <name=file.npy>', 'a tensor for a brick input, e.g. pixel_values=x.npy (repeatable)', repeat, [])
+  .option('--max-tokens <n>', 'new tokens at most', '256')
+  .option('--temperature <t>', "0 = greedy (default: the model's generation_config, greedy if none)")
+  .option('--top-k <k>', 'keep the k most likely tokens (0 = off)')
+  .option('--top-p <p>', 'nucleus sampling threshold (1 = off)')
+  .option('--repetition-penalty <r>', 'HF repetition penalty (1 = off)')
+  .option('--seed <s>', 'sampling seed (reproducible runs)')
+  .option('--stop <text>', 'stop when the answer contains this text (repeatable)', collect, [])
+  .option('--threads <n>', 'CPU threads per brick (default: ONNX Runtime decides)')
+  .option('--no-overlap', 'with --images: encode and answer one image at a time (for comparison)')
+  .option('--json', 'print {text, tokens, stats} as JSON instead of streaming')
+  .action(async (model: string, f: RunFlags) => {
+    const { openModel, readInputTensors } = await import('../run/model.js');
+    const { runPrompt, runImageStream } = await import('../run/run.js');
+    const threads = parseNumber('--threads', f.threads, { min: 1, integer: true });
+    const sampling = samplingFlags(f);
+    const maxNewTokens = parseNumber('--max-tokens', f.maxTokens, { min: 1, integer: true });
+    const m = await openModel(model, { threads });
+    try {
+      const onText = f.json ? undefined : (t: string) => { process.stdout.write(t); };
+      if (f.images) {
+        const files = await expandImages(f.images);
+        const r = await runImageStream(m, files, f.prompt ?? '', { maxNewTokens, sampling, stopStrings: f.stop, overlap: f.overlap,
+          onAnswer: f.json ? undefined : (i, a) => process.stdout.write(`${files[i]}: ${a.text}\n`) });
+        if (f.json) emit(r, true, () => '');
+        else process.stderr.write(`${files.length} images in ${(r.totalMs / 1000).toFixed(2)} s (${r.imagesPerS.toFixed(2)} images/s, ${r.overlap ? 'encoder ∥ decoder' : 'sequential'})\n`);
+        return;
+      }
+      const tensors = await readInputTensors(Object.fromEntries(f.input.map(splitInput)));
+      const media = { image: [] as MediaItem[], audio: [] as MediaItem[] };
+      for (const [name, t] of Object.entries(tensors)) {
+        const enc = m.set.encoders.find((e) => e.input.name === name);
+        if (!enc) throw fail('E_USAGE', `--input ${name}: no encoder brick takes '${name}'`, { notes: m.set.encoders.map((e) => `${e.kind}: ${e.input.name}`) });
+        media[enc.kind === 'vision' ? 'image' : 'audio'].push({ tensor: t });
+      }
+      const result = await runPrompt(m, {
+        prompt: f.prompt, system: f.system,
+        images: [...f.image.map((file) => ({ file })), ...media.image], audio: [...f.audio.map((file) => ({ file })), ...media.audio],
+        inputIds: f.inputIds === undefined ? undefined : parseIds(f.inputIds),
+      }, { maxNewTokens, sampling, stopStrings: f.stop, onText });
+      if (f.json) emit(result, true, () => '');
+      else process.stdout.write('\n');
+    } finally {
+      await m.close();
+    }
+  });
+
+function samplingFlags(f: RunFlags): SamplingOptions | undefined {
+  const s = {
+    temperature: parseNumber('--temperature', f.temperature, { min: 0 }),
+    topK: parseNumber('--top-k', f.topK, { min: 0, integer: true }),
+    topP: parseNumber('--top-p', f.topP, { min: 0 }),
+    repetitionPenalty: parseNumber('--repetition-penalty', f.repetitionPenalty, { min: 0 }),
+    seed: parseNumber('--seed', f.seed, { min: 0, integer: true }),
+  };
+  const given = Object.fromEntries(Object.entries(s).filter(([, v]) => v !== undefined));
+  if (!Object.keys(given).length) return undefined;
+  // Asking for top-k/top-p/seed without a temperature means sampling at temperature 1, as in llama.cpp.
+  return { temperature: 1, ...given };
+}
+
+function splitInput(item: string): [string, string] {
+  const eq = item.indexOf('=');
+  if (eq <= 0 || eq === item.length - 1) throw fail('E_USAGE', `--input '${item}': expected NAME=FILE.npy`);
+  return [item.slice(0, eq), item.slice(eq + 1)];
+}
+
+function parseIds(list: string): number[] {
+  const ids = list.split(/[\s,]+/).filter(Boolean).map(Number);
+  if (!ids.length || ids.some((n) => !Number.isSafeInteger(n) || n < 0)) throw fail('E_USAGE', `--input-ids '${list}': expected non-negative integers separated by commas`);
+  return ids;
+}
+
+async function expandImages(items: readonly string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const item of items) {
+    const st = await stat(item).catch(() => undefined);
+    if (!st) throw fail('E_IMAGE', `${item}: no such file or directory`, { file: item });
+    if (st.isDirectory()) out.push(...(await readdir(item)).filter((n) => IMAGE_EXT.has(extname(n).toLowerCase())).sort().map((n) => join(item, n)));
+    else out.push(item);
+  }
+  if (!out.length) throw fail('E_IMAGE', `--images ${items.join(' ')}: no images found`);
+  return out;
+}
