@@ -5,9 +5,11 @@
  */
 import { Command, CommanderError } from 'commander';
 import { isNanomindError } from '../errors.js';
+import { compileVerb } from './compile.js';
 import { demoVerb } from './demo.js';
 import { inspectVerb } from './inspect.js';
 import { partitionVerb } from './partition.js';
+import { planVerb } from './plan.js';
 import { runVerb } from './run.js';
 
 export const VERSION = '0.1.0';
@@ -19,7 +21,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-  for (const verb of [demoVerb, inspectVerb, partitionVerb, runVerb]) verb(program);
+  for (const verb of [demoVerb, inspectVerb, partitionVerb, compileVerb, planVerb, runVerb]) verb(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

@@ -1,0 +1,145 @@
+/**
+ * `compile`: a brick set + a target profile → a bundle directory: every brick on its best accelerator
+ * in its best format (placement), a schedule plan, the brick files, the target profile, tokenizer and
+ * config files, and for NPU bricks the Rockchip artifacts. Passes, in order:
+ *   analyze bricks → load target → place → plan → copy bricks → NPU lowering (last, target-specific) → manifest.
+ */
+import { copyFile, mkdir, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import type { FileEntry } from '../formats/bricks.js';
+import { BRICKS_FILE } from '../formats/bricks.js';
+import {
+  BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION, PLAN_FILE, writeBundleManifest, writePlan, type BundleArtifact, type BundleBrick, type BundleManifest, type Plan,
+} from '../formats/bundle.js';
+import { writeDirAtomically } from '../formats/atomic-dir.js';
+import { writeJsonAtomic } from '../formats/json-file.js';
+import { sha256File } from '../onnx/model-io.js';
+import { analyzeBrickSet, type BrickSetInfo } from './analyze.js';
+import { DEFAULT_WORKLOAD, type Workload } from './cost.js';
+import { place, type Objective, type PlaceOverride, type PlacementResult } from './placement.js';
+import { buildPlan } from './plan.js';
+import { convertRkllmScript, convertRknnScript, probeRknnToolkit, runRknnConversion, writeCalibration, writeRknnOnnx, type RknnBrick } from './rknn.js';
+import { loadTarget, val, type TargetProfile } from './targets.js';
+
+export interface CompileOptions {
+  readonly bricks: string;
+  readonly target: string;
+  readonly out: string;
+  readonly objective?: Objective;
+  readonly place?: readonly PlaceOverride[];
+  readonly maxContext?: number;
+  readonly workload?: Partial<Omit<Workload, 'maxContext'>>;
+  /** `auto` (default): convert with rknn-toolkit2 when it imports here; `skip`: only write the script. */
+  readonly rknn?: 'auto' | 'skip';
+  readonly onStage?: (stage: string) => void;
+}
+
+export interface CompileResult {
+  readonly out: string;
+  readonly manifest: BundleManifest;
+  readonly plan: Plan;
+  readonly placement: PlacementResult;
+  readonly target: TargetProfile;
+}
+
+export const TARGET_COPY = 'target.json';
+const VERSION = 'nanomind 0.1.0';
+
+export async function compile(o: CompileOptions): Promise<CompileResult> {
+  o.onStage?.('analyze bricks');
+  const set = await analyzeBrickSet(resolve(o.bricks), { maxContext: o.maxContext });
+  const target = await loadTarget(o.target);
+  const w: Workload = { ...DEFAULT_WORKLOAD, ...o.workload, maxContext: set.maxContext };
+  const workload: Workload = {
+    ...w,
+    images: set.bricks.some((b) => b.entry.kind === 'vision') ? w.images : 0,
+    audioClips: set.bricks.some((b) => b.entry.kind === 'audio') ? w.audioClips : 0,
+  };
+  o.onStage?.('place');
+  const placement = place(set, target, { objective: o.objective, overrides: o.place, workload });
+  const plan = buildPlan(set, target, placement, workload);
+  const rknnProbe = o.rknn === 'skip' ? { ok: false, reason: 'skipped (--no-rknn)' } : placement.bricks.some((p) => p.route === 'rknn') ? await probeRknnToolkit() : { ok: false };
+
+  const manifest = await writeDirAtomically(o.out, BUNDLE_FILE, async (tmp) => {
+    o.onStage?.('copy bricks');
+    const notes: string[] = [...placement.notes];
+    const bricks: BundleBrick[] = [];
+    const rknnBricks: RknnBrick[] = [];
+    const files: FileEntry[] = [];
+    for (const p of placement.bricks) {
+      const b = set.bricks.find((x) => x.entry.name === p.brick)!;
+      const dataFiles: FileEntry[] = [];
+      await copyInto(set.dir, b.entry.file, tmp);
+      for (const d of b.entry.dataFiles) dataFiles.push(await copyInto(set.dir, d, tmp));
+      const artifacts: BundleArtifact[] = [];
+      if (p.route === 'rknn') {
+        o.onStage?.(`lower ${p.brick} for the NPU`);
+        const acc = target.accelerators.find((a) => a.id === p.accelerator)!;
+        const r = await writeRknnOnnx(set.dir, b, tmp, val(acc.maxOpset) ?? 19);
+        artifacts.push({ kind: 'rknn-onnx', ...(await entry(tmp, r.file)), status: 'ready' });
+        const quantize = p.format === 'w8a8' && b.format !== 'w8a8';
+        const calib = quantize ? await writeCalibration(tmp, p.brick, r.inputs, b.entry.inputs.map((t) => t.dtype)) : undefined;
+        const dataset = calib?.list;
+        for (const f of calib?.files ?? []) files.push(await entry(tmp, f));
+        if (dataset) artifacts.push({ kind: 'calibration', ...(await entry(tmp, dataset)), status: 'ready', note: 'seeded random inputs: replace with real preprocessed samples for accuracy' });
+        rknnBricks.push({ brick: p.brick, onnx: r.file, rknn: b.entry.file.replace(/\.onnx$/, '') + '.rknn', quantize, dataset, inputs: r.inputs });
+      }
+      if (p.route === 'rkllm') {
+        const acc = target.accelerators.find((a) => a.id === p.accelerator)!;
+        const script = `convert_rkllm_${p.brick}.py`;
+        await writeFile(join(tmp, script), convertRkllmScript(target.name, p.brick, p.format, set.maxContext, val(acc.cores) ?? 1));
+        artifacts.push({ kind: 'convert-script', ...(await entry(tmp, script)), status: 'ready' });
+        artifacts.push({ kind: 'rkllm', status: 'needs-conversion', note: `RKLLM builds the ${p.format} decoder from the Hugging Face checkpoint: python3 ${script} <hf-model-dir> (x86-64 Linux with rkllm-toolkit), then place ${p.brick}.rkllm in the bundle` });
+        notes.push(`${p.brick}: runs on the ${p.accelerator} through RKLLM (${p.format}); the .rkllm file still needs conversion: python3 ${script} <hf-model-dir>`);
+      }
+      bricks.push({
+        name: p.brick, kind: b.entry.kind, file: b.entry.file, sha256: await sha256File(join(tmp, b.entry.file)), bytes: (await stat(join(tmp, b.entry.file))).size,
+        dataFiles, inputs: b.entry.inputs, outputs: b.entry.outputs, accelerator: p.accelerator, backend: p.backend as BundleBrick['backend'],
+        format: p.format, sourceFormat: p.sourceFormat, memory: placement.models.get(p.brick)!.memory, artifacts,
+      });
+    }
+    if (rknnBricks.length) {
+      await writeFile(join(tmp, 'convert_rknn.py'), convertRknnScript(target.name, rknnBricks));
+      files.push(await entry(tmp, 'convert_rknn.py'));
+      if (rknnProbe.ok) {
+        o.onStage?.('rknn-toolkit2 conversion');
+        await runRknnConversion(tmp);
+      } else {
+        notes.push(`NPU artifacts still need conversion: rknn-toolkit2 is not importable here (${rknnProbe.reason ?? 'python3 -c "import rknn.api" failed'}); on an x86-64 Linux machine with \`pip install rknn-toolkit2\`, run \`python3 convert_rknn.py\` in the bundle directory`);
+      }
+      for (const r of rknnBricks) {
+        const b = bricks.find((x) => x.name === r.brick)!;
+        (b.artifacts as BundleArtifact[]).push({ kind: 'convert-script', ...(await entry(tmp, 'convert_rknn.py')), status: 'ready' });
+        (b.artifacts as BundleArtifact[]).push(rknnProbe.ok
+          ? { kind: 'rknn', ...(await entry(tmp, r.rknn)), status: 'ready' }
+          : { kind: 'rknn', status: 'needs-conversion', note: `python3 convert_rknn.py (rknn-toolkit2) writes ${r.rknn}; until then the runtime runs ${r.onnx.replace('.rknn.onnx', '.onnx')} with ORT` });
+      }
+    }
+    for (const f of set.manifest.files) files.push(await copyInto(set.dir, f.path, tmp));
+    files.push(await copyInto(set.dir, BRICKS_FILE, tmp));
+    await writeJsonAtomic(join(tmp, TARGET_COPY), target);
+    await writePlan(tmp, plan);
+    const m: BundleManifest = {
+      format: BUNDLE_FORMAT, version: BUNDLE_VERSION, createdBy: VERSION,
+      model: { id: set.manifest.model.id, source: set.dir },
+      target: { name: target.name, title: target.title, file: TARGET_COPY, sha256: await sha256File(join(tmp, TARGET_COPY)) },
+      plan: { file: PLAN_FILE, sha256: await sha256File(join(tmp, PLAN_FILE)) },
+      bricks, connections: set.manifest.connections, files, notes,
+    };
+    await writeBundleManifest(tmp, m);
+    return m;
+  });
+  return { out: resolve(o.out), manifest, plan, placement, target };
+}
+
+async function copyInto(srcDir: string, rel: string, outDir: string): Promise<FileEntry> {
+  await mkdir(dirname(join(outDir, rel)), { recursive: true });
+  await copyFile(join(srcDir, rel), join(outDir, rel));
+  return entry(outDir, rel);
+}
+
+async function entry(dir: string, rel: string): Promise<FileEntry> {
+  return { path: rel, sha256: await sha256File(join(dir, rel)), bytes: (await stat(join(dir, rel))).size };
+}
+
+export type { BrickSetInfo };
