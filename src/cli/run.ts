@@ -18,7 +18,7 @@ const repeat = (v: string, prev: string[]) => [...prev, v];
 
 export const runVerb = (program: Command) => program
   .command('run <model>')
-  .description('generate an answer with the included runtime (brick set or bundle) on this machine')
+  .description('generate an answer with the included runtime (brick set or compiled bundle) on this machine')
   .option('-p, --prompt <text>', 'the question', '')
   .option('--system <text>', 'system message')
   .option('--image <file>', 'an image for the prompt (repeatable)', repeat, [])
@@ -43,6 +43,7 @@ export const runVerb = (program: Command) => program
     const sampling = samplingFlags(f);
     const maxNewTokens = parseNumber('--max-tokens', f.maxTokens, { min: 1, integer: true });
     const m = await openModel(model, { threads });
+    for (const n of m.notices) process.stderr.write(`notice: ${n}\n`);
     try {
       const onText = f.json ? undefined : (t: string) => { process.stdout.write(t); };
       if (f.images) {

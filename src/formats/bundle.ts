@@ -30,7 +30,7 @@
 import { stat } from 'node:fs/promises';
 import { isAbsolute, join, normalize, sep } from 'node:path';
 import { fail } from '../errors.js';
-import { sha256File } from '../onnx/model-io.js';
+import { sha256File } from '../util/files.js';
 import type { Connection, FileEntry, TensorSpec } from './bricks.js';
 import { deepFreeze, readJsonFile, writeJsonAtomic } from './json-file.js';
 import { BRICK_KINDS, type BrickKind } from './names.js';

@@ -6,6 +6,7 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fail } from '../errors.js';
+import { BUNDLE_FILE, readBundle, type Bundle } from '../formats/bundle.js';
 import { readJsonFile } from '../formats/json-file.js';
 import type { TensorLike } from './backend.js';
 import { openBrickSet, type BrickSet, type EncodeResult } from './brick-set.js';
@@ -25,6 +26,10 @@ export interface OpenModelOptions {
 export interface RuntimeModel {
   readonly dir: string;
   readonly set: BrickSet;
+  /** Present when `dir` is a compiled bundle (bundle.json + plan.json). */
+  readonly bundle?: Bundle;
+  /** One line per brick the bundle places on an accelerator this machine cannot drive (it runs on the CPU). */
+  readonly notices: readonly string[];
   /** Absent for a brick set without tokenizer files (then only raw `--input-ids` work). */
   readonly tokenizer?: TextTokenizer;
   readonly prompts?: PromptBuilder;
@@ -41,7 +46,12 @@ export type MediaItem = { readonly file: string } | { readonly tensor: TensorLik
 const exists = async (p: string) => (await stat(p).catch(() => undefined))?.isFile() ?? false;
 
 export async function openModel(dir: string, opts: OpenModelOptions = {}): Promise<RuntimeModel> {
-  const set = await openBrickSet(dir, { threads: opts.threads, checkHashes: opts.checkHashes });
+  const bundle = (await exists(join(dir, BUNDLE_FILE))) ? await readBundle(dir, { checkHashes: opts.checkHashes ?? true }) : undefined;
+  // A bundle's hashes were just checked; its bricks.json copy lists the same files.
+  const set = await openBrickSet(dir, { threads: opts.threads, checkHashes: bundle ? false : opts.checkHashes });
+  const available = new Set<string>([set.backend.id]);
+  const notices = (bundle?.manifest.bricks ?? []).filter((b) => !available.has(b.backend)).map((b) =>
+    `brick '${b.name}' is placed on ${b.accelerator} (${b.backend}), which this machine cannot run; using its portable ONNX on ${set.backend.id}`);
   try {
     const tokenizer = (await exists(join(dir, 'tokenizer.json'))) ? await loadTokenizer(dir) : undefined;
     const prompts = tokenizer ? await loadPromptBuilder(dir, tokenizer).catch((e) => {
@@ -56,7 +66,7 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
       if (set.encoders.some((e) => e.kind === 'audio')) audioConfig = await loadFeatureExtractorConfig(dir);
     }
     return {
-      dir, set, tokenizer, prompts, defaultSampling: await readDefaultSampling(dir),
+      dir, set, bundle, notices, tokenizer, prompts, defaultSampling: await readDefaultSampling(dir),
       async mediaInput(kind, item) {
         if ('tensor' in item) return item.tensor;
         if (kind === 'image') {

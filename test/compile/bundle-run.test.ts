@@ -1,0 +1,53 @@
+/** The runtime honours bundles: a compiled bundle runs on the host and reproduces the brick set. */
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { compile } from '../../src/compile/index.js';
+import { writeNpyFile } from '../../src/run/inputs/npy.js';
+import { cleanupFixtures, fixtureRoot } from '../fixtures/index.js';
+import { brickSetDir, detFloat, prompt, releaseSessions } from '../run/helpers.js';
+
+const BIN = join(import.meta.dirname, '..', '..', 'bin', 'nanomind.js');
+const exec = promisify(execFile);
+afterAll(async () => { await releaseSessions(); await cleanupFixtures(); });
+
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await exec(process.execPath, [BIN, ...args], { env: { ...process.env, CI: 'true' } });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
+describe('bundles in the runtime', () => {
+  it('an rk3588 bundle with the vision brick on the NPU runs here on the CPU, with one notice, and gives the brick set’s tokens', async () => {
+    const bricks = await brickSetDir('llava');
+    const out = join(await mkdtemp(join(await fixtureRoot(), 'bundle-')), 'bundle');
+    const r = await compile({ bricks, target: 'rk3588', out, place: [{ brick: 'vision', accelerator: 'npu' }], rknn: 'skip' });
+    expect(r.out).toBe(out);
+    const npy = join(await fixtureRoot(), 'bundle-px.npy');
+    await writeNpyFile(npy, { dtype: 'float32', shape: [1, 3, 32, 32], data: detFloat(3 * 32 * 32, 1.1) });
+    const ids = prompt(319, 16).ids.join(',');
+    const args = ['--input-ids', ids, '--input', `pixel_values=${npy}`, '--temperature', '0', '--max-tokens', '8', '--json'];
+    const fromBundle = await cli('run', out, ...args);
+    const fromBricks = await cli('run', bricks, ...args);
+    expect(fromBundle.code).toBe(0);
+    expect(JSON.parse(fromBundle.stdout).tokens).toEqual(JSON.parse(fromBricks.stdout).tokens);
+    const notices = fromBundle.stderr.trim().split('\n').filter((l) => l.startsWith('notice:'));
+    expect(notices).toHaveLength(1);
+    expect(notices[0]).toContain("'vision'");
+    expect(fromBricks.stderr).not.toContain('notice:');
+
+    // A damaged bundle is refused before anything runs.
+    const file = join(out, 'decoder_model_merged.onnx');
+    const bytes = await readFile(file);
+    bytes[100] ^= 1;
+    await writeFile(file, bytes);
+    const bad = await cli('run', out, ...args);
+    expect([bad.code, JSON.parse(bad.stdout).error.code]).toEqual([1, 'E_BUNDLE_HASH']);
+  });
+});
