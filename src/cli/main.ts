@@ -7,9 +7,11 @@ import { Command, CommanderError } from 'commander';
 import { isNanomindError } from '../errors.js';
 import { compileVerb } from './compile.js';
 import { demoVerb } from './demo.js';
+import { deployVerb } from './deploy.js';
 import { inspectVerb } from './inspect.js';
 import { partitionVerb } from './partition.js';
 import { planVerb } from './plan.js';
+import { pullVerb } from './pull.js';
 import { runVerb } from './run.js';
 
 export const VERSION = '0.1.0';
@@ -21,7 +23,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-  for (const verb of [demoVerb, inspectVerb, partitionVerb, compileVerb, planVerb, runVerb]) verb(program);
+  for (const verb of [demoVerb, pullVerb, inspectVerb, partitionVerb, compileVerb, planVerb, runVerb, deployVerb]) verb(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

@@ -1,0 +1,162 @@
+/**
+ * `nanomind deploy`: check the board, sync the bundle into place atomically, make sure the runtime is
+ * there, optionally run it.
+ *
+ *   1. probe       one round trip: readiness (arch, OS, Node, free space, NPU, librknnrt, GPU APIs)
+ *                  + sha256 of the live bundle and of leftover staging folders       (probe.ts)
+ *   2. refuse early: target path holds something else, no Node (unless --skip-runtime),
+ *                  no sha256sum, not enough space for the files to send             (E_DEPLOY_*)
+ *   3. stage       link unchanged files, send changed ones (rsync or scp; adb push)  (sync.ts)
+ *   4. verify+swap sha256 of every staged file, then rename into place
+ *   5. runtime     version check, `npm pack` + `npm install --omit=dev` when it differs (runtime.ts)
+ *   6. --run       nanomind on the board, output streamed back                       (remote.ts)
+ */
+import { randomBytes } from 'node:crypto';
+import { fail } from '../errors.js';
+import { loadDeployable, type Deployable } from './local.js';
+import { parseProbe, PROBE_SCRIPT, readinessRows, type Readiness, type ReadinessRow } from './probe.js';
+import { runRemote, transportFor, type RemoteRun } from './remote.js';
+import { DEFAULT_RUNTIME_DIR, installRuntime, localVersion, runtimeAction } from './runtime.js';
+import type { SshOptions } from './ssh.js';
+import { planSync, prepareScript, verifySwapScript } from './sync.js';
+import { parseTarget, type Target } from './target.js';
+import type { Transport } from './transport.js';
+
+export interface DeployOptions {
+  /** Bundle (bundle.json) or brick set (bricks.json) folder. */
+  readonly bundle: string;
+  /** ssh://[user@]host[:port]/path or adb://SERIAL/path */
+  readonly to: string;
+  readonly ssh?: SshOptions;
+  readonly skipRuntime?: boolean;
+  /** Runtime folder on the board, relative to the remote home unless absolute (default .nanomind/runtime). */
+  readonly runtimeDir?: string;
+  /** nanomind arguments to run on the board afterwards; `{bundle}` is the deployed path. */
+  readonly run?: readonly string[];
+  /** Command prefix that starts nanomind on the board (default: the installed runtime). */
+  readonly remoteNanomind?: readonly string[];
+  /** Overrides the board's reported free space in KiB (tests; NANOMIND_PROBE_FREE_KB in the CLI). */
+  readonly probeFreeKb?: number;
+  readonly signal?: AbortSignal;
+  /** Another transport (tests). */
+  readonly transport?: Transport;
+  readonly onStage?: (stage: string) => void;
+  readonly onReadiness?: (rows: readonly ReadinessRow[], r: Readiness) => void;
+  readonly onFile?: (rel: string, bytes: number) => void;
+  readonly onOutput?: (stream: 'stdout' | 'stderr', chunk: string) => void;
+}
+
+export interface DeployResult {
+  readonly target: string;
+  readonly path: string;
+  readonly kind: 'bundle' | 'bricks';
+  readonly method: string;
+  readonly readiness: Readiness;
+  /** Files sent over the wire in this run. */
+  readonly transferred: readonly string[];
+  /** Files the board already had in the live bundle. */
+  readonly unchanged: readonly string[];
+  /** Files an interrupted earlier deploy had already sent (kept from its staging folder). */
+  readonly resumed: readonly string[];
+  readonly bytesTransferred: number;
+  /** Every file on the board matched its local sha256 before the bundle was swapped in. */
+  readonly verified: boolean;
+  readonly runtime: { readonly action: 'skip' | 'up-to-date' | 'installed'; readonly local: string; readonly remote: string };
+  readonly run?: Pick<RemoteRun, 'command' | 'exitCode'> & { readonly stdout: string };
+  readonly notes: readonly string[];
+}
+
+export async function deploy(o: DeployOptions): Promise<DeployResult> {
+  const target = parseTarget(o.to);
+  const local = await loadDeployable(o.bundle);
+  const t = o.transport ?? transportFor(target, o.ssh);
+  try {
+    return await deployWith(t, o, target, local);
+  } finally {
+    if (!o.transport) await t.close();
+  }
+}
+
+async function deployWith(t: Transport, o: DeployOptions, target: Target, local: Deployable): Promise<DeployResult> {
+  const runtimeDir = o.runtimeDir ?? DEFAULT_RUNTIME_DIR;
+  const notes: string[] = [];
+
+  o.onStage?.('checking the board');
+  const override = o.probeFreeKb !== undefined ? `NANOMIND_PROBE_FREE_KB=${Math.floor(o.probeFreeKb)}\n` : '';
+  const probe = await t.sh(override + PROBE_SCRIPT, [target.path, runtimeDir], { signal: o.signal });
+  const { readiness, state } = parseProbe(probe.stdout);
+  if (readiness.recovered) notes.push(`restored ${readiness.recovered} left by a deploy interrupted during its final rename`);
+  const id = `${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+  const plan = planSync(local.files, state, target.path, id);
+  o.onReadiness?.(readinessRows(readiness, { needBytes: plan.sendBytes }), readiness);
+
+  if (readiness.live === 'other')
+    throw fail('E_DEPLOY_TARGET_OCCUPIED', `${target.path} on the board exists and is not a nanomind bundle or brick set; refusing to replace it`,
+      { hint: 'deploy to a new or empty folder, e.g. append /llava to the --to path' });
+  if (!readiness.sha256sum)
+    throw fail('E_DEPLOY_BOARD', 'the board has no sha256sum (coreutils or busybox), which deploy needs to verify files');
+  const version = localVersion();
+  const action = runtimeAction(readiness.runtime, version, !!o.skipRuntime);
+  if (action === 'install' && !/^v?(\d+)/.test(readiness.node))
+    throw fail('E_DEPLOY_NO_NODE', 'Node.js is not installed on the board; the nanomind runtime needs Node >= 20',
+      { hint: 'install Node 20+ on the board (e.g. from nodejs.org linux-arm64 binaries or NodeSource), or pass --skip-runtime' });
+  if (readiness.freeBytes !== null && readiness.freeBytes < plan.sendBytes)
+    throw fail('E_DEPLOY_NO_SPACE', `not enough space on the board: ${readiness.freeBytes} bytes free at ${target.path}, ${plan.sendBytes} bytes to send`,
+      { hint: 'free space on the board, or deploy to a path on a bigger disk (e.g. an NVMe or SD card mount)' });
+
+  o.onStage?.('staging');
+  await t.useMethod(readiness.rsync);
+  const prep = await t.sh(prepareScript(plan), [target.path, plan.staging, plan.adopt ?? ''], { signal: o.signal });
+  if (!/^prepared=1$/m.test(prep.stdout))
+    throw /No space left/i.test(prep.stderr)
+      ? fail('E_DEPLOY_NO_SPACE', `the board ran out of space while staging ${target.path}`)
+      : fail('E_DEPLOY_BOARD', `preparing the staging folder failed (exit ${prep.exitCode}): ${prep.stderr.trim().split('\n').pop() ?? ''}`);
+
+  o.onStage?.(`sending ${plan.send.length} file(s)`);
+  const stagingPath = target.path.includes('/') ? `${target.path.slice(0, target.path.lastIndexOf('/'))}/${plan.staging}` : plan.staging;
+  const sent: string[] = [];
+  await t.push(local.dir, stagingPath, plan.send.map((f) => ({ local: f.abs, rel: f.rel, bytes: f.bytes })), {
+    signal: o.signal,
+    onFile: (rel, bytes) => { sent.push(rel); o.onFile?.(rel, bytes); },
+  });
+
+  o.onStage?.('verifying');
+  const v = await t.sh(verifySwapScript(local.files), [target.path, plan.staging, id], { signal: o.signal });
+  const verified = /^verified=1$/m.test(v.stdout) && /^swapped=1$/m.test(v.stdout);
+  if (!verified) {
+    const got = new Map(v.stdout.split('\n').filter((l) => l.startsWith('got ')).map((l) => { const [h, ...rest] = l.slice(4).split('  '); return [rest.join('  '), h]; }));
+    const bad = local.files.filter((f) => got.get(f.rel) !== f.sha256).map((f) => `${f.rel}: ${got.has(f.rel) ? 'sha256 differs' : 'missing'} on the board`);
+    throw fail('E_DEPLOY_VERIFY', `the staged bundle on the board does not match the local one; ${target.path} was left as it was`,
+      { notes: bad.length ? bad : [v.stderr.trim() || 'no details'], hint: 'deploy again (changed files are re-sent); if it repeats, check the board\'s storage' });
+  }
+
+  let runtime: DeployResult['runtime'] = { action: action === 'install' ? 'installed' : action, local: version, remote: readiness.runtime };
+  if (action === 'install') {
+    o.onStage?.(`installing nanomind ${version} on the board`);
+    runtime = { ...runtime, remote: await installRuntime(t, { runtimeDir, signal: o.signal, onOutput: (s) => o.onOutput?.('stderr', s) }) };
+  }
+
+  let run: DeployResult['run'];
+  if (o.run) {
+    o.onStage?.('running');
+    const r = await runRemote(t, o.run, target.path, {
+      nanomind: o.remoteNanomind, runtimeDir, signal: o.signal,
+      onStdout: (s) => o.onOutput?.('stdout', s), onStderr: (s) => o.onOutput?.('stderr', s),
+    });
+    run = { command: r.command, exitCode: r.exitCode, stdout: r.stdout };
+    if (r.exitCode !== 0) notes.push(`the remote command exited with ${r.exitCode}`);
+  }
+
+  return {
+    target: o.to, path: target.path, kind: local.kind, method: t.method, readiness,
+    transferred: sent,
+    unchanged: local.files.filter((f) => state.live.get(f.rel) === f.sha256).map((f) => f.rel),
+    resumed: plan.keep.filter((f) => state.live.get(f.rel) !== f.sha256).map((f) => f.rel),
+    bytesTransferred: plan.send.filter((f) => sent.includes(f.rel)).reduce((s, f) => s + f.bytes, 0),
+    verified, runtime, run, notes,
+  };
+}
+
+export { parseTarget, type Target } from './target.js';
+export { openRemoteSession, runRemote, transportFor } from './remote.js';
+export type { Readiness, ReadinessRow } from './probe.js';

@@ -1,0 +1,70 @@
+/**
+ * The nanomind runtime on the board: this very package, packed with `npm pack` and installed with
+ * `npm install --omit=dev` into a runtime folder (default `~/.nanomind/runtime`). A board whose runtime
+ * has the same version as this nanomind is left alone. onnxruntime-node and sharp ship linux-arm64
+ * binaries in their npm packages, so the install needs the npm registry but no compiler.
+ */
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { fail } from '../errors.js';
+import type { Transport } from './transport.js';
+
+export const DEFAULT_RUNTIME_DIR = '.nanomind/runtime';
+
+/** The package root (src/deploy or dist/deploy → two levels up). */
+export const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export function localVersion(root = PACKAGE_ROOT): string {
+  return (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+export type RuntimeAction = 'skip' | 'up-to-date' | 'install';
+
+export function runtimeAction(remoteVersion: string, local: string, skip: boolean): RuntimeAction {
+  if (skip) return 'skip';
+  return remoteVersion === local ? 'up-to-date' : 'install';
+}
+
+/** The local `npm pack` (no lifecycle scripts: dist/ is already built by `npm ci`/`prepare`). */
+export const packCommand = (root: string, dest: string) =>
+  ({ file: 'npm', args: ['pack', '--ignore-scripts', '--json', '--pack-destination', dest], cwd: root });
+
+/** $1 = runtime folder, $2 = tarball name inside it. Keeps a package.json so `npm install` stays local. */
+export const INSTALL_SCRIPT = String.raw`
+R=$1; TGZ=$2
+cd "$R" || exit 3
+[ -f package.json ] || printf '{"private":true,"name":"nanomind-runtime"}\n' > package.json
+# The board runs ONNX Runtime's CPU build (bundled); skip its CUDA download on x64 Linux targets.
+ONNXRUNTIME_NODE_INSTALL=skip npm install --omit=dev --no-audit --no-fund --loglevel=error "./$TGZ" || exit 6
+node -e "process.stdout.write('installed=' + require('./node_modules/nanomind/package.json').version + '\n')"
+rm -f "./$TGZ"
+`;
+
+/** The argv prefix that runs the installed runtime's CLI (paths relative to the remote home). */
+export const remoteNanomindCommand = (runtimeDir: string): string[] => ['node', `${runtimeDir}/node_modules/nanomind/bin/nanomind.js`];
+
+export async function installRuntime(t: Transport, o: { runtimeDir: string; root?: string; signal?: AbortSignal; onOutput?: (s: string) => void }): Promise<string> {
+  const root = o.root ?? PACKAGE_ROOT;
+  const tmp = await mkdtemp(join(tmpdir(), 'nanomind-pack-'));
+  try {
+    const cmd = packCommand(root, tmp);
+    const packed = await execa(cmd.file, cmd.args, { cwd: cmd.cwd, reject: false, cancelSignal: o.signal });
+    if (packed.failed) throw fail('E_DEPLOY_RUNTIME', `npm pack failed in ${root}: ${String(packed.stderr).trim().split('\n').pop()}`, { hint: 'run `npm ci` (it builds dist/) and retry, or pass --skip-runtime' });
+    const name = (JSON.parse(String(packed.stdout)) as { filename: string }[])[0].filename;
+    const mk = await t.sh('mkdir -p "$1"', [o.runtimeDir], { signal: o.signal });
+    if (mk.exitCode !== 0) throw fail('E_DEPLOY_RUNTIME', `cannot create ${o.runtimeDir} on the board: ${mk.stderr.trim()}`);
+    await t.push(tmp, o.runtimeDir, [{ local: join(tmp, name), rel: name, bytes: 0 }], { signal: o.signal });
+    const r = await t.sh(INSTALL_SCRIPT, [o.runtimeDir, name], { signal: o.signal, onStdout: o.onOutput, onStderr: o.onOutput });
+    const installed = /^installed=(.+)$/m.exec(r.stdout)?.[1];
+    if (r.exitCode !== 0 || !installed)
+      throw fail('E_DEPLOY_RUNTIME', `npm install of the runtime failed on the board (exit ${r.exitCode})`,
+        { notes: r.stderr.trim().split('\n').slice(-10), hint: 'the board needs Node >= 20 with npm and access to the npm registry; or install nanomind there yourself and pass --skip-runtime' });
+    return installed;
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
