@@ -269,8 +269,12 @@ export class ChatSession {
       if (!t || t.data.length !== rows.length) throw fail('E_BRICK_RUN', `embed brick '${e.name}' returned ${t?.data.length ?? 0} values for ${to - from} tokens`);
       rows.set(toFloat32(t, spec.name));
     }
+    // Feature rows go to the request's placeholders only: a placeholder id the model generates is embedded
+    // as text, as Hugging Face does (after the first step it passes no pixel_values).
+    const end = Math.min(to, req.inputIds.length);
+    if (end <= from) return;
     const h = this.set.hidden!;
-    const ids = this.seq.tokens.slice(from, to);
+    const ids = this.seq.tokens.slice(from, end);
     for (const enc of this.set.encoders) {
       const id = enc.placeholderTokenId;
       if (!ids.includes(id)) continue;
@@ -279,7 +283,7 @@ export class ChatSession {
         throw fail('E_MERGE_MISSING', `the prompt has ${enc.kind} placeholder tokens (id ${id}) that are not cached, but no features were given for them`,
           { hint: `run the ${enc.kind} encoder (brickSet.encode) and pass its rows in features[${id}]` });
       const before = req.inputIds.slice(0, from).reduce((n, t) => n + (t === id ? 1 : 0), 0);
-      replacePlaceholderRows(rows, ids, id, f.subarray(before * h), h);
+      replacePlaceholderRows(rows.subarray(0, (end - from) * h), ids, id, f.subarray(before * h), h);
     }
   }
 
