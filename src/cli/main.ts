@@ -12,6 +12,7 @@ import { inspectVerb } from './inspect.js';
 import { partitionVerb } from './partition.js';
 import { planVerb } from './plan.js';
 import { pullVerb } from './pull.js';
+import { quantizeVerb } from './quantize.js';
 import { runVerb } from './run.js';
 
 export const VERSION = '0.1.0';
@@ -23,7 +24,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-  for (const verb of [demoVerb, pullVerb, inspectVerb, partitionVerb, compileVerb, planVerb, runVerb, deployVerb]) verb(program);
+  for (const verb of [demoVerb, pullVerb, inspectVerb, partitionVerb, quantizeVerb, compileVerb, planVerb, runVerb, deployVerb]) verb(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

@@ -10,6 +10,8 @@
  *   replace the placeholder-token rows of the target embedding sequence, in order (as transformers.js does).
  * - `files[]`: tokenizer/config files copied beside the bricks, with sha256.
  * - `verify`: the equivalence check partition ran (or null when skipped).
+ * - quantize adds optional `format`, `accelerator`, `quantization`, `accuracy` per brick and a top-level
+ *   `quantization` (see `formats/quantized.ts`); readers that do not know them ignore them.
  * Version history: 1 — first version.
  */
 import { stat } from 'node:fs/promises';
@@ -39,6 +41,10 @@ export interface BrickEntry {
   readonly nodes: number;
   /** Estimated FLOPs per unit (`image`, `audio clip`, `token`); an estimate from weight shapes. */
   readonly flops?: { readonly per: string; readonly value: number };
+  /** Weight format; 'fp32' when absent (quantize writes fp16, w8a8, w8a16-gN, w4a16-gN). */
+  readonly format?: string;
+  /** The accelerator class the format was chosen for (quantize). */
+  readonly accelerator?: 'npu' | 'gpu' | 'cpu';
 }
 
 export interface MergeSpec {

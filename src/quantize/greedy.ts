@@ -1,0 +1,202 @@
+/**
+ * End-to-end accuracy of a quantized brick set: greedy generation with the float and the quantized
+ * set on the same prompts, compared token by token, and exact match against reference answers when an
+ * eval set is given.
+ *
+ * Generation goes through a `GreedyGenerator` callback: `runtimeGreedy` (the default, the included
+ * runtime with KV cache) or `ortGreedyNoCache` — a plain ONNX Runtime loop that re-runs embed → merge →
+ * decoder over the whole sequence each step with an empty cache (slow, but obviously correct and
+ * independent of the runtime), which the tests use as the reference.
+ */
+import { readFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import ort from 'onnxruntime-node';
+import { fail } from '../errors.js';
+import type { BricksManifest } from '../formats/bricks.js';
+import { replacePlaceholderRows } from '../formats/merge.js';
+import { TENSOR } from '../formats/names.js';
+import { orderBricks } from '../partition/verify.js';
+import type { TensorLike } from '../run/backend.js';
+import { openBrickSet } from '../run/brick-set.js';
+import { generate } from '../run/generation/chat-session.js';
+import { readNpyFile } from '../run/inputs/npy.js';
+import { concreteDims, ENCODER_KINDS, sessionOptions, type Feeds } from './samples.js';
+
+export interface Prompt {
+  readonly inputIds: readonly bigint[];
+  /** Inputs of the encoder bricks that are not fed by another brick (e.g. `pixel_values`), by input name. */
+  readonly media?: Readonly<Record<string, ort.Tensor>>;
+}
+
+/** Greedy token ids generated after each prompt (exactly `maxNewTokens` each; no stop tokens). */
+export type GreedyGenerator = (dir: string, manifest: BricksManifest, prompts: readonly Prompt[], maxNewTokens: number) => Promise<number[][]>;
+
+/**
+ * The default: the included runtime (KV cache, arena prefill), so the figures are what `nanomind run`
+ * produces. Checked in test/quantize against `ortGreedyNoCache`, the independent reference.
+ */
+export const runtimeGreedy: GreedyGenerator = async (dir, _m, prompts, maxNew) => {
+  const set = await openBrickSet(dir);
+  try {
+    const out: number[][] = [];
+    for (const p of prompts) {
+      const features: Record<number, Float32Array> = {};
+      for (const e of set.encoders) {
+        const x = p.media?.[e.input.name];
+        if (x) features[e.placeholderTokenId] = (await set.encode(e.placeholderTokenId, x as unknown as TensorLike)).features;
+      }
+      const r = await generate(set, { inputIds: p.inputIds.map(Number), features }, { maxNewTokens: maxNew, stopTokenIds: [] });
+      out.push([...r.tokens]);
+    }
+    return out;
+  } finally {
+    await set.close();
+  }
+};
+
+function argmaxLast(logits: ort.Tensor): number {
+  const V = logits.dims[logits.dims.length - 1];
+  const data = logits.data as Float32Array;
+  const base = data.length - V;
+  let best = 0;
+  for (let i = 1; i < V; i++) if (data[base + i] > data[base + best]) best = i;
+  return best;
+}
+
+export const ortGreedyNoCache: GreedyGenerator = async (dir, m, prompts, maxNew) => {
+  const order = orderBricks(m.bricks, m.connections);
+  const sessions = new Map<string, ort.InferenceSession>();
+  for (const b of order) sessions.set(b.name, await ort.InferenceSession.create(join(dir, b.file), sessionOptions()));
+  const decoder = order.find((b) => b.kind === 'decoder');
+  if (!decoder) throw fail('E_QUANT_E2E', 'the brick set has no decoder to generate with');
+  try {
+    const results: number[][] = [];
+    for (const p of prompts) {
+      const values = new Map<string, ort.Tensor>();
+      for (const b of order.filter((x) => ENCODER_KINDS.has(x.kind))) {
+        const feeds: Feeds = {};
+        for (const i of b.inputs) {
+          const c = m.connections.find((x) => x.to === `${b.name}.${i.name}`);
+          const t = c ? values.get(c.from) : p.media?.[i.name];
+          if (!t) throw fail('E_QUANT_E2E', `prompt has no '${i.name}' for brick '${b.name}'`);
+          feeds[i.name] = t;
+        }
+        const out = await sessions.get(b.name)!.run(feeds);
+        for (const [k, v] of Object.entries(out)) values.set(`${b.name}.${k}`, v);
+      }
+      const ids = [...p.inputIds];
+      const gen: number[] = [];
+      for (let step = 0; step < maxNew; step++) {
+        const seq = ids.length;
+        const idsT = new ort.Tensor('int64', BigInt64Array.from(ids), [1, seq]);
+        // Only prompt positions hold placeholders: a generated token that happens to be one is text.
+        const mergeIds = [...p.inputIds, ...gen.map(() => -1n)];
+        const step_ = new Map<string, ort.Tensor>(values);
+        for (const b of order.filter((x) => !ENCODER_KINDS.has(x.kind))) {
+          const feeds: Feeds = {};
+          for (const i of b.inputs) {
+            const plain = m.connections.find((x) => x.to === `${b.name}.${i.name}` && !x.merge);
+            let t: ort.Tensor | undefined = plain ? step_.get(plain.from)
+              : i.name === TENSOR.inputIds ? idsT
+                : i.name === TENSOR.attentionMask ? new ort.Tensor('int64', new BigInt64Array(seq).fill(1n), [1, seq])
+                  : i.name === TENSOR.positionIds ? new ort.Tensor('int64', BigInt64Array.from({ length: seq }, (_, k) => BigInt(k)), [1, seq])
+                    : /^past_key_values/.test(i.name) ? new ort.Tensor('float32', new Float32Array(0), concreteDims(i, seq)) : undefined;
+            if (!t) throw fail('E_QUANT_E2E', `no value for brick '${b.name}' input '${i.name}'`);
+            for (const c of m.connections.filter((x) => x.merge && x.to === `${b.name}.${i.name}`)) {
+              const data: Float32Array = new Float32Array(t.data as Float32Array);
+              replacePlaceholderRows(data, mergeIds, c.merge!.placeholderTokenId, step_.get(c.from)!.data as Float32Array, t.dims[t.dims.length - 1]);
+              t = new ort.Tensor('float32', data, t.dims);
+            }
+            feeds[i.name] = t;
+          }
+          const fetch = b === decoder ? [TENSOR.logits] : b.outputs.map((o) => o.name);
+          const out = await sessions.get(b.name)!.run(feeds, fetch);
+          for (const [k, v] of Object.entries(out)) step_.set(`${b.name}.${k}`, v);
+        }
+        const next = argmaxLast(step_.get(`${decoder.name}.${TENSOR.logits}`)!);
+        gen.push(next);
+        ids.push(BigInt(next));
+      }
+      results.push(gen);
+    }
+    return results;
+  } finally {
+    for (const s of sessions.values()) await s.release();
+  }
+};
+
+export interface EvalItem { readonly prompt: Prompt; readonly answer: readonly number[] }
+
+export interface EndToEnd {
+  /** Fraction of generated positions where the quantized set's greedy token equals the float set's. */
+  readonly tokenAgreement: number;
+  /** Fraction of generated tokens before the first disagreement (stricter: later tokens see different context). */
+  readonly prefixAgreement: number;
+  /** Exact match of the answer tokens on the eval set (null without one). */
+  readonly accuracy: number | null;
+  readonly floatAccuracy: number | null;
+  readonly prompts: number;
+  readonly newTokens: number;
+}
+
+export function agreement(ref: readonly number[][], got: readonly number[][]): { tokenAgreement: number; prefixAgreement: number } {
+  let same = 0, prefix = 0, total = 0;
+  ref.forEach((r, i) => {
+    const g = got[i];
+    let lead = true;
+    r.forEach((t, j) => { if (g[j] === t) { same++; if (lead) prefix++; } else lead = false; });
+    total += r.length;
+  });
+  return { tokenAgreement: total ? same / total : 1, prefixAgreement: total ? prefix / total : 1 };
+}
+
+const exactMatch = (gen: readonly number[][], items: readonly EvalItem[]): number =>
+  items.length ? items.filter((it, i) => it.answer.every((t, j) => gen[i][j] === t)).length / items.length : 0;
+
+export async function endToEnd(o: {
+  readonly float: { dir: string; manifest: BricksManifest };
+  readonly quant: { dir: string; manifest: BricksManifest };
+  readonly prompts: readonly Prompt[];
+  readonly evalSet?: readonly EvalItem[];
+  readonly newTokens: number;
+  readonly generate?: GreedyGenerator;
+  /** Float generations already computed for these prompts (sweeps reuse them). */
+  readonly floatTokens?: { prompts: number[][]; eval?: number[][] };
+}): Promise<EndToEnd & { floatTokens: { prompts: number[][]; eval?: number[][] } }> {
+  const gen = o.generate ?? ortGreedyNoCache;
+  const refP = o.floatTokens?.prompts ?? await gen(o.float.dir, o.float.manifest, o.prompts, o.newTokens);
+  const gotP = await gen(o.quant.dir, o.quant.manifest, o.prompts, o.newTokens);
+  let accuracy: number | null = null, floatAccuracy: number | null = null, refE: number[][] | undefined;
+  if (o.evalSet?.length) {
+    const longest = Math.max(...o.evalSet.map((e) => e.answer.length));
+    refE = o.floatTokens?.eval ?? await gen(o.float.dir, o.float.manifest, o.evalSet.map((e) => e.prompt), longest);
+    const gotE = await gen(o.quant.dir, o.quant.manifest, o.evalSet.map((e) => e.prompt), longest);
+    floatAccuracy = exactMatch(refE, o.evalSet);
+    accuracy = exactMatch(gotE, o.evalSet);
+  }
+  return { ...agreement(refP, gotP), accuracy, floatAccuracy, prompts: o.prompts.length, newTokens: o.newTokens, floatTokens: { prompts: refP, eval: refE } };
+}
+
+/**
+ * An eval set: JSON lines `{"input_ids": [...], "answer_ids": [...], "inputs": {"pixel_values": "x.npy"}}`
+ * (npy paths relative to the file). Exact match means the first answer_ids.length greedy tokens equal it.
+ */
+export async function loadEvalSet(file: string): Promise<EvalItem[]> {
+  const text = await readFile(file, 'utf8').catch(() => { throw fail('E_QUANT_EVAL', `${file}: cannot read the eval set`); });
+  const items: EvalItem[] = [];
+  for (const [i, line] of text.split('\n').entries()) {
+    if (!line.trim()) continue;
+    let row: { input_ids?: unknown; answer_ids?: unknown; inputs?: Record<string, string> };
+    try { row = JSON.parse(line); } catch { throw fail('E_QUANT_EVAL', `${file}:${i + 1}: invalid JSON`); }
+    const ints = (v: unknown) => Array.isArray(v) && v.length > 0 && v.every((x) => Number.isInteger(x));
+    if (!ints(row.input_ids) || !ints(row.answer_ids)) throw fail('E_QUANT_EVAL', `${file}:${i + 1}: expected input_ids and answer_ids arrays of integers`);
+    const media: Record<string, ort.Tensor> = {};
+    for (const [name, rel] of Object.entries(row.inputs ?? {})) {
+      const a = await readNpyFile(resolve(dirname(file), rel));
+      media[name] = new ort.Tensor('float32', Float32Array.from(a.data as ArrayLike<number>, Number), [...a.shape]);
+    }
+    items.push({ prompt: { inputIds: (row.input_ids as number[]).map(BigInt), media }, answer: row.answer_ids as number[] });
+  }
+  if (!items.length) throw fail('E_QUANT_EVAL', `${file}: no eval items`);
+  return items;
+}

@@ -1,0 +1,206 @@
+/**
+ * `quantize`: a float brick set → the same brick set with each brick in the format of its accelerator
+ * (recipe + overrides), each brick compared with its float brick under ONNX Runtime, the whole set
+ * compared end to end by greedy generation, all in `quant-report.json`; written atomically.
+ */
+import { copyFile, mkdir, rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { fail } from '../errors.js';
+import { writeDirAtomically } from '../formats/atomic-dir.js';
+import { BRICKS_FILE, readBricksManifest, writeBricksManifest, type BricksManifest } from '../formats/bricks.js';
+import { writeJsonAtomic } from '../formats/json-file.js';
+import type { QuantizedBrickEntry, QuantizedManifest } from '../formats/quantized.js';
+import { sha256File } from '../onnx/model-io.js';
+import { describeBrick } from '../partition/brick-files.js';
+import { brickDiskBytes, quantizeBrick, type WeightAlgorithm } from './brick.js';
+import { acceleratorFor, parseFormat } from './format-spec.js';
+import { endToEnd, loadEvalSet, runtimeGreedy, type GreedyGenerator, type Prompt } from './greedy.js';
+import { compareBrick, primaryOutput } from './metrics.js';
+import { planFormats } from './recipes.js';
+import { REPORT_FILE, SWEEP_FILE, type AlgorithmComparison, type BrickReport, type QuantReport } from './report.js';
+import { buildSamples, ENCODER_KINDS, type Sample } from './samples.js';
+import type { CalibMethod } from './stats.js';
+import { checkGrid, runSweep, type SweepGrid } from './sweep.js';
+
+export interface QuantizeOptions {
+  /** The float brick set (partition output). */
+  readonly dir: string;
+  readonly out: string;
+  readonly recipe?: string;
+  /** `{decoder: 'w4a16-g128'}`: by brick kind or brick name. */
+  readonly overrides?: Readonly<Record<string, string>>;
+  /** Calibration samples (default 16), or a directory of .npy inputs. */
+  readonly calib?: number | string;
+  readonly heldOut?: number;
+  readonly seed?: number;
+  /** 4-bit weight algorithm (default 'awq' when calibration samples exist). */
+  readonly algorithm?: WeightAlgorithm;
+  /** Also quantize 4-bit bricks with the other algorithm and report both (default true). */
+  readonly compareAlgorithms?: boolean;
+  readonly calibMethod?: CalibMethod;
+  /** Symmetric blocks, no zero points (default true: llama.cpp Q4_0-compatible). */
+  readonly symmetric?: boolean;
+  /** MatMulNBits accuracy_level written into the bricks (default 4: int8 compute on CPU; 0 = exact float). */
+  readonly accuracyLevel?: number;
+  /** Compare every brick with its float brick (default true). */
+  readonly evaluate?: boolean;
+  /** Greedy tokens per prompt for the end-to-end comparison (default 8; 0 disables it). */
+  readonly newTokens?: number;
+  readonly evalSet?: string;
+  readonly sweep?: boolean | SweepGrid;
+  readonly generate?: GreedyGenerator;
+  readonly threads?: number;
+  readonly onStage?: (stage: string) => void;
+}
+
+export interface QuantizeResult {
+  readonly out: string;
+  readonly manifest: QuantizedManifest;
+  readonly report: QuantReport;
+}
+
+const VERSION = 'nanomind 0.1.0';
+
+export async function quantizeBricks(o: QuantizeOptions): Promise<QuantizeResult> {
+  const t0 = performance.now();
+  const dir = resolve(o.dir);
+  const m = await readBricksManifest(dir);
+  const already = m.bricks.filter((b) => (b as QuantizedBrickEntry).format && (b as QuantizedBrickEntry).format !== 'fp32');
+  if (already.length) throw fail('E_QUANT_INPUT', `${dir}: brick(s) ${already.map((b) => `'${b.name}'`).join(', ')} are already quantized`,
+    { hint: 'quantize the float brick set partition wrote' });
+  const recipe = o.recipe ?? 'hybrid';
+  const formats = planFormats(m.bricks, recipe, o.overrides);
+  if (typeof o.sweep === 'object') checkGrid(m, o.sweep);
+  const seed = o.seed ?? 1234;
+  const calibDir = typeof o.calib === 'string' ? resolve(o.calib) : undefined;
+  const calibCount = typeof o.calib === 'number' ? o.calib : 16;
+  const heldOutCount = o.heldOut ?? 4;
+  const evaluate = o.evaluate ?? true;
+  const symmetric = o.symmetric ?? true;
+  const accuracyLevel = o.accuracyLevel ?? 4;
+  const calibMethod = o.calibMethod ?? 'minmax';
+  const algorithm: WeightAlgorithm = o.algorithm ?? 'awq';
+  const specs = new Map([...formats].map(([k, v]) => [k, parseFormat(v)]));
+  const needCalib = evaluate || [...specs.values()].some((s) => s.kind === 'qdq' || (s.kind === 'nbits' && s.bits === 4 && algorithm === 'awq'));
+  const notes: string[] = [];
+  let heldSource: 'dir' | 'random' = 'random';
+
+  const result = await writeDirAtomically(o.out, BRICKS_FILE, async (tmp) => {
+    const scratch = join(tmp, '.scratch');
+    await mkdir(scratch, { recursive: true });
+    let calib: Sample[] = [], held: Sample[] = [];
+    if (needCalib) {
+      o.onStage?.(`calibration inputs (${calibDir ?? `${calibCount} random`})`);
+      calib = await buildSamples(dir, m, { count: calibDir ? Infinity : calibCount, seed, calibDir, threads: o.threads });
+      // Held-out inputs come from the same source: the last quarter of a calibration directory (at most --held-out).
+      const fromDir = calibDir && evaluate && calib.length >= 2 ? Math.max(1, Math.min(heldOutCount, Math.floor(calib.length / 4))) : 0;
+      if (fromDir) { held = calib.slice(calib.length - fromDir); calib = calib.slice(0, calib.length - fromDir); }
+      else if (evaluate) held = await buildSamples(dir, m, { count: heldOutCount, seed: seed + 1, threads: o.threads });
+      heldSource = fromDir ? 'dir' : 'random';
+    }
+    const feedsOf = (set: Sample[], brick: string) => set.map((s) => s.feeds.get(brick)!).filter(Boolean);
+
+    const reports: BrickReport[] = [];
+    const entries: QuantizedBrickEntry[] = [];
+    for (const b of m.bricks) {
+      const t = performance.now();
+      const spec = specs.get(b.name)!;
+      o.onStage?.(`${b.name} → ${spec.name}`);
+      const job = {
+        srcDir: dir, brick: b, format: spec, outDir: tmp, algorithm, symmetric, accuracyLevel, calibMethod,
+        calib: feedsOf(calib, b.name), scratch, threads: o.threads, onProgress: o.onStage,
+      };
+      const r = await quantizeBrick(job);
+      const entry = await describeBrick(tmp, r.file, b.name, b.kind);
+      const output = primaryOutput(b);
+      let figures: [BrickReport['calibration'], BrickReport['heldOut']] = [null, null];
+      if (evaluate && spec.kind !== 'fp32') {
+        o.onStage?.(`evaluate ${b.name}`);
+        const [c, h] = await compareBrick(join(dir, b.file), join(tmp, r.file), output, [feedsOf(calib, b.name), feedsOf(held, b.name)], o.threads);
+        figures = [c, h];
+      }
+      let algorithms: AlgorithmComparison[] | undefined;
+      if (evaluate && (o.compareAlgorithms ?? true) && spec.kind === 'nbits' && spec.bits === 4 && calib.length && r.rewritten.MatMulNBits) {
+        const other: WeightAlgorithm = r.algorithm === 'awq' ? 'rtn' : 'awq';
+        o.onStage?.(`compare ${b.name} with ${other}`);
+        const alt = join(scratch, `alt-${b.name}`);
+        await mkdir(alt, { recursive: true });
+        const ra = await quantizeBrick({ ...job, algorithm: other, outDir: alt, onProgress: undefined });
+        const [h] = await compareBrick(join(dir, b.file), join(alt, ra.file), output, [feedsOf(held, b.name)], o.threads);
+        await rm(alt, { recursive: true, force: true });
+        algorithms = [{ algorithm: r.algorithm, heldOut: figures[1]! }, { algorithm: ra.algorithm, heldOut: h }];
+      }
+      const accelerator = spec.kind === 'fp32' ? 'any' as const : acceleratorFor(spec, b.kind);
+      entries.push({
+        ...entry, format: spec.name, ...(accelerator !== 'any' ? { accelerator } : {}),
+        quantization: {
+          algorithm: r.algorithm, ...(spec.kind === 'nbits' ? { symmetric, accuracyLevel } : {}),
+          ...(job.calib.length && r.algorithm !== 'none' && r.algorithm !== 'cast' && r.algorithm !== 'rtn' ? { calibration: { source: calibDir ? 'dir' as const : 'random' as const, samples: job.calib.length, seed } } : {}),
+          from: { file: b.file, sha256: b.sha256, bytes: await brickDiskBytes(dir, b) }, rewritten: r.rewritten,
+        },
+        accuracy: figures[0] && figures[1] ? { calibration: figures[0], heldOut: figures[1] } : null,
+      });
+      reports.push({
+        name: b.name, kind: b.kind, format: spec.name, accelerator, file: r.file,
+        bytesBefore: await brickDiskBytes(dir, b), bytesAfter: await brickDiskBytes(tmp, entry),
+        cosine: figures[1]?.cosine ?? null, sqnrDb: figures[1]?.sqnrDb ?? null, maxAbsError: figures[1]?.maxAbsError ?? null, output,
+        calibration: figures[0], heldOut: figures[1], algorithm: r.algorithm, rewritten: r.rewritten,
+        ...(algorithms ? { algorithms } : {}), ...(r.awq ? { awq: r.awq } : {}), ...(r.rknn ? { rknn: r.rknn } : {}),
+        seconds: (performance.now() - t) / 1000, notes: r.notes,
+      });
+    }
+    for (const f of m.files) await copyFile(join(dir, f.path), join(tmp, f.path));
+    const manifest: QuantizedManifest = {
+      ...m, bricks: entries, verify: null, createdBy: VERSION,
+      quantization: { recipe, source: { dir, manifestSha256: await sha256File(join(dir, BRICKS_FILE)) }, report: REPORT_FILE },
+    };
+    await writeBricksManifest(tmp, manifest);
+
+    let e2e: QuantReport['endToEnd'] = null;
+    const newTokens = o.newTokens ?? 8;
+    const canGenerate = m.bricks.some((b) => b.kind === 'decoder');
+    const prompts = held.length ? held.map((s) => promptOf(m, s)) : [];
+    const evalSet = o.evalSet ? await loadEvalSet(resolve(o.evalSet)) : undefined;
+    let floatTokens: Awaited<ReturnType<typeof endToEnd>>['floatTokens'] | undefined;
+    if (evaluate && canGenerate && newTokens > 0 && prompts.length) {
+      o.onStage?.('end to end (greedy)');
+      const r = await endToEnd({ float: { dir, manifest: m }, quant: { dir: tmp, manifest }, prompts, evalSet, newTokens, generate: o.generate });
+      floatTokens = r.floatTokens;
+      const { floatTokens: _, ...figures } = r;
+      e2e = { ...figures, generator: o.generate ? 'custom' : 'ort-greedy-no-cache' };
+    } else if (evaluate && !canGenerate) notes.push('no decoder brick: end-to-end agreement skipped');
+
+    let sweep: QuantReport['sweep'];
+    if (o.sweep) {
+      o.onStage?.('sweep');
+      sweep = await runSweep({
+        dir, manifest: m, scratch: join(scratch, 'sweep'), grid: typeof o.sweep === 'object' ? o.sweep : undefined,
+        calib: (b) => feedsOf(calib, b), held: (b) => feedsOf(held, b), prompts, newTokens, evalSet,
+        job: { algorithm, symmetric, accuracyLevel, calibMethod, threads: o.threads }, floatTokens,
+        generate: o.generate ?? runtimeGreedy, onStage: o.onStage,
+      });
+      await writeJsonAtomic(join(tmp, SWEEP_FILE), sweep);
+    }
+    await rm(scratch, { recursive: true, force: true });
+    const report: QuantReport = {
+      format: 'nanomind.quant-report', version: 1, source: dir, out: resolve(o.out), recipe,
+      calibration: { source: calibDir ? 'dir' : 'random', ...(calibDir ? { dir: calibDir } : {}), samples: calib.length, heldOut: held.length, heldOutSource: heldSource, seed, method: calibMethod },
+      settings: { algorithm, symmetric, accuracyLevel },
+      bricks: reports,
+      totals: { bytesBefore: reports.reduce((a, r) => a + r.bytesBefore, 0), bytesAfter: reports.reduce((a, r) => a + r.bytesAfter, 0) },
+      endToEnd: e2e, ...(sweep ? { sweep } : {}), seconds: (performance.now() - t0) / 1000, notes,
+    };
+    await writeJsonAtomic(join(tmp, REPORT_FILE), report);
+    return { manifest, report };
+  });
+  return { out: resolve(o.out), ...result };
+}
+
+/** A held-out sample as a generation prompt: its token ids and the raw inputs of the encoder bricks. */
+export function promptOf(m: BricksManifest, s: Sample): Prompt {
+  const media: Prompt['media'] & object = {};
+  for (const b of m.bricks.filter((x) => ENCODER_KINDS.has(x.kind)))
+    for (const i of b.inputs)
+      if (!m.connections.some((c) => c.to === `${b.name}.${i.name}`)) (media as Record<string, unknown>)[i.name] = s.feeds.get(b.name)?.[i.name];
+  return { inputIds: s.inputIds ?? [], media };
+}

@@ -1,0 +1,189 @@
+/**
+ * Calibration and evaluation inputs for every brick of a set, made by running the float chain the way
+ * the runtime would (encoders → feature merge into the embeddings → decoder), so a decoder is calibrated
+ * on embeddings its embed brick really produces, with image rows where the prompt has placeholders.
+ *
+ * Inputs come from `--calib DIR` when it holds them — `.npy` files named `<input>.npy` (every sample) or
+ * `<input>.<k>.npy` (sample k), e.g. `pixel_values.0.npy`, `input_ids.0.npy` — and are otherwise seeded
+ * random: pixel-like tensors U(−1, 1) (the normalized range of SigLIP/CLIP processors), other floats
+ * N(0, 1); prompts are the placeholder rows each merge needs followed by built-in questions tokenized
+ * with the set's tokenizer.json (random text ids when the set has none).
+ */
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import ort from 'onnxruntime-node';
+import { fail } from '../errors.js';
+import type { BrickEntry, BricksManifest, TensorSpec } from '../formats/bricks.js';
+import { replacePlaceholderRows } from '../formats/merge.js';
+import { TENSOR } from '../formats/names.js';
+import { orderBricks } from '../partition/verify.js';
+import { readNpyFile, type NpyArray } from '../run/inputs/npy.js';
+import { loadTokenizer } from '../run/inputs/tokenizer.js';
+import { mulberry32, normalFrom } from '../util/prng.js';
+
+export type Feeds = Record<string, ort.Tensor>;
+
+export interface Sample {
+  /** Float-chain inputs of each brick, by brick name. */
+  readonly feeds: ReadonlyMap<string, Feeds>;
+  readonly inputIds?: readonly bigint[];
+}
+
+export interface SampleOptions {
+  readonly count: number;
+  readonly seed: number;
+  readonly calibDir?: string;
+  /** Random text tokens per prompt besides placeholders (default 16). */
+  readonly textTokens?: number;
+  readonly threads?: number;
+}
+
+export const ENCODER_KINDS = new Set(['vision', 'audio', 'projector']);
+
+export function sessionOptions(threads?: number): ort.InferenceSession.SessionOptions {
+  return { intraOpNumThreads: threads ?? 2, graphOptimizationLevel: 'all' };
+}
+
+/** Concrete sizes for an input's dims: batch 1, past 0, sequence dims `seq`. */
+export function concreteDims(spec: TensorSpec, seq: number): number[] {
+  return (spec.shape ?? []).map((d, i) => {
+    if (typeof d === 'number') return d;
+    if (i === 0 || (d && /batch/.test(d))) return 1;
+    if (d && /past/.test(d)) return 0;
+    if (d && /seq|total|length|tokens/.test(d)) return seq;
+    throw fail('E_QUANT_CALIB', `cannot choose a size for dim '${d}' of input '${spec.name}'`, { hint: 'give calibration inputs with --calib DIR (.npy files named after the inputs)' });
+  });
+}
+
+/** The vocabulary bound for random prompts: below every placeholder id, within the decoder's logits. */
+export function textVocab(m: BricksManifest): number {
+  const ids = m.connections.filter((c) => c.merge).map((c) => c.merge!.placeholderTokenId);
+  const logits = m.bricks.find((b) => b.kind === 'decoder')?.outputs.find((x) => x.name === TENSOR.logits)?.shape;
+  const vocab = logits && typeof logits[logits.length - 1] === 'number' ? logits[logits.length - 1] as number : 256;
+  return ids.length ? Math.min(vocab, ...ids) : vocab;
+}
+
+async function npyInputs(dir: string): Promise<{ files: Map<string, Map<number | 'all', string>>; count: number }> {
+  const files = new Map<string, Map<number | 'all', string>>();
+  let count = 0;
+  for (const f of (await readdir(dir).catch(() => { throw fail('E_QUANT_CALIB', `${dir}: cannot read the calibration directory`); })).sort()) {
+    const m = /^(.+?)(?:\.(\d+))?\.npy$/.exec(f);
+    if (!m) continue;
+    const idx = m[2] === undefined ? 'all' as const : Number(m[2]);
+    if (idx !== 'all') count = Math.max(count, idx + 1);
+    if (!files.has(m[1])) files.set(m[1], new Map());
+    files.get(m[1])!.set(idx, join(dir, f));
+  }
+  if (!files.size) throw fail('E_QUANT_CALIB', `${dir}: no .npy calibration inputs`, { hint: 'name files <input>.npy or <input>.<k>.npy, e.g. pixel_values.0.npy' });
+  return { files, count: Math.max(count, 1) };
+}
+
+function npyTensor(a: NpyArray, spec: TensorSpec, file: string): ort.Tensor {
+  const dims = [...a.shape];
+  if (spec.shape && spec.shape.length !== dims.length) throw fail('E_QUANT_CALIB', `${file}: rank ${dims.length}, input '${spec.name}' has rank ${spec.shape.length}`);
+  if (spec.dtype === 'int64') return new ort.Tensor('int64', BigInt64Array.from(a.data as ArrayLike<number | bigint>, (v) => BigInt(v)), dims);
+  if (spec.dtype === 'float32') return new ort.Tensor('float32', Float32Array.from(a.data as ArrayLike<number>, Number), dims);
+  throw fail('E_QUANT_CALIB', `${file}: input '${spec.name}' of type ${spec.dtype} cannot be read from .npy`);
+}
+
+/** Questions a VLM gets: the text of calibration prompts when the brick set ships a tokenizer. */
+const PROMPTS = [
+  'Describe this image in one sentence.', 'What shape is in the picture?', 'What color is the largest object?',
+  'How many objects are there?', 'Is there a circle on the left side?', 'What is in the top right corner?',
+  'Name every shape you can see.', 'Which object is the smallest?', 'Are the two squares the same color?',
+  'What is the background color?', 'Where is the triangle?', 'Write a short caption for the image.',
+];
+
+/** The built-in prompts tokenized with the set's tokenizer.json; ids outside the text vocabulary dropped. */
+async function tokenizedPrompts(dir: string, m: BricksManifest, vocab: number, reserved: ReadonlySet<number>): Promise<bigint[][]> {
+  if (!m.files.some((f) => f.path === 'tokenizer.json')) return [];
+  const tok = await loadTokenizer(dir).catch(() => undefined);
+  if (!tok) return [];
+  return PROMPTS.map((p) => tok.encode(p, { addSpecialTokens: false }).filter((id) => id < vocab && !reserved.has(id)).map(BigInt))
+    .filter((ids) => ids.length > 0);
+}
+
+export async function buildSamples(dir: string, m: BricksManifest, o: SampleOptions): Promise<Sample[]> {
+  const rand = mulberry32(o.seed);
+  const normal = normalFrom(rand);
+  const npy = o.calibDir ? await npyInputs(o.calibDir) : undefined;
+  const count = npy ? Math.min(npy.count, o.count) : o.count;
+  const order = orderBricks(m.bricks, m.connections);
+  const values = Array.from({ length: count }, () => new Map<string, ort.Tensor>());
+  const feeds = Array.from({ length: count }, () => new Map<string, Feeds>());
+  const fromDir = async (spec: TensorSpec, s: number): Promise<ort.Tensor | undefined> => {
+    const f = npy?.files.get(spec.name);
+    const file = f?.get(s) ?? f?.get('all');
+    return file ? npyTensor(await readNpyFile(file), spec, file) : undefined;
+  };
+  const random = (spec: TensorSpec): ort.Tensor => {
+    const dims = concreteDims(spec, 1);
+    const n = dims.reduce((a, b) => a * b, 1);
+    const pixels = spec.name === TENSOR.pixelValues || (dims.length === 4 && dims[1] === 3);
+    if (spec.dtype !== 'float32') throw fail('E_QUANT_CALIB', `no calibration data for ${spec.dtype} input '${spec.name}'`, { hint: 'give it with --calib DIR' });
+    return new ort.Tensor('float32', Float32Array.from({ length: n }, () => (pixels ? rand() * 2 - 1 : normal())), dims);
+  };
+  const runBrick = async (b: BrickEntry, feedFor: (s: number) => Promise<Feeds>) => {
+    const session = await ort.InferenceSession.create(join(dir, b.file), sessionOptions(o.threads));
+    try {
+      for (let s = 0; s < count; s++) {
+        const f = await feedFor(s);
+        feeds[s].set(b.name, f);
+        const needed = b.outputs.filter((x) => m.connections.some((c) => c.from === `${b.name}.${x.name}`)).map((x) => x.name);
+        if (!needed.length) continue;
+        const out = await session.run(f, needed);
+        for (const k of needed) values[s].set(`${b.name}.${k}`, out[k]);
+      }
+    } finally { await session.release(); }
+  };
+  const upstream = (b: BrickEntry, i: TensorSpec, s: number) => {
+    const c = m.connections.find((x) => x.to === `${b.name}.${i.name}` && !x.merge);
+    return c ? values[s].get(c.from) : undefined;
+  };
+
+  for (const b of order.filter((x) => ENCODER_KINDS.has(x.kind)))
+    await runBrick(b, async (s) => Object.fromEntries(await Promise.all(b.inputs.map(async (i) =>
+      [i.name, upstream(b, i, s) ?? await fromDir(i, s) ?? random(i)] as const))));
+
+  const merges = m.connections.filter((c) => c.merge);
+  const vocab = textVocab(m);
+  const reserved = new Set(merges.map((c) => c.merge!.placeholderTokenId));
+  const prompts = await tokenizedPrompts(dir, m, vocab, reserved);
+  const ids: bigint[][] = [];
+  for (let s = 0; s < count; s++) {
+    const given = await fromDir({ name: TENSOR.inputIds, dtype: 'int64', shape: ['batch_size', 'sequence_length'] }, s);
+    if (given) { ids.push([...(given.data as BigInt64Array)]); continue; }
+    const text = (): bigint => { for (;;) { const v = Math.floor(rand() * vocab); if (!reserved.has(v)) return BigInt(v); } };
+    const p: bigint[] = prompts.length ? [] : [text(), text()];
+    for (const c of merges) {
+      const f = values[s].get(c.from);
+      const rows = f ? f.dims.slice(0, -1).reduce((a, d) => a * d, 1) : 0;
+      for (let r = 0; r < rows; r++) p.push(BigInt(c.merge!.placeholderTokenId));
+    }
+    if (prompts.length) p.push(...prompts[(s + o.seed) % prompts.length]);
+    else for (let n = 0; n < (o.textTokens ?? 16) - 2; n++) p.push(text());
+    ids.push(p);
+  }
+
+  for (const b of order.filter((x) => !ENCODER_KINDS.has(x.kind)))
+    await runBrick(b, async (s) => {
+      const seq = ids[s].length;
+      const f: Feeds = {};
+      for (const i of b.inputs) {
+        let t: ort.Tensor | undefined = upstream(b, i, s) ?? await fromDir(i, s);
+        if (!t && i.name === TENSOR.inputIds) t = new ort.Tensor('int64', BigInt64Array.from(ids[s]), [1, seq]);
+        if (!t && i.name === TENSOR.attentionMask) t = new ort.Tensor('int64', new BigInt64Array(seq).fill(1n), [1, seq]);
+        if (!t && i.name === TENSOR.positionIds) t = new ort.Tensor('int64', BigInt64Array.from({ length: seq }, (_, k) => BigInt(k)), [1, seq]);
+        if (!t && /^past_key_values/.test(i.name)) t = new ort.Tensor('float32', new Float32Array(0), concreteDims(i, seq));
+        if (!t) throw fail('E_QUANT_CALIB', `no calibration value for brick '${b.name}' input '${i.name}'`, { hint: `give it with --calib DIR as ${i.name}.npy` });
+        for (const c of merges.filter((x) => x.to === `${b.name}.${i.name}`)) {
+          const data: Float32Array = new Float32Array(t.data as Float32Array);
+          replacePlaceholderRows(data, ids[s], c.merge!.placeholderTokenId, values[s].get(c.from)!.data as Float32Array, t.dims[t.dims.length - 1]);
+          t = new ort.Tensor('float32', data, t.dims);
+        }
+        f[i.name] = t;
+      }
+      return f;
+    });
+  return feeds.map((f, s) => ({ feeds: f, inputIds: ids[s] }));
+}
