@@ -1,6 +1,7 @@
 /** Parsing helpers for repeated and structured flags, turning bad values into usage errors. */
 import { fail } from '../errors.js';
 import { BRICK_KINDS, type BrickKind } from '../formats/names.js';
+import type { SamplingOptions } from '../run/generation/sampling.js';
 
 export const collect = (value: string, previous: string[]): string[] => [...previous, ...value.split(',').filter(Boolean)];
 
@@ -23,4 +24,22 @@ export function parseNumber(name: string, value: string | undefined, opts: { min
   if (!Number.isFinite(n) || (opts.integer && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min))
     throw fail('E_USAGE', `${name} '${value}': expected ${opts.integer ? 'an integer' : 'a number'}${opts.min !== undefined ? ` ≥ ${opts.min}` : ''}`);
   return n;
+}
+
+export interface SamplingFlags { temperature?: string; topK?: string; topP?: string; repetitionPenalty?: string; seed?: string }
+
+/**
+ * `--temperature/--top-k/--top-p/--repetition-penalty/--seed` → sampling options; undefined when none is
+ * given (the model's default). Asking for top-k/top-p/seed without a temperature samples at 1, as llama.cpp.
+ */
+export function samplingFlags(f: SamplingFlags): SamplingOptions | undefined {
+  const s = {
+    temperature: parseNumber('--temperature', f.temperature, { min: 0 }),
+    topK: parseNumber('--top-k', f.topK, { min: 0, integer: true }),
+    topP: parseNumber('--top-p', f.topP, { min: 0 }),
+    repetitionPenalty: parseNumber('--repetition-penalty', f.repetitionPenalty, { min: 0 }),
+    seed: parseNumber('--seed', f.seed, { min: 0, integer: true }),
+  };
+  const given = Object.fromEntries(Object.entries(s).filter(([, v]) => v !== undefined));
+  return Object.keys(given).length ? { temperature: 1, ...given } : undefined;
 }

@@ -5,6 +5,8 @@
  */
 import { Command, CommanderError } from 'commander';
 import { isNanomindError } from '../errors.js';
+import { benchVerb } from './bench.js';
+import { chatVerb } from './chat.js';
 import { compileVerb } from './compile.js';
 import { demoVerb } from './demo.js';
 import { deployVerb } from './deploy.js';
@@ -24,7 +26,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-  for (const verb of [demoVerb, pullVerb, inspectVerb, partitionVerb, quantizeVerb, compileVerb, planVerb, runVerb, deployVerb]) verb(program);
+  for (const verb of [demoVerb, pullVerb, inspectVerb, partitionVerb, quantizeVerb, compileVerb, planVerb, runVerb, chatVerb, benchVerb, deployVerb]) verb(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

@@ -2,9 +2,8 @@ import { readdir, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import type { Command } from 'commander';
 import { fail } from '../errors.js';
-import type { SamplingOptions } from '../run/generation/sampling.js';
 import type { MediaItem } from '../run/model.js';
-import { collect, parseNumber } from './flags.js';
+import { collect, parseNumber, samplingFlags } from './flags.js';
 import { emit } from './output.js';
 
 interface RunFlags {
@@ -72,20 +71,6 @@ export const runVerb = (program: Command) => program
       await m.close();
     }
   });
-
-function samplingFlags(f: RunFlags): SamplingOptions | undefined {
-  const s = {
-    temperature: parseNumber('--temperature', f.temperature, { min: 0 }),
-    topK: parseNumber('--top-k', f.topK, { min: 0, integer: true }),
-    topP: parseNumber('--top-p', f.topP, { min: 0 }),
-    repetitionPenalty: parseNumber('--repetition-penalty', f.repetitionPenalty, { min: 0 }),
-    seed: parseNumber('--seed', f.seed, { min: 0, integer: true }),
-  };
-  const given = Object.fromEntries(Object.entries(s).filter(([, v]) => v !== undefined));
-  if (!Object.keys(given).length) return undefined;
-  // Asking for top-k/top-p/seed without a temperature means sampling at temperature 1, as in llama.cpp.
-  return { temperature: 1, ...given };
-}
 
 function splitInput(item: string): [string, string] {
   const eq = item.indexOf('=');

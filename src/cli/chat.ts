@@ -1,0 +1,62 @@
+import { basename, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { fail } from '../errors.js';
+import { collect, parseNumber, samplingFlags } from './flags.js';
+
+interface ChatFlags {
+  system?: string; maxTokens?: string; temperature?: string; topK?: string; topP?: string; repetitionPenalty?: string;
+  seed?: string; stop: string[]; threads?: string; context?: string; json?: boolean; remote?: string;
+}
+
+export const chatVerb = (program: Command) => program
+  .command('chat [model]')
+  .description('chat with a brick set or bundle in the terminal (line by line when stdin is not a terminal)')
+  .option('--system <text>', 'system message')
+  .option('--max-tokens <n>', 'new tokens per answer at most', '256')
+  .option('--temperature <t>', "0 = greedy (default: the model's generation_config, greedy if none)")
+  .option('--top-k <k>', 'keep the k most likely tokens (0 = off)')
+  .option('--top-p <p>', 'nucleus sampling threshold (1 = off)')
+  .option('--repetition-penalty <r>', 'HF repetition penalty (1 = off)')
+  .option('--seed <s>', 'sampling seed (reproducible runs)')
+  .option('--stop <text>', 'end an answer when it contains this text (repeatable)', collect, [])
+  .option('--threads <n>', 'CPU threads per brick (default: ONNX Runtime decides)')
+  .option('--context <n>', "tokens the conversation may hold (default: the model's, at most 4096)")
+  .option('--json', 'without a terminal: one JSON line per answer ({text, tokens, stopReason, stats})')
+  .option('--remote <url>', 'chat with a bundle deployed on a board: ssh://user@host[:port]/path (runs there, UI here)')
+  .action(async (model: string | undefined, f: ChatFlags) => {
+    if (f.remote) {
+      const { openRemoteSession } = await import('../deploy/remote.js');
+      process.exitCode = await openRemoteSession(f.remote, ['chat', '{bundle}', ...forwardedFlags(f)]);
+      return;
+    }
+    if (!model) throw fail('E_USAGE', 'chat needs a brick set or bundle directory (or --remote ssh://…)');
+    const threads = parseNumber('--threads', f.threads, { min: 1, integer: true });
+    const options = {
+      system: f.system, sampling: samplingFlags(f), stopStrings: f.stop,
+      maxNewTokens: parseNumber('--max-tokens', f.maxTokens, { min: 1, integer: true }),
+      maxContext: parseNumber('--context', f.context, { min: 2, integer: true }),
+    };
+    const { openModel } = await import('../run/model.js');
+    const { Conversation } = await import('../chat/session.js');
+    const conversation = new Conversation(await openModel(model, { threads }), options);
+    try {
+      if (process.stdin.isTTY && process.stdout.isTTY && !f.json) {
+        const { runChatUi } = await import('../chat/app.js');
+        await runChatUi(conversation, basename(resolve(model)));
+      } else {
+        const { runLineChat } = await import('../chat/lines.js');
+        await runLineChat(conversation, { input: process.stdin, out: process.stdout, err: process.stderr, json: f.json });
+      }
+    } finally {
+      await conversation.close();
+    }
+  });
+
+/** The flags a remote chat should see, as given here. */
+function forwardedFlags(f: ChatFlags): string[] {
+  const pairs: [string, string | undefined][] = [
+    ['--system', f.system], ['--max-tokens', f.maxTokens], ['--temperature', f.temperature], ['--top-k', f.topK], ['--top-p', f.topP],
+    ['--repetition-penalty', f.repetitionPenalty], ['--seed', f.seed], ['--threads', f.threads], ['--context', f.context],
+  ];
+  return [...pairs.flatMap(([k, v]) => (v === undefined ? [] : [k, v])), ...f.stop.flatMap((s) => ['--stop', s]), ...(f.json ? ['--json'] : [])];
+}
