@@ -1,0 +1,6 @@
+/** Where the embedded trained model and its held-out set live inside the installed package. */
+import { fileURLToPath } from 'node:url';
+
+/** `models/shapes-vlm/` at the package root (dist/eval/ → ../../models). */
+export const EMBEDDED_MODEL = fileURLToPath(new URL('../../models/shapes-vlm/', import.meta.url));
+export const EMBEDDED_EVAL_SET = fileURLToPath(new URL('../../models/shapes-vlm/eval/', import.meta.url));

@@ -1,0 +1,139 @@
+/**
+ * `eval`: exact-match accuracy of a model on a question set, measured by nanomind's own runtime, per
+ * question type and per modality (typed text or spoken audio).
+ *
+ * An eval set is a folder with `eval.jsonl`, one item per line:
+ *   {"id", "image"?: "images/x.png", "question", "answer", "type", "modality": "typed"|"spoken", "audio"?: "audio/x.wav"}
+ * paths relative to the folder. A typed item asks `question` about the image; a spoken item sends the
+ * image and the audio clip of the question, with no text.
+ */
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fail } from '../errors.js';
+import { BRICKS_FILE } from '../formats/bricks.js';
+import { BUNDLE_FILE } from '../formats/bundle.js';
+import { openModel, type RuntimeModel } from '../run/model.js';
+import { runPrompt } from '../run/run.js';
+import { resolveInside } from '../util/files.js';
+import { EMBEDDED_EVAL_SET, EMBEDDED_MODEL } from './embedded.js';
+
+export interface EvalItem {
+  readonly id: string;
+  readonly image?: string;
+  readonly audio?: string;
+  readonly question: string;
+  readonly answer: string;
+  readonly type: string;
+  readonly modality: 'typed' | 'spoken';
+}
+
+export interface EvalAnswer { readonly id: string; readonly type: string; readonly modality: string; readonly expected: string; readonly got: string; readonly ok: boolean }
+
+export interface EvalReport {
+  readonly model: string;
+  readonly set: string;
+  readonly n: number;
+  readonly accuracy: { readonly overall: number; readonly typed: number | null; readonly spoken: number | null };
+  readonly byType: Readonly<Record<string, number>>;
+  readonly byTypeAndModality: Readonly<Record<string, number>>;
+  readonly answers: readonly EvalAnswer[];
+  readonly ms: number;
+}
+
+export interface EvalOptions {
+  /** Model folder, brick set or bundle; default the embedded model. */
+  readonly model?: string;
+  /** `builtin` (default) or a folder with eval.jsonl. */
+  readonly set?: string;
+  /** At most this many items, taken evenly across the set (typed and spoken alike). */
+  readonly limit?: number;
+  readonly threads?: number;
+  readonly onItem?: (done: number, total: number, a: EvalAnswer) => void;
+}
+
+/** Answers compare after trimming, lowercasing and dropping a final full stop. */
+export const normalizeAnswer = (s: string): string => s.trim().toLowerCase().replace(/\.$/, '').replace(/\s+/g, ' ');
+
+export async function loadEvalSet(dir: string): Promise<EvalItem[]> {
+  const file = join(dir, 'eval.jsonl');
+  const text = await readFile(file, 'utf8').catch((e) => {
+    throw fail('E_EVAL_SET', `${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : 'cannot read'}`, { file, hint: 'pass a folder holding eval.jsonl with --set' });
+  });
+  const items: EvalItem[] = [];
+  const problems: string[] = [];
+  text.split('\n').forEach((line, i) => {
+    if (!line.trim()) return;
+    let v: Record<string, unknown>;
+    try { v = JSON.parse(line); } catch { problems.push(`line ${i + 1}: not JSON`); return; }
+    for (const k of ['id', 'question', 'answer', 'type'] as const) if (typeof v[k] !== 'string') problems.push(`line ${i + 1}: '${k}' must be a string`);
+    if (v.modality !== 'typed' && v.modality !== 'spoken') problems.push(`line ${i + 1}: 'modality' must be typed or spoken`);
+    if (v.modality === 'spoken' && typeof v.audio !== 'string') problems.push(`line ${i + 1}: a spoken item needs 'audio'`);
+    for (const k of ['image', 'audio'] as const) if (typeof v[k] === 'string') resolveInside(dir, v[k] as string, `${file} line ${i + 1}`);
+    items.push(v as unknown as EvalItem);
+  });
+  if (problems.length) throw fail('E_EVAL_SET', `${file}: ${problems.length} problem(s): ${problems[0]}`, { file, notes: problems });
+  if (!items.length) throw fail('E_EVAL_SET', `${file}: no items`, { file });
+  return items;
+}
+
+/** Evenly spaced items, so a limit keeps every type and modality in proportion. */
+export function spread<T>(items: readonly T[], limit?: number): T[] {
+  if (!limit || limit >= items.length) return [...items];
+  return Array.from({ length: limit }, (_, i) => items[Math.floor((i * items.length) / limit)]);
+}
+
+const isFile = async (p: string) => (await stat(p).catch(() => undefined))?.isFile() ?? false;
+
+/**
+ * A runnable directory for `path`: itself when it is a brick set or bundle, else (a model folder) the
+ * bricks `partition` adopts from it, in a temp dir that the returned cleanup removes.
+ */
+export async function runnableDir(path: string): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = resolve(path);
+  if ((await isFile(join(dir, BRICKS_FILE))) || (await isFile(join(dir, BUNDLE_FILE)))) return { dir, cleanup: async () => {} };
+  const { partition } = await import('../partition/index.js');
+  const tmp = await mkdtemp(join(tmpdir(), 'nanomind-eval-'));
+  await partition({ input: dir, out: join(tmp, 'bricks') });
+  return { dir: join(tmp, 'bricks'), cleanup: () => rm(tmp, { recursive: true, force: true }) };
+}
+
+export async function evaluate(o: EvalOptions = {}): Promise<EvalReport> {
+  const t0 = performance.now();
+  const setDir = resolve(!o.set || o.set === 'builtin' ? EMBEDDED_EVAL_SET : o.set);
+  // (checked by loadEvalSet: a missing builtin set means the embedded model is not in this build)
+  const items = spread(await loadEvalSet(setDir), o.limit);
+  const modelPath = resolve(o.model ?? EMBEDDED_MODEL);
+  if (!(await stat(modelPath).catch(() => undefined)))
+    throw fail('E_EVAL_MODEL', `${modelPath}: no such model`, { hint: o.model ? 'pass a model folder, brick set or bundle' : 'this build has no embedded model yet; pass a model path' });
+  const runnable = await runnableDir(modelPath);
+  let m: RuntimeModel | undefined;
+  try {
+    m = await openModel(runnable.dir, { threads: o.threads });
+    const answers: EvalAnswer[] = [];
+    for (const item of items) {
+      const r = await runPrompt(m, {
+        prompt: item.modality === 'spoken' ? '' : item.question,
+        images: item.image ? [{ file: join(setDir, item.image) }] : [],
+        audio: item.modality === 'spoken' && item.audio ? [{ file: join(setDir, item.audio) }] : [],
+      }, { maxNewTokens: 32, sampling: { temperature: 0 } });
+      const a: EvalAnswer = { id: item.id, type: item.type, modality: item.modality, expected: item.answer, got: r.text, ok: normalizeAnswer(r.text) === normalizeAnswer(item.answer) };
+      answers.push(a);
+      o.onItem?.(answers.length, items.length, a);
+    }
+    const acc = (xs: readonly EvalAnswer[]) => (xs.length ? xs.filter((x) => x.ok).length / xs.length : null);
+    const group = (key: (a: EvalAnswer) => string) => {
+      const out: Record<string, number> = {};
+      for (const k of [...new Set(answers.map(key))].sort()) out[k] = acc(answers.filter((a) => key(a) === k))!;
+      return out;
+    };
+    return {
+      model: modelPath, set: setDir, n: answers.length,
+      accuracy: { overall: acc(answers)!, typed: acc(answers.filter((a) => a.modality === 'typed')), spoken: acc(answers.filter((a) => a.modality === 'spoken')) },
+      byType: group((a) => a.type), byTypeAndModality: group((a) => `${a.type}/${a.modality}`), answers, ms: performance.now() - t0,
+    };
+  } finally {
+    await m?.close();
+    await runnable.cleanup();
+  }
+}
