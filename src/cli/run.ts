@@ -1,4 +1,5 @@
 import { readdir, stat } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { extname, join } from 'node:path';
 import type { Command } from 'commander';
 import { fail } from '../errors.js';
@@ -38,10 +39,15 @@ export const runVerb = (program: Command) => program
   .action(async (model: string, f: RunFlags) => {
     const { openModel, readInputTensors } = await import('../run/model.js');
     const { runPrompt, runImageStream } = await import('../run/run.js');
+    const { defaultEncoderThreads } = await import('../run/workers/encoder-client.js');
     const threads = parseNumber('--threads', f.threads, { min: 1, integer: true });
     const sampling = samplingFlags(f);
     const maxNewTokens = parseNumber('--max-tokens', f.maxTokens, { min: 1, integer: true });
-    const m = await openModel(model, { threads });
+    // An overlapped image stream runs the encoder worker beside the decoder: unless told otherwise, give
+    // the decoder the cores the worker leaves (ORT's default would take them all and oversubscribe).
+    const streamThreads = f.images && f.overlap && threads === undefined
+      ? Math.max(1, availableParallelism() - defaultEncoderThreads()) : threads;
+    const m = await openModel(model, { threads: streamThreads });
     for (const n of m.notices) process.stderr.write(`notice: ${n}\n`);
     try {
       const onText = f.json ? undefined : (t: string) => { process.stdout.write(t); };

@@ -1,13 +1,15 @@
 /**
  * One-shot generation (`nanomind run`) and a pipelined stream of images, each with its question: the
- * vision brick encodes image N+1 into a token-aware ring-buffer slot while the decoder answers image N.
+ * vision brick, in a worker thread, encodes image N+1 into a token-aware ring-buffer slot while the
+ * decoder answers image N on this thread.
  */
 import { fail } from '../errors.js';
-import { TokenRingBuffer, slotBytesFor } from './buffers/ring-buffer.js';
+import { TokenRingBuffer, slotBytesFor, type RingStats, type WriteLease } from './buffers/ring-buffer.js';
 import { ChatSession, type GenerateResult, type GenerationStats } from './generation/chat-session.js';
 import type { SamplingOptions } from './generation/sampling.js';
 import { createStreamDecoder } from './inputs/tokenizer.js';
 import { prepareTurn, type RuntimeModel, type Turn } from './model.js';
+import { startEncoderWorker, type EncoderWorker } from './workers/encoder-client.js';
 
 export interface GenerationFlags {
   readonly maxNewTokens?: number;
@@ -90,71 +92,145 @@ export async function runPrompt(m: RuntimeModel, turn: Turn & { inputIds?: reado
   return answer(m, session, p.inputIds, p.features, p.encodeMs, g, before);
 }
 
+export interface ImageStreamOptions extends GenerationFlags {
+  /**
+   * true (default): a worker thread encodes image N+1 into a ring slot while this thread decodes image N;
+   * false: each image is encoded and answered in turn on this thread (the comparison mode).
+   */
+  readonly overlap?: boolean;
+  /** Ring slots (default 2: one being read by the decoder, one being written by the encoder). */
+  readonly slots?: number;
+  /** Intra-op threads of the encoder worker (default: half the cores, at least 1); the decoder keeps the model's. */
+  readonly encoderThreads?: number;
+  readonly onAnswer?: (i: number, r: RunResult) => void;
+}
+
 export interface StreamResult {
   readonly answers: readonly (RunResult & { readonly image: string })[];
+  /** Wall time of the whole stream, the encoder worker's start included. */
   readonly totalMs: number;
   readonly imagesPerS: number;
   readonly overlap: boolean;
+  /** Overlap only: starting the worker and opening its encoder sessions (part of totalMs), and its threads. */
+  readonly encoderStartupMs: number | null;
+  readonly encoderThreads: number | null;
+  /** The ring after the stream (every slot FREE again). */
+  readonly ring: RingStats;
 }
 
 /**
- * Answers one question per image. With `overlap`, a producer encodes images into a ring of TABM slots
- * (the vision brick writes straight into slot memory) while the consumer decodes; without it, each image
- * is encoded and answered in turn. Same answers either way; only the wall time differs.
+ * Answers one question per image. With `overlap`, the vision encoder runs in a worker thread
+ * (./workers/encoder-worker.ts) that fills the slots of a shared TABM ring while this thread decodes
+ * from them; the ring's state machine stays here: this thread acquires a slot, the worker writes its
+ * bytes, this thread commits it on the reply. Without `overlap`, each image is encoded (straight into
+ * slot memory) and answered in turn. Same answers either way; only the wall time differs.
  */
-export async function runImageStream(m: RuntimeModel, images: readonly string[], prompt: string,
-  g: GenerationFlags & { overlap?: boolean; slots?: number; onAnswer?: (i: number, r: RunResult) => void } = {}): Promise<StreamResult> {
+export async function runImageStream(m: RuntimeModel, images: readonly string[], prompt: string, g: ImageStreamOptions = {}): Promise<StreamResult> {
   if (!m.prompts) throw fail('E_TOKENIZER', `${m.dir}: no tokenizer / chat template for text prompts`);
-  const enc = m.set.encoder('vision');
+  if (!images.length) throw fail('E_IMAGE', 'the image stream is empty');
+  const placeholder = m.set.encoder('vision').placeholderTokenId;
   const hidden = m.set.hidden;
   if (!hidden) throw fail('E_BRICKS_ROLE', 'the decoder width is unknown; cannot size feature slots');
   const overlap = g.overlap ?? true;
   const t0 = performance.now();
+  // ORT opens sessions synchronously on the calling thread: the decoder's open here while the worker opens the encoder's.
+  const starting = overlap ? startEncoderWorker({ dir: m.dir, threads: g.encoderThreads }) : undefined;
+  starting?.catch(() => undefined); // awaited below; this only keeps an early failure from counting as unhandled
+  let worker: EncoderWorker | undefined;
+  try {
+    for (const b of [m.set.embed, m.set.decoder.brick]) if (b) await m.set.session(b.name);
+    worker = await starting;
+    const r = await stream(m, images, prompt, g, { hidden, placeholder, shared: overlap, encoder: streamEncoder(m, placeholder, worker) });
+    const totalMs = performance.now() - t0;
+    return {
+      answers: r.answers, totalMs, imagesPerS: images.length / (totalMs / 1000), overlap,
+      encoderStartupMs: worker?.startupMs ?? null, encoderThreads: worker?.threads ?? null, ring: r.ring,
+    };
+  } finally {
+    await (worker ?? await starting?.catch(() => undefined))?.terminate();
+  }
+}
+
+interface StreamEncoder {
+  /** Encodes the first image before the ring exists: its rows size the slots. */
+  first(file: string): Promise<{ rows: number; ms: number; features?: Float32Array }>;
+  /** Shares a shared ring's memory with the encoder. */
+  attach(buffer: SharedArrayBuffer): void;
+  into(file: string, lease: WriteLease): Promise<{ rows: number; ms: number }>;
+}
+
+/** The worker, or this thread's vision brick writing straight into slot memory. */
+function streamEncoder(m: RuntimeModel, placeholder: number, worker: EncoderWorker | undefined): StreamEncoder {
+  if (worker) return { first: (f) => worker.encode(f), attach: (b) => worker.attach(b), into: (f, lease) => worker.encode(f, lease) };
+  return {
+    first: async (f) => m.set.encode(placeholder, await m.mediaInput('image', { file: f })),
+    attach: () => undefined,
+    into: async (f, lease) => m.set.encode(placeholder, await m.mediaInput('image', { file: f }), { into: lease.view('float32') }),
+  };
+}
+
+async function stream(m: RuntimeModel, images: readonly string[], prompt: string, g: ImageStreamOptions,
+  o: { hidden: number; placeholder: number; shared: boolean; encoder: StreamEncoder }) {
+  const { hidden, placeholder } = o;
   const session = new ChatSession(m.set);
-  // The first image tells how many rows an image yields; every slot is sized for that.
-  const first = await m.set.encode(enc.placeholderTokenId, await m.mediaInput('image', { file: images[0] }));
+  const first = await o.encoder.first(images[0]!);
   const rows = first.rows;
-  const ring = new TokenRingBuffer({ slots: g.slots ?? 2, slotBytes: slotBytesFor({ tokens: rows, hidden, dtype: 'float32' }) });
-  const ids = m.prompts.encode([{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: prompt }] }],
+  const ring = new TokenRingBuffer({ slots: g.slots ?? 2, slotBytes: slotBytesFor({ tokens: rows, hidden, dtype: 'float32' }), shared: o.shared });
+  if (ring.buffer instanceof SharedArrayBuffer) o.encoder.attach(ring.buffer);
+  const ids = m.prompts!.encode([{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: prompt }] }],
     { addGenerationPrompt: true, counts: { image: rows } }).ids;
   const answers: (RunResult & { image: string })[] = [];
 
   const encodeOne = async (i: number): Promise<void> => {
     const lease = await ring.acquireWrite();
     try {
-      const into = lease.view('float32', rows * hidden);
       let ms = first.ms;
-      if (i === 0) into.set(first.features);
-      else ms = (await m.set.encode(enc.placeholderTokenId, await m.mediaInput('image', { file: images[i] }), { into })).ms;
-      lease.commit({ tokens: rows, dims: [rows, hidden], tag: String(ms) });
+      if (i === 0) lease.view('float32', rows * hidden).set(first.features!);
+      else {
+        const r = await o.encoder.into(images[i]!, lease);
+        if (r.rows !== rows)
+          throw fail('E_MERGE_COUNT', `${images[i]}: ${r.rows} feature rows, but the stream's first image gave ${rows}`,
+            { file: images[i], hint: 'every image of a stream must give the same number of feature rows' });
+        ms = r.ms;
+      }
+      lease.commit({ tokens: rows, dims: [rows, hidden], dtype: 'float32', tag: String(ms) });
     } catch (e) {
       lease.abort();
-      ring.close(String(e));
       throw e;
     }
   };
   const answerOne = async (i: number): Promise<void> => {
     const lease = await ring.acquireRead();
     try {
-      // The session copies the slot rows into its arena once; the slot is free again after prefill.
-      const r = await answer(m, session, ids, { [enc.placeholderTokenId]: lease.view('float32', rows * hidden) }, Number(lease.meta.tag), g);
-      answers.push({ ...r, image: images[i] });
+      // The session copies the slot rows into its own arena, so the decoder never reads shared memory.
+      const r = await answer(m, session, ids, { [placeholder]: lease.view('float32', rows * hidden) }, Number(lease.meta.tag), g);
+      answers.push({ ...r, image: images[i]! });
       g.onAnswer?.(i, r);
     } finally {
       lease.release();
     }
   };
 
-  if (overlap) {
-    await Promise.all([
-      (async () => { for (const i of images.keys()) await encodeOne(i); })(),
-      (async () => { for (const i of images.keys()) await answerOne(i); })(),
-    ]);
+  if (o.shared) {
+    // A failing side closes the ring (waking the other) and both stop before their next image.
+    let stop = false;
+    const loop = async (step: (i: number) => Promise<void>) => {
+      try {
+        for (const i of images.keys()) { if (stop) return; await step(i); }
+      } catch (e) {
+        stop = true;
+        ring.close(String(e));
+        throw e;
+      }
+    };
+    const settled = await Promise.allSettled([loop(encodeOne), loop(answerOne)]);
+    const errors = settled.flatMap((s) => (s.status === 'rejected' ? [s.reason as unknown] : []));
+    // The side that failed first closed the ring; the other then only reports E_TABM_CLOSED.
+    if (errors.length) throw errors.find((e) => (e as { code?: string }).code !== 'E_TABM_CLOSED') ?? errors[0];
   } else {
     for (const i of images.keys()) { await encodeOne(i); await answerOne(i); }
   }
-  const totalMs = performance.now() - t0;
-  return { answers, totalMs, imagesPerS: images.length / (totalMs / 1000), overlap };
+  return { answers, ring: ring.stats() };
 }
 
 function concat(a: Float32Array | undefined, b: Float32Array): Float32Array {
