@@ -51,13 +51,24 @@ describe('nanomind CLI end to end', () => {
     expect(t.stdout).toContain('94784');
   });
 
-  it('demo runs offline and verifies', async () => {
+  it('demo takes the embedded trained model through partition → quantize → compile → run, offline', async () => {
     const r = await cli('demo', '--json');
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout);
-    expect(out.cases).toHaveLength(3);
-    for (const c of out.cases) expect(c.manifest.verify === null || c.manifest.verify.ok).toBe(true);
+    expect(out.stages.map((s: { name: string }) => s.name)).toEqual(['partition', 'quantize', 'compile', 'run']);
+    expect(out.bricks.map((b: { kind: string }) => b.kind).sort()).toEqual(['audio', 'decoder', 'embed', 'vision']);
+    expect(out.bricks.find((b: { kind: string }) => b.kind === 'decoder').format).toBe('w4a16-g32');
+    expect(out.examples.map((e: { modality: string }) => e.modality)).toEqual(['typed', 'typed', 'typed', 'spoken', 'spoken']);
+    // greedy decoding of fixed held-out examples: deterministic, and the trained model gets them right
+    for (const e of out.examples) expect(e.got, e.id).toBe(e.expected);
+    expect(out.correct).toBe(5);
     expect(out.kept).toBe(false);
+    expect(out.totalMs).toBeLessThan(60_000);
+    const text = await cli('demo');
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/5\/5 correct/);
+    expect(text.stdout).toMatch(/decoder\s+decoder\s+w4a16-g32\s+cpu-big/);
+    expect(text.stderr).not.toMatch(/onnxruntime/);
   });
 
   it('a user error prints one line with its code, no stack, exit 1, and writes nothing', async () => {

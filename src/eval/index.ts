@@ -38,6 +38,8 @@ export interface EvalReport {
   readonly byType: Readonly<Record<string, number>>;
   readonly byTypeAndModality: Readonly<Record<string, number>>;
   readonly answers: readonly EvalAnswer[];
+  /** The runtime's notices (e.g. bricks placed on an accelerator this machine lacks). */
+  readonly notices: readonly string[];
   readonly ms: number;
 }
 
@@ -48,6 +50,8 @@ export interface EvalOptions {
   readonly set?: string;
   /** At most this many items, taken evenly across the set (typed and spoken alike). */
   readonly limit?: number;
+  /** Only these item ids (in the set's order); unknown ids are an error. */
+  readonly ids?: readonly string[];
   readonly threads?: number;
   readonly onItem?: (done: number, total: number, a: EvalAnswer) => void;
 }
@@ -102,7 +106,10 @@ export async function evaluate(o: EvalOptions = {}): Promise<EvalReport> {
   const t0 = performance.now();
   const setDir = resolve(!o.set || o.set === 'builtin' ? EMBEDDED_EVAL_SET : o.set);
   // (checked by loadEvalSet: a missing builtin set means the embedded model is not in this build)
-  const items = spread(await loadEvalSet(setDir), o.limit);
+  const all = await loadEvalSet(setDir);
+  const unknown = (o.ids ?? []).filter((id) => !all.some((i) => i.id === id));
+  if (unknown.length) throw fail('E_EVAL_SET', `${setDir}: no item with id ${unknown.map((u) => `'${u}'`).join(', ')}`);
+  const items = spread(o.ids ? all.filter((i) => o.ids!.includes(i.id)) : all, o.limit);
   const modelPath = resolve(o.model ?? EMBEDDED_MODEL);
   if (!(await stat(modelPath).catch(() => undefined)))
     throw fail('E_EVAL_MODEL', `${modelPath}: no such model`, { hint: o.model ? 'pass a model folder, brick set or bundle' : 'this build has no embedded model yet; pass a model path' });
@@ -130,7 +137,7 @@ export async function evaluate(o: EvalOptions = {}): Promise<EvalReport> {
     return {
       model: modelPath, set: setDir, n: answers.length,
       accuracy: { overall: acc(answers)!, typed: acc(answers.filter((a) => a.modality === 'typed')), spoken: acc(answers.filter((a) => a.modality === 'spoken')) },
-      byType: group((a) => a.type), byTypeAndModality: group((a) => `${a.type}/${a.modality}`), answers, ms: performance.now() - t0,
+      byType: group((a) => a.type), byTypeAndModality: group((a) => `${a.type}/${a.modality}`), answers, notices: m.notices, ms: performance.now() - t0,
     };
   } finally {
     await m?.close();

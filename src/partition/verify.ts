@@ -10,6 +10,7 @@ import { replacePlaceholderRows } from '../formats/merge.js';
 import type { BrickEntry, Connection, TensorSpec, VerifyOutput, VerifyReport } from '../formats/bricks.js';
 import { TENSOR } from '../formats/names.js';
 import { mulberry32, normalFrom } from '../util/prng.js';
+import { ORT_LOG } from '../onnx/ort-log.js';
 
 export interface VerifyOptions {
   /** The original model and its inputs/outputs. */
@@ -24,7 +25,7 @@ export interface VerifyOptions {
   readonly dims?: Readonly<Record<string, number>>;
 }
 
-const sessionOptions: ort.InferenceSession.SessionOptions = { intraOpNumThreads: 2, graphOptimizationLevel: 'all' };
+const sessionOptions: ort.InferenceSession.SessionOptions = { ...ORT_LOG, intraOpNumThreads: 2, graphOptimizationLevel: 'all' };
 
 export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
   const tolerance = o.tolerance ?? 1e-4;

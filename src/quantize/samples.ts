@@ -20,6 +20,7 @@ import { orderBricks } from '../partition/verify.js';
 import { readNpyFile, type NpyArray } from '../run/inputs/npy.js';
 import { loadTokenizer } from '../run/inputs/tokenizer.js';
 import { mulberry32, normalFrom } from '../util/prng.js';
+import { ORT_LOG } from '../onnx/ort-log.js';
 
 export type Feeds = Record<string, ort.Tensor>;
 
@@ -41,7 +42,7 @@ export interface SampleOptions {
 export const ENCODER_KINDS = new Set(['vision', 'audio', 'projector']);
 
 export function sessionOptions(threads?: number): ort.InferenceSession.SessionOptions {
-  return { intraOpNumThreads: threads ?? 2, graphOptimizationLevel: 'all' };
+  return { ...ORT_LOG, intraOpNumThreads: threads ?? 2, graphOptimizationLevel: 'all' };
 }
 
 /** Concrete sizes for an input's dims: batch 1, past 0, sequence dims `seq`. */

@@ -21,6 +21,7 @@ import { writeNpyFile } from '../../src/run/inputs/npy.js';
 import { dequantizeBlocks, unpackZeroPoints } from '../../src/quantize/block-quant.js';
 import { agreement, ortGreedyNoCache } from '../../src/quantize/greedy.js';
 import { quantizeBricks } from '../../src/quantize/index.js';
+import { evaluate } from '../../src/eval/index.js';
 import { checkRknn } from '../../src/quantize/rknn-check.js';
 import { mulberry32, normalFrom } from '../../src/util/prng.js';
 import { buildTinyLlava, buildTinyTextLm, cleanupFixtures, fixtureDir } from '../fixtures/index.js';
@@ -305,12 +306,17 @@ describe('end-to-end harness and sweep', () => {
     expect(JSON.parse(await readFile(join(work, 'sweep', 'sweep.json'), 'utf8'))).toEqual(JSON.parse(JSON.stringify(s)));
   });
 
-  // The real accuracy bar needs trained weights: runs when the shapes-vlm model (another issue) is present.
+  // The real accuracy bar needs trained weights: the embedded shapes-vlm model, on its held-out set
+  // (random prompts say little about a trained model, whose logits are sharp only on its task).
   const trained = join(import.meta.dirname, '..', '..', 'models', 'shapes-vlm');
-  it.skipIf(!existsSync(trained))('w4a16-g32 keeps ≥ 95 % greedy-token agreement on the trained model', async () => {
+  it.skipIf(!existsSync(trained))('w4a16-g32 language model: ≥ 95 % of held-out answers unchanged, accuracy within 2 points', async () => {
     const tb = join(work, 'trained-bricks');
     await partition({ input: trained, out: tb });
-    const r = await quantizeBricks({ dir: tb, out: join(work, 'trained-q'), heldOut: 16, newTokens: 16 });
-    expect(r.report.endToEnd!.tokenAgreement).toBeGreaterThanOrEqual(0.95);
+    const q = await quantizeBricks({ dir: tb, out: join(work, 'trained-q'), recipe: 'fp32', overrides: { decoder: 'w4a16-g32', embed: 'w4a16-g32' }, evaluate: false });
+    expect(q.manifest.bricks.find((b) => b.kind === 'decoder')!.format).toBe('w4a16-g32');
+    const [f, g] = [await evaluate({ model: tb }), await evaluate({ model: q.out })];
+    const same = f.answers.filter((a, i) => a.got === g.answers[i]!.got).length / f.answers.length;
+    expect(same).toBeGreaterThanOrEqual(0.95);
+    expect(g.accuracy.overall).toBeGreaterThanOrEqual(f.accuracy.overall - 0.02);
   }, 300_000);
 });

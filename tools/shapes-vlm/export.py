@@ -9,8 +9,8 @@ Writes, from WORK/model.pt (train.py):
   onnx/embed_tokens.onnx           input_ids [b,s] -> inputs_embeds [b,s,128]
   onnx/decoder_model_merged.onnx   inputs_embeds, attention_mask [b,total], position_ids [b,s],
                                    past_key_values.{i}.key|value [b,2,past,32] -> logits, present.{i}.*
-  monolithic/image_llm.onnx        pixel_values, input_ids, attention_mask -> logits (merge in-graph)
-  monolithic/audio_llm.onnx        input_features, input_ids, attention_mask -> logits
+  monolithic/model.onnx            pixel_values, input_features, input_ids, attention_mask -> logits
+                                   (both encoders and the merges in-graph)
   config.json, preprocessor_config.json, tokenizer.json, tokenizer_config.json, generation_config.json
   eval/eval.jsonl + eval/images/*.png + eval/audio/*.wav   (held-out scenes and voices, other seeds)
   eval/reference.json              PyTorch's greedy answers on the eval set read back from those files
@@ -79,27 +79,18 @@ class Decoder(nn.Module):
 
 
 class MonolithicLLM(nn.Module):
-    """features input, input_ids, attention_mask -> logits; the encoder and projector keep the HF
-    names (`vision_tower` / `audio_tower`, `multi_modal_projector`) and the merge is in-graph."""
+    """pixel_values, input_features, input_ids, attention_mask -> logits: both encoders, their
+    projectors (HF names: vision_tower / multi_modal_projector, audio_tower / audio_projector) and the
+    merges in one graph, as a monolithic export of a vision+audio LMM would be. A prompt without
+    <audio> rows (a typed question) leaves the audio features unused."""
 
-    def __init__(self, m, kind):
+    def __init__(self, m):
         super().__init__()
-        if kind == "image":
-            self.vision_tower = m.vision_tower
-            self.multi_modal_projector = m.multi_modal_projector
-            self.encode = lambda x: self.multi_modal_projector(self.vision_tower(x))
-            self.token_id = m.image_token_id
-        else:
-            self.audio_tower = m.audio_tower
-            self.multi_modal_projector = m.audio_projector
-            self.encode = lambda x: self.multi_modal_projector(self.audio_tower(x))
-            self.token_id = m.audio_token_id
-        self.language_model = m.language_model
+        self.m = m
 
-    def forward(self, features, input_ids, attention_mask):
-        embeds = self.language_model.embed_tokens(input_ids)
-        embeds = merge_features(input_ids, embeds, self.encode(features), self.token_id)
-        logits, _ = self.language_model(embeds, attention_mask, position_ids_from_mask(attention_mask))
+    def forward(self, pixel_values, input_features, input_ids, attention_mask):
+        embeds = self.m.embed(input_ids, pixel_values, input_features)
+        logits, _ = self.m.language_model(embeds, attention_mask, position_ids_from_mask(attention_mask))
         return logits
 
 
@@ -150,18 +141,13 @@ def export_graphs(model, task, out):
         os.path.join(out, "onnx", "decoder_model_merged.onnx"),
         ["inputs_embeds", "attention_mask", "position_ids"] + names_in, ["logits"] + names_out, dyn)
 
-    def mono_dyn(name):
-        return {name: {0: "batch_size"}, "input_ids": {0: "batch_size", 1: "sequence_length"},
-                "attention_mask": {0: "batch_size", 1: "sequence_length"}, "logits": {0: "batch_size", 1: "sequence_length"}}
-    img_prompt = torch.tensor([task.prompt_ids("how many shapes are there?", False)])
-    sizes["monolithic/image_llm.onnx"] = onnx_export(
-        MonolithicLLM(model, "image"), (px, img_prompt, torch.ones_like(img_prompt)), os.path.join(out, "monolithic", "image_llm.onnx"),
-        ["pixel_values", "input_ids", "attention_mask"], ["logits"], mono_dyn("pixel_values"))
-    aud_prompt = torch.tensor([task.prompt_ids(None, True)])
-    # the audio graph takes no image: its prompt's <image> rows stay token embeddings
-    sizes["monolithic/audio_llm.onnx"] = onnx_export(
-        MonolithicLLM(model, "audio"), (feats, aud_prompt, torch.ones_like(aud_prompt)), os.path.join(out, "monolithic", "audio_llm.onnx"),
-        ["input_features", "input_ids", "attention_mask"], ["logits"], mono_dyn("input_features"))
+    # traced on a spoken prompt (audio and image rows); a typed prompt just has no <audio> rows
+    prompt = torch.tensor([task.prompt_ids(None, True)])
+    sizes["monolithic/model.onnx"] = onnx_export(
+        MonolithicLLM(model), (px, feats, prompt, torch.ones_like(prompt)), os.path.join(out, "monolithic", "model.onnx"),
+        ["pixel_values", "input_features", "input_ids", "attention_mask"], ["logits"],
+        {"pixel_values": {0: "batch_size"}, "input_features": {0: "batch_size"}, "input_ids": {0: "batch_size", 1: "sequence_length"},
+         "attention_mask": {0: "batch_size", 1: "sequence_length"}, "logits": {0: "batch_size", 1: "sequence_length"}})
     return sizes
 
 
@@ -246,7 +232,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(2)
     ckpt = torch.load(os.path.join(args.work, "model.pt"))
-    task = Task(args.work)
+    task = Task(args.work, ckpt.get("order"))
     if [tuple(m) for m in ckpt["merges"]] != task.tok.merges:
         sys.exit("the checkpoint's tokenizer differs from tokenizer.py's; retrain")
     model = ShapesVLM(ckpt["config"], task.tok.vocab_size, task.tok.image_id, task.tok.audio_id)

@@ -4,9 +4,10 @@ Ids: 0..255 the byte symbols in GPT-2's byte-to-unicode order (as Qwen2's vocab 
 learned here (every word of the task becomes one token), then the special tokens. Pre-tokenization is
 GPT-2's regex (ByteLevel, use_regex), which this module reimplements for ASCII text only; `encode`
 gives the same ids as @huggingface/tokenizers on every string of the task (checked from Node by
-tools/shapes-vlm/check_tokenizer.mjs).
+test/shapes-vlm/shapes-vlm.test.ts against the ids export.py records).
 
-The chat template is ChatML without a default system message. One `<image>` / `<audio>` per media part;
+The chat template is ChatML without a default system message; in a user turn it puts the question (text
+or `<audio>`) before the `<image>`, the order the model was trained on. One placeholder per media part;
 the processor (and the runtime) expands each to `image_seq_length` / `audio_seq_length` copies of the
 placeholder id before the features replace those rows.
 """
@@ -18,14 +19,17 @@ SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<audio>"]
 # GPT-2's pre-tokenizer regex with \p{L} / \p{N} narrowed to ASCII: the task's text is ASCII.
 _PRETOK = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+""")
 
+# ChatML. Within a user turn the text and audio parts come first and the image parts after them,
+# whatever order the caller lists them in: the model was trained question-first (see PROMPT_ORDER).
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' }}"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' %}{{ '<image>' }}"
-    "{% elif content['type'] == 'audio' %}{{ '<audio>' }}"
+    "{% if content['type'] == 'audio' %}{{ '<audio>' }}"
     "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}{{ '<image>' }}{% endif %}"
     "{% endfor %}{% endif %}"
     "{{ '<|im_end|>\\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
@@ -206,10 +210,17 @@ class Tokenizer:
         }
 
 
-def render_prompt(question=None, spoken=False):
-    """The chat template applied to one user turn (image, then the text or the audio question) with
-    the generation prompt; each placeholder appears once here and is expanded by `prompt_ids`."""
-    parts = "<image>" + ("<audio>" if spoken else question)
+# Where the question goes relative to the image inside the user turn. "question-first" puts the typed
+# or spoken question before the image rows, so every image row can attend to the question (the decoder
+# is causal) and the image rows always end at the same distance from the answer.
+PROMPT_ORDER = "question-first"
+
+
+def render_prompt(question=None, spoken=False, order=None):
+    """The chat template applied to one user turn with the generation prompt; each placeholder appears
+    once here and is expanded by `prompt_ids`."""
+    q = "<audio>" if spoken else question
+    parts = q + "<image>" if (order or PROMPT_ORDER) == "question-first" else "<image>" + q
     return f"<|im_start|>user\n{parts}<|im_end|>\n<|im_start|>assistant\n"
 
 

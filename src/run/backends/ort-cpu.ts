@@ -21,6 +21,7 @@ import { fail } from '../../errors.js';
 import type { BrickEntry } from '../../formats/bricks.js';
 import type { Backend, BackendOptions, BrickSession, Feeds, RunOptions, TensorData, TensorLike } from '../backend.js';
 import { checkFeeds } from '../feeds.js';
+import { ORT_LOG } from '../../onnx/ort-log.js';
 
 type Ort = typeof import('onnxruntime-node');
 
@@ -51,6 +52,7 @@ export const ortCpu: Backend = {
     let session: InferenceSession;
     try {
       session = await ort.InferenceSession.create(file, {
+        ...ORT_LOG,
         executionProviders: ['cpu'],
         graphOptimizationLevel: 'all',
         executionMode: 'sequential',
