@@ -15,7 +15,7 @@ import type { Bundle } from '../formats/bundle.js';
 import { readJsonFile } from '../formats/json-file.js';
 import { analyzeBrickSet, type BrickSetInfo } from './analyze.js';
 import { batteryJoules, costModel, type BrickCostModel, type Workload } from './cost.js';
-import type { WeightFormat } from './formats.js';
+import { isFloatFormat, type WeightFormat } from './formats.js';
 import { MODEL_ASSUMPTIONS, ringBuffers } from './plan.js';
 import { requestGraph, runDes, type Span, type Task } from './schedule.js';
 import { checkTarget, val, type TargetProfile } from './targets.js';
@@ -77,9 +77,14 @@ export function simulate(set: BrickSetInfo, target: TargetProfile, placement: re
     return a;
   };
   const models = new Map<string, BrickCostModel>(placement.map((p) => [p.brick, costModel(set.bricks.find((b) => b.entry.name === p.brick)!, accOf(p.accelerator), p.format, target, w)]));
-  const base = target.accelerators.find((a) => a.kind === 'cpu' && set.bricks.every((b) => a.formats.includes(b.format)));
+  // The baseline runs each brick as stored; a float format the CPU has no kernels for (fp16 on most
+  // CPU profiles) runs widened to fp32, as ONNX Runtime's CPU provider does.
+  const baseFormat = (a: TargetProfile['accelerators'][number], f: WeightFormat): WeightFormat | undefined =>
+    a.formats.includes(f) ? f : isFloatFormat(f) && a.formats.includes('fp32') ? 'fp32' : undefined;
+  const base = target.accelerators.find((a) => a.kind === 'cpu' && set.bricks.every((b) => baseFormat(a, b.format)));
   if (!base) throw fail('E_SIM_BASELINE', `no CPU of ${target.name} runs every brick in its stored format, so there is no monolithic baseline`);
-  const baseModels = new Map<string, BrickCostModel>(set.bricks.map((b) => [b.entry.name, costModel(b, base, b.format, target, w)]));
+  const widened = set.bricks.filter((b) => baseFormat(base, b.format) !== b.format).map((b) => b.entry.name);
+  const baseModels = new Map<string, BrickCostModel>(set.bricks.map((b) => [b.entry.name, costModel(b, base, baseFormat(base, b.format)!, target, w)]));
   const baseline = { accelerator: base.id, copyGBps: (val(target.memory.peakGBps) ?? NaN) * (val(base.memoryEfficiency) ?? 1), copyPowerW: val(base.activePowerW) ?? null };
   const slots = Math.max(1, ...ringBuffers(set, w).map((r) => r.slots));
   const frames = scenario.kind === 'camera' ? Math.min(200, Math.max(5, Math.round(scenario.fps * 10))) : 1;
@@ -158,7 +163,7 @@ export function simulate(set: BrickSetInfo, target: TargetProfile, placement: re
       scenario.kind === 'camera' ? `camera at ${scenario.fps} fps for ${frames} frames; a frame is dropped when all ${slots} ring slots are held` : `one ${scenario.kind} request: ${w.images} image(s), ${w.audioClips} clip(s), ${w.promptTokens} prompt tokens, ${w.outputTokens} output tokens`,
       `battery: ${joules === undefined ? 'unknown' : `${(joules / 3600).toFixed(1)} Wh usable`}; unconstrained = ${scenario.kind === 'camera' ? 'every frame' : `a request every ${CHAT_PERIOD_S} s`}, proportional = α ${PROPORTIONAL_ALPHA} of that rate, critical = cascade on a trigger every ${TRIGGER_PERIOD_S} s`,
       'the board idles at its idle power between requests (no suspend); the baseline keeps every brick resident',
-      `monolithic baseline: every brick on ${base.id} in its stored format, in order, with a copy at each brick boundary`,
+      `monolithic baseline: every brick on ${base.id} in its stored format${widened.length ? ` (${widened.join(', ')} widened to fp32)` : ''}, in order, with a copy at each brick boundary`,
     ],
     timeline: ours.res.spans, baselineTimeline: theirs.res.spans,
   };
