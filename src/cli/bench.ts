@@ -1,23 +1,46 @@
 import type { Command } from 'commander';
+import type { TargetProfile } from '../compile/targets.js';
+import { fail } from '../errors.js';
 import type { BenchResult, Spread } from '../run/bench.js';
 import { parseNumber } from './flags.js';
-import { emit, table } from './output.js';
+import { bytes, emit, table } from './output.js';
 import { stageProgress } from './progress.js';
 
-interface BenchFlags { runs?: string; promptTokens?: string; newTokens?: string; image?: string; audio?: string; threads?: string; streamImages?: string; json?: boolean }
+interface BenchFlags {
+  runs?: string; promptTokens?: string; newTokens?: string; image?: string; audio?: string; threads?: string; streamImages?: string; json?: boolean;
+  calibrate?: boolean; out?: string; mib?: string;
+}
+
+/** Flags that only mean something for a model run, and the ones only for --calibrate. */
+const MODEL_ONLY = { promptTokens: '--prompt-tokens', newTokens: '--new-tokens', image: '--image', audio: '--audio', streamImages: '--stream-images' } as const;
+const CALIBRATE_ONLY = { out: '--out', mib: '--mib' } as const;
 
 export const benchVerb = (program: Command) => program
-  .command('bench <model>')
-  .description('measure a brick set or bundle on this machine: encoder, prefill, decode, TTFT, memory, prefix reuse')
-  .option('--runs <n>', 'measured runs after one warm-up', '5')
+  .command('bench [model]')
+  .description('measure a brick set or bundle on this machine: encoder, prefill, decode, TTFT, memory, prefix reuse; '
+    + 'or, with --calibrate, measure the machine itself and write a `host` target profile')
+  .option('--runs <n>', 'measured runs after one warm-up (with --calibrate: best of N)', '5')
   .option('--prompt-tokens <n>', 'text tokens in the prompt (an image or clip adds its rows)', '128')
   .option('--new-tokens <n>', 'tokens generated per run (eos ignored)', '32')
   .option('--image <file>', 'image for the vision encoder (default: a synthetic one when the model has a vision encoder)')
   .option('--audio <file>', 'WAV clip for the audio encoder (default: a synthetic tone when the model has only audio)')
   .option('--stream-images <n>', 'images in the overlapped vs sequential image stream (0 = skip)', '4')
-  .option('--threads <n>', 'CPU threads per brick (default: ONNX Runtime decides)')
+  .option('--threads <n>', 'CPU threads per brick (default: ONNX Runtime decides; with --calibrate: all cores)')
+  .option('--calibrate', 'measure this machine (memory read, fp32 and int8 matmul, launch overhead) and write a target profile')
+  .option('-o, --out <file>', 'with --calibrate: the profile to write, atomically (default: host.json in the current directory)')
+  .option('--mib <n>', 'with --calibrate: MiB each memory-read thread sums (default: 256)')
   .option('--json', 'print the result as JSON')
-  .action(async (model: string, f: BenchFlags) => {
+  .action(async (model: string | undefined, f: BenchFlags, cmd: Command) => {
+    const given = (key: string) => cmd.getOptionValueSource(key) === 'cli';
+    if (f.calibrate) {
+      if (model !== undefined) throw fail('E_USAGE', `bench --calibrate measures this machine and takes no model (got '${model}')`, { hint: 'drop the model, or drop --calibrate' });
+      const wrong = Object.entries(MODEL_ONLY).filter(([k]) => given(k)).map(([, flag]) => flag);
+      if (wrong.length) throw fail('E_USAGE', `bench --calibrate: ${wrong.join(', ')} only apply to a model run`);
+      return calibrate(f);
+    }
+    if (model === undefined) throw fail('E_USAGE', 'bench: missing the model (a brick set or bundle)', { hint: 'nanomind bench <bricks-dir | bundle>, or nanomind bench --calibrate to measure this machine' });
+    const wrong = Object.entries(CALIBRATE_ONLY).filter(([k]) => given(k)).map(([, flag]) => flag);
+    if (wrong.length) throw fail('E_USAGE', `bench: ${wrong.join(', ')} only apply with --calibrate`);
     const { bench } = await import('../run/bench.js');
     const progress = stageProgress(8, f.json);
     let r: BenchResult;
@@ -36,6 +59,41 @@ export const benchVerb = (program: Command) => program
     }
     emit(r, f.json, renderBench);
   });
+
+async function calibrate(f: BenchFlags): Promise<void> {
+  const opts = {
+    mib: parseNumber('--mib', f.mib ?? '256', { min: 1, integer: true }),
+    runs: parseNumber('--runs', f.runs, { min: 1, integer: true }),
+    threads: parseNumber('--threads', f.threads, { min: 1, integer: true }),
+  };
+  const { calibrateHost, writeTargetFile } = await import('../compile/calibrate.js');
+  const progress = stageProgress(4, f.json);
+  let profile: TargetProfile;
+  try {
+    profile = await calibrateHost({ ...opts, onStage: (s) => progress.stage(s) });
+  } finally {
+    progress.stop();
+  }
+  const file = await writeTargetFile(f.out ?? 'host.json', profile);
+  emit(profile, f.json, (p) => renderCalibration(p, file));
+}
+
+/** The measured numbers of a calibrated profile, and where it was written. */
+export function renderCalibration(p: TargetProfile, file: string): string {
+  const cpu = p.accelerators[0];
+  const q = (x: { value: number | null } | undefined) => (x && x.value !== null ? x.value : '-');
+  let out = `${p.title}\n${p.sources.measured?.title ?? ''}\n\n`;
+  out += table(['metric', 'value', 'unit'], [
+    ['memory read', q(p.memory.sustainedGBps), 'GB/s'],
+    ['fp32 matmul', q(cpu.peakGops.fp32), 'GFLOPS'],
+    ['int8 matmul (MatMulNBits)', q(cpu.peakGops.int8), 'GOPS'],
+    ['launch overhead', q(cpu.launchOverheadMs), 'ms'],
+    ['cores', q(cpu.cores), ''],
+    ['memory', p.memory.totalBytes.value === null ? '-' : bytes(p.memory.totalBytes.value), ''],
+  ]);
+  out += `\nwrote ${file}\nuse it with: nanomind compile <bricks-dir> --target ${file} -o <bundle>\n`;
+  return out;
+}
 
 const n = (v: number, d = 1) => (Number.isFinite(v) ? v.toFixed(d) : '-');
 const row = (name: string, s: Spread, unit: string, d = 1): (string | number)[] => [name, n(s.median, d), n(s.min, d), n(s.max, d), unit];

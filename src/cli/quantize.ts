@@ -26,7 +26,7 @@ export const quantizeVerb = (program: Command) => program
   .option('--accuracy-level <n>', 'MatMulNBits accuracy_level: 4 = int8 compute on CPU (fast), 0 = float (exact)', '4')
   .option('--held-out <n>', 'held-out samples for accuracy and end-to-end prompts', '4')
   .option('--tokens <n>', 'greedy tokens per prompt for the end-to-end comparison (0 = skip)', '8')
-  .option('--eval <file.jsonl>', 'eval set for exact-match accuracy: {"input_ids", "answer_ids", "inputs"} per line')
+  .option('--eval <set>', 'eval set for exact-match accuracy: builtin (the embedded model\'s questions), a folder with eval.jsonl as `nanomind eval` reads it, or a .jsonl of {"input_ids", "answer_ids", "inputs"}')
   .option('--no-eval', 'skip every accuracy measurement (fastest; the report has sizes only)')
   .option('--sweep [grid]', 'also score a grid of per-brick precisions, accuracy vs size (writes sweep.json); grid: kind=fmt,fmt;kind=fmt (default: every brick over its usual formats)')
   .option('--seed <n>', 'seed of the random calibration and held-out inputs', '1234')
@@ -76,7 +76,7 @@ export function renderQuantizeReport(r: QuantReport): string {
   }
   const e = r.endToEnd;
   if (e) out += `end to end (${e.generator}, ${e.prompts} prompts × ${e.newTokens} greedy tokens): token agreement ${pct(e.tokenAgreement)}, before first difference ${pct(e.prefixAgreement)}`
-    + (e.accuracy !== null ? `; exact match ${pct(e.accuracy)} (float ${pct(e.floatAccuracy)})` : '') + '\n';
+    + (e.accuracy !== null ? `; eval set: exact match ${pct(e.accuracy)} (float ${pct(e.floatAccuracy)}), token agreement ${pct(e.evalTokenAgreement)}` : '') + '\n';
   if (r.sweep) {
     const names = Object.keys(r.sweep[0]?.formats ?? {});
     out += `sweep (${r.sweep.length} configurations, * = Pareto front):\n`;

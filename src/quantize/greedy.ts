@@ -78,9 +78,13 @@ export const ortGreedyNoCache: GreedyGenerator = async (dir, m, prompts, maxNew)
         for (const i of b.inputs) {
           const c = m.connections.find((x) => x.to === `${b.name}.${i.name}`);
           const t = c ? values.get(c.from) : p.media?.[i.name];
-          if (!t) throw fail('E_QUANT_E2E', `prompt has no '${i.name}' for brick '${b.name}'`);
-          feeds[i.name] = t;
+          if (t) feeds[i.name] = t;
         }
+        // An encoder the prompt gives no input to (a typed question to an image + audio model) stays idle;
+        // the merge below fails if the prompt nevertheless holds its placeholders.
+        if (!Object.keys(feeds).length) continue;
+        const missing = b.inputs.find((i) => !feeds[i.name]);
+        if (missing) throw fail('E_QUANT_E2E', `prompt has no '${missing.name}' for brick '${b.name}'`);
         const out = await sessions.get(b.name)!.run(feeds);
         for (const [k, v] of Object.entries(out)) values.set(`${b.name}.${k}`, v);
       }
@@ -103,8 +107,13 @@ export const ortGreedyNoCache: GreedyGenerator = async (dir, m, prompts, maxNew)
                     : /^past_key_values/.test(i.name) ? new ort.Tensor('float32', new Float32Array(0), concreteDims(i, seq)) : undefined;
             if (!t) throw fail('E_QUANT_E2E', `no value for brick '${b.name}' input '${i.name}'`);
             for (const c of m.connections.filter((x) => x.merge && x.to === `${b.name}.${i.name}`)) {
+              const rows = step_.get(c.from);
+              if (!rows) {
+                if (p.inputIds.includes(BigInt(c.merge!.placeholderTokenId))) throw fail('E_QUANT_E2E', `the prompt has placeholders for '${c.from}' but no input for its encoder`);
+                continue;
+              }
               const data: Float32Array = new Float32Array(t.data as Float32Array);
-              replacePlaceholderRows(data, mergeIds, c.merge!.placeholderTokenId, step_.get(c.from)!.data as Float32Array, t.dims[t.dims.length - 1]);
+              replacePlaceholderRows(data, mergeIds, c.merge!.placeholderTokenId, rows.data as Float32Array, t.dims[t.dims.length - 1]);
               t = new ort.Tensor('float32', data, t.dims);
             }
             feeds[i.name] = t;
@@ -134,6 +143,9 @@ export interface EndToEnd {
   readonly prefixAgreement: number;
   /** Exact match of the answer tokens on the eval set (null without one). */
   readonly accuracy: number | null;
+  /** Token agreement on the eval set's prompts over each answer's length, stop token included (null
+   *  without a set): for a trained model, the telling one. */
+  readonly evalTokenAgreement: number | null;
   readonly floatAccuracy: number | null;
   readonly prompts: number;
   readonly newTokens: number;
@@ -166,15 +178,18 @@ export async function endToEnd(o: {
   const gen = o.generate ?? ortGreedyNoCache;
   const refP = o.floatTokens?.prompts ?? await gen(o.float.dir, o.float.manifest, o.prompts, o.newTokens);
   const gotP = await gen(o.quant.dir, o.quant.manifest, o.prompts, o.newTokens);
-  let accuracy: number | null = null, floatAccuracy: number | null = null, refE: number[][] | undefined;
+  let accuracy: number | null = null, floatAccuracy: number | null = null, evalTokenAgreement: number | null = null, refE: number[][] | undefined;
   if (o.evalSet?.length) {
     const longest = Math.max(...o.evalSet.map((e) => e.answer.length));
     refE = o.floatTokens?.eval ?? await gen(o.float.dir, o.float.manifest, o.evalSet.map((e) => e.prompt), longest);
     const gotE = await gen(o.quant.dir, o.quant.manifest, o.evalSet.map((e) => e.prompt), longest);
     floatAccuracy = exactMatch(refE, o.evalSet);
     accuracy = exactMatch(gotE, o.evalSet);
+    // over each item's answer length: past the stop token, generation is noise the answer never shows
+    const cut = (xs: number[][]) => xs.map((x, i) => x.slice(0, o.evalSet![i]!.answer.length));
+    evalTokenAgreement = agreement(cut(refE), cut(gotE)).tokenAgreement;
   }
-  return { ...agreement(refP, gotP), accuracy, floatAccuracy, prompts: o.prompts.length, newTokens: o.newTokens, floatTokens: { prompts: refP, eval: refE } };
+  return { ...agreement(refP, gotP), accuracy, floatAccuracy, evalTokenAgreement, prompts: o.prompts.length, newTokens: o.newTokens, floatTokens: { prompts: refP, eval: refE } };
 }
 
 /**

@@ -3,7 +3,7 @@
  * (recipe + overrides), each brick compared with its float brick under ONNX Runtime, the whole set
  * compared end to end by greedy generation, all in `quant-report.json`; written atomically.
  */
-import { copyFile, mkdir, rm } from 'node:fs/promises';
+import { copyFile, mkdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fail } from '../errors.js';
 import { writeDirAtomically } from '../formats/atomic-dir.js';
@@ -14,7 +14,9 @@ import { sha256File } from '../onnx/model-io.js';
 import { describeBrick } from '../partition/brick-files.js';
 import { brickDiskBytes, quantizeBrick, type WeightAlgorithm } from './brick.js';
 import { acceleratorFor, parseFormat } from './format-spec.js';
-import { endToEnd, loadEvalSet, runtimeGreedy, type GreedyGenerator, type Prompt } from './greedy.js';
+import { endToEnd, loadEvalSet, runtimeGreedy, type EvalItem, type GreedyGenerator, type Prompt } from './greedy.js';
+import { evalItemsFromQuestions, questionSetDir } from './eval-items.js';
+import { EMBEDDED_CALIB_SET } from '../eval/embedded.js';
 import { compareBrick, primaryOutput } from './metrics.js';
 import { planFormats } from './recipes.js';
 import { REPORT_FILE, SWEEP_FILE, type AlgorithmComparison, type BrickReport, type QuantReport } from './report.js';
@@ -29,7 +31,7 @@ export interface QuantizeOptions {
   readonly recipe?: string;
   /** `{decoder: 'w4a16-g128'}`: by brick kind or brick name. */
   readonly overrides?: Readonly<Record<string, string>>;
-  /** Calibration samples (default 16), or a directory of .npy inputs. */
+  /** Calibration samples (default 16 random), a question set or .npy folder, or `builtin` (the embedded model's calibration questions). */
   readonly calib?: number | string;
   readonly heldOut?: number;
   readonly seed?: number;
@@ -72,7 +74,7 @@ export async function quantizeBricks(o: QuantizeOptions): Promise<QuantizeResult
   const formats = planFormats(m.bricks, recipe, o.overrides);
   if (typeof o.sweep === 'object') checkGrid(m, o.sweep);
   const seed = o.seed ?? 1234;
-  const calibDir = typeof o.calib === 'string' ? resolve(o.calib) : undefined;
+  const calibDir = typeof o.calib === 'string' ? resolve(o.calib === 'builtin' ? EMBEDDED_CALIB_SET : o.calib) : undefined;
   const calibCount = typeof o.calib === 'number' ? o.calib : 16;
   const heldOutCount = o.heldOut ?? 4;
   const evaluate = o.evaluate ?? true;
@@ -160,7 +162,7 @@ export async function quantizeBricks(o: QuantizeOptions): Promise<QuantizeResult
     const newTokens = o.newTokens ?? 8;
     const canGenerate = m.bricks.some((b) => b.kind === 'decoder');
     const prompts = held.length ? held.map((s) => promptOf(m, s)) : [];
-    const evalSet = o.evalSet ? await loadEvalSet(resolve(o.evalSet)) : undefined;
+    const evalSet = o.evalSet ? await loadEvalItems(dir, o.evalSet) : undefined;
     let floatTokens: Awaited<ReturnType<typeof endToEnd>>['floatTokens'] | undefined;
     if (evaluate && canGenerate && newTokens > 0 && prompts.length) {
       o.onStage?.('end to end (greedy)');
@@ -194,6 +196,16 @@ export async function quantizeBricks(o: QuantizeOptions): Promise<QuantizeResult
     return { manifest, report };
   });
   return { out: resolve(o.out), ...result };
+}
+
+/**
+ * `builtin` (the embedded model's questions) or a folder with eval.jsonl in `nanomind eval`'s format is
+ * prepared by the runtime's own input pipeline; a .jsonl file holds token ids and .npy inputs.
+ */
+async function loadEvalItems(bricksDir: string, set: string): Promise<EvalItem[]> {
+  const path = resolve(questionSetDir(set));
+  if ((await stat(path).catch(() => undefined))?.isDirectory()) return evalItemsFromQuestions(bricksDir, path);
+  return loadEvalSet(path);
 }
 
 /** A held-out sample as a generation prompt: its token ids and the raw inputs of the encoder bricks. */

@@ -3,13 +3,14 @@
  * the runtime would (encoders → feature merge into the embeddings → decoder), so a decoder is calibrated
  * on embeddings its embed brick really produces, with image rows where the prompt has placeholders.
  *
- * Inputs come from `--calib DIR` when it holds them — `.npy` files named `<input>.npy` (every sample) or
+ * Inputs come from `--calib DIR` when it holds them — a question set (eval.jsonl: images, questions,
+ * WAVs, prepared as the runtime prepares them), or `.npy` files named `<input>.npy` (every sample) or
  * `<input>.<k>.npy` (sample k), e.g. `pixel_values.0.npy`, `input_ids.0.npy` — and are otherwise seeded
  * random: pixel-like tensors U(−1, 1) (the normalized range of SigLIP/CLIP processors), other floats
  * N(0, 1); prompts are the placeholder rows each merge needs followed by built-in questions tokenized
  * with the set's tokenizer.json (random text ids when the set has none).
  */
-import { readdir } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { fail } from '../errors.js';
@@ -64,7 +65,13 @@ export function textVocab(m: BricksManifest): number {
   return ids.length ? Math.min(vocab, ...ids) : vocab;
 }
 
-async function npyInputs(dir: string): Promise<{ files: Map<string, Map<number | 'all', string>>; count: number }> {
+/** Calibration inputs by input name and sample index (`undefined`: make one up). */
+export interface CalibSource {
+  readonly count: number;
+  tensor(spec: TensorSpec, sample: number): Promise<ort.Tensor | undefined>;
+}
+
+async function npySource(dir: string): Promise<CalibSource> {
   const files = new Map<string, Map<number | 'all', string>>();
   let count = 0;
   for (const f of (await readdir(dir).catch(() => { throw fail('E_QUANT_CALIB', `${dir}: cannot read the calibration directory`); })).sort()) {
@@ -75,8 +82,36 @@ async function npyInputs(dir: string): Promise<{ files: Map<string, Map<number |
     if (!files.has(m[1])) files.set(m[1], new Map());
     files.get(m[1])!.set(idx, join(dir, f));
   }
-  if (!files.size) throw fail('E_QUANT_CALIB', `${dir}: no .npy calibration inputs`, { hint: 'name files <input>.npy or <input>.<k>.npy, e.g. pixel_values.0.npy' });
-  return { files, count: Math.max(count, 1) };
+  if (!files.size) throw fail('E_QUANT_CALIB', `${dir}: no .npy calibration inputs`, { hint: 'name files <input>.npy or <input>.<k>.npy, e.g. pixel_values.0.npy, or give a question set (eval.jsonl + images/audio)' });
+  return {
+    count: Math.max(count, 1),
+    async tensor(spec, s) {
+      const f = files.get(spec.name);
+      const file = f?.get(s) ?? f?.get('all');
+      return file ? npyTensor(await readNpyFile(file), spec, file) : undefined;
+    },
+  };
+}
+
+/**
+ * `--calib DIR`: a question set (eval.jsonl with images, questions, WAVs; see ../eval), prepared by the
+ * runtime's own pipeline, or .npy files named after the inputs.
+ */
+async function calibSource(bricksDir: string, dir: string): Promise<CalibSource> {
+  if (!(await stat(join(dir, 'eval.jsonl')).catch(() => undefined))?.isFile()) return npySource(dir);
+  const { evalItemsFromQuestions } = await import('./eval-items.js');
+  const items = await evalItemsFromQuestions(bricksDir, dir);
+  return {
+    count: items.length,
+    async tensor(spec, s) {
+      const p = items[s]!.prompt;
+      if (spec.name === TENSOR.inputIds) return new ort.Tensor('int64', BigInt64Array.from(p.inputIds), [1, p.inputIds.length]);
+      // A typed question feeds no audio: its sample borrows a clip for the audio encoder's statistics
+      // (its prompt has no audio rows, so the decoder never sees it).
+      return p.media?.[spec.name] ?? items.map((x) => x.prompt.media?.[spec.name]).find((t, k) => t && k >= s)
+        ?? items.map((x) => x.prompt.media?.[spec.name]).find((t) => t);
+    },
+  };
 }
 
 function npyTensor(a: NpyArray, spec: TensorSpec, file: string): ort.Tensor {
@@ -107,16 +142,12 @@ async function tokenizedPrompts(dir: string, m: BricksManifest, vocab: number, r
 export async function buildSamples(dir: string, m: BricksManifest, o: SampleOptions): Promise<Sample[]> {
   const rand = mulberry32(o.seed);
   const normal = normalFrom(rand);
-  const npy = o.calibDir ? await npyInputs(o.calibDir) : undefined;
-  const count = npy ? Math.min(npy.count, o.count) : o.count;
+  const source = o.calibDir ? await calibSource(dir, o.calibDir) : undefined;
+  const count = source ? Math.min(source.count, o.count) : o.count;
   const order = orderBricks(m.bricks, m.connections);
   const values = Array.from({ length: count }, () => new Map<string, ort.Tensor>());
   const feeds = Array.from({ length: count }, () => new Map<string, Feeds>());
-  const fromDir = async (spec: TensorSpec, s: number): Promise<ort.Tensor | undefined> => {
-    const f = npy?.files.get(spec.name);
-    const file = f?.get(s) ?? f?.get('all');
-    return file ? npyTensor(await readNpyFile(file), spec, file) : undefined;
-  };
+  const fromDir = async (spec: TensorSpec, s: number): Promise<ort.Tensor | undefined> => source?.tensor(spec, s);
   const random = (spec: TensorSpec): ort.Tensor => {
     const dims = concreteDims(spec, 1);
     const n = dims.reduce((a, b) => a * b, 1);
@@ -178,6 +209,8 @@ export async function buildSamples(dir: string, m: BricksManifest, o: SampleOpti
         if (!t && /^past_key_values/.test(i.name)) t = new ort.Tensor('float32', new Float32Array(0), concreteDims(i, seq));
         if (!t) throw fail('E_QUANT_CALIB', `no calibration value for brick '${b.name}' input '${i.name}'`, { hint: `give it with --calib DIR as ${i.name}.npy` });
         for (const c of merges.filter((x) => x.to === `${b.name}.${i.name}`)) {
+          // an encoder that ran only for its own statistics (a typed question's borrowed clip)
+          if (!ids[s].includes(BigInt(c.merge!.placeholderTokenId))) continue;
           const data: Float32Array = new Float32Array(t.data as Float32Array);
           replacePlaceholderRows(data, ids[s], c.merge!.placeholderTokenId, values[s].get(c.from)!.data as Float32Array, t.dims[t.dims.length - 1]);
           t = new ort.Tensor('float32', data, t.dims);

@@ -48,8 +48,8 @@ function render(row: Pick<EvalRow, 'modality' | 'question'>): string {
 }
 
 function promptIds(row: EvalRow): number[] {
-  return tok.encode(render(row), { add_special_tokens: false }).ids.flatMap((id) =>
-    Array(id === config.image_token_index ? config.image_seq_length : id === config.audio_token_index ? config.audio_seq_length : 1).fill(id));
+  return tok.encode(render(row), { add_special_tokens: false }).ids.flatMap((id: number): number[] =>
+    new Array<number>(id === config.image_token_index ? config.image_seq_length : id === config.audio_token_index ? config.audio_seq_length : 1).fill(id));
 }
 
 describe('shapes-vlm ONNX files', () => {

@@ -14,6 +14,7 @@ Writes, from WORK/model.pt (train.py):
   config.json, preprocessor_config.json, tokenizer.json, tokenizer_config.json, generation_config.json
   eval/eval.jsonl + eval/images/*.png + eval/audio/*.wav   (held-out scenes and voices, other seeds)
   eval/reference.json              PyTorch's greedy answers on the eval set read back from those files
+  calib/eval.jsonl + calib/...     32 more questions (other seeds) for `nanomind quantize --calib builtin`
 
 All graphs: torch.onnx.export, opset 17, constant folding, fp32, weights inline.
 """
@@ -37,6 +38,7 @@ from train import DEFAULT_WORK, MAX_NEW_TOKENS, REPO, Task, evaluate, report  # 
 OPSET = 17
 DEFAULT_OUT = os.path.join(REPO, "models", "shapes-vlm")
 EVAL_SEED = 20250101
+CALIB_SEED = 20250202
 
 
 class VisionEncoder(nn.Module):
@@ -250,6 +252,8 @@ def main():
         "bos_token_id": task.tok.pad_id, "eos_token_id": task.tok.eos_id, "pad_token_id": task.tok.pad_id,
         "do_sample": False, "max_new_tokens": MAX_NEW_TOKENS})
 
+    # a small calibration set for `nanomind quantize --calib builtin`: other scenes and voices than eval/
+    data.write_eval(os.path.join(out, "calib"), seed=CALIB_SEED, n_typed=16, n_spoken=16)
     ex = eval_examples(task, out)
     preds = evaluate(model, task, ex)
     acc = report(preds, f"eval set (seed {EVAL_SEED}, {len(ex)} examples, read back from PNG/WAV)")
