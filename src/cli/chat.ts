@@ -2,6 +2,7 @@ import { basename, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { fail } from '../errors.js';
 import { collect, parseNumber, samplingFlags } from './flags.js';
+import { openRuntimeModel } from './open-model.js';
 
 interface ChatFlags {
   system?: string; maxTokens?: string; temperature?: string; topK?: string; topP?: string; repetitionPenalty?: string;
@@ -36,9 +37,9 @@ export const chatVerb = (program: Command) => program
       maxNewTokens: parseNumber('--max-tokens', f.maxTokens, { min: 1, integer: true }),
       maxContext: parseNumber('--context', f.context, { min: 2, integer: true }),
     };
-    const { openModel } = await import('../run/model.js');
     const { Conversation } = await import('../chat/session.js');
-    const conversation = new Conversation(await openModel(model, { threads }), options);
+    const opened = await openRuntimeModel(model, { threads });
+    const conversation = new Conversation(opened.model, options);
     try {
       if (process.stdin.isTTY && process.stdout.isTTY && !f.json) {
         const { runChatUi } = await import('../chat/app.js');
@@ -48,7 +49,7 @@ export const chatVerb = (program: Command) => program
         await runLineChat(conversation, { input: process.stdin, out: process.stdout, err: process.stderr, json: f.json });
       }
     } finally {
-      await conversation.close();
+      await opened.close(); // the conversation's model, and a model folder's temp bricks
     }
   });
 

@@ -6,6 +6,7 @@ import { fail } from '../errors.js';
 import type { MediaItem } from '../run/model.js';
 import { collect, parseNumber, samplingFlags } from './flags.js';
 import { emit } from './output.js';
+import { openRuntimeModel } from './open-model.js';
 
 interface RunFlags {
   prompt?: string; system?: string; image: string[]; audio: string[]; images?: string[]; inputIds?: string; input: string[];
@@ -37,7 +38,7 @@ export const runVerb = (program: Command) => program
   .option('--no-overlap', 'with --images: encode and answer one image at a time (for comparison)')
   .option('--json', 'print {text, tokens, stats} as JSON instead of streaming')
   .action(async (model: string, f: RunFlags) => {
-    const { openModel, readInputTensors } = await import('../run/model.js');
+    const { readInputTensors } = await import('../run/model.js');
     const { runPrompt, runImageStream } = await import('../run/run.js');
     const { defaultEncoderThreads } = await import('../run/workers/encoder-client.js');
     const threads = parseNumber('--threads', f.threads, { min: 1, integer: true });
@@ -47,8 +48,8 @@ export const runVerb = (program: Command) => program
     // the decoder the cores the worker leaves (ORT's default would take them all and oversubscribe).
     const streamThreads = f.images && f.overlap && threads === undefined
       ? Math.max(1, availableParallelism() - defaultEncoderThreads()) : threads;
-    const m = await openModel(model, { threads: streamThreads });
-    for (const n of m.notices) process.stderr.write(`notice: ${n}\n`);
+    const opened = await openRuntimeModel(model, { threads: streamThreads });
+    const m = opened.model;
     try {
       const onText = f.json ? undefined : (t: string) => { process.stdout.write(t); };
       if (f.images) {
@@ -74,7 +75,7 @@ export const runVerb = (program: Command) => program
       if (f.json) emit(result, true, () => '');
       else process.stdout.write('\n');
     } finally {
-      await m.close();
+      await opened.close();
     }
   });
 

@@ -7,16 +7,14 @@
  * paths relative to the folder. A typed item asks `question` about the image; a spoken item sends the
  * image and the audio clip of the question, with no text.
  */
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fail } from '../errors.js';
-import { BRICKS_FILE } from '../formats/bricks.js';
-import { BUNDLE_FILE } from '../formats/bundle.js';
 import { openModel, type RuntimeModel } from '../run/model.js';
 import { runPrompt } from '../run/run.js';
 import { resolveInside } from '../util/files.js';
 import { EMBEDDED_EVAL_SET, EMBEDDED_MODEL } from './embedded.js';
+import { runnableDir } from '../partition/runnable.js';
 
 export interface EvalItem {
   readonly id: string;
@@ -57,6 +55,8 @@ export interface EvalOptions {
 }
 
 /** Answers compare after trimming, lowercasing and dropping a final full stop. */
+export { runnableDir };
+
 export const normalizeAnswer = (s: string): string => s.trim().toLowerCase().replace(/\.$/, '').replace(/\s+/g, ' ');
 
 export async function loadEvalSet(dir: string): Promise<EvalItem[]> {
@@ -85,21 +85,6 @@ export async function loadEvalSet(dir: string): Promise<EvalItem[]> {
 export function spread<T>(items: readonly T[], limit?: number): T[] {
   if (!limit || limit >= items.length) return [...items];
   return Array.from({ length: limit }, (_, i) => items[Math.floor((i * items.length) / limit)]);
-}
-
-const isFile = async (p: string) => (await stat(p).catch(() => undefined))?.isFile() ?? false;
-
-/**
- * A runnable directory for `path`: itself when it is a brick set or bundle, else (a model folder) the
- * bricks `partition` adopts from it, in a temp dir that the returned cleanup removes.
- */
-export async function runnableDir(path: string): Promise<{ dir: string; cleanup: () => Promise<void> }> {
-  const dir = resolve(path);
-  if ((await isFile(join(dir, BRICKS_FILE))) || (await isFile(join(dir, BUNDLE_FILE)))) return { dir, cleanup: async () => {} };
-  const { partition } = await import('../partition/index.js');
-  const tmp = await mkdtemp(join(tmpdir(), 'nanomind-eval-'));
-  await partition({ input: dir, out: join(tmp, 'bricks') });
-  return { dir: join(tmp, 'bricks'), cleanup: () => rm(tmp, { recursive: true, force: true }) };
 }
 
 export async function evaluate(o: EvalOptions = {}): Promise<EvalReport> {
