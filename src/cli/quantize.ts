@@ -71,7 +71,8 @@ export function renderQuantizeReport(r: QuantReport): string {
   out += `accuracy: each brick's primary output vs its float brick on ${r.calibration.heldOut} held-out sample(s); calibration: ${r.calibration.samples} ${r.calibration.source} sample(s), seed ${r.calibration.seed}\n`;
   for (const b of r.bricks) {
     if (b.algorithms) out += `  ${b.name}: ${b.algorithms.map((a) => `${a.algorithm} cosine ${a.heldOut.cosine.toFixed(5)}, SQNR ${a.heldOut.sqnrDb.toFixed(2)} dB`).join(' vs ')}\n`;
-    if (b.rknn) out += `  ${b.name}: rknn-toolkit2 ${b.rknn.ok ? 'ok' : `PROBLEMS: ${b.rknn.problems.join('; ')}`} (opset ${b.rknn.opset}${b.rknn.unsupportedOps.length ? `; ops the toolkit lists as unsupported: ${b.rknn.unsupportedOps.join(', ')}` : ''})\n`;
+    if (b.rknn) out += `  ${b.name}: rknn-toolkit2 ${b.rknn.ok ? 'loads it' : `cannot load it: ${b.rknn.problems.join('; ')}`} (opset ${b.rknn.opset})`
+      + `${b.rknn.unsupportedOps.length ? `; ${b.rknn.unsupportedOps.join(', ')} are not NPU ops in its op list: those nodes fall back to the CPU or fail, depending on the toolkit version` : ''}\n`;
     for (const n of b.notes) out += `  ${b.name}: note: ${n}\n`;
   }
   const e = r.endToEnd;

@@ -1,5 +1,4 @@
 import { readdir, stat } from 'node:fs/promises';
-import { availableParallelism } from 'node:os';
 import { extname, join } from 'node:path';
 import type { Command } from 'commander';
 import { fail } from '../errors.js';
@@ -40,14 +39,13 @@ export const runVerb = (program: Command) => program
   .action(async (model: string, f: RunFlags) => {
     const { readInputTensors } = await import('../run/model.js');
     const { runPrompt, runImageStream } = await import('../run/run.js');
-    const { defaultEncoderThreads } = await import('../run/workers/encoder-client.js');
+    const { decoderThreadsBesideWorker } = await import('../run/workers/encoder-client.js');
     const threads = parseNumber('--threads', f.threads, { min: 1, integer: true });
     const sampling = samplingFlags(f);
     const maxNewTokens = parseNumber('--max-tokens', f.maxTokens, { min: 1, integer: true });
     // An overlapped image stream runs the encoder worker beside the decoder: unless told otherwise, give
     // the decoder the cores the worker leaves (ORT's default would take them all and oversubscribe).
-    const streamThreads = f.images && f.overlap && threads === undefined
-      ? Math.max(1, availableParallelism() - defaultEncoderThreads()) : threads;
+    const streamThreads = f.images && f.overlap && threads === undefined ? decoderThreadsBesideWorker() : threads;
     const opened = await openRuntimeModel(model, { threads: streamThreads });
     const m = opened.model;
     try {

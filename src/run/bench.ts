@@ -21,6 +21,7 @@ import { ChatSession, type GenerateResult } from './generation/chat-session.js';
 import type { MediaKind } from './inputs/chat-template.js';
 import { openModel, type RuntimeModel } from './model.js';
 import { peakRssMb, runImageStream } from './run.js';
+import { decoderThreadsBesideWorker } from './workers/encoder-client.js';
 
 export interface BenchOptions {
   /** Brick set or bundle folder. */
@@ -167,16 +168,22 @@ async function measure(m: RuntimeModel, o: BenchOptions, s: { runs: number; prom
     const files = Array<string>(streamImages).fill(media.file);
     const question = m.tokenizer!.decode(prompt.slice(0, 16));
     const rates = { overlap: [] as number[], sequential: [] as number[], steady: [] as number[], start: [] as number[] };
-    for (let i = 0; i < Math.min(s.runs, 3); i++)
-      for (const overlap of [true, false]) {
-        o.onStage?.(`image stream ${overlap ? 'overlapped' : 'sequential'} ${i + 1}`);
-        const r = await runImageStream(m, files, question, { overlap, maxNewTokens: s.newTokens, sampling: { temperature: 0 } });
-        rates[overlap ? 'overlap' : 'sequential'].push(r.imagesPerS);
-        if (overlap) {
-          rates.start.push(r.encoderStartupMs ?? 0);
-          rates.steady.push(streamImages / ((r.totalMs - (r.encoderStartupMs ?? 0)) / 1000));
+    // As `run --images` does: unless threads were given, the overlapped decoder takes the cores the worker leaves.
+    const beside = o.threads === undefined ? await openModel(o.dir, { threads: decoderThreadsBesideWorker() }) : m;
+    try {
+      for (let i = 0; i < Math.min(s.runs, 3); i++)
+        for (const overlap of [true, false]) {
+          o.onStage?.(`image stream ${overlap ? 'overlapped' : 'sequential'} ${i + 1}`);
+          const r = await runImageStream(overlap ? beside : m, files, question, { overlap, maxNewTokens: s.newTokens, sampling: { temperature: 0 } });
+          rates[overlap ? 'overlap' : 'sequential'].push(r.imagesPerS);
+          if (overlap) {
+            rates.start.push(r.encoderStartupMs ?? 0);
+            rates.steady.push(streamImages / ((r.totalMs - (r.encoderStartupMs ?? 0)) / 1000));
+          }
         }
-      }
+    } finally {
+      if (beside !== m) await beside.close();
+    }
     const ov = median(rates.overlap), sq = median(rates.sequential);
     imageStream = { images: streamImages, overlapImagesPerS: ov, sequentialImagesPerS: sq, speedup: ov / sq,
       workerStartMs: median(rates.start), overlapSteadyImagesPerS: median(rates.steady) };

@@ -55,6 +55,9 @@ export const liveEncoderWorkers = (): number => live.size;
 /** Half the machine's cores, at least 1: the other half is left to the decoder on the main thread. */
 export const defaultEncoderThreads = (): number => Math.max(1, Math.floor(availableParallelism() / 2));
 
+/** The decoder's intra-op threads beside a default encoder worker: the cores the worker leaves. */
+export const decoderThreadsBesideWorker = (): number => Math.max(1, availableParallelism() - defaultEncoderThreads());
+
 const CLOSE_GRACE_MS = 5000;
 
 /** The compiled worker. Node 20 worker threads cannot load TypeScript, so a source run (vitest) uses dist/. */
