@@ -1,23 +1,11 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupFixtures, fixtureDir } from './fixtures/index.js';
+import { cli } from './cli-helper.js';
 
-const BIN = join(import.meta.dirname, '..', 'bin', 'nanomind.js');
-const exec = promisify(execFile);
 
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [BIN, ...args], { env: { ...process.env, CI: 'true' } });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
 
 let work: string;
 beforeAll(async () => { work = await mkdtemp(join(tmpdir(), 'nanomind-cli-')); });

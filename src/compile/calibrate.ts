@@ -14,11 +14,9 @@
  * Each timed ORT run follows one untimed warm-up. Power, battery and storage are not measured (null), and
  * memoryEfficiency (decode bandwidth over the read rate) is carried over from targets/host.json.
  */
-import { existsSync } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema } from 'onnx-buf';
@@ -29,6 +27,7 @@ import { GraphBuilder } from '../onnx/builder.js';
 import { ORT_LOG } from '../onnx/ort-log.js';
 import type { ReadResult, ReadWorkerData } from './calibrate-worker.js';
 import { checkTarget, TARGET_FORMAT, TARGET_VERSION, type TargetProfile } from './targets.js';
+import { compiledWorker } from '../util/worker-file.js';
 
 type Ort = typeof import('onnxruntime-node');
 
@@ -91,14 +90,7 @@ let loading: Promise<Ort> | undefined;
 const loadOrt = (): Promise<Ort> =>
   (loading ??= import('onnxruntime-node').then((m) => ((m as { default?: Ort }).default ?? m) as Ort));
 
-/** The compiled worker. Node 20 worker threads cannot load TypeScript, so a source run (vitest) uses dist/. */
-function workerFile(): URL {
-  const here = import.meta.url;
-  const url = here.endsWith('.ts') ? new URL('../../dist/compile/calibrate-worker.js', here) : new URL('./calibrate-worker.js', here);
-  if (!existsSync(fileURLToPath(url)))
-    throw fail('E_WORKER', `the calibration worker ${fileURLToPath(url)} is missing`, { hint: 'build nanomind first (npm run build)' });
-  return url;
-}
+const workerFile = (): URL => compiledWorker(import.meta.url, './calibrate-worker.js', '../../dist/compile/calibrate-worker.js', 'calibration worker');
 
 /** Aggregate read GB/s of `threads` workers each summing `mib` MiB, started together. */
 export async function measureReadGBps(threads: number, mib: number, runs: number): Promise<number> {

@@ -1,27 +1,15 @@
 /** The runtime honours bundles: a compiled bundle runs on the host and reproduces the brick set. */
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compile } from '../../src/compile/index.js';
 import { writeNpyFile } from '../../src/run/inputs/npy.js';
 import { cleanupFixtures, fixtureRoot } from '../fixtures/index.js';
 import { brickSetDir, detFloat, prompt, releaseSessions } from '../run/helpers.js';
+import { cli } from '../cli-helper.js';
 
-const BIN = join(import.meta.dirname, '..', '..', 'bin', 'nanomind.js');
-const exec = promisify(execFile);
 afterAll(async () => { await releaseSessions(); await cleanupFixtures(); });
 
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [BIN, ...args], { env: { ...process.env, CI: 'true' } });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
 
 describe('bundles in the runtime', () => {
   it('an rk3588 bundle with the vision brick on the NPU runs here on the CPU, with one notice, and gives the brick set’s tokens', async () => {

@@ -3,30 +3,18 @@
  * sourced, the CLI writes it atomically, `compile --target <file>` takes it, and the usage errors exit 2.
  * Small sizes (8 MiB, one run) keep it fast; no assertion depends on how fast this machine is.
  */
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { calibrateHost, hostProfile, writeTargetFile } from '../../src/compile/calibrate.js';
 import { checkTarget, type TargetProfile } from '../../src/compile/targets.js';
 import { readBundle } from '../../src/formats/bundle.js';
 import { partition } from '../../src/partition/index.js';
 import { cleanupFixtures, fixtureDir } from '../fixtures/index.js';
+import { cli } from '../cli-helper.js';
 
-const BIN = join(import.meta.dirname, '..', '..', 'bin', 'nanomind.js');
-const exec = promisify(execFile);
 
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [BIN, ...args], { env: { ...process.env, CI: 'true' } });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
 
 /** Every quantity `{value, source, …}` in a profile, with its path. */
 function quantities(v: unknown, at = ''): [string, { value: unknown; source: unknown }][] {

@@ -2,29 +2,17 @@
  * `nanomind run` end to end through the real CLI: raw ids + .npy tensors against the monolithic
  * reference loop, PNG and WAV inputs through the preprocessors, the image stream, and bad input.
  */
-import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { writeNpyFile } from '../../src/run/inputs/npy.js';
 import { cleanupFixtures, fixtureDir, fixtureRoot } from '../fixtures/index.js';
 import { brickSetDir, detFloat, f32, freshBrickSet, monolithicGreedy, prompt, releaseSessions } from './helpers.js';
+import { cli } from '../cli-helper.js';
 
-const BIN = join(import.meta.dirname, '..', '..', 'bin', 'nanomind.js');
-const exec = promisify(execFile);
 afterAll(async () => { await releaseSessions(); await cleanupFixtures(); });
 
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [BIN, ...args], { env: { ...process.env, CI: 'true' } });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
 
 /** A 16 kHz mono 16-bit WAV of a few tones. */
 function wav(seconds: number): Buffer {

@@ -10,12 +10,11 @@
  * A worker is always ended through `terminate()`: it asks the worker to close its sessions and, if it
  * has not exited within a few seconds, stops it. `liveEncoderWorkers()` counts workers not yet exited.
  */
-import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { fail } from '../../errors.js';
 import { fromWire, type EncoderWorkerData, type FromWorker, type ToWorker } from './protocol.js';
+import { compiledWorker } from '../../util/worker-file.js';
 
 export interface EncoderWorkerOptions {
   /** Brick set or bundle folder with a vision encoder and preprocessor_config.json. */
@@ -60,14 +59,7 @@ export const decoderThreadsBesideWorker = (): number => Math.max(1, availablePar
 
 const CLOSE_GRACE_MS = 5000;
 
-/** The compiled worker. Node 20 worker threads cannot load TypeScript, so a source run (vitest) uses dist/. */
-function workerFile(): URL {
-  const here = import.meta.url;
-  const url = here.endsWith('.ts') ? new URL('../../../dist/run/workers/encoder-worker.js', here) : new URL('./encoder-worker.js', here);
-  if (!existsSync(fileURLToPath(url)))
-    throw fail('E_WORKER', `the encoder worker ${fileURLToPath(url)} is missing`, { hint: 'build nanomind first (npm run build)' });
-  return url;
-}
+const workerFile = (): URL => compiledWorker(import.meta.url, './encoder-worker.js', '../../../dist/run/workers/encoder-worker.js', 'encoder worker');
 
 export async function startEncoderWorker(o: EncoderWorkerOptions): Promise<EncoderWorker> {
   const threads = o.threads ?? defaultEncoderThreads();
