@@ -81,10 +81,23 @@ export async function loadEvalSet(dir: string): Promise<EvalItem[]> {
   return items;
 }
 
-/** Evenly spaced items, so a limit keeps every type and modality in proportion. */
-export function spread<T>(items: readonly T[], limit?: number): T[] {
+/**
+ * At most `limit` items, in the set's order, keeping every group (`key`: e.g. question type and
+ * modality) in proportion: each group gets its share of the limit (largest remainders first, at least
+ * one while the limit allows) and gives evenly spaced items. Plain even spacing is not enough: a set
+ * that cycles through 5 types, cut every 30th item, would keep one type only.
+ */
+export function spread<T>(items: readonly T[], limit?: number, key: (x: T) => string = () => ''): T[] {
   if (!limit || limit >= items.length) return [...items];
-  return Array.from({ length: limit }, (_, i) => items[Math.floor((i * items.length) / limit)]);
+  const groups = new Map<string, number[]>();
+  items.forEach((x, i) => { const k = key(x); if (!groups.has(k)) groups.set(k, []); groups.get(k)!.push(i); });
+  const list = [...groups.values()];
+  const exact = list.map((g) => (limit * g.length) / items.length);
+  const share = exact.map(Math.floor);
+  const order = list.map((_, k) => k).sort((a, b) => (share[a] === 0 ? 0 : 1) - (share[b] === 0 ? 0 : 1) || (exact[b] - share[b]) - (exact[a] - share[a]));
+  for (let left = limit - share.reduce((a, b) => a + b, 0), j = 0; left > 0; left--, j++) share[order[j % order.length]]++;
+  const picked = list.flatMap((g, k) => Array.from({ length: Math.min(share[k], g.length) }, (_, i) => g[Math.floor((i * g.length) / share[k])]!));
+  return picked.sort((a, b) => a - b).map((i) => items[i]!);
 }
 
 export async function evaluate(o: EvalOptions = {}): Promise<EvalReport> {
@@ -94,7 +107,7 @@ export async function evaluate(o: EvalOptions = {}): Promise<EvalReport> {
   const all = await loadEvalSet(setDir);
   const unknown = (o.ids ?? []).filter((id) => !all.some((i) => i.id === id));
   if (unknown.length) throw fail('E_EVAL_SET', `${setDir}: no item with id ${unknown.map((u) => `'${u}'`).join(', ')}`);
-  const items = spread(o.ids ? all.filter((i) => o.ids!.includes(i.id)) : all, o.limit);
+  const items = spread(o.ids ? all.filter((i) => o.ids!.includes(i.id)) : all, o.limit, (i) => `${i.modality}/${i.type}`);
   const modelPath = resolve(o.model ?? EMBEDDED_MODEL);
   if (!(await stat(modelPath).catch(() => undefined)))
     throw fail('E_EVAL_MODEL', `${modelPath}: no such model`, { hint: o.model ? 'pass a model folder, brick set or bundle' : 'this build has no embedded model yet; pass a model path' });

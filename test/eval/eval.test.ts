@@ -60,13 +60,24 @@ describe('eval', () => {
     const r = JSON.parse(stdout);
     expect(r.n).toBe(2);
     expect(r.accuracy).toEqual({ overall: 0, typed: 0, spoken: null });
-    expect(r.answers.map((a: { id: string }) => a.id)).toEqual(['typed-0', 'typed-2']);
+    // items alternate count / color: a limit of 2 keeps one of each type
+    expect(r.answers.map((a: { id: string }) => a.id)).toEqual(['typed-0', 'typed-1']);
+    expect(Object.keys(r.byType).sort()).toEqual(['color', 'count']);
   });
 
   it('answers compare case- and full-stop-insensitively; limits spread over the set', () => {
     expect(normalizeAnswer(' Top Left. ')).toBe('top left');
     expect(normalizeAnswer('3')).not.toBe(normalizeAnswer('2'));
     expect(spread([1, 2, 3, 4, 5, 6], 3)).toEqual([1, 3, 5]);
+    // a set cycling through 5 types (40 of each): a limit of 10 keeps 2 of each, not every 30th item
+    const cycling = Array.from({ length: 200 }, (_, i) => ({ i, type: 'abcde'[i % 5]! }));
+    const ten = spread(cycling, 10, (x) => x.type);
+    expect(ten.map((x) => x.type).sort().join('')).toBe('aabbccddee');
+    expect(ten.map((x) => x.i)).toEqual([...ten.map((x) => x.i)].sort((a, b) => a - b));
+    // unequal groups keep their proportions (30 : 10 → 3 : 1), and a small group keeps one item
+    const uneven = [...Array(30).fill('big'), ...Array(10).fill('small')].map((type, i) => ({ i, type }));
+    expect(spread(uneven, 8, (x) => x.type).filter((x) => x.type === 'small')).toHaveLength(2);
+    expect(spread([...Array(99).fill('a'), 'b'].map((type, i) => ({ i, type })), 5, (x) => x.type).some((x) => x.type === 'b')).toBe(true);
   });
 
   it('rejects a missing set, malformed lines and paths leaving the set', async () => {
