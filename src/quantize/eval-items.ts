@@ -5,42 +5,81 @@
  * audio preprocessing), and the answer's token ids followed by the first stop id, so an exact match
  * means the same answer and nothing after it.
  */
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { EMBEDDED_EVAL_SET } from '../eval/embedded.js';
 import { loadEvalSet as loadQuestionSet } from '../eval/index.js';
 import { fail } from '../errors.js';
-import { openModel, prepareTurn, type MediaItem } from '../run/model.js';
-import type { EvalItem } from './greedy.js';
+import { openModel, prepareTurn, type MediaItem, type RuntimeModel } from '../run/model.js';
+import type { EvalItem, Prompt } from './greedy.js';
 
 /** `builtin` names the embedded model's held-out set. */
 export const questionSetDir = (set: string): string => (set === 'builtin' ? EMBEDDED_EVAL_SET : set);
 
-export async function evalItemsFromQuestions(bricksDir: string, setDir: string): Promise<EvalItem[]> {
-  const questions = await loadQuestionSet(setDir);
+/** A turn prepared as the runtime prepares it: prompt ids and the raw input of each encoder it uses. */
+async function preparePrompt(m: RuntimeModel, prompt: string, image?: string, audio?: string): Promise<Prompt> {
+  const images: MediaItem[] = image ? [{ file: image }] : [];
+  const clips: MediaItem[] = audio ? [{ file: audio }] : [];
+  const turn = await prepareTurn(m, { prompt, images, audio: clips });
+  const media: Record<string, ort.Tensor> = {};
+  for (const [kind, list] of [['vision', images], ['audio', clips]] as const) {
+    if (!list.length) continue;
+    const t = await m.mediaInput(kind === 'vision' ? 'image' : 'audio', list[0]!);
+    media[m.set.encoder(kind).input.name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, [...t.dims]);
+  }
+  return { inputIds: turn.inputIds.map(BigInt), media };
+}
+
+async function withModel<T>(bricksDir: string, what: string, fn: (m: RuntimeModel & { tokenizer: NonNullable<RuntimeModel['tokenizer']> }) => Promise<T>): Promise<T> {
   const m = await openModel(bricksDir);
   try {
-    if (!m.tokenizer) throw fail('E_QUANT_EVAL', `${bricksDir}: no tokenizer.json, so the questions of ${setDir} cannot be encoded`);
+    if (!m.tokenizer) throw fail('E_QUANT_EVAL', `${bricksDir}: no tokenizer.json, so ${what} cannot be encoded`);
+    return await fn(m as RuntimeModel & { tokenizer: NonNullable<RuntimeModel['tokenizer']> });
+  } finally {
+    await m.close();
+  }
+}
+
+export async function evalItemsFromQuestions(bricksDir: string, setDir: string): Promise<EvalItem[]> {
+  const questions = await loadQuestionSet(setDir);
+  return withModel(bricksDir, `the questions of ${setDir}`, async (m) => {
     const stop = m.set.eosTokenIds[0];
     if (stop === undefined) throw fail('E_QUANT_EVAL', `${bricksDir}: no eos token, so an exact answer cannot be told from a longer one`);
     const items: EvalItem[] = [];
     for (const q of questions) {
-      const images: MediaItem[] = q.image ? [{ file: join(setDir, q.image) }] : [];
-      const audio: MediaItem[] = q.modality === 'spoken' && q.audio ? [{ file: join(setDir, q.audio) }] : [];
-      const turn = await prepareTurn(m, { prompt: q.modality === 'spoken' ? '' : q.question, images, audio });
-      const media: Record<string, ort.Tensor> = {};
-      for (const [kind, list] of [['vision', images], ['audio', audio]] as const) {
-        if (!list.length) continue;
-        const t = await m.mediaInput(kind === 'vision' ? 'image' : 'audio', list[0]!);
-        media[m.set.encoder(kind).input.name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, [...t.dims]);
-      }
+      const spoken = q.modality === 'spoken' && q.audio;
       items.push({
-        prompt: { inputIds: turn.inputIds.map(BigInt), media },
+        prompt: await preparePrompt(m, spoken ? '' : q.question, q.image && join(setDir, q.image), spoken ? join(setDir, q.audio!) : undefined),
         answer: [...m.tokenizer.encode(q.answer, { addSpecialTokens: false }), stop],
       });
     }
     return items;
-  } finally {
-    await m.close();
-  }
+  });
+}
+
+const IMAGE_EXT = /\.(png|jpe?g|webp|gif|tiff?)$/i;
+
+/**
+ * Calibration prompts from a plain media folder, as rknn-toolkit2 takes a list of images: every image
+ * (with the next line of `prompts.txt`, or of `fallback`) and, when the folder has WAVs, every clip
+ * (with an image, as a spoken question), interleaved. Undefined when the folder holds no images and no WAVs.
+ */
+export async function promptsFromMediaFolder(bricksDir: string, dir: string, fallback: readonly string[]): Promise<Prompt[] | undefined> {
+  const names = (await readdir(dir).catch(() => undefined))?.sort();
+  if (!names) return undefined; // the caller reports an unreadable folder
+  const images = names.filter((n) => IMAGE_EXT.test(n)).map((n) => join(dir, n));
+  const clips = names.filter((n) => /\.wav$/i.test(n)).map((n) => join(dir, n));
+  if (!images.length && !clips.length) return undefined;
+  const given = names.includes('prompts.txt') ? (await readFile(join(dir, 'prompts.txt'), 'utf8')).split('\n').map((l) => l.trim()).filter(Boolean) : [];
+  const texts = given.length ? given : fallback;
+  return withModel(bricksDir, `the prompts for ${dir}`, async (m) => {
+    const hasVision = m.set.encoders.some((e) => e.kind === 'vision');
+    const typed: Prompt[] = [], spoken: Prompt[] = [];
+    for (const [k, image] of (hasVision ? images : []).entries()) typed.push(await preparePrompt(m, texts[k % texts.length]!, image));
+    for (const [k, clip] of clips.entries())
+      spoken.push(await preparePrompt(m, '', hasVision && images.length ? images[k % images.length] : undefined, clip));
+    // interleaved, so that calibration and the held-out tail both see images and clips
+    return Array.from({ length: Math.max(typed.length, spoken.length) }, (_, k) => [typed[k], spoken[k]]).flat().filter((p): p is Prompt => !!p);
+  });
 }

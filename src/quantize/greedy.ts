@@ -43,7 +43,8 @@ export const runtimeGreedy: GreedyGenerator = async (dir, _m, prompts, maxNew) =
       const features: Record<number, Float32Array> = {};
       for (const e of set.encoders) {
         const x = p.media?.[e.input.name];
-        if (x) features[e.placeholderTokenId] = (await set.encode(e.placeholderTokenId, x as unknown as TensorLike)).features;
+        // an input the prompt has no rows for (a calibration sample's borrowed clip) is not merged
+        if (x && p.inputIds.includes(BigInt(e.placeholderTokenId))) features[e.placeholderTokenId] = (await set.encode(e.placeholderTokenId, x as unknown as TensorLike)).features;
       }
       const r = await generate(set, { inputIds: p.inputIds.map(Number), features }, { maxNewTokens: maxNew, stopTokenIds: [] });
       out.push([...r.tokens]);
@@ -108,10 +109,9 @@ export const ortGreedyNoCache: GreedyGenerator = async (dir, m, prompts, maxNew)
             if (!t) throw fail('E_QUANT_E2E', `no value for brick '${b.name}' input '${i.name}'`);
             for (const c of m.connections.filter((x) => x.merge && x.to === `${b.name}.${i.name}`)) {
               const rows = step_.get(c.from);
-              if (!rows) {
-                if (p.inputIds.includes(BigInt(c.merge!.placeholderTokenId))) throw fail('E_QUANT_E2E', `the prompt has placeholders for '${c.from}' but no input for its encoder`);
-                continue;
-              }
+              const wanted = p.inputIds.includes(BigInt(c.merge!.placeholderTokenId));
+              if (wanted && !rows) throw fail('E_QUANT_E2E', `the prompt has placeholders for '${c.from}' but no input for its encoder`);
+              if (!wanted || !rows) continue; // an encoder input without rows in the prompt is not merged
               const data: Float32Array = new Float32Array(t.data as Float32Array);
               replacePlaceholderRows(data, mergeIds, c.merge!.placeholderTokenId, rows.data as Float32Array, t.dims[t.dims.length - 1]);
               t = new ort.Tensor('float32', data, t.dims);

@@ -82,7 +82,7 @@ async function npySource(dir: string): Promise<CalibSource> {
     if (!files.has(m[1])) files.set(m[1], new Map());
     files.get(m[1])!.set(idx, join(dir, f));
   }
-  if (!files.size) throw fail('E_QUANT_CALIB', `${dir}: no .npy calibration inputs`, { hint: 'name files <input>.npy or <input>.<k>.npy, e.g. pixel_values.0.npy, or give a question set (eval.jsonl + images/audio)' });
+  if (!files.size) throw fail('E_QUANT_CALIB', `${dir}: no .npy calibration inputs`, { hint: 'give images / WAVs (+ prompts.txt), a question set (eval.jsonl), or .npy files named <input>.npy or <input>.<k>.npy, e.g. pixel_values.0.npy' });
   return {
     count: Math.max(count, 1),
     async tensor(spec, s) {
@@ -94,13 +94,17 @@ async function npySource(dir: string): Promise<CalibSource> {
 }
 
 /**
- * `--calib DIR`: a question set (eval.jsonl with images, questions, WAVs; see ../eval), prepared by the
- * runtime's own pipeline, or .npy files named after the inputs.
+ * `--calib DIR`: a question set (eval.jsonl with images, questions, WAVs; see ../eval) or a plain folder
+ * of images / WAVs (+ optional prompts.txt), prepared by the runtime's own pipeline; or .npy files named
+ * after the inputs.
  */
 async function calibSource(bricksDir: string, dir: string): Promise<CalibSource> {
-  if (!(await stat(join(dir, 'eval.jsonl')).catch(() => undefined))?.isFile()) return npySource(dir);
-  const { evalItemsFromQuestions } = await import('./eval-items.js');
-  const items = await evalItemsFromQuestions(bricksDir, dir);
+  const { evalItemsFromQuestions, promptsFromMediaFolder } = await import('./eval-items.js');
+  const prompts = (await stat(join(dir, 'eval.jsonl')).catch(() => undefined))?.isFile()
+    ? (await evalItemsFromQuestions(bricksDir, dir)).map((i) => i.prompt)
+    : await promptsFromMediaFolder(bricksDir, dir, PROMPTS);
+  if (!prompts) return npySource(dir);
+  const items = prompts.map((prompt) => ({ prompt }));
   return {
     count: items.length,
     async tensor(spec, s) {

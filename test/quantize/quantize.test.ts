@@ -309,9 +309,10 @@ describe('end-to-end harness and sweep', () => {
   // The real accuracy bar needs trained weights: the embedded shapes-vlm model, on its held-out set
   // (random prompts say little about a trained model, whose logits are sharp only on its task).
   const trained = join(import.meta.dirname, '..', '..', 'models', 'shapes-vlm');
+  let partitioned: Promise<string> | undefined;
+  const trainedBricks = () => (partitioned ??= partition({ input: trained, out: join(work, 'trained-bricks') }).then((r) => r.out));
   it.skipIf(!existsSync(trained))('w4a16-g32 language model on the embedded model: ≥ 95 % greedy-token agreement, ≤ 3 points of eval accuracy lost', async () => {
-    const tb = join(work, 'trained-bricks');
-    await partition({ input: trained, out: tb });
+    const tb = await trainedBricks();
     const q = await quantizeBricks({ dir: tb, out: join(work, 'trained-q'), recipe: 'fp32', overrides: { decoder: 'w4a16-g32', embed: 'w4a16-g32' }, evalSet: 'builtin' });
     const e = q.report.endToEnd!;
     expect(q.manifest.bricks.find((b) => b.kind === 'decoder')!.format).toBe('w4a16-g32');
@@ -325,7 +326,7 @@ describe('end-to-end harness and sweep', () => {
   }, 300_000);
 
   it.skipIf(!existsSync(trained))('--calib builtin: int8 encoders calibrated on real images and speech keep cosine ≥ 0.99 and the eval accuracy', async () => {
-    const q = await quantizeBricks({ dir: join(work, 'trained-bricks'), out: join(work, 'trained-int8'), recipe: 'npu-int8', calib: 'builtin', evalSet: 'builtin' });
+    const q = await quantizeBricks({ dir: await trainedBricks(), out: join(work, 'trained-int8'), recipe: 'npu-int8', calib: 'builtin', evalSet: 'builtin' });
     expect(q.report.calibration).toMatchObject({ source: 'dir', heldOutSource: 'dir' });
     expect(q.report.calibration.samples + q.report.calibration.heldOut).toBe(32);
     for (const kind of ['vision', 'audio']) {
@@ -335,5 +336,23 @@ describe('end-to-end harness and sweep', () => {
     }
     const e = q.report.endToEnd!;
     expect(e.accuracy).toBeGreaterThanOrEqual(e.floatAccuracy! - 0.03);
+  }, 300_000);
+
+  it.skipIf(!existsSync(trained))('--calib DIR of plain images and WAVs (+ prompts.txt) calibrates like a question set', async () => {
+    const dir = join(work, 'media-calib');
+    await mkdir(dir, { recursive: true });
+    const src = join(trained, 'calib');
+    const rows = (await readFile(join(src, 'eval.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { image: string; audio?: string });
+    for (const [k, r] of rows.slice(0, 6).entries()) await writeFile(join(dir, `img-${k}.png`), await readFile(join(src, r.image)));
+    for (const [k, r] of rows.filter((x) => x.audio).slice(0, 4).entries()) await writeFile(join(dir, `clip-${k}.wav`), await readFile(join(src, r.audio!)));
+    await writeFile(join(dir, 'prompts.txt'), 'how many shapes are there?\nwhat color is the circle?\n');
+    const q = await quantizeBricks({ dir: await trainedBricks(), out: join(work, 'media-int8'), recipe: 'npu-int8', calib: dir, heldOut: 2 });
+    // 6 images with prompts + 4 spoken clips (each with an image), interleaved = 10 samples, the last 2 held out
+    expect(q.report.calibration).toMatchObject({ source: 'dir', samples: 8, heldOut: 2, heldOutSource: 'dir' });
+    for (const kind of ['vision', 'audio']) expect(q.report.bricks.find((x) => x.kind === kind)!.cosine!, kind).toBeGreaterThanOrEqual(0.99);
+    const none = join(work, 'empty-calib');
+    await mkdir(none, { recursive: true });
+    await expect(quantizeBricks({ dir: await trainedBricks(), out: join(work, 'never'), calib: none })).rejects.toMatchObject({ code: 'E_QUANT_CALIB' });
+    expect(existsSync(join(work, 'never'))).toBe(false);
   }, 300_000);
 });
