@@ -20,6 +20,7 @@ import { fail } from '../errors.js';
 import { ChatSession, type GenerateResult } from './generation/chat-session.js';
 import type { MediaKind } from './inputs/chat-template.js';
 import { openModel, type RuntimeModel } from './model.js';
+import { toneWav } from './inputs/wav.js';
 import { peakRssMb, runImageStream } from './run.js';
 import { decoderThreadsBesideWorker } from './workers/encoder-client.js';
 
@@ -254,15 +255,4 @@ async function pickMedia(m: RuntimeModel, o: BenchOptions, tmp: string): Promise
     return { kind: 'audio', file, synthetic: true };
   }
   return undefined;
-}
-
-/** A 16 kHz mono 16-bit PCM WAV of two tones. */
-function toneWav(seconds: number): Buffer {
-  const n = Math.round(16000 * seconds);
-  const b = Buffer.alloc(44 + 2 * n);
-  b.write('RIFF', 0); b.writeUInt32LE(36 + 2 * n, 4); b.write('WAVE', 8); b.write('fmt ', 12);
-  b.writeUInt32LE(16, 16); b.writeUInt16LE(1, 20); b.writeUInt16LE(1, 22); b.writeUInt32LE(16000, 24);
-  b.writeUInt32LE(32000, 28); b.writeUInt16LE(2, 32); b.writeUInt16LE(16, 34); b.write('data', 36); b.writeUInt32LE(2 * n, 40);
-  for (let i = 0; i < n; i++) b.writeInt16LE(Math.round(8000 * (Math.sin(i * 0.05) + 0.5 * Math.sin(i * 0.31))), 44 + 2 * i);
-  return b;
 }

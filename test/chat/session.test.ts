@@ -11,6 +11,7 @@ import { openModel, type RuntimeModel } from '../../src/run/model.js';
 import { AUDIO_TOKEN_ID, IMAGE_TOKEN_ID, cleanupFixtures, fixtureDir, fixtureRoot } from '../fixtures/index.js';
 import { brickSetDir, monolithicGreedy, releaseSessions } from '../run/helpers.js';
 import ort from 'onnxruntime-node';
+import { encodeWavPcm16 } from '../../src/run/inputs/wav.js';
 
 let model: RuntimeModel;
 let png: string;
@@ -93,11 +94,7 @@ describe('Conversation', () => {
     const m = await openModel(await brickSetDir('audio'));
     try {
       const wav = join(await fixtureRoot(), 'chat-tone.wav');
-      const n = 8000, b = Buffer.alloc(44 + 2 * n);
-      b.write('RIFF', 0); b.writeUInt32LE(36 + 2 * n, 4); b.write('WAVE', 8); b.write('fmt ', 12); b.writeUInt32LE(16, 16); b.writeUInt16LE(1, 20);
-      b.writeUInt16LE(1, 22); b.writeUInt32LE(16000, 24); b.writeUInt32LE(32000, 28); b.writeUInt16LE(2, 32); b.writeUInt16LE(16, 34);
-      b.write('data', 36); b.writeUInt32LE(2 * n, 40);
-      for (let i = 0; i < n; i++) b.writeInt16LE(Math.round(8000 * Math.sin(i * 0.05)), 44 + 2 * i);
+      const b = encodeWavPcm16(Int16Array.from({ length: 8000 }, (_, i) => Math.round(8000 * Math.sin(i * 0.05))));
       await (await import('node:fs/promises')).writeFile(wav, b);
       const c = new Conversation(m, { maxNewTokens: 3 });
       expect(await c.handle(`/audio ${wav}`)).toMatchObject({ kind: 'info' });

@@ -10,20 +10,11 @@ import { writeNpyFile } from '../../src/run/inputs/npy.js';
 import { cleanupFixtures, fixtureDir, fixtureRoot } from '../fixtures/index.js';
 import { brickSetDir, detFloat, f32, freshBrickSet, monolithicGreedy, prompt, releaseSessions } from './helpers.js';
 import { cli } from '../cli-helper.js';
+import { toneWav } from '../../src/run/inputs/wav.js';
 
 afterAll(async () => { await releaseSessions(); await cleanupFixtures(); });
 
 
-/** A 16 kHz mono 16-bit WAV of a few tones. */
-function wav(seconds: number): Buffer {
-  const n = Math.round(16000 * seconds);
-  const b = Buffer.alloc(44 + 2 * n);
-  b.write('RIFF', 0); b.writeUInt32LE(36 + 2 * n, 4); b.write('WAVE', 8); b.write('fmt ', 12);
-  b.writeUInt32LE(16, 16); b.writeUInt16LE(1, 20); b.writeUInt16LE(1, 22); b.writeUInt32LE(16000, 24);
-  b.writeUInt32LE(32000, 28); b.writeUInt16LE(2, 32); b.writeUInt16LE(16, 34); b.write('data', 36); b.writeUInt32LE(2 * n, 40);
-  for (let i = 0; i < n; i++) b.writeInt16LE(Math.round(8000 * (Math.sin(i * 0.05) + 0.5 * Math.sin(i * 0.31))), 44 + 2 * i);
-  return b;
-}
 
 describe('nanomind run', () => {
   it('greedy output from raw ids and a pixel_values .npy equals the monolithic reference loop token for token', async () => {
@@ -54,7 +45,7 @@ describe('nanomind run', () => {
     expect(a.stats.promptTokens).toBeGreaterThan(16);
     expect(a.tokens.length).toBeGreaterThan(0);
     const w = join(root, 'tone.wav');
-    await writeFile(w, wav(0.5));
+    await writeFile(w, toneWav(0.5));
     const aud = await cli('run', await brickSetDir('audio'), '--prompt', 'What did you hear?', '--audio', w, '--max-tokens', '6', '--json');
     expect(aud.code).toBe(0);
     expect(JSON.parse(aud.stdout).stats.bricks.audio).toBeGreaterThan(0);

@@ -95,3 +95,18 @@ function sampleReader(dv: DataView, encoding: 'pcm' | 'float', bits: number): (a
     default: return (at) => dv.getInt32(at, true) / 2147483648;
   }
 }
+
+/** A mono 16-bit PCM WAV of `samples` (the format `readWav` reads first; used for synthetic clips). */
+export function encodeWavPcm16(samples: Int16Array, rate = 16000): Buffer {
+  const n = samples.length;
+  const b = Buffer.alloc(44 + 2 * n);
+  b.write('RIFF', 0); b.writeUInt32LE(36 + 2 * n, 4); b.write('WAVE', 8); b.write('fmt ', 12);
+  b.writeUInt32LE(16, 16); b.writeUInt16LE(1, 20); b.writeUInt16LE(1, 22); b.writeUInt32LE(rate, 24);
+  b.writeUInt32LE(2 * rate, 28); b.writeUInt16LE(2, 32); b.writeUInt16LE(16, 34); b.write('data', 36); b.writeUInt32LE(2 * n, 40);
+  for (let i = 0; i < n; i++) b.writeInt16LE(samples[i]!, 44 + 2 * i);
+  return b;
+}
+
+/** `seconds` of two tones at 16 kHz, as a WAV: a deterministic synthetic clip. */
+export const toneWav = (seconds: number): Buffer =>
+  encodeWavPcm16(Int16Array.from({ length: Math.round(16000 * seconds) }, (_, i) => Math.round(8000 * (Math.sin(i * 0.05) + 0.5 * Math.sin(i * 0.31)))));
