@@ -14,13 +14,13 @@ import { evaluate, loadEvalSet, normalizeAnswer, runnableDir, spread } from '../
 import { openModel } from '../../src/run/model.js';
 import { runPrompt } from '../../src/run/run.js';
 import { cleanupFixtures, fixtureDir } from '../fixtures/index.js';
+import { code } from '../error-codes.js';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'nanomind.js');
 const exec = promisify(execFile);
 let work: string;
 beforeAll(async () => { work = await mkdtemp(join(tmpdir(), 'nanomind-eval-')); });
 afterAll(async () => { await rm(work, { recursive: true, force: true }); await cleanupFixtures(); });
-const code = (p: Promise<unknown>) => p.then(() => 'resolved', (e) => e.code ?? String(e));
 
 async function makeSet(dir: string, answerFor: (i: number) => string): Promise<void> {
   await mkdir(join(dir, 'images'), { recursive: true });

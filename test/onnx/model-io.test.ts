@@ -11,6 +11,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { GraphBuilder, makeTensor } from '../../src/onnx/builder.js';
 import { DT, floatToHalf, halfToFloat, storageBytes } from '../../src/onnx/dtype.js';
 import { externalRef, inlineBytes, loadModel, parseModel, saveModel, tensorBytes } from '../../src/onnx/model-io.js';
+import { code } from '../error-codes.js';
 
 let dir: string;
 beforeAll(async () => { dir = await mkdtemp(join(tmpdir(), 'nanomind-io-')); });
@@ -149,7 +150,6 @@ describe('external data', () => {
 });
 
 describe('hostile input', () => {
-  const code = async (p: Promise<unknown>) => p.then(() => 'resolved', (e) => e.code ?? String(e));
 
   async function withExternal(name: string, edit: (entries: Map<string, string>) => void): Promise<string> {
     const loaded = await loadModel(join(dir, 'ext.onnx'));

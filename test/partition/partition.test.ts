@@ -11,13 +11,13 @@ import { verifyBricks } from '../../src/partition/verify.js';
 import { interfaceOf } from '../../src/partition/brick-files.js';
 import { buildTinyTextLm } from '../../src/fixtures/index.js';
 import { cleanupFixtures, expectedParams, fixtureDir, tinyAudioConfig } from '../fixtures/index.js';
+import { code } from '../error-codes.js';
 
 const TORCH = join(import.meta.dirname, '..', 'fixtures', 'torch');
 let work: string;
 beforeAll(async () => { work = await mkdtemp(join(tmpdir(), 'nanomind-partition-')); });
 afterAll(async () => { await rm(work, { recursive: true, force: true }); await cleanupFixtures(); });
 
-const code = (p: Promise<unknown>) => p.then(() => 'resolved', (e) => e.code ?? String(e));
 const byName = (m: BricksManifest) => Object.fromEntries(m.bricks.map((b) => [b.name, b]));
 
 async function runsInOrt(dir: string, m: BricksManifest): Promise<void> {

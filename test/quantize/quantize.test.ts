@@ -25,6 +25,7 @@ import { evaluate } from '../../src/eval/index.js';
 import { checkRknn } from '../../src/quantize/rknn-check.js';
 import { mulberry32, normalFrom } from '../../src/util/prng.js';
 import { buildTinyLlava, buildTinyTextLm, cleanupFixtures, fixtureDir } from '../fixtures/index.js';
+import { code } from '../error-codes.js';
 
 let work: string, bricks: string, hybrid: Awaited<ReturnType<typeof quantizeBricks>>, exact: Awaited<ReturnType<typeof quantizeBricks>>;
 beforeAll(async () => {
@@ -36,7 +37,6 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(async () => { await rm(work, { recursive: true, force: true }); await cleanupFixtures(); });
 
-const code = (p: Promise<unknown>) => p.then(() => 'resolved', (e) => e.code ?? String(e));
 const byName = <T extends { name: string }>(xs: readonly T[]) => Object.fromEntries(xs.map((x) => [x.name, x]));
 const ops = (m: ModelProto) => m.graph!.node.map((n) => (n.domain ? `${n.domain}.${n.opType}` : n.opType));
 const attr = (n: NodeProto, k: string) => Number(n.attribute.find((a) => a.name === k)!.i);

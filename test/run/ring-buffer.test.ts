@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { Worker } from 'node:worker_threads';
 import { TokenRingBuffer, slotBytesFor, type ReadLease, type WriteLease } from '../../src/run/buffers/ring-buffer.js';
 import { NanomindError } from '../../src/errors.js';
+import { codeOf } from '../error-codes.js';
 
 /** Lets every queued microtask and I/O callback run; a macrotask boundary, not a timer. */
 const tick = () => new Promise<void>((r) => setImmediate(r));
@@ -16,15 +17,6 @@ async function settledState(p: Promise<unknown>): Promise<'pending' | 'fulfilled
   );
 }
 
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(NanomindError);
-    return (e as NanomindError).code;
-  }
-  return undefined;
-}
 
 async function rejectionCode(p: Promise<unknown>): Promise<string> {
   const e = await p.then(() => undefined, (err: unknown) => err);

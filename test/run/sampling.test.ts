@@ -3,18 +3,10 @@ import {
   applyRepetitionPenalty, argmax, createSampler, mulberry32, resolveSamplingOptions, softmax, type SamplingOptions,
 } from '../../src/run/generation/sampling.js';
 import { NanomindError } from '../../src/errors.js';
+import { codeOf } from '../error-codes.js';
 
 const row = (...v: number[]) => Float32Array.from(v);
 
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(NanomindError);
-    return (e as NanomindError).code;
-  }
-  return undefined;
-}
 
 /** Random logits from a seeded generator, so failures reproduce. */
 function randomLogits(n: number, seed: number, scale = 4): Float32Array {
