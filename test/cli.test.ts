@@ -55,7 +55,8 @@ describe('nanomind CLI end to end', () => {
     const text = await cli('demo');
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(/5\/5 correct/);
-    expect(text.stdout).toMatch(/decoder\s+decoder\s+w4a16-g32\s+cpu-big/);
+    expect(text.stdout).toMatch(/decoder\s+decoder\s+cpu-big\s+w4a16-g32/);
+    expect(text.stdout).toMatch(/vision\s+vision\s+npu\s+w8a8\s+fp16, [\d.]+ KiB \(for rknn-toolkit2 to convert\)/);
     expect(text.stderr).not.toMatch(/onnxruntime/);
   });
 

@@ -16,7 +16,8 @@ export const demoVerb = (program: Command) => program
     emit(result, f.json, (r) => {
       let out = 'nanomind demo: the embedded shapes-vlm model (trained; image + typed or spoken question → short answer)\n\n';
       out += table(['stage', 'time', 'what happened'], r.stages.map((s) => [s.name, `${(s.ms / 1000).toFixed(1)} s`, s.detail]));
-      out += '\n' + table(['brick', 'kind', 'format', 'placed on', 'bytes'], r.bricks.map((b) => [b.name, b.kind, b.format, b.accelerator, bytes(b.bytes)]));
+      out += '\n' + table(['brick', 'kind', 'placed on', 'format there', 'file in bundle'], r.bricks.map((b) => [
+        b.name, b.kind, b.accelerator, b.format, `${b.sourceFormat}, ${bytes(b.bytes)}${b.format !== b.sourceFormat ? ' (for rknn-toolkit2 to convert)' : ''}`]));
       out += '\n' + table(['', 'question', 'expected', 'answer'], r.examples.map((e) => [
         e.ok ? '✓' : '✗', e.modality === 'spoken' ? `(spoken: ${e.audio}) "${e.question}"` : e.question, e.expected, e.got]));
       out += `\n${r.correct}/${r.examples.length} correct; total ${(r.totalMs / 1000).toFixed(1)} s; ${r.kept ? `work kept in ${r.dir}` : 'temp work removed'}\n`;

@@ -15,7 +15,13 @@ import { partition } from '../partition/index.js';
 import { quantizeBricks } from '../quantize/index.js';
 
 export interface DemoStage { readonly name: string; readonly ms: number; readonly detail: string }
-export interface DemoBrick { readonly name: string; readonly kind: string; readonly format: string; readonly accelerator: string; readonly bytes: number }
+export interface DemoBrick {
+  readonly name: string; readonly kind: string; readonly accelerator: string;
+  /** The format on its accelerator, and the format of the file in the bundle (differs for NPU bricks, which the vendor toolchain converts). */
+  readonly format: string; readonly sourceFormat: string;
+  /** Bytes of the bundle's file (in `sourceFormat`). */
+  readonly bytes: number;
+}
 export interface DemoExample extends EvalAnswer { readonly question: string; readonly audio?: string }
 
 export interface DemoResult {
@@ -75,7 +81,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     const examples = report.answers.map((a) => ({ ...a, question: byId.get(a.id)!.question, ...(byId.get(a.id)!.audio ? { audio: byId.get(a.id)!.audio } : {}) }));
     return {
       model, dir, kept: !!o.out, stages,
-      bricks: compiled.manifest.bricks.map((b) => ({ name: b.name, kind: b.kind, format: b.format, accelerator: b.accelerator, bytes: b.bytes })),
+      bricks: compiled.manifest.bricks.map((b) => ({ name: b.name, kind: b.kind, accelerator: b.accelerator, format: b.format, sourceFormat: b.sourceFormat, bytes: b.bytes })),
       examples, correct: examples.filter((e) => e.ok).length, totalMs: performance.now() - started,
     };
   } finally {

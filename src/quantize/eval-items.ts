@@ -19,15 +19,16 @@ export const questionSetDir = (set: string): string => (set === 'builtin' ? EMBE
 
 /** A turn prepared as the runtime prepares it: prompt ids and the raw input of each encoder it uses. */
 async function preparePrompt(m: RuntimeModel, prompt: string, image?: string, audio?: string): Promise<Prompt> {
-  const images: MediaItem[] = image ? [{ file: image }] : [];
-  const clips: MediaItem[] = audio ? [{ file: audio }] : [];
-  const turn = await prepareTurn(m, { prompt, images, audio: clips });
+  // each file is decoded and preprocessed once: the tensor both sizes the prompt and becomes the input
   const media: Record<string, ort.Tensor> = {};
-  for (const [kind, list] of [['vision', images], ['audio', clips]] as const) {
-    if (!list.length) continue;
-    const t = await m.mediaInput(kind === 'vision' ? 'image' : 'audio', list[0]!);
-    media[m.set.encoder(kind).input.name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, [...t.dims]);
+  const items: Record<'image' | 'audio', MediaItem[]> = { image: [], audio: [] };
+  for (const [kind, file] of [['image', image], ['audio', audio]] as const) {
+    if (!file) continue;
+    const t = await m.mediaInput(kind, { file });
+    items[kind].push({ tensor: t });
+    media[m.set.encoder(kind === 'image' ? 'vision' : 'audio').input.name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, [...t.dims]);
   }
+  const turn = await prepareTurn(m, { prompt, images: items.image, audio: items.audio });
   return { inputIds: turn.inputIds.map(BigInt), media };
 }
 

@@ -181,7 +181,7 @@ class Alignment:
     shape (each word as an answer and as it appears mid-sentence) and its place in the grid, and the
     mean audio row must name the words of the question spoken. The decoder then finds these words'
     directions in the rows it attends to instead of discovering them from the answer loss alone
-    (measured: 82 % vs 56 % typed exact match after 1500 decoder steps)."""
+    (measured on a GPU sweep with --towers: 82 % vs 56 % typed exact match after 1500 decoder steps)."""
 
     def __init__(self, tok):
         enc = lambda w: tok.encode(w)[0]
