@@ -15,6 +15,7 @@ import { TENSOR, type BrickKind } from '../formats/names.js';
 import { elementCount, type Backend, type BackendOptions, type BrickSession, type Feeds, type RunOptions, type TensorLike } from './backend.js';
 import { resolveBackend, DEFAULT_BACKENDS, type SkippedBackend } from './backends/index.js';
 import { checkFeeds, resolveDims, tensor, toFloat32 } from './feeds.js';
+import { decoderInputs, type DecoderInputs } from './generation/decoder-inputs.js';
 
 export interface OpenBrickSetOptions extends BackendOptions {
   /** Verify every file's sha256 against bricks.json (default true). */
@@ -47,9 +48,10 @@ export interface DecoderRole {
   readonly brick: BrickEntry;
   /** What the decoder reads: merged embeddings, or token ids directly (a text-only decoder). */
   readonly takes: 'inputs_embeds' | 'input_ids';
+  /** Every input convention the decoder declares (see generation/decoder-inputs.ts). */
+  readonly inputs: DecoderInputs;
   /** Absent: the decoder has no KV cache and sees the whole sequence every step. */
   readonly kv?: KvLayout;
-  readonly positionIds: boolean;
   readonly vocab?: number;
 }
 
@@ -218,10 +220,8 @@ function findRoles(m: BricksManifest, c: Configs): Roles {
   const num = (...v: unknown[]): number | undefined => v.find((x): x is number => typeof x === 'number');
   const lastDim = (s: TensorSpec | undefined) => (s?.shape && typeof s.shape.at(-1) === 'number' ? s.shape.at(-1) as number : undefined);
 
+  const inputs = decoderInputs(dec, typeof c.config?.model_type === 'string' ? c.config.model_type : undefined);
   const embedsIn = dec.inputs.find((i) => i.name === TENSOR.inputsEmbeds);
-  const idsIn = dec.inputs.find((i) => i.name === TENSOR.inputIds);
-  if (!embedsIn && !idsIn)
-    throw fail('E_BRICKS_ROLE', `decoder '${dec.name}' takes neither inputs_embeds nor input_ids`, { notes: dec.inputs.map((i) => i.name) });
   const embeds = m.bricks.filter((b) => b.kind === 'embed');
   const embed = embedsIn ? embeds[0] : undefined;
   if (embedsIn && !embed) throw fail('E_BRICKS_ROLE', `decoder '${dec.name}' takes inputs_embeds but the brick set has no embed brick`);
@@ -231,16 +231,10 @@ function findRoles(m: BricksManifest, c: Configs): Roles {
   if (embedsIn && !hidden) throw fail('E_BRICKS_ROLE', `cannot tell the hidden size: inputs_embeds has no fixed last dim and config.json has no hidden_size`);
 
   const decoder: DecoderRole = {
-    brick: dec, takes: embedsIn ? 'inputs_embeds' : 'input_ids', kv: kvLayout(dec, text),
-    positionIds: dec.inputs.some((i) => i.name === TENSOR.positionIds),
+    brick: dec, takes: inputs.takes, inputs, kv: kvLayout(dec, text),
     vocab: lastDim(dec.outputs.find((o) => o.name === TENSOR.logits)) ?? num(text.vocab_size),
   };
   if (!dec.outputs.some((o) => o.name === TENSOR.logits)) throw fail('E_BRICKS_ROLE', `decoder '${dec.name}' has no 'logits' output`);
-  const known = new Set<string>([TENSOR.inputsEmbeds, TENSOR.inputIds, TENSOR.attentionMask, TENSOR.positionIds]);
-  const unknown = dec.inputs.filter((i) => !known.has(i.name) && !PAST.test(i.name)).map((i) => i.name);
-  if (unknown.length)
-    throw fail('E_BRICKS_ROLE', `decoder '${dec.name}' has input(s) the runtime does not know how to feed: ${unknown.join(', ')}`,
-      { hint: 'the runtime feeds inputs_embeds or input_ids, attention_mask, position_ids and past_key_values.{i}.key|value' });
   if (embed && (embed.inputs.length !== 1 || embed.outputs.length < 1))
     throw fail('E_BRICKS_ROLE', `embed brick '${embed.name}' should take only input_ids and give the embeddings`);
 

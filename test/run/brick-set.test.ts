@@ -43,7 +43,7 @@ describe('roles', () => {
       'generation_config.json': { eos_token_id: [2, 7] },
     });
     const set = await openBrickSet(dir, { checkHashes: false });
-    expect(set.decoder).toMatchObject({ takes: 'input_ids', positionIds: false, vocab: 1000,
+    expect(set.decoder).toMatchObject({ takes: 'input_ids', inputs: { positions: 'none' }, vocab: 1000,
       kv: { layers: 3, kvHeads: 4, headDim: 32, dtype: 'float16', past: [{ key: 'past_key_values.0.key', value: 'past_key_values.0.value' }, {}, {}] } });
     expect(set.decoder.kv!.present[2]).toEqual({ key: 'present.2.key', value: 'present.2.value' });
     expect(set).toMatchObject({ hidden: 128, eosTokenIds: [2, 7], maxPositions: 2048, encoders: [], embed: undefined });
@@ -69,7 +69,7 @@ describe('roles', () => {
     const embedsDecoder = brick('dec', 'decoder', [t('inputs_embeds', 'float32', [1, 's', 64])], [t('logits', 'float32', [1, 's', 10])]);
     await expect(openBrickSet(await manifestDir([embedsDecoder]), { checkHashes: false })).rejects.toMatchObject(role);
     await expect(openBrickSet(await manifestDir([textDecoder(), { ...textDecoder(), name: 'lm2' }]), { checkHashes: false })).rejects.toMatchObject(role);
-    await expect(openBrickSet(await manifestDir([textDecoder([t('cache_position', 'int64', ['seq'])])]), { checkHashes: false })).rejects.toMatchObject(role);
+    await expect(openBrickSet(await manifestDir([textDecoder([t('image_grid_hw', 'int64', ['n', 2])])]), { checkHashes: false })).rejects.toMatchObject(role);
     const halfKv = brick('lm', 'decoder', [t('input_ids', 'int64', [1, 's']), t('past_key_values.0.key', 'float32', [1, 2, 'p', 4])],
       [t('logits', 'float32', [1, 's', 10]), t('present.0.key', 'float32', [1, 2, 't', 4])]);
     await expect(openBrickSet(await manifestDir([halfKv]), { checkHashes: false })).rejects.toMatchObject(role);
@@ -103,7 +103,7 @@ describe('roles', () => {
       const set = await openBrickSet(await brickSetDir(name), { checkHashes: false });
       expect(set.encoders.map((e) => [e.kind, e.placeholderTokenId, e.chain.length])).toEqual([[kind, token, 1]]);
       expect(set).toMatchObject({ hidden: 64, eosTokenIds: [316], maxPositions: 512, backend: { id: 'ort-cpu' }, skippedBackends: [],
-        decoder: { takes: 'inputs_embeds', positionIds: true, vocab: 320, kv: { layers: 2, kvHeads: 2, headDim: 16 } } });
+        decoder: { takes: 'inputs_embeds', inputs: { positions: 'flat', embedsType: 'float32' }, vocab: 320, kv: { layers: 2, kvHeads: 2, headDim: 16 } } });
       await set.close();
     }
   });

@@ -59,7 +59,7 @@ describe('text-only decoder (input_ids, no embed brick)', () => {
     const split = await openBrickSet(await brickSetDir('llava'), { threads: 1 });
     opened.push(text, split);
     expect(text.manifest.bricks.map((b) => b.kind)).toEqual(['decoder']);
-    expect(text.decoder).toMatchObject({ takes: 'input_ids', positionIds: true, vocab: 320, kv: { layers: 2, kvHeads: 2, headDim: 16 } });
+    expect(text.decoder).toMatchObject({ takes: 'input_ids', inputs: { positions: 'flat' }, vocab: 320, kv: { layers: 2, kvHeads: 2, headDim: 16 } });
     expect(text.embed).toBeUndefined();
     expect(text.encoders).toEqual([]);
     expect(text.hidden).toBe(64); // from config.json

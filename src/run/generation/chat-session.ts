@@ -19,8 +19,10 @@ import { fail } from '../../errors.js';
 import { replacePlaceholderRows } from '../../formats/merge.js';
 import { TENSOR } from '../../formats/names.js';
 import { elementCount, type TensorLike } from '../backend.js';
+import { floatToHalf } from '../../onnx/dtype.js';
 import type { BrickSet } from '../brick-set.js';
 import { checkFeeds, resolveDims, tensor, toFloat32 } from '../feeds.js';
+import { stepFeeds } from './decoder-inputs.js';
 import { KvCache } from './kv-cache.js';
 import { createSampler, type SamplingOptions } from './sampling.js';
 import { Sequence } from './sequence.js';
@@ -33,6 +35,12 @@ export interface GenerateRequest {
   readonly attentionMask?: readonly number[];
   /** Feature rows per placeholder token id: [rows, hidden] float32 (an encode() result, a TABM slot view). */
   readonly features?: Readonly<Record<number, Float32Array>>;
+  /**
+   * mRoPE decoders (Qwen2-VL): the three position rows (temporal, height, width) of every token of
+   * `inputIds`, axis-major [3 × inputIds.length], as the family's rope index gives them. Absent: text
+   * positions on all three rows. Generated tokens continue at max + 1.
+   */
+  readonly mropePositions?: BigInt64Array;
 }
 
 export interface TokenEvent {
@@ -94,12 +102,20 @@ const DEFAULT_MAX_NEW = 256;
 export class ChatSession {
   private readonly seq: Sequence;
   private readonly kv: KvCache | undefined;
+  /** mRoPE positions, axis-major [3 × capacity], and the offset of generated tokens' positions. */
+  private readonly mrope: BigInt64Array | undefined;
+  private ropeDelta = 0n;
+  /** float16 copy of the arena rows for a decoder that takes float16 inputs_embeds. */
+  private readonly half: Uint16Array | undefined;
   private busy = false;
 
   constructor(readonly set: BrickSet, opts: ChatSessionOptions = {}) {
+    const conv = set.decoder.inputs;
     this.seq = new Sequence(opts.maxContext ?? Math.min(set.maxPositions ?? 4096, 4096),
-      set.decoder.takes === 'inputs_embeds' ? set.hidden : undefined);
+      set.decoder.takes === 'inputs_embeds' ? set.hidden : undefined, conv.positionStart);
     this.kv = set.decoder.kv ? new KvCache(set.decoder.kv) : undefined;
+    this.mrope = conv.positions === 'mrope' ? new BigInt64Array(3 * this.seq.capacity) : undefined;
+    this.half = conv.takes === 'inputs_embeds' && conv.embedsType === 'float16' ? new Uint16Array(this.seq.embeds!.length) : undefined;
   }
 
   /** Tokens whose state (embeddings, KV) the session holds. */
@@ -146,8 +162,9 @@ export class ChatSession {
     let ttft = 0, tFirst = 0, text: string | undefined;
     try {
       this.seq.append(ids.slice(reuse), req.attentionMask?.slice(reuse));
+      this.promptPositions(req, reuse);
       if (this.seq.embeds) await this.embed(reuse, ids.length, req, features);
-      let logits = await this.step(reuse, ids.length);
+      let logits = await this.step(reuse, ids.length, req);
       const tPrefill = performance.now();
       const history = [...ids];
       while (!reason) {
@@ -175,8 +192,9 @@ export class ChatSession {
         }
         const n = this.seq.length;
         this.seq.append([tok]);
+        if (this.mrope) for (let a = 0; a < 3; a++) this.mrope[a * this.seq.capacity + n] = this.seq.positions[n]! + this.ropeDelta;
         if (this.seq.embeds) await this.embed(n, n + 1, req, features);
-        logits = await this.step(n, n + 1);
+        logits = await this.step(n, n + 1, req);
       }
       const end = performance.now();
       const prefillMs = tPrefill - t0;
@@ -210,6 +228,8 @@ export class ChatSession {
     const vocab = this.set.decoder.vocab;
     const bad = ids.findIndex((t) => !Number.isSafeInteger(t) || t < 0 || (vocab !== undefined && t >= vocab));
     if (bad >= 0) throw fail('E_BAD_INPUT', `inputIds[${bad}] = ${ids[bad]} is not a token id${vocab ? ` (vocabulary: ${vocab})` : ''}`);
+    if (req.mropePositions && req.mropePositions.length !== 3 * ids.length)
+      throw fail('E_BAD_INPUT', `mropePositions holds ${req.mropePositions.length} values for ${ids.length} tokens (need 3 × ${ids.length})`);
     if (!mask) return;
     if (mask.length !== ids.length) throw fail('E_BAD_INPUT', `attentionMask has ${mask.length} entries for ${ids.length} tokens`);
     const first = mask.indexOf(1);
@@ -287,24 +307,55 @@ export class ChatSession {
     }
   }
 
+  /** mRoPE rows of the prompt tokens [from, inputIds.length), and the offset generated tokens continue from. */
+  private promptPositions(req: GenerateRequest, from: number): void {
+    if (!this.mrope) return;
+    const n = req.inputIds.length, cap = this.seq.capacity, given = req.mropePositions;
+    let max = -1n;
+    for (let a = 0; a < 3; a++)
+      for (let i = 0; i < n; i++) {
+        const p = given ? given[a * n + i]! : this.seq.positions[i]!;
+        if (i >= from) this.mrope[a * cap + i] = p;
+        if (p > max) max = p;
+      }
+    // As Qwen2-VL's get_rope_index: text after the prompt continues at max + 1 on every row.
+    this.ropeDelta = given ? max + 1n - this.seq.positions[n - 1]! - 1n : 0n;
+  }
+
   /** Runs the decoder on positions [from, to) and returns the last row of logits. */
-  private async step(from: number, to: number): Promise<Float32Array> {
+  private async step(from: number, to: number, req: GenerateRequest): Promise<Float32Array> {
     const dec = this.set.decoder;
+    const conv = dec.inputs;
     const start = this.kv ? from : 0; // without a cache the decoder must see every position
     const S = to - start;
-    const feeds: Record<string, TensorLike> = this.kv ? this.kv.feeds() : {};
-    for (const input of dec.brick.inputs) {
-      if (input.name === TENSOR.inputsEmbeds) feeds[input.name] = tensor('float32', this.seq.rows(start, to), [1, S, this.set.hidden!]);
-      else if (input.name === TENSOR.inputIds) feeds[input.name] = tensor('int64', this.seq.ids.subarray(start, to), [1, S]);
-      else if (input.name === TENSOR.attentionMask) feeds[input.name] = tensor('int64', this.seq.mask.subarray(0, to), [1, to]);
-      else if (input.name === TENSOR.positionIds) feeds[input.name] = tensor('int64', this.seq.positions.subarray(start, to), [1, S]);
+    let positions3: BigInt64Array | undefined;
+    if (this.mrope) {
+      positions3 = new BigInt64Array(3 * S);
+      for (let a = 0; a < 3; a++) positions3.set(this.mrope.subarray(a * this.seq.capacity + start, a * this.seq.capacity + to), a * S);
     }
+    let featureRows: Uint8Array | undefined;
+    if (conv.tokenTypeIds) {
+      const ids = new Set(this.set.encoders.map((e) => e.placeholderTokenId));
+      featureRows = Uint8Array.from({ length: S }, (_, k) => (start + k < req.inputIds.length && ids.has(this.seq.tokens[start + k]!) ? 1 : 0));
+    }
+    const feeds: Record<string, TensorLike> = {
+      ...(this.kv ? this.kv.feeds() : {}),
+      ...stepFeeds(conv, { from: start, to, mask: this.seq.mask, positions: this.seq.positions.subarray(start, to), positions3, featureRows }),
+    };
+    if (conv.takes === 'input_ids') feeds[TENSOR.inputIds] = tensor('int64', this.seq.ids.subarray(start, to), [1, S]);
+    else if (this.half) {
+      const rows = this.seq.rows(start, to);
+      const out = this.half.subarray(start * this.set.hidden!, to * this.set.hidden!);
+      for (let i = 0; i < rows.length; i++) out[i] = floatToHalf(rows[i]!);
+      feeds[TENSOR.inputsEmbeds] = tensor('float16', out, [1, S, this.set.hidden!]);
+    } else feeds[TENSOR.inputsEmbeds] = tensor('float32', this.seq.rows(start, to), [1, S, this.set.hidden!]);
     const out = await this.set.run(dec.brick.name, feeds);
     this.kv?.adopt(out, to);
     const logits = out[TENSOR.logits];
     if (!logits) throw fail('E_BRICK_RUN', `decoder '${dec.brick.name}' returned no logits`);
+    // Only the last row is sampled: convert just that one from float16.
     const V = logits.dims.at(-1)!;
-    return toFloat32(logits, TENSOR.logits).subarray(logits.data.length - V);
+    return toFloat32(tensor(logits.type, logits.data.subarray(logits.data.length - V), [V]), TENSOR.logits);
   }
 }
 

@@ -19,7 +19,8 @@ export class Sequence {
   private readonly toks: number[] = [];
   private ones = 0;
 
-  constructor(readonly capacity: number, readonly hidden: number | undefined) {
+  /** `positionStart`: added to cumsum(mask) − 1 (1 for families whose exports count from 1). */
+  constructor(readonly capacity: number, readonly hidden: number | undefined, readonly positionStart = 0) {
     if (!(Number.isSafeInteger(capacity) && capacity > 0)) throw fail('E_BAD_OPTION', `maxContext must be a positive integer, got ${capacity}`);
     this.embeds = hidden ? new Float32Array(capacity * hidden) : undefined;
     this.ids = new BigInt64Array(capacity);
@@ -42,7 +43,7 @@ export class Sequence {
       this.ids[i] = BigInt(t);
       this.mask[i] = BigInt(m);
       this.ones += m;
-      this.positions[i] = m ? BigInt(this.ones - 1) : 1n;
+      this.positions[i] = m ? BigInt(this.ones - 1 + this.positionStart) : 1n;
     });
   }
 

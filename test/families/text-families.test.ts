@@ -1,0 +1,69 @@
+/**
+ * Text-only decoder families as the hub exports them (src/fixtures/text-families.ts), through
+ * nanomind's own path — partition (adopt) → openModel → chat template → greedy generation — against
+ * transformers.js on the same files: the same prompt ids from the same chat template, and the same
+ * greedy tokens. Oracle: transformers.js 4.3.1 (AutoTokenizer + AutoModelForCausalLM over the folder).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AutoModelForCausalLM, AutoTokenizer, env } from '@huggingface/transformers';
+import { TEXT_FAMILIES, buildTextFamily, type TextFamily } from '../../src/fixtures/text-families.js';
+import { partition } from '../../src/partition/index.js';
+import { openModel, prepareTurn } from '../../src/run/model.js';
+import { generate } from '../../src/run/generation/chat-session.js';
+
+const NEW_TOKENS = 12;
+const PROMPT = 'the cat and the dog';
+let root: string;
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'nanomind-families-'));
+  env.allowRemoteModels = false;
+  env.allowLocalModels = true;
+  env.localModelPath = root + '/';
+});
+afterAll(async () => { await rm(root, { recursive: true, force: true }); });
+
+async function transformersJs(name: string, dtype: string): Promise<{ prompt: number[]; tokens: number[] }> {
+  const tok = await AutoTokenizer.from_pretrained(name);
+  const model = await AutoModelForCausalLM.from_pretrained(name, { dtype: dtype as 'fp32' });
+  try {
+    // Plain greedy on both sides: generation_config's repetition_penalty (Qwen2.5: 1.05) is turned off here.
+    const enc = tok.apply_chat_template([{ role: 'user', content: PROMPT }], { add_generation_prompt: true, return_dict: true }) as
+      { input_ids: { data: BigInt64Array; dims: number[] }; attention_mask: unknown };
+    const out = await model.generate({ ...enc, max_new_tokens: NEW_TOKENS, do_sample: false, min_new_tokens: NEW_TOKENS, repetition_penalty: 1.0 } as never) as
+      { data: BigInt64Array; dims: number[] };
+    const prompt = Array.from(enc.input_ids.data, Number);
+    return { prompt, tokens: Array.from(out.data, Number).slice(prompt.length) };
+  } finally {
+    await model.dispose();
+  }
+}
+
+async function nanomind(dir: string, out: string, dtype: string): Promise<{ prompt: number[]; tokens: number[] }> {
+  await partition({ input: dir, out, dtype: dtype === 'fp32' ? undefined : dtype });
+  const m = await openModel(out);
+  try {
+    const turn = await prepareTurn(m, { prompt: PROMPT });
+    // No eos stop: transformers.js is held to the same length with min_new_tokens.
+    const r = await generate(m.set, { inputIds: turn.inputIds }, { maxNewTokens: NEW_TOKENS, stopTokenIds: [] });
+    return { prompt: turn.inputIds, tokens: [...r.tokens] };
+  } finally {
+    await m.close();
+  }
+}
+
+describe.each(TEXT_FAMILIES.map((f) => [f]))('%s', (family: TextFamily) => {
+  it('fp32: same prompt ids and greedy tokens as transformers.js', async () => {
+    const dir = join(root, family);
+    await buildTextFamily(dir, family, { seed: 1 });
+    const ref = await transformersJs(family, 'fp32');
+    const got = await nanomind(dir, join(root, `${family}-bricks`), 'fp32');
+    expect(got.prompt).toEqual(ref.prompt);
+    expect(got.tokens).toEqual(ref.tokens);
+    // A comparison of one repeated token would prove little.
+    expect(new Set(ref.tokens).size).toBeGreaterThan(2);
+  });
+});
