@@ -6,11 +6,14 @@
 import ort from 'onnxruntime-node';
 import { join } from 'node:path';
 import { fail } from '../errors.js';
-import { replacePlaceholderRows } from '../formats/merge.js';
 import type { BrickEntry, Connection, TensorSpec, VerifyOutput, VerifyReport } from '../formats/bricks.js';
 import { TENSOR } from '../formats/names.js';
 import { mulberry32, normalFrom } from '../util/prng.js';
 import { ORT_LOG } from '../onnx/ort-log.js';
+import type { TensorLike } from '../run/backend.js';
+import { tensor } from '../run/feeds.js';
+import { fullPassFeeds } from '../run/generation/full-pass.js';
+import { toOrtFeeds as toOrt } from '../onnx/ort-feeds.js';
 
 export interface VerifyOptions {
   /** The original model and its inputs/outputs. */
@@ -39,7 +42,6 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
   };
   const values = new Map<string, ort.Tensor>();
   const merges = o.connections.filter((c) => c.merge);
-  const mergeTargets = new Set(merges.map((c) => c.to));
   const sizeOf = (spec: TensorSpec, seq: number): number[] => (spec.shape ?? []).map((d, i) => {
     if (typeof d === 'number') return d;
     if (d && o.dims?.[d] !== undefined) return o.dims[d];
@@ -76,38 +78,25 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
   for (const p of placeholders) { for (let i = 0; i < p.rows; i++) ids.push(BigInt(p.id)); ids.push(textId()); }
   while (ids.length < 12) ids.push(textId());
   const seq = ids.length;
-  values.set(TENSOR.inputIds, new ort.Tensor('int64', BigInt64Array.from(ids), [1, seq]));
-  values.set(TENSOR.attentionMask, new ort.Tensor('int64', new BigInt64Array(seq).fill(1n), [1, seq]));
-  values.set(TENSOR.positionIds, new ort.Tensor('int64', BigInt64Array.from({ length: seq }, (_, i) => BigInt(i)), [1, seq]));
 
   // 3. Text-side bricks, merging features where the manifest says so.
+  let decoderFeeds: Record<string, TensorLike> = {};
   for (const b of order.filter((x) => x.kind === 'embed' || x.kind === 'decoder')) {
-    const feeds: Record<string, ort.Tensor> = {};
-    for (const i of b.inputs) {
-      const key = `${b.name}.${i.name}`;
-      const plain = o.connections.find((c) => c.to === key && !c.merge);
-      let t = plain ? values.get(plain.from) : values.get(i.name);
-      if (!t && /^past_key_values/.test(i.name)) t = new ort.Tensor('float32', new Float32Array(0), sizeOf(i, seq));
-      if (!t) throw fail('E_VERIFY_INPUT', `no value to feed brick '${b.name}' input '${i.name}'`);
-      if (mergeTargets.has(key)) {
-        const data = new Float32Array(t.data as Float32Array);
-        const hidden = t.dims[t.dims.length - 1];
-        for (const m of merges.filter((c) => c.to === key))
-          replacePlaceholderRows(data, ids, m.merge!.placeholderTokenId, values.get(m.from)!.data as Float32Array, hidden);
-        t = new ort.Tensor('float32', data, t.dims);
-      }
-      feeds[i.name] = t;
-    }
-    const out = await runOnce(join(o.dir, b.file), feeds);
+    const { feeds, missing } = fullPassFeeds(b, { ids, connections: o.connections, value: (k) => values.get(k) as TensorLike | undefined });
+    if (missing.length) throw fail('E_VERIFY_INPUT', `no value to feed brick '${b.name}' input '${missing[0]}'`);
+    if (b.kind === 'decoder') decoderFeeds = feeds;
+    const out = await runOnce(join(o.dir, b.file), toOrt(feeds));
     for (const [k, v] of Object.entries(out)) values.set(`${b.name}.${k}`, v);
   }
 
   // 4. The original on the same inputs.
+  // The original takes the encoders' inputs and the prompt as the decoder saw it (ids, mask, positions, empty cache).
+  const prompt: Record<string, TensorLike> = { ...decoderFeeds, [TENSOR.inputIds]: tensor('int64', BigInt64Array.from(ids), [1, ids.length]) };
   const originalFeeds: Record<string, ort.Tensor> = {};
   for (const i of o.original.inputs) {
-    const v = values.get(i.name);
-    if (v) originalFeeds[i.name] = v;
-    else if (/^past_key_values/.test(i.name)) originalFeeds[i.name] = new ort.Tensor('float32', new Float32Array(0), sizeOf(i, seq));
+    const v = values.get(i.name) ?? prompt[i.name];
+    if (v) originalFeeds[i.name] = v instanceof ort.Tensor ? v : toOrt({ [i.name]: v as TensorLike })[i.name]!;
+    else if (/^past_key_values/.test(i.name)) originalFeeds[i.name] = new ort.Tensor('float32', new Float32Array(0), sizeOf(i, ids.length));
     else throw fail('E_VERIFY_INPUT', `no value to feed the original model's input '${i.name}'`);
   }
   const ref = await runOnce(o.original.file, originalFeeds);

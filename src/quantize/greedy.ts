@@ -13,14 +13,16 @@ import { dirname, join, resolve } from 'node:path';
 import ort from 'onnxruntime-node';
 import { fail } from '../errors.js';
 import type { BricksManifest } from '../formats/bricks.js';
-import { replacePlaceholderRows } from '../formats/merge.js';
 import { TENSOR } from '../formats/names.js';
 import { orderBricks } from '../partition/verify.js';
 import type { TensorLike } from '../run/backend.js';
 import { openBrickSet } from '../run/brick-set.js';
 import { generate } from '../run/generation/chat-session.js';
 import { readNpyFile } from '../run/inputs/npy.js';
-import { concreteDims, ENCODER_KINDS, sessionOptions, type Feeds } from './samples.js';
+import { fullPassFeeds } from '../run/generation/full-pass.js';
+import { tensor, toFloat32 } from '../run/feeds.js';
+import { toOrtFeeds } from '../onnx/ort-feeds.js';
+import { ENCODER_KINDS, sessionOptions, type Feeds } from './samples.js';
 
 export interface Prompt {
   readonly inputIds: readonly bigint[];
@@ -57,10 +59,9 @@ export const runtimeGreedy: GreedyGenerator = async (dir, _m, prompts, maxNew) =
 
 function argmaxLast(logits: ort.Tensor): number {
   const V = logits.dims[logits.dims.length - 1];
-  const data = logits.data as Float32Array;
-  const base = data.length - V;
+  const row = toFloat32(tensor(logits.type, (logits.data as Float32Array).subarray(logits.data.length - V), [V]), 'logits');
   let best = 0;
-  for (let i = 1; i < V; i++) if (data[base + i] > data[base + best]) best = i;
+  for (let i = 1; i < V; i++) if (row[i]! > row[best]!) best = i;
   return best;
 }
 
@@ -92,32 +93,16 @@ export const ortGreedyNoCache: GreedyGenerator = async (dir, m, prompts, maxNew)
       const ids = [...p.inputIds];
       const gen: number[] = [];
       for (let step = 0; step < maxNew; step++) {
-        const seq = ids.length;
-        const idsT = new ort.Tensor('int64', BigInt64Array.from(ids), [1, seq]);
         // Only prompt positions hold placeholders: a generated token that happens to be one is text.
         const mergeIds = [...p.inputIds, ...gen.map(() => -1n)];
         const step_ = new Map<string, ort.Tensor>(values);
         for (const b of order.filter((x) => !ENCODER_KINDS.has(x.kind))) {
-          const feeds: Feeds = {};
-          for (const i of b.inputs) {
-            const plain = m.connections.find((x) => x.to === `${b.name}.${i.name}` && !x.merge);
-            let t: ort.Tensor | undefined = plain ? step_.get(plain.from)
-              : i.name === TENSOR.inputIds ? idsT
-                : i.name === TENSOR.attentionMask ? new ort.Tensor('int64', new BigInt64Array(seq).fill(1n), [1, seq])
-                  : i.name === TENSOR.positionIds ? new ort.Tensor('int64', BigInt64Array.from({ length: seq }, (_, k) => BigInt(k)), [1, seq])
-                    : /^past_key_values/.test(i.name) ? new ort.Tensor('float32', new Float32Array(0), concreteDims(i, seq)) : undefined;
-            if (!t) throw fail('E_QUANT_E2E', `no value for brick '${b.name}' input '${i.name}'`);
-            for (const c of m.connections.filter((x) => x.merge && x.to === `${b.name}.${i.name}`)) {
-              const rows = step_.get(c.from);
-              const wanted = p.inputIds.includes(BigInt(c.merge!.placeholderTokenId));
-              if (wanted && !rows) throw fail('E_QUANT_E2E', `the prompt has placeholders for '${c.from}' but no input for its encoder`);
-              if (!wanted || !rows) continue; // an encoder input without rows in the prompt is not merged
-              const data: Float32Array = new Float32Array(t.data as Float32Array);
-              replacePlaceholderRows(data, mergeIds, c.merge!.placeholderTokenId, rows.data as Float32Array, t.dims[t.dims.length - 1]);
-              t = new ort.Tensor('float32', data, t.dims);
-            }
-            feeds[i.name] = t;
-          }
+          for (const c of m.connections.filter((x) => x.merge && x.to.startsWith(`${b.name}.`)))
+            if (p.inputIds.includes(BigInt(c.merge!.placeholderTokenId)) && !step_.get(c.from))
+              throw fail('E_QUANT_E2E', `the prompt has placeholders for '${c.from}' but no input for its encoder`);
+          const r = fullPassFeeds(b, { ids, mergeIds, connections: m.connections, value: (k) => step_.get(k) as TensorLike | undefined });
+          if (r.missing.length) throw fail('E_QUANT_E2E', `no value for brick '${b.name}' input '${r.missing[0]}'`);
+          const feeds: Feeds = toOrtFeeds(r.feeds);
           const fetch = b === decoder ? [TENSOR.logits] : b.outputs.map((o) => o.name);
           const out = await sessions.get(b.name)!.run(feeds, fetch);
           for (const [k, v] of Object.entries(out)) step_.set(`${b.name}.${k}`, v);

@@ -15,10 +15,12 @@ import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { fail } from '../errors.js';
 import type { BrickEntry, BricksManifest, TensorSpec } from '../formats/bricks.js';
-import { replacePlaceholderRows } from '../formats/merge.js';
 import { TENSOR } from '../formats/names.js';
 import { orderBricks } from '../partition/verify.js';
 import { readNpyFile, type NpyArray } from '../run/inputs/npy.js';
+import type { TensorLike } from '../run/backend.js';
+import { fullPassFeeds } from '../run/generation/full-pass.js';
+import { toOrtFeeds } from '../onnx/ort-feeds.js';
 import { loadTokenizer } from '../run/inputs/tokenizer.js';
 import { mulberry32, normalFrom } from '../util/prng.js';
 import { ORT_LOG } from '../onnx/ort-log.js';
@@ -203,25 +205,12 @@ export async function buildSamples(dir: string, m: BricksManifest, o: SampleOpti
 
   for (const b of order.filter((x) => !ENCODER_KINDS.has(x.kind)))
     await runBrick(b, async (s) => {
-      const seq = ids[s].length;
-      const f: Feeds = {};
-      for (const i of b.inputs) {
-        let t: ort.Tensor | undefined = upstream(b, i, s) ?? await fromDir(i, s);
-        if (!t && i.name === TENSOR.inputIds) t = new ort.Tensor('int64', BigInt64Array.from(ids[s]), [1, seq]);
-        if (!t && i.name === TENSOR.attentionMask) t = new ort.Tensor('int64', new BigInt64Array(seq).fill(1n), [1, seq]);
-        if (!t && i.name === TENSOR.positionIds) t = new ort.Tensor('int64', BigInt64Array.from({ length: seq }, (_, k) => BigInt(k)), [1, seq]);
-        if (!t && /^past_key_values/.test(i.name)) t = new ort.Tensor('float32', new Float32Array(0), concreteDims(i, seq));
-        if (!t) throw fail('E_QUANT_CALIB', `no calibration value for brick '${b.name}' input '${i.name}'`, { hint: `give it with --calib DIR as ${i.name}.npy` });
-        for (const c of merges.filter((x) => x.to === `${b.name}.${i.name}`)) {
-          // an encoder that ran only for its own statistics (a typed question's borrowed clip)
-          if (!ids[s].includes(BigInt(c.merge!.placeholderTokenId))) continue;
-          const data: Float32Array = new Float32Array(t.data as Float32Array);
-          replacePlaceholderRows(data, ids[s], c.merge!.placeholderTokenId, values[s].get(c.from)!.data as Float32Array, t.dims[t.dims.length - 1]);
-          t = new ort.Tensor('float32', data, t.dims);
-        }
-        f[i.name] = t;
-      }
-      return f;
+      const given = new Map<string, ort.Tensor>();
+      for (const i of b.inputs) { const t = await fromDir(i, s); if (t) given.set(i.name, t); }
+      const r = fullPassFeeds(b, { ids: ids[s], connections: m.connections, value: (k) => values[s].get(k) as TensorLike | undefined, given: (i) => given.get(i.name) as TensorLike | undefined });
+      if (r.missing.length)
+        throw fail('E_QUANT_CALIB', `no calibration value for brick '${b.name}' input '${r.missing[0]}'`, { hint: `give it with --calib DIR as ${r.missing[0]}.npy` });
+      return toOrtFeeds(r.feeds);
     });
   return feeds.map((f, s) => ({ feeds: f, inputIds: ids[s] }));
 }

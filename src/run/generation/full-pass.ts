@@ -1,0 +1,85 @@
+/**
+ * Feeds of a text-side brick (embed or decoder) for one pass over a whole prompt without a KV cache:
+ * the reference runs that check a brick set — the partitioner's equivalence check, the quantizer's
+ * calibration pass and its independent no-cache greedy generator — all build their embed → merge →
+ * decoder feeds here, so a decoder convention (generation/decoder-inputs.ts), an empty float16 cache or
+ * a float16 merge target is handled once for all of them.
+ *
+ * The runtime's own generation loop (chat-session.ts) feeds decoders through the same
+ * `decoderInputs` / `stepFeeds`, with its KV cache and arena instead.
+ */
+import type { BrickEntry, Connection, TensorSpec } from '../../formats/bricks.js';
+import { replacePlaceholderRows } from '../../formats/merge.js';
+import { TENSOR } from '../../formats/names.js';
+import { floatToHalf } from '../../onnx/dtype.js';
+import type { TensorData, TensorLike } from '../backend.js';
+import { tensor, toFloat32 } from '../feeds.js';
+import { decoderInputs, stepFeeds } from './decoder-inputs.js';
+
+export interface FullPassContext {
+  /** The prompt; placeholder ids mark the rows that merged features replace. */
+  readonly ids: readonly bigint[];
+  /** Ids used to find placeholder rows (default `ids`): generated tokens that equal a placeholder are text. */
+  readonly mergeIds?: readonly bigint[];
+  readonly connections: readonly Connection[];
+  /** Another brick's output by `brick.tensor`. */
+  value(endpoint: string): TensorLike | undefined;
+  /** A value the caller supplies for an input (e.g. calibration data); wins over the defaults. */
+  given?(spec: TensorSpec): TensorLike | undefined;
+  /** config.json's model_type (position conventions). */
+  readonly modelType?: string;
+}
+
+export interface FullPassFeeds {
+  readonly feeds: Record<string, TensorLike>;
+  /** Inputs nothing could be fed to. */
+  readonly missing: readonly string[];
+}
+
+const PAST = /^past_key_values\./;
+
+const EMPTY: Record<string, new (n: number) => TensorData> = { float32: Float32Array, float16: Uint16Array, bfloat16: Uint16Array };
+
+/** An empty cache tensor: batch 1, zero past length, the declared (fixed) heads and head dim. */
+function emptyPast(spec: TensorSpec): TensorLike | undefined {
+  const Ctor = EMPTY[spec.dtype];
+  if (!Ctor || !spec.shape) return undefined;
+  const dims = spec.shape.map((d, i) => (i === 0 ? 1 : i === 2 ? 0 : d));
+  if (!dims.every((d): d is number => typeof d === 'number')) return undefined;
+  return tensor(spec.dtype, new Ctor(0), dims);
+}
+
+export function fullPassFeeds(b: BrickEntry, ctx: FullPassContext): FullPassFeeds {
+  const seq = ctx.ids.length;
+  const feeds: Record<string, TensorLike> = {};
+  const missing: string[] = [];
+  const dec = b.kind === 'decoder' ? decoderInputs(b, ctx.modelType) : undefined;
+  const conventions = dec
+    ? stepFeeds(dec, {
+      from: 0, to: seq, mask: new BigInt64Array(seq).fill(1n), allLogits: true,
+      positions: BigInt64Array.from({ length: seq }, (_, k) => BigInt(k + dec.positionStart)),
+    })
+    : {};
+  for (const i of b.inputs) {
+    const key = `${b.name}.${i.name}`;
+    const plain = ctx.connections.find((c) => c.to === key && !c.merge);
+    let t = (plain ? ctx.value(plain.from) : undefined) ?? ctx.given?.(i);
+    if (!t && i.name === TENSOR.inputIds) t = tensor('int64', BigInt64Array.from(ctx.ids), [1, seq]);
+    if (!t) t = conventions[i.name];
+    if (!t && PAST.test(i.name)) t = emptyPast(i);
+    if (!t) { missing.push(i.name); continue; }
+    const merges = ctx.connections.filter((c) => c.merge && c.to === key);
+    const mergeIds = ctx.mergeIds ?? ctx.ids;
+    const wanted = merges.filter((c) => mergeIds.includes(BigInt(c.merge!.placeholderTokenId)) && ctx.value(c.from));
+    if (wanted.length) {
+      // Rows are replaced in float32; a float16 target (an fp16 embed brick) is converted back after.
+      const hidden = t.dims[t.dims.length - 1]!;
+      const data = Float32Array.from(toFloat32(t, i.name));
+      for (const c of wanted)
+        replacePlaceholderRows(data, mergeIds, c.merge!.placeholderTokenId, toFloat32(ctx.value(c.from)!, c.from), hidden);
+      t = t.type === 'float16' ? tensor('float16', Uint16Array.from(data, floatToHalf), t.dims) : tensor('float32', data, t.dims);
+    }
+    feeds[i.name] = t;
+  }
+  return { feeds, missing };
+}
