@@ -1,8 +1,10 @@
 /**
  * `pull --dtype X` on the file lists of the repos users pull (test/hub/listings/*.json, reconstructed from
- * public hub pages; each file's `source` says what was seen and what is inferred). Every listing is served
- * by the loopback hub (test/hub/hub-server.ts) with small deterministic stand-in bytes — only the choice
- * of files is under test — except config.json, which carries the listing's config.
+ * public hub pages; each file's `source` says what was seen and what is inferred). The selection is
+ * checked for every dtype each repo ships (95 pairs); every listing is also served by the loopback hub
+ * (test/hub/hub-server.ts) and pulled at its first and last dtype (27 pulls, kept few so the file runs
+ * in seconds), with small deterministic stand-in bytes — only the choice of files is under test —
+ * except config.json, which carries the listing's config.
  *
  * Oracle for the graph files: transformers.js 4.3.1's ModelRegistry.get_model_files, given the pulled
  * config.json and a per-session dtype map: the files transformers.js would load, every external-data
