@@ -9,7 +9,7 @@ export const pullVerb = (program: Command) => program
   .command('pull <repo-id>')
   .description('download one dtype variant of an onnx-community model from the Hugging Face hub (cached, resumable, verified)')
   .option('--revision <rev>', 'branch, tag or commit', 'main')
-  .option('--dtype <dtype>', 'fp32 | fp16 | int8 | uint8 | quantized | q4 | q4f16 | bnb4 (files a variant lacks fall back to fp32)', 'fp32')
+  .option('--dtype <dtype>', 'fp32 | fp16 | int8 | uint8 | quantized (= q8) | q4 | q4f16 | bnb4 (a graph the variant lacks falls back: q4f16 → fp16 → fp32, others → fp32)', 'fp32')
   .option('--include <glob>', 'also fetch repo files matching this glob, e.g. "onnx/*_fp16.onnx*" (repeatable)', collect, [])
   .option('-o, --out <dir>', 'write plain files into this folder (default: the Hugging Face cache, HF_HUB_CACHE / HF_HOME)')
   .option('--hub-url <url>', 'hub endpoint (default: HF_ENDPOINT, else https://huggingface.co)')

@@ -32,6 +32,17 @@ export const SPLIT_FILES: Readonly<Record<string, BrickKind>> = {
 
 /** Variant suffixes used by onnx-community repositories (`decoder_model_merged_q4f16.onnx`). */
 export const DTYPE_SUFFIXES = ['', 'fp16', 'int8', 'uint8', 'quantized', 'q4', 'q4f16', 'bnb4'] as const;
+export type DtypeSuffix = (typeof DTYPE_SUFFIXES)[number];
+
+/**
+ * Where a graph lacks the asked variant, the variants used instead, in order ('' = fp32): the
+ * fp16-activation variants try fp16 first, everything ends at the full-precision file. `pull` fetches
+ * by it and `partition --dtype` adopts by it, so a pulled folder partitions as pulled (why this rule:
+ * src/hub/select.ts).
+ */
+export const DTYPE_FALLBACK: Readonly<Record<DtypeSuffix, readonly DtypeSuffix[]>> = {
+  '': [], fp16: [''], q4f16: ['fp16', ''], int8: [''], uint8: [''], quantized: [''], q4: [''], bnb4: [''],
+};
 
 /** Name scopes PyTorch's exporter gives each part of a HF multimodal model. */
 export const SCOPES: Readonly<Record<BrickKind, readonly string[]>> = {

@@ -25,7 +25,7 @@ export interface PullOptions {
   readonly repo: string;
   /** Branch, tag or commit (default `main`). */
   readonly revision?: string;
-  /** `fp32` (default) or an onnx-community suffix: fp16, int8, uint8, quantized, q4, q4f16, bnb4. */
+  /** `fp32` (default) or an onnx-community suffix: fp16, int8, uint8, quantized (or q8), q4, q4f16, bnb4; fallbacks in select.ts. */
   readonly dtype?: string;
   /** Extra files to fetch, as globs over repo paths (`onnx/*_fp16.onnx*`, `**\/*.md`). */
   readonly include?: readonly string[];

@@ -7,7 +7,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fail } from '../errors.js';
 import type { BrickEntry, Connection } from '../formats/bricks.js';
-import { DTYPE_SUFFIXES, SPLIT_FILES, TENSOR, type BrickKind } from '../formats/names.js';
+import { DTYPE_FALLBACK, DTYPE_SUFFIXES, SPLIT_FILES, TENSOR, type BrickKind, type DtypeSuffix } from '../formats/names.js';
 import { extractModel } from '../onnx/extract.js';
 import { Graph, mergeTypes } from '../onnx/graph.js';
 import { loadModel, type OnnxFile } from '../onnx/model-io.js';
@@ -39,9 +39,10 @@ export async function findSplitLayout(dir: string, dtype?: string): Promise<Spli
     if (!variants.has(suffix))
       throw fail('E_PARTITION_DTYPE', `${d}: no '${suffix || 'fp32'}' variant (available: ${[...variants.keys()].map((s) => s || "'' (fp32)").join(', ')})`,
         { hint: 'pick one with --dtype' });
-    // Files a variant lacks (e.g. an fp32 embed_tokens beside q4 decoders) fall back to the plain file.
+    // Files a variant lacks (e.g. an fp32 embed_tokens beside q4 decoders) fall back by DTYPE_FALLBACK, as `pull` fetched them.
     const chosen = [...variants.get(suffix)!];
-    for (const f of variants.get('') ?? []) if (!chosen.some((c) => c.kind === f.kind)) chosen.push(f);
+    for (const fb of DTYPE_FALLBACK[suffix as DtypeSuffix])
+      for (const f of variants.get(fb) ?? []) if (!chosen.some((c) => c.kind === f.kind)) chosen.push(f);
     return { dir: d, suffix, files: chosen };
   }
   return undefined;

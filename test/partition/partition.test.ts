@@ -166,6 +166,10 @@ describe('split (onnx-community) folders', () => {
     const { manifest: m } = await partition({ input: dir, out: join(work, 'variant-out'), dtype: 'q4f16' });
     expect(m.bricks.map((x) => x.file)).toEqual(['vision_encoder.onnx', 'embed_tokens.onnx', 'decoder_model_merged_q4f16.onnx']);
     expect(await code(partition({ input: dir, out: join(work, 'variant-bad'), dtype: 'int8' }))).toBe('E_PARTITION_DTYPE');
+    // q4f16 prefers an fp16 file to the plain one where it lacks its own (the rule pull fetches by).
+    await copyFile(join(llava.dir, 'onnx', 'embed_tokens.onnx'), join(dir, 'onnx', 'embed_tokens_fp16.onnx'));
+    const { manifest: h } = await partition({ input: dir, out: join(work, 'variant-out-fp16'), dtype: 'q4f16' });
+    expect(h.bricks.map((x) => x.file)).toEqual(['vision_encoder.onnx', 'embed_tokens_fp16.onnx', 'decoder_model_merged_q4f16.onnx']);
   });
 
   it('a text-only decoder folder (decoder taking input_ids) is a one-brick model', async () => {
