@@ -46,8 +46,10 @@ export function resizeLongestEdge(height: number, width: number, longest: number
     if (width % 2) width++;
   }
   [height, width] = [Math.max(height, 1), Math.max(width, 1)];
-  if (width >= height && width > MAX_IMAGE_SIZE) [width, height] = [MAX_IMAGE_SIZE, Math.trunc(MAX_IMAGE_SIZE / aspect)];
-  else if (height > width && height > MAX_IMAGE_SIZE) [height, width] = [MAX_IMAGE_SIZE, Math.trunc(MAX_IMAGE_SIZE * aspect)];
+  // the cap keeps the aspect of the size just computed (Python passes it on), not the original's
+  const capped = width / height;
+  if (width >= height && width > MAX_IMAGE_SIZE) [width, height] = [MAX_IMAGE_SIZE, Math.trunc(MAX_IMAGE_SIZE / capped)];
+  else if (height > width && height > MAX_IMAGE_SIZE) [height, width] = [MAX_IMAGE_SIZE, Math.trunc(MAX_IMAGE_SIZE * capped)];
   return [Math.max(height, 1), Math.max(width, 1)];
 }
 
