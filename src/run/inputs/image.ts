@@ -27,11 +27,12 @@ import { join } from 'node:path';
 import sharp, { type OutputInfo } from 'sharp';
 import { fail } from '../../errors.js';
 import { readJsonFile } from '../../formats/json-file.js';
+import { checkKeys } from './families/keys.js';
 import { pilResize, type Image8, type PilResample } from './pil-resize.js';
 
 export type SizeSpec = number | { readonly height: number; readonly width: number } | { readonly shortest_edge: number; readonly longest_edge?: number };
 
-/** The preprocessor_config.json fields this reads (others are ignored). */
+/** The preprocessor_config.json fields this reads (for the others see checkGenericKeys). */
 export interface ImageProcessorConfig {
   readonly do_resize?: boolean;
   readonly size?: SizeSpec;
@@ -221,6 +222,18 @@ export async function preprocessImage(
 /** Checks a config by image.ts' rules (every problem at once, E_PREPROCESSOR) without an image. */
 export function checkImageProcessorConfig(cfg: ImageProcessorConfig, where: string): void {
   plan(cfg, where);
+}
+
+/** The preprocessor_config.json keys this module honours. */
+export const GENERIC_KEYS = ['do_resize', 'size', 'resample', 'do_center_crop', 'crop_size', 'do_rescale', 'rescale_factor', 'do_normalize', 'image_mean', 'image_std'] as const;
+
+/**
+ * The key rule (families/keys.ts) for a config this module preprocesses: an output-changing key it does
+ * not implement (do_image_splitting, image_grid_pinpoints, min_pixels…) → E_PREPROCESSOR_UNSUPPORTED;
+ * other unread keys → notices. A config naming a family goes to families/index.ts instead.
+ */
+export function checkGenericKeys(cfg: Readonly<Record<string, unknown>>, where: string): string[] {
+  return checkKeys(cfg, where, 'CLIP / SigLIP-style', GENERIC_KEYS);
 }
 
 /** Reads `preprocessor_config.json` from a model folder. */

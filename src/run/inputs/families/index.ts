@@ -18,7 +18,7 @@ import { fail } from '../../../errors.js';
 import { readJsonFile } from '../../../formats/json-file.js';
 import { decodeImage } from '../image.js';
 import type { Image8 } from '../pil-resize.js';
-import { checkKeys } from './common.js';
+import { checkKeys } from './keys.js';
 import { gemma3Family } from './gemma3.js';
 import { idefics3Family } from './idefics3.js';
 import { llavaOnevisionFamily } from './llava-onevision.js';
