@@ -15,7 +15,12 @@ export type TensorLike =
 
 /** One image after its family's processor. */
 export interface ProcessedImage {
-  /** Model inputs for this image alone (batch of one), e.g. pixel_values, image_grid_thw. */
+  /**
+   * This image's tensors (batch of one) under Hugging Face's processor output names: the model inputs
+   * (pixel_values, image_grid_thw, image_sizes, pixel_attention_mask) and, for Idefics3, rows / cols,
+   * which no session takes. A caller feeds a session the names its inputs list (transformers.js' Qwen2-VL
+   * vision encoder calls image_grid_thw `grid_thw`).
+   */
   readonly tensors: Readonly<Record<string, TensorLike>>;
   /** Placeholder tokens the image becomes in the prompt (the rows of image features the model merges). */
   readonly tokens: number;
