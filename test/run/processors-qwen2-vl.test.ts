@@ -132,6 +132,15 @@ describe('get_rope_index vs transformers.js', () => {
     expect(mine.ropeDeltas).toEqual(ints(delta));
   });
 
+  it('text only with an attention mask: positions as transformers.js, delta by Python (max + 1 − L = 0)', () => {
+    const ids = [5, 6, 7, 8];
+    const mine = getRopeIndex([ids], [], tok, [[1, 1, 1, 1]]);
+    const [pos] = tjs.get_rope_index(tensor([ids]), null, null, tensor([[1, 1, 1, 1]]));
+    expect(Array.from(mine.positionIds, Number)).toEqual(ints(pos));
+    // transformers.js 4.3.1's text-only branch adds the length instead of subtracting it (gives 8 here)
+    expect(mine.ropeDeltas).toEqual([0]);
+  });
+
   it('decode steps continue at past length + delta on all three axes', () => {
     const grids: [number, number, number][] = [[1, 4, 6]];
     const ids = prompt(grids);
