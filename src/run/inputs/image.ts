@@ -27,11 +27,12 @@ import { join } from 'node:path';
 import sharp, { type OutputInfo } from 'sharp';
 import { fail } from '../../errors.js';
 import { readJsonFile } from '../../formats/json-file.js';
+import { checkKeys } from './families/keys.js';
 import { pilResize, type Image8, type PilResample } from './pil-resize.js';
 
 export type SizeSpec = number | { readonly height: number; readonly width: number } | { readonly shortest_edge: number; readonly longest_edge?: number };
 
-/** The preprocessor_config.json fields this reads (others are ignored). */
+/** The preprocessor_config.json fields this reads (for the others see checkGenericKeys). */
 export interface ImageProcessorConfig {
   readonly do_resize?: boolean;
   readonly size?: SizeSpec;
@@ -166,7 +167,7 @@ const AFFINE_INTERPOLATOR: Record<PilResample, 'nearest' | 'bilinear' | 'bicubic
 };
 
 /** transformers.js' RawImage.resize on Node: libvips affine (lanczos: libvips resize with lanczos3). */
-async function sharpAffineResize(img: Image8, w: number, h: number, resample: PilResample): Promise<Image8> {
+export async function sharpAffineResize(img: Image8, w: number, h: number, resample: PilResample): Promise<Image8> {
   let s = sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } });
   const interp = AFFINE_INTERPOLATOR[resample];
   s = interp === 'lanczos'
@@ -178,6 +179,12 @@ async function sharpAffineResize(img: Image8, w: number, h: number, resample: Pi
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: w, height: h, channels: 3 };
 }
 
+/** Resizes 8-bit RGB with the chosen resampler (Pillow's filters by default); same size → unchanged. */
+export async function resizeImage(img: Image8, w: number, h: number, resample: PilResample, resampler: Resampler = 'pillow'): Promise<Image8> {
+  if (w === img.width && h === img.height) return img;
+  return resampler === 'sharp-affine' ? sharpAffineResize(img, w, h, resample) : pilResize(img, w, h, resample);
+}
+
 /** Resize, crop, rescale, normalise and lay out an already decoded RGB image. */
 export async function preprocessDecoded(
   img: Image8, cfg: ImageProcessorConfig, opts: { resampler?: Resampler; configFile?: string } = {},
@@ -185,8 +192,7 @@ export async function preprocessDecoded(
   const p = plan(cfg, opts.configFile ?? '<image processor config>');
   if (p.resize) {
     const [w, h] = p.resize(img.width, img.height);
-    if (w !== img.width || h !== img.height)
-      img = opts.resampler === 'sharp-affine' ? await sharpAffineResize(img, w, h, p.resample) : pilResize(img, w, h, p.resample);
+    img = await resizeImage(img, w, h, p.resample, opts.resampler);
   }
   if (p.crop) img = centerCrop(img, p.crop[0], p.crop[1]);
   const { width: W, height: H } = img;
@@ -211,6 +217,23 @@ export async function preprocessImage(
 ): Promise<PixelValues> {
   plan(cfg, opts.configFile ?? '<image processor config>'); // a bad config is reported before decoding
   return preprocessDecoded(await decodeImage(input), cfg, opts);
+}
+
+/** Checks a config by image.ts' rules (every problem at once, E_PREPROCESSOR) without an image. */
+export function checkImageProcessorConfig(cfg: ImageProcessorConfig, where: string): void {
+  plan(cfg, where);
+}
+
+/** The preprocessor_config.json keys this module honours. */
+export const GENERIC_KEYS = ['do_resize', 'size', 'resample', 'do_center_crop', 'crop_size', 'do_rescale', 'rescale_factor', 'do_normalize', 'image_mean', 'image_std'] as const;
+
+/**
+ * The key rule (families/keys.ts) for a config this module preprocesses: an output-changing key it does
+ * not implement (do_image_splitting, image_grid_pinpoints, min_pixels…) → E_PREPROCESSOR_UNSUPPORTED;
+ * other unread keys → notices. A config naming a family goes to families/index.ts instead.
+ */
+export function checkGenericKeys(cfg: Readonly<Record<string, unknown>>, where: string): string[] {
+  return checkKeys(cfg, where, 'CLIP / SigLIP-style', GENERIC_KEYS);
 }
 
 /** Reads `preprocessor_config.json` from a model folder. */
