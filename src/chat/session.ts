@@ -155,7 +155,7 @@ export class Conversation {
       prompt: text, system: this.options.system,
       images: attached.image.map((file) => ({ file })), audio: attached.audio.map((file) => ({ file })),
     }, this.messages, this.encoded);
-    const r = await this.session.generate({ inputIds: p.inputIds, features: p.features }, {
+    const r = await this.session.generate({ inputIds: p.inputIds, features: p.features, mropePositions: p.mropePositions }, {
       maxNewTokens: this.options.maxNewTokens, sampling: samplingFor(m, this.options.sampling), stopStrings: this.options.stopStrings,
       decode: (ids) => m.tokenizer!.decode(ids, { skipSpecialTokens: true }),
       onToken: (e) => { if (e.text) o.onText?.(e.text); },

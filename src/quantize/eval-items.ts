@@ -11,6 +11,7 @@ import ort from 'onnxruntime-node';
 import { EMBEDDED_EVAL_SET } from '../eval/embedded.js';
 import { loadEvalSet as loadQuestionSet } from '../eval/index.js';
 import { fail } from '../errors.js';
+import { isTensorLike } from '../run/feeds.js';
 import { openModel, prepareTurn, type MediaItem, type RuntimeModel } from '../run/model.js';
 import type { EvalItem, Prompt } from './greedy.js';
 
@@ -24,9 +25,10 @@ async function preparePrompt(m: RuntimeModel, prompt: string, image?: string, au
   const items: Record<'image' | 'audio', MediaItem[]> = { image: [], audio: [] };
   for (const [kind, file] of [['image', image], ['audio', audio]] as const) {
     if (!file) continue;
-    const t = await m.mediaInput(kind, { file });
-    items[kind].push({ tensor: t });
-    media[m.set.encoder(kind === 'image' ? 'vision' : 'audio').input.name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, [...t.dims]);
+    const prepared = await m.prepareMedia(kind, { file });
+    items[kind].push({ prepared });
+    const feeds = isTensorLike(prepared.input) ? { [m.set.encoder(kind === 'image' ? 'vision' : 'audio').input.name]: prepared.input } : prepared.input;
+    for (const [name, t] of Object.entries(feeds)) media[name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, [...t.dims]);
   }
   const turn = await prepareTurn(m, { prompt, images: items.image, audio: items.audio });
   return { inputIds: turn.inputIds.map(BigInt), media };

@@ -14,7 +14,7 @@ import { readJsonFile } from '../formats/json-file.js';
 import { TENSOR, type BrickKind } from '../formats/names.js';
 import { elementCount, type Backend, type BackendOptions, type BrickSession, type Feeds, type RunOptions, type TensorLike } from './backend.js';
 import { resolveBackend, DEFAULT_BACKENDS, type SkippedBackend } from './backends/index.js';
-import { checkFeeds, resolveDims, tensor, toFloat32 } from './feeds.js';
+import { checkFeeds, isTensorLike, resolveDims, tensor, toFloat32 } from './feeds.js';
 import { decoderInputs, type DecoderInputs } from './generation/decoder-inputs.js';
 
 export interface OpenBrickSetOptions extends BackendOptions {
@@ -131,7 +131,7 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
     async encode(which, input, encOpts = {}) {
       const e = set.encoder(which);
       const t0 = performance.now();
-      let feeds: Feeds = isTensor(input) ? { [e.input.name]: input } : input;
+      let feeds: Feeds = isTensorLike(input) ? { [e.input.name]: input } : input;
       let out: Record<string, TensorLike> = {};
       let direct = false, written = false;
       for (const [i, b] of e.chain.entries()) {
@@ -176,8 +176,6 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
   return set;
 }
 
-const isTensor = (x: TensorLike | Feeds): x is TensorLike =>
-  typeof (x as TensorLike).type === 'string' && Array.isArray((x as TensorLike).dims) && ArrayBuffer.isView((x as TensorLike).data);
 
 /** Feeds of `to` from the outputs of `from`, following the manifest's connections between them. */
 function nextFeeds(m: BricksManifest, from: BrickEntry, to: BrickEntry, out: Record<string, TensorLike>): Feeds {

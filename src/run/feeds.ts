@@ -78,3 +78,7 @@ export function toFloat32(t: TensorLike, name: string): Float32Array {
   if (t.type === 'float16') return Float32Array.from(t.data as Uint16Array, halfToFloat);
   throw fail('E_UNSUPPORTED', `'${name}' is ${t.type}; the runtime reads float32 or float16 here`);
 }
+
+/** One tensor, as opposed to feeds by input name. */
+export const isTensorLike = (x: TensorLike | Feeds): x is TensorLike =>
+  typeof (x as TensorLike).type === 'string' && Array.isArray((x as TensorLike).dims) && ArrayBuffer.isView((x as TensorLike).data);

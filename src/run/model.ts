@@ -8,8 +8,9 @@ import { join } from 'node:path';
 import { fail } from '../errors.js';
 import { BUNDLE_FILE, readBundle, type Bundle } from '../formats/bundle.js';
 import { readJsonFile } from '../formats/json-file.js';
-import type { TensorLike } from './backend.js';
-import { openBrickSet, type BrickSet, type EncodeResult } from './brick-set.js';
+import type { Feeds, TensorLike } from './backend.js';
+import { loadFamilyProcessor, type FamilyProcessor } from './inputs/families/index.js';
+import { openBrickSet, type BrickSet, type EncodeResult, type EncoderRole } from './brick-set.js';
 import { tensor } from './feeds.js';
 import { audioFeatures, loadFeatureExtractorConfig, type WhisperFeatureConfig } from './inputs/audio.js';
 import { loadPromptBuilder, type ChatMessage, type ContentPart, type MediaKind, type PromptBuilder } from './inputs/chat-template.js';
@@ -35,13 +36,27 @@ export interface RuntimeModel {
   readonly prompts?: PromptBuilder;
   /** From generation_config.json: the model's default decoding (greedy when it says nothing). */
   readonly defaultSampling?: SamplingOptions;
-  /** The model input for one media item, from a file (image/WAV) or a .npy tensor. */
-  mediaInput(kind: MediaKind, item: MediaItem): Promise<TensorLike>;
+  /** The model family's image processor (Qwen2-VL, Idefics3, …); absent: the generic resize/normalize. */
+  readonly imageFamily?: FamilyProcessor;
+  /** One media item prepared for its encoder, from a file (image/WAV), a .npy tensor or an earlier call. */
+  prepareMedia(kind: MediaKind, item: MediaItem): Promise<PreparedMedia>;
+  /** `prepareMedia(…).input`. */
+  mediaInput(kind: MediaKind, item: MediaItem): Promise<TensorLike | Feeds>;
   close(): Promise<void>;
 }
 
-/** One image or audio clip: a file to preprocess, or a ready tensor (`--input pixel_values=x.npy`). */
-export type MediaItem = { readonly file: string } | { readonly tensor: TensorLike };
+/** One media item ready for its encoder chain. */
+export interface PreparedMedia {
+  /** What the chain's first brick takes: one tensor, or feeds by input name (a family's extra inputs). */
+  readonly input: TensorLike | Feeds;
+  /** The prompt text that replaces this item's placeholder (family processors), instead of a row count. */
+  readonly expansion?: string;
+  /** The processor's tensors (e.g. image_grid_thw), for the family's position rule. */
+  readonly tensors?: Readonly<Record<string, TensorLike>>;
+}
+
+/** One image or audio clip: a file to preprocess, a ready tensor (`--input pixel_values=x.npy`), or prepared media. */
+export type MediaItem = { readonly file: string } | { readonly tensor: TensorLike } | { readonly prepared: PreparedMedia };
 
 const exists = async (p: string) => (await stat(p).catch(() => undefined))?.isFile() ?? false;
 
@@ -60,30 +75,60 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
     }) : undefined;
     let imageConfig: ImageProcessorConfig | undefined;
     let audioConfig: WhisperFeatureConfig | undefined;
+    let imageFamily: FamilyProcessor | undefined;
     const preprocessor = join(dir, 'preprocessor_config.json');
+    const vision = set.encoders.find((e) => e.kind === 'vision');
     if (await exists(preprocessor)) {
-      if (set.encoders.some((e) => e.kind === 'vision')) imageConfig = await loadImageProcessorConfig(dir);
+      if (vision) {
+        imageFamily = await loadFamilyProcessor(dir);
+        // LLaVA-OneVision's anyres tiles need an encoder that takes image_sizes (to unpad them); an export
+        // without it takes the base image alone, as transformers.js feeds it: the generic processor.
+        if (imageFamily?.family === 'llava-onevision' && !vision.chain[0]!.inputs.some((i) => i.name === 'image_sizes')) imageFamily = undefined;
+        if (!imageFamily) imageConfig = await loadImageProcessorConfig(dir);
+        else notices.push(...imageFamily.notices);
+      }
       if (set.encoders.some((e) => e.kind === 'audio')) audioConfig = await loadFeatureExtractorConfig(dir);
     }
+    const prepareMedia = async (kind: MediaKind, item: MediaItem): Promise<PreparedMedia> => {
+      if ('prepared' in item) return item.prepared;
+      if ('tensor' in item) return { input: item.tensor };
+      if (kind === 'image') {
+        if (imageFamily) return familyImage(imageFamily, vision!, item.file);
+        if (!imageConfig) throw fail('E_PREPROCESSOR', `${dir}: no preprocessor_config.json for images`, { hint: 'pass the tensor with --input pixel_values=FILE.npy' });
+        const px = await preprocessImage(item.file, imageConfig);
+        return { input: tensor('float32', px.data, px.dims) };
+      }
+      if (!audioConfig) throw fail('E_PREPROCESSOR', `${dir}: no preprocessor_config.json for audio`, { hint: 'pass the tensor with --input input_features=FILE.npy' });
+      const mel = await audioFeatures(item.file, audioConfig);
+      return { input: tensor('float32', mel.data, mel.dims) };
+    };
     return {
-      dir, set, bundle, notices, tokenizer, prompts, defaultSampling: await readDefaultSampling(dir),
-      async mediaInput(kind, item) {
-        if ('tensor' in item) return item.tensor;
-        if (kind === 'image') {
-          if (!imageConfig) throw fail('E_PREPROCESSOR', `${dir}: no preprocessor_config.json for images`, { hint: 'pass the tensor with --input pixel_values=FILE.npy' });
-          const px = await preprocessImage(item.file, imageConfig);
-          return tensor('float32', px.data, px.dims);
-        }
-        if (!audioConfig) throw fail('E_PREPROCESSOR', `${dir}: no preprocessor_config.json for audio`, { hint: 'pass the tensor with --input input_features=FILE.npy' });
-        const mel = await audioFeatures(item.file, audioConfig);
-        return tensor('float32', mel.data, mel.dims);
-      },
+      dir, set, bundle, notices, tokenizer, prompts, defaultSampling: await readDefaultSampling(dir), imageFamily,
+      prepareMedia,
+      mediaInput: async (kind, item) => (await prepareMedia(kind, item)).input,
       close: () => set.close(),
     };
   } catch (e) {
     await set.close();
     throw e;
   }
+}
+
+/** Input names a processor and an export may spell differently (transformers.js' Qwen2-VL encoder: grid_thw). */
+const ALIASES: Readonly<Record<string, string>> = { grid_thw: 'image_grid_thw' };
+
+/** One image through its family's processor, as feeds for the encoder chain's first brick. */
+async function familyImage(p: FamilyProcessor, enc: EncoderRole, file: string): Promise<PreparedMedia> {
+  const batch = await p.preprocess([file]);
+  const feeds: Record<string, TensorLike> = {};
+  const first = enc.chain[0]!;
+  for (const i of first.inputs) {
+    const t = batch.tensors[i.name] ?? batch.tensors[ALIASES[i.name] ?? ''];
+    if (!t) throw fail('E_PREPROCESSOR', `the ${p.family} processor gives no '${i.name}' for encoder '${first.name}'`,
+      { notes: [`processor outputs: ${Object.keys(batch.tensors).join(', ')}`] });
+    feeds[i.name] = t as TensorLike;
+  }
+  return { input: feeds, expansion: batch.expandPrompt(p.placeholder), tensors: batch.tensors as Readonly<Record<string, TensorLike>> };
 }
 
 async function readDefaultSampling(dir: string): Promise<SamplingOptions | undefined> {
@@ -117,30 +162,41 @@ export interface PreparedTurn {
   readonly inputIds: number[];
   readonly features: Record<number, Float32Array>;
   readonly encodeMs: number;
+  /** mRoPE decoders (Qwen2-VL): the family's position rows for `inputIds` (see GenerateRequest). */
+  readonly mropePositions?: BigInt64Array;
   /** The new user message, for a conversation history. */
   readonly message: ChatMessage;
 }
 
+/** What a history message remembers of its media: feature rows per item, and family expansions. */
+interface MediaRecord {
+  readonly rows: Record<MediaKind, number[]>;
+  readonly images?: readonly { readonly expansion: string; readonly tensors?: Readonly<Record<string, TensorLike>> }[];
+}
+
 /**
- * Encodes the turn's media (feature rows decide how many placeholder tokens each item expands to), then
- * renders the conversation with the chat template and expands the placeholders.
+ * Encodes the turn's media (feature rows decide how many placeholder tokens each item expands to; a
+ * family processor writes each image's expansion text instead), then renders the conversation with the
+ * chat template and expands the placeholders.
  */
 export async function prepareTurn(m: RuntimeModel, turn: Turn, history: readonly ChatMessage[] = [],
   encoded: Readonly<Record<number, Float32Array>> = {}): Promise<PreparedTurn> {
   if (!m.prompts || !m.tokenizer)
     throw fail('E_TOKENIZER', `${m.dir}: no tokenizer.json / chat template, so text prompts cannot be encoded`, { hint: 'pass token ids with --input-ids' });
   const features: Record<number, Float32Array[]> = {};
-  const counts: Record<MediaKind, number[]> = { image: [], audio: [] };
+  const record: Required<MediaRecord> = { rows: { image: [], audio: [] }, images: [] };
   let encodeMs = 0;
   for (const kind of ['image', 'audio'] as const) {
     const items = (kind === 'image' ? turn.images : turn.audio) ?? [];
     if (!items.length) continue;
     const enc = m.set.encoder(kind === 'image' ? 'vision' : 'audio');
     for (const item of items) {
-      const r: EncodeResult = await m.set.encode(enc.placeholderTokenId, await m.mediaInput(kind, item));
+      const media = await m.prepareMedia(kind, item);
+      const r: EncodeResult = await m.set.encode(enc.placeholderTokenId, media.input);
       encodeMs += r.ms;
       (features[enc.placeholderTokenId] ??= []).push(r.features);
-      counts[kind].push(r.rows);
+      record.rows[kind].push(r.rows);
+      if (kind === 'image' && media.expansion !== undefined) (record.images as MediaRecord['images'] & unknown[]).push({ expansion: media.expansion, tensors: media.tensors });
     }
   }
   const parts: ContentPart[] = [
@@ -151,21 +207,41 @@ export async function prepareTurn(m: RuntimeModel, turn: Turn, history: readonly
   const message: ChatMessage = { role: 'user', content: parts.length === 1 ? turn.prompt ?? '' : parts };
   const messages: ChatMessage[] = [...(turn.system && !history.length ? [{ role: 'system', content: turn.system }] : []), ...history, message];
   // Earlier turns' media are already in the KV cache; only this turn's are counted and merged.
-  const previous = countMedia(history);
+  const previous = mediaOf(history);
+  const family = m.imageFamily;
+  const images = [...previous.images, ...record.images];
   const encodedPrompt = m.prompts.encode(messages, {
     addGenerationPrompt: true,
-    counts: { image: [...previous.image.map((n) => n), ...counts.image], audio: [...previous.audio, ...counts.audio] },
+    // A family's expansion text already holds every placeholder token: each then stands for one row.
+    expandText: family ? (text) => expandEach(text, family.placeholder, images.map((i) => i.expansion)) : undefined,
+    counts: family ? { image: 1, audio: [...previous.rows.audio, ...record.rows.audio] }
+      : { image: [...previous.rows.image, ...record.rows.image], audio: [...previous.rows.audio, ...record.rows.audio] },
   });
   const merged: Record<number, Float32Array> = { ...encoded };
   for (const [id, list] of Object.entries(features)) merged[Number(id)] = concatRows([...(encoded[Number(id)] ? [encoded[Number(id)]] : []), ...list]);
-  return { inputIds: encodedPrompt.ids, features: merged, encodeMs, message: { ...message, rows: counts } as ChatMessage };
+  let mropePositions: BigInt64Array | undefined;
+  if (m.set.decoder.inputs.positions === 'mrope' && family?.ropeIndex && images.length)
+    mropePositions = family.ropeIndex(encodedPrompt.ids, images.map((i) => i.tensors ?? {}) as Readonly<Record<string, never>>[]).positions;
+  return { inputIds: encodedPrompt.ids, features: merged, encodeMs, mropePositions, message: { ...message, media: record } as ChatMessage };
 }
 
-function countMedia(history: readonly ChatMessage[]): Record<MediaKind, number[]> {
-  const out: Record<MediaKind, number[]> = { image: [], audio: [] };
+/** Replaces the i-th `placeholder` in `text` with `expansions[i]`; the counts must agree. */
+function expandEach(text: string, placeholder: string, expansions: readonly string[]): string {
+  const parts = text.split(placeholder);
+  if (parts.length - 1 !== expansions.length)
+    throw fail('E_PROMPT_IMAGES', `the prompt has ${parts.length - 1} ${placeholder} placeholder(s) for ${expansions.length} image(s)`,
+      { hint: 'the chat template writes one placeholder per image content part' });
+  return parts.reduce((out, p, i) => out + expansions[i - 1] + p);
+}
+
+function mediaOf(history: readonly ChatMessage[]): Required<MediaRecord> {
+  const out = { rows: { image: [] as number[], audio: [] as number[] }, images: [] as NonNullable<MediaRecord['images']>[number][] };
   for (const h of history) {
-    const rows = (h as ChatMessage & { rows?: Record<MediaKind, number[]> }).rows;
-    if (rows) { out.image.push(...rows.image); out.audio.push(...rows.audio); }
+    const media = (h as ChatMessage & { media?: MediaRecord }).media;
+    if (!media) continue;
+    out.rows.image.push(...media.rows.image);
+    out.rows.audio.push(...media.rows.audio);
+    out.images.push(...(media.images ?? []));
   }
   return out;
 }

@@ -5,7 +5,7 @@
  */
 import { fail } from '../errors.js';
 import { TokenRingBuffer, slotBytesFor, type RingStats, type WriteLease } from './buffers/ring-buffer.js';
-import { ChatSession, type GenerateResult, type GenerationStats } from './generation/chat-session.js';
+import { ChatSession, type GenerateRequest, type GenerateResult, type GenerationStats } from './generation/chat-session.js';
 import type { SamplingOptions } from './generation/sampling.js';
 import { createStreamDecoder } from './inputs/tokenizer.js';
 import { prepareTurn, type RuntimeModel, type Turn } from './model.js';
@@ -56,10 +56,10 @@ export function runStats(g: GenerationStats, encodeMs: number, bricks: Record<st
 }
 
 /** Generates from a prepared prompt, streaming text and returning the answer without the stop token. */
-async function answer(m: RuntimeModel, session: ChatSession, inputIds: readonly number[], features: Record<number, Float32Array>,
+async function answer(m: RuntimeModel, session: ChatSession, req: GenerateRequest,
   encodeMs: number, g: GenerationFlags, before: Record<string, number> = m.set.brickMs()): Promise<RunResult> {
   const stream = m.tokenizer ? createStreamDecoder(m.tokenizer) : undefined;
-  const r = await session.generate({ inputIds, features }, {
+  const r = await session.generate(req, {
     maxNewTokens: g.maxNewTokens, sampling: samplingFor(m, g.sampling), stopStrings: g.stopStrings,
     decode: m.tokenizer && ((ids) => m.tokenizer!.decode(ids, { skipSpecialTokens: true })),
     onToken: (e) => { const t = stream?.push(e.token); if (t) g.onText?.(t); },
@@ -86,10 +86,10 @@ export async function runPrompt(m: RuntimeModel, turn: Turn & { inputIds?: reado
         encodeMs += r.ms;
         features[enc.placeholderTokenId] = concat(features[enc.placeholderTokenId], r.features);
       }
-    return answer(m, session, turn.inputIds, features, encodeMs, g, before);
+    return answer(m, session, { inputIds: turn.inputIds, features }, encodeMs, g, before);
   }
   const p = await prepareTurn(m, turn);
-  return answer(m, session, p.inputIds, p.features, p.encodeMs, g, before);
+  return answer(m, session, { inputIds: p.inputIds, features: p.features, mropePositions: p.mropePositions }, p.encodeMs, g, before);
 }
 
 export interface ImageStreamOptions extends GenerationFlags {
@@ -203,7 +203,7 @@ async function stream(m: RuntimeModel, images: readonly string[], prompt: string
     const lease = await ring.acquireRead();
     try {
       // The session copies the slot rows into its own arena, so the decoder never reads shared memory.
-      const r = await answer(m, session, ids, { [placeholder]: lease.view('float32', rows * hidden) }, Number(lease.meta.tag), g);
+      const r = await answer(m, session, { inputIds: ids, features: { [placeholder]: lease.view('float32', rows * hidden) } }, Number(lease.meta.tag), g);
       answers.push({ ...r, image: images[i]! });
       g.onAnswer?.(i, r);
     } finally {

@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AutoModelForCausalLM, AutoTokenizer, env } from '@huggingface/transformers';
 import { TEXT_FAMILIES, buildTextFamily, type TextFamily } from '../../src/fixtures/text-families.js';
+import { GQA_VARIANTS, buildGqaTextLm } from '../../src/fixtures/gqa-decoder.js';
+import { GQA_FAMILY_NAMES, type GqaFamilyName } from '../../src/fixtures/gqa-families.js';
 import { partition } from '../../src/partition/index.js';
 import { openModel, prepareTurn } from '../../src/run/model.js';
 import { generate } from '../../src/run/generation/chat-session.js';
@@ -64,6 +66,20 @@ describe.each(TEXT_FAMILIES.map((f) => [f]))('%s', (family: TextFamily) => {
     expect(got.prompt).toEqual(ref.prompt);
     expect(got.tokens).toEqual(ref.tokens);
     // A comparison of one repeated token would prove little.
+    expect(new Set(ref.tokens).size).toBeGreaterThan(2);
+  });
+});
+
+// onnxruntime-genai builder / build_gemma.py exports: GroupQueryAttention, no position_ids (builder) or
+// 0/1-based position_ids (gemma), float16 KV and logits in the fp16 / q4f16 variants.
+describe.each(GQA_FAMILY_NAMES.map((f) => [f]))('%s (GroupQueryAttention)', (family: GqaFamilyName) => {
+  let dir: string;
+  beforeAll(async () => { dir = join(root, family); await buildGqaTextLm(dir, { family }); });
+  it.each(GQA_VARIANTS.map((v) => [v]))('%s: same prompt ids and greedy tokens as transformers.js', async (dtype) => {
+    const ref = await transformersJs(family, dtype);
+    const got = await nanomind(dir, join(root, `${family}-${dtype}-bricks`), dtype);
+    expect(got.prompt).toEqual(ref.prompt);
+    expect(got.tokens).toEqual(ref.tokens);
     expect(new Set(ref.tokens).size).toBeGreaterThan(2);
   });
 });

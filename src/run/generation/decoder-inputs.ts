@@ -8,8 +8,8 @@
  * | `position_ids` | [1, S] or [3, 1, S] | cumsum(mask) − 1 (+1 for Gemma 3, as transformers.js feeds); three rows (temporal, height, width) for Qwen2-VL's mRoPE | Optimum exports; GroupQueryAttention exports omit it |
  * | `cache_position` | [S] | from … to − 1 | newer Optimum exports |
  * | `use_cache_branch` | [1] bool | past length > 0 | Optimum "merged" decoders (an If over two branches) |
- * | `num_logits_to_keep` | [] int64 | 1: logits of the last row only | Gemma 3, newer transformers.js exports |
- * | `token_type_ids` | [1, S] | 1 where a row holds encoder features, else 0 | Gemma 3 (bidirectional attention over image rows) |
+ * | `num_logits_to_keep` | [] int64 | 1: logits of the last row only | Gemma 3 (onnx-community export) |
+ * | `token_type_ids` | [1, S] | 1 where a row holds encoder features, else 0 | PaliGemma-style exports that mark image rows (transformers.js 4.3.1 feeds it to none; the Gemma 3 export does not declare it) |
  *
  * `decoderInputs` reads which of these a decoder declares (and refuses any it does not know, naming
  * them); `stepFeeds` builds their values for one step. The generation loop, the quantizer's greedy

@@ -204,7 +204,13 @@ export interface PromptBuilder {
   readonly template: string;
   readonly placeholders: Partial<Record<MediaKind, Placeholder>>;
   render(messages: readonly ChatMessage[], opts?: RenderOptions): string;
-  encode(messages: readonly ChatMessage[], opts?: RenderOptions & { counts?: PlaceholderCounts }): EncodedPrompt;
+  encode(messages: readonly ChatMessage[], opts?: EncodeOptions): EncodedPrompt;
+}
+
+export interface EncodeOptions extends RenderOptions {
+  readonly counts?: PlaceholderCounts;
+  /** Rewrites the rendered text before tokenizing (a family processor's per-image expansion). */
+  readonly expandText?: (text: string) => string;
 }
 
 /** Template + tokenizer + placeholder rules of a model folder, ready to turn chats into ids. */
@@ -221,7 +227,8 @@ export async function loadPromptBuilder(
   return {
     template, placeholders, render,
     encode(messages, o = {}) {
-      const text = render(messages, o);
+      const rendered = render(messages, o);
+      const text = o.expandText ? o.expandText(rendered) : rendered;
       return { text, ...expandPlaceholders(tok.encode(text, { addSpecialTokens: false }), placeholders, o.counts) };
     },
   };

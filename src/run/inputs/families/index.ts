@@ -41,6 +41,8 @@ export interface FamilyProcessor {
   readonly placeholder: string;
   readonly notices: readonly string[];
   preprocess(inputs: readonly (string | Uint8Array | Image8)[], opts?: ProcessOptions): Promise<ImageBatch>;
+  /** See FamilyImageProcessor.ropeIndex; `images` are single-image batches' tensors, in prompt order. */
+  readonly ropeIndex?: FamilyImageProcessor['ropeIndex'];
 }
 
 /** The family a set of configs names, or undefined. */
@@ -62,6 +64,7 @@ function wrap(proc: FamilyImageProcessor, notices: readonly string[]): FamilyPro
     family: proc.family,
     placeholder: proc.placeholder,
     notices,
+    ropeIndex: proc.ropeIndex?.bind(proc),
     async preprocess(inputs, opts = {}) {
       if (!inputs.length) throw fail('E_INPUT', 'preprocess: no images');
       const images: ProcessedImage[] = [];

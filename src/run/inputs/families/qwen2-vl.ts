@@ -115,6 +115,15 @@ export const qwen2VlFamily: ImageFamily = {
         pixel_values: cat0(images.map((i) => i.tensors.pixel_values)),
         image_grid_thw: cat0(images.map((i) => i.tensors.image_grid_thw)),
       }),
+      ropeIndex(ids, images) {
+        const grids = images.map((t) => {
+          const g = t.image_grid_thw;
+          if (!g || g.type !== 'int64' || g.data.length !== 3) throw fail('E_INPUT', 'get_rope_index: an image without its image_grid_thw row');
+          return [Number(g.data[0]), Number(g.data[1]), Number(g.data[2])] as const;
+        });
+        const r = getRopeIndex([ids], grids, ropeTokensFromConfig(c.model));
+        return { positions: r.positionIds, delta: r.ropeDeltas[0]! };
+      },
     };
   },
 };

@@ -49,6 +49,12 @@ export interface FamilyImageProcessor {
   process(img: Image8, opts?: ProcessOptions): Promise<ProcessedImage>;
   /** The model inputs for several images of one prompt, in order. */
   batch(images: readonly ProcessedImage[]): Record<string, TensorLike>;
+  /**
+   * Families whose decoder takes 3-D (mRoPE) position ids: the three position rows of a prompt's tokens,
+   * axis-major [3 × ids.length], given each image's tensors in prompt order, and the offset of the text
+   * that follows (decode step positions are cache length + delta).
+   */
+  ropeIndex?(ids: readonly number[], images: readonly Readonly<Record<string, TensorLike>>[]): { positions: BigInt64Array; delta: number };
 }
 
 export interface ImageFamily {
