@@ -14,7 +14,7 @@ import { openBrickSet, type BrickSet, type EncodeResult, type EncoderRole } from
 import { tensor } from './feeds.js';
 import { audioFeatures, loadFeatureExtractorConfig, type WhisperFeatureConfig } from './inputs/audio.js';
 import { loadPromptBuilder, type ChatMessage, type ContentPart, type MediaKind, type PromptBuilder } from './inputs/chat-template.js';
-import { loadImageProcessorConfig, preprocessImage, type ImageProcessorConfig } from './inputs/image.js';
+import { loadImageProcessorConfig, preprocessImage, type ImageProcessorConfig, type Resampler } from './inputs/image.js';
 import { readNpyFile } from './inputs/npy.js';
 import { loadTokenizer, type TextTokenizer } from './inputs/tokenizer.js';
 import type { SamplingOptions } from './generation/sampling.js';
@@ -22,6 +22,8 @@ import type { SamplingOptions } from './generation/sampling.js';
 export interface OpenModelOptions {
   readonly threads?: number;
   readonly checkHashes?: boolean;
+  /** Image resampling: 'pillow' (default, as Python transformers) or 'sharp-affine' (as transformers.js). */
+  readonly resampler?: Resampler;
 }
 
 export interface RuntimeModel {
@@ -93,9 +95,9 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
       if ('prepared' in item) return item.prepared;
       if ('tensor' in item) return { input: item.tensor };
       if (kind === 'image') {
-        if (imageFamily) return familyImage(imageFamily, vision!, item.file);
+        if (imageFamily) return familyImage(imageFamily, vision!, item.file, opts.resampler);
         if (!imageConfig) throw fail('E_PREPROCESSOR', `${dir}: no preprocessor_config.json for images`, { hint: 'pass the tensor with --input pixel_values=FILE.npy' });
-        const px = await preprocessImage(item.file, imageConfig);
+        const px = await preprocessImage(item.file, imageConfig, { resampler: opts.resampler });
         return { input: tensor('float32', px.data, px.dims) };
       }
       if (!audioConfig) throw fail('E_PREPROCESSOR', `${dir}: no preprocessor_config.json for audio`, { hint: 'pass the tensor with --input input_features=FILE.npy' });
@@ -118,8 +120,8 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
 const ALIASES: Readonly<Record<string, string>> = { grid_thw: 'image_grid_thw' };
 
 /** One image through its family's processor, as feeds for the encoder chain's first brick. */
-async function familyImage(p: FamilyProcessor, enc: EncoderRole, file: string): Promise<PreparedMedia> {
-  const batch = await p.preprocess([file]);
+async function familyImage(p: FamilyProcessor, enc: EncoderRole, file: string, resampler?: Resampler): Promise<PreparedMedia> {
+  const batch = await p.preprocess([file], { resampler });
   const feeds: Record<string, TensorLike> = {};
   const first = enc.chain[0]!;
   for (const i of first.inputs) {

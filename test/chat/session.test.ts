@@ -8,6 +8,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Conversation, formatStats, parseInput, statusLine } from '../../src/chat/session.js';
 import { openModel, type RuntimeModel } from '../../src/run/model.js';
+import type { TensorLike } from '../../src/run/backend.js';
 import { AUDIO_TOKEN_ID, IMAGE_TOKEN_ID, cleanupFixtures, fixtureDir, fixtureRoot } from '../fixtures/index.js';
 import { brickSetDir, monolithicGreedy, releaseSessions } from '../run/helpers.js';
 import ort from 'onnxruntime-node';
@@ -41,7 +42,7 @@ describe('Conversation', () => {
   it('answers turn after turn, reusing the cached prefix, with the tokens a from-scratch ORT run gives', async () => {
     const mono = await fixtureDir('llava-monolithic');
     const c = new Conversation(model, { maxNewTokens: 6, sampling: { temperature: 0 } });
-    const px = await model.mediaInput('image', { file: png });
+    const px = await model.mediaInput('image', { file: png }) as TensorLike;
     const pixels = { pixel_values: new ort.Tensor('float32', px.data as Float32Array, px.dims) };
 
     await c.attach('image', png);

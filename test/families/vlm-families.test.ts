@@ -5,17 +5,24 @@
  * prompt ids and the same greedy tokens. Oracle: transformers.js 4.3.1 (AutoProcessor + the family's
  * ForConditionalGeneration class).
  *
- * Image sizes need no resize in either processor (multiples of the patch grid inside the pixel bounds):
- * nanomind resamples like Pillow, transformers.js like libvips' affine (test/run/inputs-image.test.ts),
- * so a resized image would compare the resamplers, not the pipelines.
+ * nanomind resamples like Pillow by default, transformers.js like libvips' affine
+ * (test/run/inputs-image.test.ts): Qwen2-VL images are sized to need no resize (multiples of the patch
+ * grid inside the pixel bounds); SmolVLM's tiling and Gemma 3's fixed size always resize, so those runs
+ * open the model with `resampler: 'sharp-affine'` (transformers.js' resampling) to compare pipelines,
+ * not resamplers.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { AutoProcessor, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration, RawImage, env } from '@huggingface/transformers';
+import {
+  AutoModelForImageTextToText, AutoProcessor, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration, RawImage, env,
+} from '@huggingface/transformers';
 import { buildTinyQwen2Vl } from '../../src/fixtures/qwen2-vl.js';
+import { buildTinySmolVlm } from '../../src/fixtures/smolvlm.js';
+import { buildTinyGemma3Vlm } from '../../src/fixtures/gemma3-vlm.js';
+import type { Resampler } from '../../src/run/inputs/image.js';
 import { partition } from '../../src/partition/index.js';
 import { openModel, prepareTurn } from '../../src/run/model.js';
 import { generate } from '../../src/run/generation/chat-session.js';
@@ -52,7 +59,9 @@ async function transformersJs(name: string, cls: { from_pretrained: (n: string, 
   try {
     const text = processor.apply_chat_template([{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: PROMPT }] }] as never,
       { add_generation_prompt: true }) as unknown as string;
-    const inputs = await processor(text, await RawImage.read(file)) as Record<string, { data: ArrayLike<number | bigint> }>;
+    // The rendered template already holds the special tokens (Gemma's <bos>): tokenize without adding more,
+    // as nanomind does and as Python's apply_chat_template(tokenize=True) does.
+    const inputs = await processor(text, await RawImage.read(file), { add_special_tokens: false }) as Record<string, { data: ArrayLike<number | bigint> }>;
     const out = await model.generate({ ...inputs, max_new_tokens: NEW_TOKENS, min_new_tokens: NEW_TOKENS, do_sample: false, repetition_penalty: 1.0 });
     const prompt = Array.from(inputs.input_ids!.data, Number);
     return { prompt, tokens: Array.from(out.data, Number).slice(prompt.length) };
@@ -61,8 +70,8 @@ async function transformersJs(name: string, cls: { from_pretrained: (n: string, 
   }
 }
 
-async function nanomind(bricks: string, file: string) {
-  const m = await openModel(bricks);
+async function nanomind(bricks: string, file: string, resampler?: Resampler) {
+  const m = await openModel(bricks, { resampler });
   try {
     const turn = await prepareTurn(m, { prompt: PROMPT, images: [{ file }] });
     const r = await generate(m.set, { inputIds: turn.inputIds, features: turn.features, mropePositions: turn.mropePositions },
@@ -73,17 +82,35 @@ async function nanomind(bricks: string, file: string) {
   }
 }
 
-describe.each([
-  ['qwen2_vl', Qwen2VLForConditionalGeneration],
-  ['qwen2_5_vl', Qwen2_5_VLForConditionalGeneration],
-] as const)('%s', (variant, cls) => {
-  it.each([[112, 56, 0], [84, 112, 1]])('%dx%d image: same prompt ids (mRoPE grid expansion) and greedy tokens as transformers.js', async (w, h, seed) => {
-    const dir = join(root, variant);
-    await buildTinyQwen2Vl(dir, { variant, seed: variant === 'qwen2_vl' ? 7 : 0 });
-    const file = await png(join(root, `${variant}-${w}x${h}.png`), w, h, seed);
-    const ref = await transformersJs(variant, cls as never, file);
-    await partition({ input: dir, out: join(root, `${variant}-bricks`) });
-    const got = await nanomind(join(root, `${variant}-bricks`), file);
+type Cls = { from_pretrained: (n: string, o: object) => Promise<unknown> };
+interface Family {
+  readonly name: string;
+  readonly build: (dir: string) => Promise<unknown>;
+  readonly cls: Cls;
+  readonly images: readonly (readonly [number, number, number])[];
+  readonly resampler?: Resampler;
+}
+
+const FAMILIES: readonly Family[] = [
+  { name: 'qwen2_vl', build: (d) => buildTinyQwen2Vl(d, { variant: 'qwen2_vl', seed: 7 }), cls: Qwen2VLForConditionalGeneration as unknown as Cls, images: [[112, 56, 0], [84, 112, 1]] },
+  { name: 'qwen2_5_vl', build: (d) => buildTinyQwen2Vl(d, { variant: 'qwen2_5_vl', seed: 0 }), cls: Qwen2_5_VLForConditionalGeneration as unknown as Cls, images: [[112, 56, 0], [84, 112, 1]] },
+  { name: 'smolvlm', build: (d) => buildTinySmolVlm(d, { family: 'smolvlm' }), cls: AutoModelForImageTextToText as unknown as Cls, images: [[60, 28, 0], [40, 70, 1]], resampler: 'sharp-affine' },
+  { name: 'smolvlm2', build: (d) => buildTinySmolVlm(d, { family: 'smolvlm2' }), cls: AutoModelForImageTextToText as unknown as Cls, images: [[60, 28, 0]], resampler: 'sharp-affine' },
+  { name: 'gemma3', build: (d) => buildTinyGemma3Vlm(d, { seed: 1 }), cls: AutoModelForImageTextToText as unknown as Cls, images: [[32, 32, 0], [50, 20, 1]], resampler: 'sharp-affine' },
+];
+
+describe.each(FAMILIES.map((f) => [f.name, f] as const))('%s', (name, f) => {
+  let bricks: string;
+  beforeAll(async () => {
+    const dir = join(root, name);
+    await f.build(dir);
+    bricks = join(root, `${name}-bricks`);
+    await partition({ input: dir, out: bricks });
+  });
+  it.each(f.images.map((x) => [...x]))('%dx%d image: same prompt ids and greedy tokens as transformers.js', async (w, h, seed) => {
+    const file = await png(join(root, `${name}-${w}x${h}.png`), w, h, seed);
+    const ref = await transformersJs(name, f.cls as never, file);
+    const got = await nanomind(bricks, file, f.resampler);
     expect(got.prompt).toEqual(ref.prompt);
     expect(got.tokens).toEqual(ref.tokens);
     expect(new Set(ref.tokens).size).toBeGreaterThan(2);
