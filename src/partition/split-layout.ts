@@ -3,7 +3,7 @@
  * bricks with the canonical interfaces, so they are copied byte for byte (a `--dtype` suffix picks the
  * variant), and only `--split-projector` cuts anything (the projector out of the vision encoder).
  */
-import { readdir } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fail } from '../errors.js';
 import type { BrickEntry, Connection } from '../formats/bricks.js';
@@ -19,16 +19,18 @@ export interface SplitFile { readonly stem: string; readonly kind: BrickKind; re
 export interface SplitLayout { readonly dir: string; readonly suffix: string; readonly files: readonly SplitFile[] }
 
 /**
- * An encoder-decoder export (Whisper, Florence-2: `encoder_model*.onnx` beside `decoder_model*.onnx`,
- * in `dir/onnx` or `dir`). Its decoder cross-attends to the encoder, so adopting the decoder alone as a
- * text decoder would silently drop the encoder: intake refuses these until encoder-decoder support lands.
+ * An encoder-decoder model (Whisper, Florence-2, T5): `encoder_model*.onnx` beside `decoder_model*.onnx`
+ * (in `dir/onnx` or `dir`), or a config.json saying `is_encoder_decoder` (a folder `pull` fetched only the
+ * decoder files of). Its decoder cross-attends to the encoder, so adopting the decoder alone as a text
+ * decoder would silently drop the encoder: intake refuses these until encoder-decoder support lands.
  */
 export async function isEncoderDecoderLayout(dir: string): Promise<boolean> {
   for (const d of [join(dir, 'onnx'), dir]) {
     const stems = (await readdir(d).catch(() => [] as string[])).map((f) => splitOnnxName(f)?.stem).filter(Boolean);
     if (stems.includes('encoder_model') && stems.some((s) => /^decoder_(model|model_merged|with_past_model)$/.test(s!))) return true;
   }
-  return false;
+  const config = await readFile(join(dir, 'config.json'), 'utf8').then((t) => JSON.parse(t) as Record<string, any>, () => undefined);
+  return config?.is_encoder_decoder === true || config?.text_config?.is_encoder_decoder === true;
 }
 
 /** The vision encoder's interface cut in two at the projector: the cuts and the file's feature output. */

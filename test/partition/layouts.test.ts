@@ -114,6 +114,11 @@ describe('folders that are no layout nanomind knows', () => {
       expect(await code(runnableDir(dir))).toBe('E_PARTITION_ENCODER_DECODER');
     }
     for (const dir of [l.dir, a.dir, SHAPES, join(SHAPES, 'monolithic')]) expect(await isEncoderDecoderLayout(dir)).toBe(false);
+    // Only the decoder files (as `pull` fetches them), but config.json says encoder-decoder.
+    const decoderOnly = await folder('whisper-pulled', { 'onnx/decoder_model_merged.onnx': a.files.decoder, 'onnx/embed_tokens.onnx': a.files.embedTokens });
+    await writeFile(join(decoderOnly, 'config.json'), JSON.stringify({ model_type: 'whisper', is_encoder_decoder: true }));
+    expect(await isEncoderDecoderLayout(decoderOnly)).toBe(true);
+    expect(await code(partition({ input: decoderOnly, out: out() }))).toBe('E_PARTITION_ENCODER_DECODER');
   });
 
   it('an empty folder, unrelated graphs, or a split folder with a file it would drop: one error listing the known layouts', async () => {
