@@ -39,7 +39,7 @@ const isEncoderInput = (name: string): boolean => /pixel_values|input_features/.
 const layoutError = (dir: string, what: string, files: readonly string[] = []) =>
   fail('E_PARTITION_LAYOUT', `${dir}: ${what}`, {
     file: dir,
-    hint: 'pass a folder in one of the layouts below, or the .onnx file itself',
+    hint: 'pass a folder in one of the layouts listed, or a .onnx file',
     notes: [...KNOWN_LAYOUTS.map((l) => `layout: ${l}`), ...files.map((f) => `found: ${f}`)],
   });
 
