@@ -25,6 +25,9 @@ export interface VerifyOptions {
   readonly dims?: Readonly<Record<string, number>>;
 }
 
+/** Suffix of the outputs compared on the second, one-token step that reads the KV cache of the first. */
+export const CACHED_STEP = ' (next token, cached)';
+
 const sessionOptions: ort.InferenceSession.SessionOptions = { ...ORT_LOG, intraOpNumThreads: 2, graphOptimizationLevel: 'all' };
 
 export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
@@ -76,53 +79,95 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
   for (const p of placeholders) { for (let i = 0; i < p.rows; i++) ids.push(BigInt(p.id)); ids.push(textId()); }
   while (ids.length < 12) ids.push(textId());
   const seq = ids.length;
-  values.set(TENSOR.inputIds, new ort.Tensor('int64', BigInt64Array.from(ids), [1, seq]));
-  values.set(TENSOR.attentionMask, new ort.Tensor('int64', new BigInt64Array(seq).fill(1n), [1, seq]));
-  values.set(TENSOR.positionIds, new ort.Tensor('int64', BigInt64Array.from({ length: seq }, (_, i) => BigInt(i)), [1, seq]));
+  const producerOf = (name: string) => o.bricks.find((b) => b.outputs.some((x) => x.name === name) && !o.connections.some((c) => c.from === `${b.name}.${name}`))
+    ?? o.bricks.find((b) => b.outputs.some((x) => x.name === name));
+
+  // Step 1 is the prompt with an empty cache. With a KV cache, step 2 is one more token on top of each
+  // side's own cache (the chain's presents for the chain, the original's for the original): a past input
+  // wired to the wrong layer or left unconnected cannot show in step 1, where every past is empty.
+  const presentOf = (past: string) => past.replace(/^past_key_values/, 'present');
+  const cached = o.original.inputs.filter((i) => /^past_key_values/.test(i.name));
+  const twoSteps = cached.length > 0 && cached.every((i) => o.original.outputs.some((x) => x.name === presentOf(i.name)) && producerOf(presentOf(i.name)));
+  const next = [textId()];
+  const steps: Step[] = [{
+    ids, merge: true, values: new Map([
+      [TENSOR.inputIds, new ort.Tensor('int64', BigInt64Array.from(ids), [1, seq])],
+      [TENSOR.attentionMask, new ort.Tensor('int64', new BigInt64Array(seq).fill(1n), [1, seq])],
+      [TENSOR.positionIds, new ort.Tensor('int64', BigInt64Array.from({ length: seq }, (_, i) => BigInt(i)), [1, seq])],
+    ]), past: () => undefined, originalPast: () => undefined,
+  }];
+  if (twoSteps) steps.push({
+    ids: next, merge: false, values: new Map([
+      [TENSOR.inputIds, new ort.Tensor('int64', BigInt64Array.from(next), [1, 1])],
+      [TENSOR.attentionMask, new ort.Tensor('int64', new BigInt64Array(seq + 1).fill(1n), [1, seq + 1])],
+      [TENSOR.positionIds, new ort.Tensor('int64', BigInt64Array.from([BigInt(seq)]), [1, 1])],
+    ]),
+    past: (name) => { const p = producerOf(presentOf(name)); return p && steps[0].values.get(`${p.name}.${presentOf(name)}`); },
+    originalPast: (name) => steps[0].ref?.[presentOf(name)],
+  });
+  const valueOf = (st: Step, key: string) => st.values.get(key) ?? values.get(key);
+  const emptyPast = (i: TensorSpec) => new ort.Tensor('float32', new Float32Array(0), sizeOf(i, seq));
+  // Each model is opened once and runs every step before it is released (session creation dominates).
+  const runSteps = async (file: string, feedsOf: (st: Step) => Record<string, ort.Tensor>, keep: (st: Step, out: Record<string, ort.Tensor>) => void) => {
+    const s = await ort.InferenceSession.create(file, sessionOptions);
+    try { for (const st of steps) keep(st, await s.run(feedsOf(st))); } finally { await s.release(); }
+  };
 
   // 3. Text-side bricks, merging features where the manifest says so.
   for (const b of order.filter((x) => x.kind === 'embed' || x.kind === 'decoder')) {
-    const feeds: Record<string, ort.Tensor> = {};
-    for (const i of b.inputs) {
-      const key = `${b.name}.${i.name}`;
-      const plain = o.connections.find((c) => c.to === key && !c.merge);
-      let t = plain ? values.get(plain.from) : values.get(i.name);
-      if (!t && /^past_key_values/.test(i.name)) t = new ort.Tensor('float32', new Float32Array(0), sizeOf(i, seq));
-      if (!t) throw fail('E_VERIFY_INPUT', `no value to feed brick '${b.name}' input '${i.name}'`);
-      if (mergeTargets.has(key)) {
-        const data = new Float32Array(t.data as Float32Array);
-        const hidden = t.dims[t.dims.length - 1];
-        for (const m of merges.filter((c) => c.to === key))
-          replacePlaceholderRows(data, ids, m.merge!.placeholderTokenId, values.get(m.from)!.data as Float32Array, hidden);
-        t = new ort.Tensor('float32', data, t.dims);
+    await runSteps(join(o.dir, b.file), (st) => {
+      const feeds: Record<string, ort.Tensor> = {};
+      for (const i of b.inputs) {
+        const key = `${b.name}.${i.name}`;
+        const plain = o.connections.find((c) => c.to === key && !c.merge);
+        let t = /^past_key_values/.test(i.name) ? st.past(i.name) ?? emptyPast(i) : plain ? valueOf(st, plain.from) : valueOf(st, i.name);
+        if (!t) throw fail('E_VERIFY_INPUT', `no value to feed brick '${b.name}' input '${i.name}'`);
+        if (st.merge && mergeTargets.has(key)) {
+          const data = new Float32Array(t.data as Float32Array);
+          const hidden = t.dims[t.dims.length - 1];
+          for (const m of merges.filter((c) => c.to === key))
+            replacePlaceholderRows(data, st.ids, m.merge!.placeholderTokenId, values.get(m.from)!.data as Float32Array, hidden);
+          t = new ort.Tensor('float32', data, t.dims);
+        }
+        feeds[i.name] = t;
       }
-      feeds[i.name] = t;
-    }
-    const out = await runOnce(join(o.dir, b.file), feeds);
-    for (const [k, v] of Object.entries(out)) values.set(`${b.name}.${k}`, v);
+      return feeds;
+    }, (st, out) => { for (const [k, v] of Object.entries(out)) st.values.set(`${b.name}.${k}`, v); });
   }
 
   // 4. The original on the same inputs.
-  const originalFeeds: Record<string, ort.Tensor> = {};
-  for (const i of o.original.inputs) {
-    const v = values.get(i.name);
-    if (v) originalFeeds[i.name] = v;
-    else if (/^past_key_values/.test(i.name)) originalFeeds[i.name] = new ort.Tensor('float32', new Float32Array(0), sizeOf(i, seq));
-    else throw fail('E_VERIFY_INPUT', `no value to feed the original model's input '${i.name}'`);
-  }
-  const ref = await runOnce(o.original.file, originalFeeds);
+  await runSteps(o.original.file, (st) => {
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const i of o.original.inputs) {
+      const v = /^past_key_values/.test(i.name) ? st.originalPast(i.name) ?? emptyPast(i) : valueOf(st, i.name);
+      if (!v) throw fail('E_VERIFY_INPUT', `no value to feed the original model's input '${i.name}'`);
+      feeds[i.name] = v;
+    }
+    return feeds;
+  }, (st, out) => { st.ref = out; });
   const outputs: VerifyOutput[] = [];
-  for (const out of o.original.outputs) {
-    const producer = o.bricks.find((b) => b.outputs.some((x) => x.name === out.name) && !o.connections.some((c) => c.from === `${b.name}.${out.name}`))
-      ?? o.bricks.find((b) => b.outputs.some((x) => x.name === out.name));
-    const got = producer && values.get(`${producer.name}.${out.name}`);
-    if (!got) continue;
-    outputs.push({ name: out.name, ...compare(got, ref[out.name]) });
-  }
+  steps.forEach((st, k) => {
+    for (const out of o.original.outputs) {
+      const p = producerOf(out.name);
+      const got = p && valueOf(st, `${p.name}.${out.name}`);
+      if (got) outputs.push({ name: k === 0 ? out.name : `${out.name}${CACHED_STEP}`, ...compare(got, st.ref![out.name]) });
+    }
+  });
   if (!outputs.length) throw fail('E_VERIFY_INPUT', 'the brick chain produces none of the original outputs');
   const maxAbsDiff = Math.max(...outputs.map((x) => x.maxAbsDiff));
   const maxRelDiff = Math.max(...outputs.map((x) => x.maxRelDiff));
   return { ok: maxRelDiff <= tolerance, maxAbsDiff, maxRelDiff, tolerance, seed, outputs };
+}
+
+interface Step {
+  readonly ids: readonly bigint[];
+  /** Merge feature rows into the embeddings (the prompt holds the placeholders; the next token does not). */
+  readonly merge: boolean;
+  /** This step's inputs and brick outputs (`brick.output`); encoder features are shared by all steps. */
+  readonly values: Map<string, ort.Tensor>;
+  readonly past: (name: string) => ort.Tensor | undefined;
+  readonly originalPast: (name: string) => ort.Tensor | undefined;
+  ref?: Record<string, ort.Tensor>;
 }
 
 const rowsOf = (t: ort.Tensor): number => t.dims.slice(0, -1).reduce((a, b) => a * b, 1);
