@@ -12,5 +12,5 @@ export const hasKvCache = (decoder: BrickLike): boolean => decoder.inputs.some((
 /** The notice for a decoder brick without a KV cache; undefined when every decoder has one (or there is none). */
 export function noKvCacheNotice(bricks: readonly BrickLike[]): string | undefined {
   const d = bricks.find((b) => b.kind === 'decoder' && !hasKvCache(b));
-  return d && `decoder '${d.name}' has no KV cache (no past_key_values inputs): every turn re-prefills the whole conversation and every new token recomputes all positions, so generation slows as the text grows; export the model with past key values (e.g. optimum's with-past / onnx-community decoder_model_merged) for incremental decoding`;
+  return d && `decoder '${d.name}' has no KV cache (no past_key_values inputs): every turn re-prefills the whole conversation and every new token recomputes all positions, so generation slows as the text grows; export it with past key values (optimum with-past, onnx-community decoder_model_merged) or partition a monolithic export with --add-kv-cache`;
 }

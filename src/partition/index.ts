@@ -14,6 +14,7 @@ import { inferTypes } from '../onnx/shape-infer.js';
 import { copyAuxFiles, interfaceOf, sourceEntry, writeBrick } from './brick-files.js';
 import { detectBricks, type CutOverrides } from './detect.js';
 import { configDirs, readModelConfig, resolveModelLayout } from './model-input.js';
+import { addKvCache } from './kv-rewrite.js';
 import { adoptSplitLayout } from './split-layout.js';
 import { verifyBricks } from './verify.js';
 
@@ -28,6 +29,8 @@ export interface PartitionOptions {
   readonly tolerance?: number;
   /** Write weights of at least this many bytes to `<brick>.onnx_data` (default: as in the source; forced past 2 GB). */
   readonly externalData?: number;
+  /** Rewrite a decoder cut from a monolithic graph without a KV cache to take past / return present key values (kv-rewrite.ts). */
+  readonly addKvCache?: boolean;
   readonly onStage?: (stage: string) => void;
 }
 
@@ -53,10 +56,12 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
     let verify: VerifyReport | null = null;
     let original: OnnxFile | undefined;
     let originalOutputs: string[] | undefined;
+    let rewritten = false;
     if (layout.form === 'split') {
       o.onStage?.('adopt');
       const adopted = await adoptSplitLayout(layout.split, tmp, { splitProjector: o.splitProjector ?? false, tokenIds: config.tokenIds, cutProjector: o.cuts?.projector, externalData: o.externalData });
       ({ bricks, connections } = adopted);
+      if (o.addKvCache) notes.push('--add-kv-cache ignored: split-layout files are adopted as they are');
       notes.push(...adopted.notes);
       sources = await Promise.all(layout.split.files.map((f) => sourceEntry(f.file)));
       if (adopted.cutFrom && (o.verify ?? true)) { original = adopted.cutFrom; originalOutputs = adopted.cutOutputs; }
@@ -74,11 +79,18 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
       for (const cut of found.bricks) {
         o.onStage?.(`write ${cut.name}`);
         const { model } = extractModel(src.model, g, { graphName: cut.name, inputs: cut.inputs, outputs: cut.outputs });
+        if (cut.kind === 'decoder' && o.addKvCache && !cut.inputs.some((i) => /^past_key_values/.test(i.name))) {
+          const r = addKvCache(model);
+          rewritten = true;
+          notes.push(`--add-kv-cache: the decoder's ${r.layers} attention layers now take past_key_values.* and return present.*${r.positions === 'sliced' ? ' (in-graph position ids keep the last sequence_length rows)' : ''}`);
+        }
         bricks.push(await writeBrick(tmp, cut.name, cut.kind, model, src, o.externalData));
       }
       connections = [...found.connections];
       sources = [await sourceEntry(src.file)];
-      if (o.verify ?? true) original = src;
+      // A rewritten decoder is always checked: only verification shows the graph's mask allows a past.
+      if (rewritten && o.verify === false) notes.push('--no-verify ignored: a decoder rewritten by --add-kv-cache is always verified');
+      if ((o.verify ?? true) || rewritten) original = src;
     }
     const kv = noKvCacheNotice(bricks);
     if (kv) notes.push(kv);

@@ -82,28 +82,30 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
   const producerOf = (name: string) => o.bricks.find((b) => b.outputs.some((x) => x.name === name) && !o.connections.some((c) => c.from === `${b.name}.${name}`))
     ?? o.bricks.find((b) => b.outputs.some((x) => x.name === name));
 
-  // Step 1 is the prompt with an empty cache. With a KV cache, step 2 is one more token on top of each
-  // side's own cache (the chain's presents for the chain, the original's for the original): a past input
-  // wired to the wrong layer or left unconnected cannot show in step 1, where every past is empty.
+  // Step 1 is the prompt with an empty cache. When the chain's decoder keeps a KV cache, step 2 is one
+  // more token on top of the chain's own cache, checked against the original fed its own cache, or, for an
+  // original without one, recomputing the whole sequence (its last row). A past input wired to the wrong
+  // layer, or a rewritten attention (--add-kv-cache), cannot show in step 1, where every past is empty.
   const presentOf = (past: string) => past.replace(/^past_key_values/, 'present');
-  const cached = o.original.inputs.filter((i) => /^past_key_values/.test(i.name));
-  const twoSteps = cached.length > 0 && cached.every((i) => o.original.outputs.some((x) => x.name === presentOf(i.name)) && producerOf(presentOf(i.name)));
+  const isPast = (name: string) => /^past_key_values/.test(name);
+  const decoder = o.bricks.find((b) => b.kind === 'decoder');
+  const chainPast = decoder?.inputs.filter((i) => isPast(i.name)) ?? [];
+  const chainCached = chainPast.length > 0 && chainPast.every((i) => decoder!.outputs.some((x) => x.name === presentOf(i.name)));
+  const originalPast = o.original.inputs.filter((i) => isPast(i.name));
+  const originalCached = originalPast.length > 0 && originalPast.every((i) => o.original.outputs.some((x) => x.name === presentOf(i.name)));
+  const recompute = originalPast.length === 0 && o.original.inputs.some((i) => i.name === TENSOR.inputIds);
   const next = [textId()];
-  const steps: Step[] = [{
-    ids, merge: true, values: new Map([
-      [TENSOR.inputIds, new ort.Tensor('int64', BigInt64Array.from(ids), [1, seq])],
-      [TENSOR.attentionMask, new ort.Tensor('int64', new BigInt64Array(seq).fill(1n), [1, seq])],
-      [TENSOR.positionIds, new ort.Tensor('int64', BigInt64Array.from({ length: seq }, (_, i) => BigInt(i)), [1, seq])],
-    ]), past: () => undefined, originalPast: () => undefined,
-  }];
-  if (twoSteps) steps.push({
-    ids: next, merge: false, values: new Map([
-      [TENSOR.inputIds, new ort.Tensor('int64', BigInt64Array.from(next), [1, 1])],
-      [TENSOR.attentionMask, new ort.Tensor('int64', new BigInt64Array(seq + 1).fill(1n), [1, seq + 1])],
-      [TENSOR.positionIds, new ort.Tensor('int64', BigInt64Array.from([BigInt(seq)]), [1, 1])],
-    ]),
-    past: (name) => { const p = producerOf(presentOf(name)); return p && steps[0].values.get(`${p.name}.${presentOf(name)}`); },
+  const textInputs = (tokens: readonly bigint[], total: number, first: number) => new Map([
+    [TENSOR.inputIds, new ort.Tensor('int64', BigInt64Array.from(tokens), [1, tokens.length])],
+    [TENSOR.attentionMask, new ort.Tensor('int64', new BigInt64Array(total).fill(1n), [1, total])],
+    [TENSOR.positionIds, new ort.Tensor('int64', BigInt64Array.from(tokens, (_, i) => BigInt(first + i)), [1, tokens.length])],
+  ]);
+  const steps: Step[] = [{ ids, merge: true, values: textInputs(ids, seq, 0), past: () => undefined, originalPast: () => undefined, lastRow: false }];
+  if (chainCached && (originalCached || recompute)) steps.push({
+    ids: next, merge: false, values: textInputs(next, seq + 1, seq),
+    past: (name) => steps[0].values.get(`${decoder!.name}.${presentOf(name)}`),
     originalPast: (name) => steps[0].ref?.[presentOf(name)],
+    ...(originalCached ? { lastRow: false } : { originalValues: textInputs([...ids, ...next], seq + 1, 0), lastRow: true }),
   });
   const valueOf = (st: Step, key: string) => st.values.get(key) ?? values.get(key);
   const emptyPast = (i: TensorSpec) => new ort.Tensor('float32', new Float32Array(0), sizeOf(i, seq));
@@ -139,7 +141,7 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
   await runSteps(o.original.file, (st) => {
     const feeds: Record<string, ort.Tensor> = {};
     for (const i of o.original.inputs) {
-      const v = /^past_key_values/.test(i.name) ? st.originalPast(i.name) ?? emptyPast(i) : valueOf(st, i.name);
+      const v = isPast(i.name) ? st.originalPast(i.name) ?? emptyPast(i) : st.originalValues?.get(i.name) ?? valueOf(st, i.name);
       if (!v) throw fail('E_VERIFY_INPUT', `no value to feed the original model's input '${i.name}'`);
       feeds[i.name] = v;
     }
@@ -150,7 +152,8 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
     for (const out of o.original.outputs) {
       const p = producerOf(out.name);
       const got = p && valueOf(st, `${p.name}.${out.name}`);
-      if (got) outputs.push({ name: k === 0 ? out.name : `${out.name}${CACHED_STEP}`, ...compare(got, st.ref![out.name]) });
+      const ref = st.ref![out.name];
+      if (got && ref) outputs.push({ name: k === 0 ? out.name : `${out.name}${CACHED_STEP}`, ...compare(got, st.lastRow ? lastRowOf(ref) : ref) });
     }
   });
   if (!outputs.length) throw fail('E_VERIFY_INPUT', 'the brick chain produces none of the original outputs');
@@ -167,7 +170,18 @@ interface Step {
   readonly values: Map<string, ort.Tensor>;
   readonly past: (name: string) => ort.Tensor | undefined;
   readonly originalPast: (name: string) => ort.Tensor | undefined;
+  /** The original's text inputs when they differ from the chain's (the whole sequence, to recompute). */
+  readonly originalValues?: Map<string, ort.Tensor>;
+  /** Compare the chain with the last sequence row of the original's outputs. */
+  readonly lastRow: boolean;
   ref?: Record<string, ort.Tensor>;
+}
+
+/** Row `dims[1] - 1` of a `[batch, sequence, ...]` tensor (batch 1), as `[1, 1, ...]`. */
+function lastRowOf(t: ort.Tensor): ort.Tensor {
+  const row = t.dims.slice(2).reduce((a, b) => a * b, 1);
+  const data = t.data as Float32Array;
+  return new ort.Tensor(t.type as 'float32', data.slice(data.length - row), [t.dims[0], 1, ...t.dims.slice(2)]);
 }
 
 const rowsOf = (t: ort.Tensor): number => t.dims.slice(0, -1).reduce((a, b) => a * b, 1);
