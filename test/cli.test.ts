@@ -55,7 +55,11 @@ describe('nanomind CLI end to end', () => {
     const text = await cli('demo');
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(/5\/5 correct/);
-    expect(text.stdout).toMatch(/decoder\s+decoder\s+cpu-big\s+w4a16-g32/);
+    // The 4-bit decoder stays on a CPU cluster (the RK3588 NPU has no w4a16); which cluster is the balanced
+    // objective's call on this prompt (66 tokens once the 9 image rows count), so it is read from --json.
+    const decoderAcc = out.bricks.find((b: { kind: string }) => b.kind === 'decoder').accelerator;
+    expect(decoderAcc).toMatch(/^cpu-(big|little)$/);
+    expect(text.stdout).toMatch(new RegExp(`decoder\\s+decoder\\s+${decoderAcc}\\s+w4a16-g32`));
     expect(text.stdout).toMatch(/vision\s+vision\s+npu\s+w8a8\s+fp16, [\d.]+ KiB \(for rknn-toolkit2 to convert\)/);
     expect(text.stderr).not.toMatch(/onnxruntime/);
   });

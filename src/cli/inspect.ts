@@ -2,17 +2,18 @@ import type { Command } from 'commander';
 import { bytes, compactNames, count, emit, flopsText, shapeText, table } from './output.js';
 import { parseCuts, collect } from './flags.js';
 
-interface InspectFlags { json?: boolean; cut: string[]; dtype?: string }
+interface InspectFlags { json?: boolean; cut: string[]; dtype?: string; splitProjector?: boolean }
 
 export const inspectVerb = (program: Command) => program
   .command('inspect <model>')
-  .description('show what an ONNX model or onnx-community folder holds and the bricks partition would cut')
+  .description('show what an ONNX model or model folder holds and the bricks partition would cut (same detection)')
   .option('--dtype <suffix>', "variant of a split folder (e.g. q4f16); default: the fp32 files")
   .option('--cut <brick=tensor>', 'override brick detection, e.g. vision=/multi_modal_projector/linear_2/Add_output_0', collect, [])
+  .option('--split-projector', 'show the projector as its own brick, as `partition --split-projector` cuts it')
   .option('--json', 'print the report as JSON')
   .action(async (model: string, f: InspectFlags) => {
     const { inspectModel } = await import('../partition/inspect.js');
-    const report = await inspectModel(model, { cuts: parseCuts(f.cut), dtype: f.dtype });
+    const report = await inspectModel(model, { cuts: parseCuts(f.cut), dtype: f.dtype, splitProjector: f.splitProjector });
     emit(report, f.json, (r) => {
       let out = '';
       for (const file of r.files) {

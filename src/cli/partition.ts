@@ -4,7 +4,7 @@ import { collect, parseCuts, parseNumber } from './flags.js';
 import { bytes, compactNames, emit, table } from './output.js';
 import { stageProgress } from './progress.js';
 
-interface PartitionFlags { externalData?: string; out: string; verify?: boolean; cut: string[]; dtype?: string; splitProjector?: boolean; tolerance?: string; json?: boolean }
+interface PartitionFlags { externalData?: string; out: string; verify?: boolean; cut: string[]; dtype?: string; splitProjector?: boolean; addKvCache?: boolean; tolerance?: string; json?: boolean }
 
 export const partitionVerb = (program: Command) => program
   .command('partition <model>')
@@ -15,6 +15,7 @@ export const partitionVerb = (program: Command) => program
   .option('--cut <brick=tensor>', 'override detection: vision|audio|embed|decoder|projector = tensor name', collect, [])
   .option('--dtype <suffix>', 'variant of a split folder: fp16, int8, uint8, quantized, q4, q4f16, bnb4 (default: fp32)')
   .option('--split-projector', 'cut the projector out of the vision encoder as its own brick')
+  .option('--add-kv-cache', 'give a decoder exported without a KV cache past/present key values (monolithic input; always verified)')
   .option('--external-data <bytes>', 'write weights of at least this many bytes to <brick>.onnx_data (default: as in the source; always past 2 GB)')
   .option('--tolerance <rel>', 'max relative difference allowed by --verify (default: 1e-4)')
   .option('--json', 'print the result as JSON')
@@ -24,7 +25,7 @@ export const partitionVerb = (program: Command) => program
     let result: PartitionResult;
     try {
       result = await partition({
-        input: model, out: f.out, verify: f.verify, cuts: parseCuts(f.cut), dtype: f.dtype, splitProjector: f.splitProjector,
+        input: model, out: f.out, verify: f.verify, cuts: parseCuts(f.cut), dtype: f.dtype, splitProjector: f.splitProjector, addKvCache: f.addKvCache,
         tolerance: parseNumber('--tolerance', f.tolerance, { min: 0 }), externalData: parseNumber('--external-data', f.externalData, { min: 0, integer: true }), onStage: (s) => progress.stage(s),
       });
     } finally {

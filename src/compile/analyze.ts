@@ -9,6 +9,7 @@ import { readBricksManifest, type BrickEntry, type BricksManifest, type TensorSp
 import { readJsonFile } from '../formats/json-file.js';
 import { dtypeInfo, dtypeFromName } from '../onnx/dtype.js';
 import { loadModel } from '../onnx/model-io.js';
+import { encoderRows } from './encoder-rows.js';
 import { detectFormat, isWeightFormat, type WeightFormat } from './formats.js';
 
 export interface KvInfo {
@@ -36,6 +37,8 @@ export interface BrickInfo {
   readonly hidden?: number;
   /** Rows an encoder emits per image / clip (image or audio tokens). */
   readonly tokens?: number;
+  /** Where `tokens` came from (output shape, shape inference, a config key). */
+  readonly tokensFrom?: string;
   readonly kv?: KvInfo;
   readonly vocab?: number;
 }
@@ -56,14 +59,16 @@ export async function analyzeBrickSet(dir: string, opts: { maxContext?: number }
   const manifest = await readBricksManifest(dir);
   const cfgFile = manifest.files.find((f) => f.path === 'config.json');
   const config = cfgFile ? await readJsonFile(join(dir, cfgFile.path), 'E_CONFIG_INVALID') as Record<string, any> : undefined;
+  const preFile = manifest.files.find((f) => f.path === 'preprocessor_config.json');
+  const preprocessor = preFile ? await readJsonFile(join(dir, preFile.path), 'E_CONFIG_INVALID') as Record<string, any> : undefined;
   const maxPos = config?.text_config?.max_position_embeddings ?? config?.max_position_embeddings;
   const maxContext = opts.maxContext ?? (typeof maxPos === 'number' ? Math.min(maxPos, 4096) : 2048);
   const bricks: BrickInfo[] = [];
-  for (const entry of manifest.bricks) bricks.push(await analyzeBrick(dir, entry));
+  for (const entry of manifest.bricks) bricks.push(await analyzeBrick(dir, entry, { config, preprocessor }));
   return { dir, manifest, bricks, maxContext, config };
 }
 
-async function analyzeBrick(dir: string, entry: BrickEntry): Promise<BrickInfo> {
+async function analyzeBrick(dir: string, entry: BrickEntry, configs: Parameters<typeof encoderRows>[2]): Promise<BrickInfo> {
   const loaded = await loadModel(join(dir, entry.file), { checkExternal: false });
   const g = loaded.model.graph!;
   const declared = normalizeFormat((entry as BrickEntry & { format?: unknown }).format);
@@ -82,11 +87,11 @@ async function analyzeBrick(dir: string, entry: BrickEntry): Promise<BrickInfo> 
     dtype: pastKeys[0].dtype,
   } : undefined;
   const out = entry.outputs[0];
-  const tokens = !perToken && out?.shape && typeof out.shape[1] === 'number' ? out.shape[1] : undefined;
+  const rows = perToken ? undefined : encoderRows(entry, g, configs);
   const hidden = entry.kind === 'decoder' ? last(entry.inputs.find((i) => i.name === 'inputs_embeds')) : last(out);
   return {
     entry, format, formatFrom: isWeightFormat(declared) ? 'manifest' : 'detected', ops, opset, dynamicDims: [...dynamic],
-    params: entry.params, weightBytes: entry.bytes, flops: entry.flops ? entry.flops.value : entry.kind === 'embed' ? 0 : 2 * entry.params, perToken, hidden, tokens, kv,
+    params: entry.params, weightBytes: entry.bytes, flops: entry.flops ? entry.flops.value : entry.kind === 'embed' ? 0 : 2 * entry.params, perToken, hidden, tokens: rows?.rows, tokensFrom: rows?.from, kv,
     vocab: entry.kind === 'decoder' ? last(entry.outputs.find((o) => o.name === 'logits')) : undefined,
   };
 }

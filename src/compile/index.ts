@@ -12,6 +12,7 @@ import {
   BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION, PLAN_FILE, writeBundleManifest, writePlan, type BundleArtifact, type BundleBrick, type BundleManifest, type Plan,
 } from '../formats/bundle.js';
 import { writeDirAtomically } from '../formats/atomic-dir.js';
+import { noKvCacheNotice } from '../formats/kv-cache.js';
 import { writeJsonAtomic } from '../formats/json-file.js';
 import { sha256File } from '../onnx/model-io.js';
 import { analyzeBrickSet, type BrickSetInfo } from './analyze.js';
@@ -62,7 +63,8 @@ export async function compile(o: CompileOptions): Promise<CompileResult> {
 
   const manifest = await writeDirAtomically(o.out, BUNDLE_FILE, async (tmp) => {
     o.onStage?.('copy bricks');
-    const notes: string[] = [...placement.notes];
+    const kv = noKvCacheNotice(set.manifest.bricks);
+    const notes: string[] = [...placement.notes, ...(kv ? [kv] : [])];
     const bricks: BundleBrick[] = [];
     const rknnBricks: RknnBrick[] = [];
     const files: FileEntry[] = [];

@@ -34,8 +34,8 @@ export function ringBuffers(set: BrickSetInfo, w: Workload): RingBufferPlan[] {
     const perRequest = b.entry.kind === 'audio' ? w.audioClips : w.images;
     rings.push({
       from: c.from, to: c.to, slots: Math.max(2, perRequest), tokens: b.tokens, hidden: b.hidden, dtype,
-      slotBytes: slotBytesFor({ tokens: b.tokens, hidden: b.hidden, dtype }),
-      why: `${b.tokens} ${b.entry.kind === 'audio' ? 'audio' : 'image'} tokens × ${b.hidden} × ${dtype}; ${Math.max(2, perRequest)} slots so the encoder fills one while the decoder reads another`,
+      slotBytes: slotBytesFor({ tokens: b.tokens, hidden: b.hidden, dtype }), tokensFrom: b.tokensFrom,
+      why: `${b.tokens} ${b.entry.kind === 'audio' ? 'audio' : 'image'} tokens (from ${b.tokensFrom}) × ${b.hidden} × ${dtype}; ${Math.max(2, perRequest)} slots so the encoder fills one while the decoder reads another`,
     });
   }
   return rings;

@@ -9,7 +9,8 @@
  * - `connections[]`: `{from: 'brick.tensor', to: 'brick.tensor', merge?}`. A `merge` says the source rows
  *   replace the placeholder-token rows of the target embedding sequence, in order (as transformers.js does).
  * - `files[]`: tokenizer/config files copied beside the bricks, with sha256.
- * - `verify`: the equivalence check partition ran (or null when skipped).
+ * - `verify`: the equivalence check partition ran (or null when skipped); for a model with a KV cache its
+ *   `outputs[]` also hold `<name> (next token, cached)`: one more token on top of the prompt's cache.
  * - quantize adds optional `format`, `accelerator`, `quantization`, `accuracy` per brick and a top-level
  *   `quantization` (see `formats/quantized.ts`); readers that do not know them ignore them.
  * Version history: 1 — first version.

@@ -18,7 +18,7 @@
  * `plan.json` — format `nanomind.plan`, version 1: `estimate: true` (every number in it is a model-based
  * estimate), `target`, `objective`, `workload`, `assumptions[]`, `placement[]`, `stages[]` (`{id, brick, phase,
  * accelerator, dependsOn[], repeat?, predicted{ms, mJ}}`), `pipeline`, `ringBuffers[]` (`{from, to, slots,
- * slotBytes, tokens, hidden, dtype}`), `memory` (`domains[]` with RKNN `base_domain_id`, `perBrick`, peak),
+ * slotBytes, tokens, tokensFrom, hidden, dtype}`), `memory` (`domains[]` with RKNN `base_domain_id`, `perBrick`, peak),
  * `affinity[]` (CPU lists, thread counts, NPU core masks), `powerPolicy` (thresholds and the three states),
  * `predicted` (one request's latency, energy, memory).
  *
@@ -83,6 +83,8 @@ export interface PlanStage {
 export interface RingBufferPlan {
   readonly from: string; readonly to: string; readonly slots: number; readonly slotBytes: number;
   readonly tokens: number; readonly hidden: number; readonly dtype: string; readonly why: string;
+  /** Where `tokens` (rows per image / clip) came from: the encoder's output shape, shape inference, or a config key. */
+  readonly tokensFrom?: string;
 }
 export interface MemoryDomainPlan { readonly baseDomainId: number; readonly accelerator: string; readonly bricks: readonly string[]; readonly bytes: number; readonly limitBytes: number | null }
 export interface AffinityPlan { readonly brick: string; readonly accelerator: string; readonly cpuList?: string; readonly threads?: number; readonly coreMask?: string; readonly why: string }

@@ -55,3 +55,11 @@ export const SCOPES: Readonly<Record<BrickKind, readonly string[]>> = {
 
 export const pastKey = (i: number): string => `past_key_values.${i}.key`;
 export const pastValue = (i: number): string => `past_key_values.${i}.value`;
+
+/** `decoder_model_merged_q4f16.onnx` → stem `decoder_model_merged`, suffix `q4f16` (`''` = fp32); undefined if not .onnx. */
+export function splitOnnxName(name: string): { stem: string; suffix: string } | undefined {
+  if (!name.endsWith('.onnx')) return undefined;
+  const base = name.slice(0, -'.onnx'.length);
+  for (const s of DTYPE_SUFFIXES) if (s && base.endsWith(`_${s}`)) return { stem: base.slice(0, -s.length - 1), suffix: s };
+  return { stem: base, suffix: '' };
+}

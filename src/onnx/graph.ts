@@ -6,6 +6,7 @@ import type { GraphProto, NodeProto, TensorProto, ValueInfoProto } from 'onnx-bu
 import { fail } from '../errors.js';
 import { dtypeName, type DTypeName } from './dtype.js';
 import type { Dim } from './builder.js';
+import { InputSet } from './input-set.js';
 
 export interface ValueType {
   readonly dtype?: DTypeName;
@@ -105,15 +106,15 @@ export class Graph {
   }
 
   /**
-   * For every value, the set of graph inputs it depends on (as a bitmask over `roots`).
-   * Initializers and Constant outputs depend on nothing.
+   * For every value, the set of `roots` (by index) it depends on. Initializers and Constant outputs
+   * depend on nothing. A bitset, so any number of roots works (with-KV exports have 50+ inputs).
    */
-  dependencies(roots: readonly string[]): Map<string, number> {
-    const deps = new Map<string, number>();
-    roots.forEach((r, i) => deps.set(r, 1 << i));
+  dependencies(roots: readonly string[]): Map<string, InputSet> {
+    const deps = new Map<string, InputSet>();
+    roots.forEach((r, i) => deps.set(r, InputSet.of(i)));
     for (const n of this.nodes) {
-      let m = 0;
-      for (const i of this.reads_(n)) m |= deps.get(i) ?? 0;
+      let m = InputSet.EMPTY;
+      for (const i of this.reads_(n)) m = m.union(deps.get(i) ?? InputSet.EMPTY);
       for (const o of n.output) if (o) deps.set(o, m);
     }
     return deps;

@@ -14,6 +14,7 @@ import { fail } from '../errors.js';
 import { constantValues } from '../onnx/constants.js';
 import type { BoundaryValue } from '../onnx/extract.js';
 import type { Graph } from '../onnx/graph.js';
+import { InputSet } from '../onnx/input-set.js';
 import { SCOPES, TENSOR, type BrickKind } from '../formats/names.js';
 
 export interface BrickCut {
@@ -44,7 +45,7 @@ export interface DetectOptions {
   readonly tokenIds?: { image?: number; audio?: number };
 }
 
-interface Encoder { kind: 'vision' | 'audio'; input: string; bit: number; output: string }
+interface Encoder { kind: 'vision' | 'audio'; input: string; bit: InputSet; output: string }
 
 const FLOAT = new Set(['float32', 'float16', 'bfloat16', 'float64']);
 
@@ -53,7 +54,8 @@ export function detectBricks(g: Graph, opts: DetectOptions = {}): Detection {
   const notes: string[] = [];
   const roots = g.inputs.map((i) => i.name);
   const deps = g.dependencies(roots);
-  const bitOf = (name: string): number => { const i = roots.indexOf(name); return i < 0 ? 0 : 1 << i; };
+  const bitOf = (name: string): InputSet => { const i = roots.indexOf(name); return i < 0 ? InputSet.EMPTY : InputSet.of(i); };
+  const depsOf = (v: string): InputSet => deps.get(v) ?? InputSet.EMPTY;
   const isFloat = (v: string): boolean => FLOAT.has(g.typeOf(v).dtype ?? '');
   for (const [kind, v] of Object.entries(cuts))
     if (!g.producer.has(v) && !roots.includes(v))
@@ -70,12 +72,12 @@ export function detectBricks(g: Graph, opts: DetectOptions = {}): Detection {
       { hint: 'nanomind partitions multimodal language models; name the cut tensors with --cut brick=tensor' });
 
   /** Float values of a region (values depending exactly on `mask`) that leave it. */
-  const frontier = (mask: number): string[] => {
+  const frontier = (mask: InputSet): string[] => {
     const out: string[] = [];
     const graphOutputs = new Set(g.outputs.map((o) => o.name));
     for (const [v, m] of deps) {
-      if (m !== mask || !isFloat(v) || !g.producer.has(v)) continue;
-      const leaves = graphOutputs.has(v) || (g.consumers.get(v) ?? []).some((c) => c.output.some((o) => (deps.get(o) ?? 0) !== mask));
+      if (!m.equals(mask) || !isFloat(v) || !g.producer.has(v)) continue;
+      const leaves = graphOutputs.has(v) || (g.consumers.get(v) ?? []).some((c) => c.output.some((o) => !depsOf(o).equals(mask)));
       if (leaves) out.push(v);
     }
     return out;
@@ -114,9 +116,10 @@ export function detectBricks(g: Graph, opts: DetectOptions = {}): Detection {
   const embedOut = single('embed', frontier(idsBit), `the token embedding (values depending only on '${ids}')`);
   bricks.push({ name: 'embed', kind: 'embed', inputs: [{ name: ids, as: TENSOR.inputIds }], outputs: [{ name: embedOut, as: TENSOR.inputsEmbeds }] });
 
-  const closedOff = encoders.reduce((m, e) => m | e.bit, idsBit);
-  const decoderOutputs = g.outputs.map((o) => o.name).filter((o) => ((deps.get(o) ?? 0) & idsBit) !== 0);
-  const merged = cuts.decoder ?? findMergedEmbeds(g, deps, closedOff, encoders.length ? encoders.reduce((m, e) => m | e.bit, 0) : 0, idsBit, decoderOutputs, isFloat, embedOut);
+  const encBits = encoders.reduce((m, e) => m.union(e.bit), InputSet.EMPTY);
+  const closedOff = encBits.union(idsBit);
+  const decoderOutputs = g.outputs.map((o) => o.name).filter((o) => depsOf(o).intersects(idsBit));
+  const merged = cuts.decoder ?? findMergedEmbeds(g, deps, closedOff, encBits, idsBit, decoderOutputs, isFloat, embedOut);
   const cone = g.cone(decoderOutputs, new Set([merged]));
   const reads = new Set(cone.flatMap((n) => g.reads_(n)));
   const extraInputs = roots.filter((r) => reads.has(r) && r !== ids && !encoders.some((e) => e.input === r));
@@ -145,12 +148,12 @@ export function detectBricks(g: Graph, opts: DetectOptions = {}): Detection {
 }
 
 /** The earliest float value that cuts every path from the encoders and `input_ids` to the outputs. */
-function findMergedEmbeds(g: Graph, deps: Map<string, number>, closedOff: number, encBits: number, idsBit: number,
+function findMergedEmbeds(g: Graph, deps: Map<string, InputSet>, closedOff: InputSet, encBits: InputSet, idsBit: InputSet,
   outputs: readonly string[], isFloat: (v: string) => boolean, embedOut: string): string {
-  const want = encBits | idsBit;
-  const closedInputs = new Set(g.inputs.map((i) => i.name).filter((_, i) => (closedOff >> i) & 1));
-  const candidates = g.nodes.flatMap((n) => n.output).filter((v) => v && ((deps.get(v) ?? 0) & want) === want && isFloat(v));
-  if (encBits === 0) candidates.unshift(embedOut);
+  const want = encBits.union(idsBit);
+  const closedInputs = new Set(g.inputs.map((i) => i.name).filter((_, i) => closedOff.has(i)));
+  const candidates = g.nodes.flatMap((n) => n.output).filter((v) => v && want.isSubsetOf(deps.get(v) ?? InputSet.EMPTY) && isFloat(v));
+  if (encBits.isEmpty()) candidates.unshift(embedOut);
   for (const v of candidates) {
     const cone = g.cone(outputs, new Set([v]));
     if (cone.every((n) => g.reads_(n).every((r) => !closedInputs.has(r)))) return v;
@@ -160,12 +163,13 @@ function findMergedEmbeds(g: Graph, deps: Map<string, number>, closedOff: number
 }
 
 /** The constant compared with input_ids by an Equal in the merge region (the image/audio token id). */
-function placeholderId(g: Graph, deps: Map<string, number>, idsBit: number, mergeNodes: readonly NodeProto[], e: Encoder, encoderCount: number): number | undefined {
+function placeholderId(g: Graph, deps: Map<string, InputSet>, idsBit: InputSet, mergeNodes: readonly NodeProto[], e: Encoder, encoderCount: number): number | undefined {
   const equals = mergeNodes.filter((n) => n.opType === 'Equal');
   const ids = new Set<number>();
   for (const n of equals) {
     const [a, b] = n.input;
-    const value = (deps.get(a) ?? 0) === idsBit ? constantValues(g, b) : (deps.get(b) ?? 0) === idsBit ? constantValues(g, a) : undefined;
+    const only = (v: string): boolean => (deps.get(v) ?? InputSet.EMPTY).equals(idsBit);
+    const value = only(a) ? constantValues(g, b) : only(b) ? constantValues(g, a) : undefined;
     if (value?.length !== 1) continue;
     // With several encoders, keep the Equal whose mask meets this encoder's features downstream.
     if (encoderCount > 1 && !meets(g, n.output[0], e.output)) continue;

@@ -2,19 +2,20 @@
  * `partition`: a model (monolithic ONNX graph or onnx-community split folder) → a brick set directory
  * with one ONNX per brick and bricks.json, verified against the original with ONNX Runtime.
  */
-import { readdir, stat } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { fail } from '../errors.js';
 import { writeDirAtomically } from '../formats/atomic-dir.js';
 import { BRICKS_FILE, BRICKS_FORMAT, BRICKS_VERSION, writeBricksManifest, type BricksManifest, type BrickEntry, type Connection, type FileEntry, type VerifyReport } from '../formats/bricks.js';
-import { readJsonFile } from '../formats/json-file.js';
+import { noKvCacheNotice } from '../formats/kv-cache.js';
 import { extractModel } from '../onnx/extract.js';
 import { Graph, mergeTypes } from '../onnx/graph.js';
 import { loadModel, type OnnxFile } from '../onnx/model-io.js';
 import { inferTypes } from '../onnx/shape-infer.js';
 import { copyAuxFiles, interfaceOf, sourceEntry, writeBrick } from './brick-files.js';
 import { detectBricks, type CutOverrides } from './detect.js';
-import { adoptSplitLayout, findSplitLayout } from './split-layout.js';
+import { configDirs, readModelConfig, resolveModelLayout } from './model-input.js';
+import { addKvCache } from './kv-rewrite.js';
+import { adoptSplitLayout } from './split-layout.js';
 import { verifyBricks } from './verify.js';
 
 export interface PartitionOptions {
@@ -28,6 +29,8 @@ export interface PartitionOptions {
   readonly tolerance?: number;
   /** Write weights of at least this many bytes to `<brick>.onnx_data` (default: as in the source; forced past 2 GB). */
   readonly externalData?: number;
+  /** Rewrite a decoder cut from a monolithic graph without a KV cache to take past / return present key values (kv-rewrite.ts). */
+  readonly addKvCache?: boolean;
   readonly onStage?: (stage: string) => void;
 }
 
@@ -41,14 +44,10 @@ const VERSION = 'nanomind 0.1.0';
 
 export async function partition(o: PartitionOptions): Promise<PartitionResult> {
   const input = resolve(o.input);
-  const st = await stat(input).catch(() => undefined);
-  if (!st) throw fail('E_FILE_NOT_FOUND', `${o.input}: no such file or directory`, { file: input });
-  const split = st.isDirectory() ? await findSplitLayout(input, o.dtype) : undefined;
-  const monolithicFile = st.isDirectory() ? (split ? undefined : await findMonolithic(input)) : input;
-  const modelDir = st.isDirectory() ? input : dirname(input);
-  const configDirs = [modelDir, dirname(modelDir)];
-  const config = await readConfig(configDirs);
-  const notes: string[] = [];
+  const layout = await resolveModelLayout(o.input, o.dtype);
+  const cfgDirs = configDirs(layout.root);
+  const config = await readModelConfig(cfgDirs);
+  const notes: string[] = [...layout.notices];
 
   const manifest = await writeDirAtomically(o.out, BRICKS_FILE, async (tmp) => {
     let bricks: BrickEntry[];
@@ -57,17 +56,19 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
     let verify: VerifyReport | null = null;
     let original: OnnxFile | undefined;
     let originalOutputs: string[] | undefined;
-    if (split) {
+    let rewritten = false;
+    if (layout.form === 'split') {
       o.onStage?.('adopt');
-      const adopted = await adoptSplitLayout(split, tmp, { splitProjector: o.splitProjector ?? false, tokenIds: config.tokenIds, cutProjector: o.cuts?.projector, externalData: o.externalData });
+      const adopted = await adoptSplitLayout(layout.split, tmp, { splitProjector: o.splitProjector ?? false, tokenIds: config.tokenIds, cutProjector: o.cuts?.projector, externalData: o.externalData });
       ({ bricks, connections } = adopted);
+      if (o.addKvCache) notes.push('--add-kv-cache ignored: split-layout files are adopted as they are');
       notes.push(...adopted.notes);
-      sources = await Promise.all(split.files.map((f) => sourceEntry(f.file)));
+      sources = await Promise.all(layout.split.files.map((f) => sourceEntry(f.file)));
       if (adopted.cutFrom && (o.verify ?? true)) { original = adopted.cutFrom; originalOutputs = adopted.cutOutputs; }
       else if (o.verify) notes.push('adopted files are byte-identical copies; nothing to verify');
     } else {
       o.onStage?.('load');
-      const src = await loadModel(monolithicFile!);
+      const src = await loadModel(layout.file);
       const g = new Graph(src.model.graph!);
       o.onStage?.('infer shapes');
       for (const [k, v] of inferTypes(g)) g.types.set(k, mergeTypes(g.types.get(k), v));
@@ -78,12 +79,21 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
       for (const cut of found.bricks) {
         o.onStage?.(`write ${cut.name}`);
         const { model } = extractModel(src.model, g, { graphName: cut.name, inputs: cut.inputs, outputs: cut.outputs });
+        if (cut.kind === 'decoder' && o.addKvCache && !cut.inputs.some((i) => /^past_key_values/.test(i.name))) {
+          const r = addKvCache(model);
+          rewritten = true;
+          notes.push(`--add-kv-cache: the decoder's ${r.layers} attention layers now take past_key_values.* and return present.*${r.positions === 'sliced' ? ' (in-graph position ids keep the last sequence_length rows)' : ''}`);
+        }
         bricks.push(await writeBrick(tmp, cut.name, cut.kind, model, src, o.externalData));
       }
       connections = [...found.connections];
       sources = [await sourceEntry(src.file)];
-      if (o.verify ?? true) original = src;
+      // A rewritten decoder is always checked: only verification shows the graph's mask allows a past.
+      if (rewritten && o.verify === false) notes.push('--no-verify ignored: a decoder rewritten by --add-kv-cache is always verified');
+      if ((o.verify ?? true) || rewritten) original = src;
     }
+    const kv = noKvCacheNotice(bricks);
+    if (kv) notes.push(kv);
     if (original) {
       o.onStage?.('verify');
       const io = interfaceOf(original.model);
@@ -95,43 +105,16 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
         throw fail('E_VERIFY_MISMATCH', `brick chain differs from the original: max relative difference ${verify.maxRelDiff.toExponential(2)} > tolerance ${verify.tolerance}`,
           { hint: 'the cut may be wrong; try --cut, or raise --tolerance if the difference is numerical noise', notes: verify.outputs.map((x) => `${x.name}: max abs ${x.maxAbsDiff}, rel ${x.maxRelDiff}`) });
     }
-    const files = await copyAuxFiles(configDirs, tmp);
+    const files = await copyAuxFiles(cfgDirs, tmp);
     const m: BricksManifest = {
       format: BRICKS_FORMAT, version: BRICKS_VERSION,
-      model: { id: config.id ?? basename(split ? input : monolithicFile!).replace(/\.onnx$/, ''), layout: split ? 'split' : 'monolithic', source: input },
+      model: { id: config.id ?? basename(layout.form === 'split' ? input : layout.file).replace(/\.onnx$/, ''), layout: layout.form, source: input },
       sources, bricks, connections, files, verify, createdBy: VERSION,
     };
     await writeBricksManifest(tmp, m);
     return m;
   });
   return { out: resolve(o.out), manifest, notes };
-}
-
-async function findMonolithic(dir: string): Promise<string> {
-  for (const d of [dir, join(dir, 'onnx')]) {
-    const onnx = (await readdir(d).catch(() => [] as string[])).filter((f) => f.endsWith('.onnx'));
-    if (onnx.length === 1) return join(d, onnx[0]);
-    if (onnx.includes('model.onnx')) return join(d, 'model.onnx');
-  }
-  throw fail('E_PARTITION_INPUT', `${dir}: no model found (expected onnx/{vision_encoder,embed_tokens,decoder_model_merged}.onnx or a single .onnx file)`,
-    { hint: 'pass the .onnx file itself' });
-}
-
-interface ModelConfig { id?: string; vocabSize?: number; tokenIds: { image?: number; audio?: number } }
-
-async function readConfig(dirs: readonly string[]): Promise<ModelConfig> {
-  for (const d of dirs) {
-    const file = join(d, 'config.json');
-    if (!(await stat(file).catch(() => undefined))) continue;
-    const c = await readJsonFile(file, 'E_CONFIG_INVALID') as Record<string, any>;
-    const num = (...vals: unknown[]) => vals.find((v) => typeof v === 'number') as number | undefined;
-    return {
-      id: typeof c._name_or_path === 'string' && c._name_or_path ? c._name_or_path : undefined,
-      vocabSize: num(c.text_config?.vocab_size, c.vocab_size),
-      tokenIds: { image: num(c.image_token_index, c.image_token_id), audio: num(c.audio_token_index, c.audio_token_id) },
-    };
-  }
-  return { tokenIds: {} };
 }
 
 /** The vocabulary bound for random prompts: the smallest placeholder id keeps text ids below special tokens. */

@@ -1,7 +1,6 @@
-/** `inspect`: what a model (file or split folder) holds, and the bricks partition would cut from it. */
-import { stat } from 'node:fs/promises';
+/** `inspect`: what a model (any layout partition takes) holds, and the bricks partition would cut from it. */
 import { relative, resolve } from 'node:path';
-import { fail, isNanomindError } from '../errors.js';
+import { isNanomindError } from '../errors.js';
 import type { BrickKind } from '../formats/names.js';
 import type { BrickEntry, TensorSpec } from '../formats/bricks.js';
 import { extractModel } from '../onnx/extract.js';
@@ -10,8 +9,10 @@ import { loadModel } from '../onnx/model-io.js';
 import { inferTypes } from '../onnx/shape-infer.js';
 import { estimateFlops, graphStats, type GraphStats } from '../onnx/stats.js';
 import { interfaceOf } from './brick-files.js';
-import { detectBricks, type CutOverrides } from './detect.js';
-import { findSplitLayout } from './split-layout.js';
+import { noKvCacheNotice } from '../formats/kv-cache.js';
+import { detectBricks, type BrickCut, type CutOverrides } from './detect.js';
+import { configDirs, readModelConfig, resolveModelLayout } from './model-input.js';
+import { projectorCuts } from './split-layout.js';
 
 /** A brick as partition would cut it (no file written yet, so no hashes). */
 export interface InspectedBrick extends Omit<BrickEntry, 'sha256' | 'dataFiles' | 'flops'> {
@@ -34,22 +35,30 @@ export interface InspectReport {
   readonly files: readonly InspectedFile[];
   readonly params: number;
   readonly bytes: number;
+  /** The bricks `partition` would write, with the same options (empty when detection failed: see `error`). */
   readonly bricks: readonly InspectedBrick[];
+  /** Why no bricks were detected: the error `partition` fails with on the same input. */
+  readonly error?: { readonly code: string; readonly message: string };
   readonly notes: readonly string[];
+}
+
+export interface InspectOptions {
+  readonly cuts?: CutOverrides;
+  readonly dtype?: string;
+  readonly splitProjector?: boolean;
 }
 
 const flopsUnit = (kind: BrickKind): string => (kind === 'vision' || kind === 'projector' ? 'image' : kind === 'audio' ? 'clip' : 'token');
 
-export async function inspectModel(path: string, opts: { cuts?: CutOverrides; dtype?: string } = {}): Promise<InspectReport> {
-  const abs = resolve(path);
-  const st = await stat(abs).catch(() => undefined);
-  if (!st) throw fail('E_FILE_NOT_FOUND', `${path}: no such file or directory`, { file: abs });
-  const split = st.isDirectory() ? await findSplitLayout(abs, opts.dtype) : undefined;
-  const notes: string[] = [];
+/** Inspects a model in any layout partition takes, detecting bricks exactly as partition does (model-input.ts, detect.ts). */
+export async function inspectModel(path: string, opts: InspectOptions = {}): Promise<InspectReport> {
+  const layout = await resolveModelLayout(path, opts.dtype);
+  const config = await readModelConfig(configDirs(layout.root));
+  const notes: string[] = [...layout.notices];
   const files: InspectedFile[] = [];
   const bricks: InspectedBrick[] = [];
-  const targets = split ? split.files.map((f) => ({ file: f.file, kind: f.kind })) : [{ file: st.isDirectory() ? '' : abs, kind: undefined }];
-  if (!targets[0].file) throw fail('E_PARTITION_INPUT', `${path}: not a split-layout folder; pass the .onnx file`);
+  let error: InspectReport['error'];
+  const targets = layout.form === 'split' ? layout.split.files.map((f) => ({ file: f.file, kind: f.kind as BrickKind | undefined })) : [{ file: layout.file, kind: undefined }];
 
   for (const t of targets) {
     const src = await loadModel(t.file);
@@ -57,37 +66,47 @@ export async function inspectModel(path: string, opts: { cuts?: CutOverrides; dt
     for (const [k, v] of inferTypes(g)) g.types.set(k, mergeTypes(g.types.get(k), v));
     const stats = graphStats(g);
     const io = interfaceOf(src.model);
+    const file = relative(layout.root, t.file);
     files.push({
-      file: relative(st.isDirectory() ? abs : resolve(abs, '..'), t.file), irVersion: Number(src.model.irVersion),
+      file, irVersion: Number(src.model.irVersion),
       opsets: Object.fromEntries(src.model.opsetImport.map((o) => [o.domain || 'ai.onnx', Number(o.version)])),
       producer: `${src.model.producerName} ${src.model.producerVersion}`.trim(), ...io, ...stats,
     });
     const concrete = Object.fromEntries(io.inputs.map((i) => [i.name, (i.shape ?? []).map((d) => (typeof d === 'number' ? d : 1))]));
     const concreteTypes = inferTypes(g, { inputShapes: concrete });
+    const describe = (cut: BrickCut): InspectedBrick => {
+      const piece = extractModel(src.model, g, { graphName: cut.name, inputs: cut.inputs, outputs: cut.outputs });
+      const s = graphStats(g, piece.nodes, piece.initializers.map((n) => g.initializers.get(n)!));
+      const perToken = cut.kind === 'decoder' || cut.kind === 'embed';
+      return { name: cut.name, kind: cut.kind, file, ...interfaceOf(piece.model), params: s.params, bytes: s.bytes, nodes: s.nodes,
+        flops: { per: flopsUnit(cut.kind), value: estimateFlops(g, piece.nodes, perToken ? g.types : concreteTypes, perToken), estimate: true } };
+    };
+    if (t.kind === 'vision' && (opts.splitProjector || opts.cuts?.projector)) {
+      // As partition's adoption does: the vision file cut in two at the projector.
+      bricks.push(...projectorCuts(g, io, opts.cuts?.projector).cuts.map(describe));
+      continue;
+    }
     if (t.kind) {
       const perToken = t.kind === 'decoder' || t.kind === 'embed';
-      bricks.push({ name: t.kind, kind: t.kind, file: files[files.length - 1].file, ...io, params: stats.params, bytes: stats.bytes, nodes: stats.nodes,
+      bricks.push({ name: t.kind, kind: t.kind, file, ...io, params: stats.params, bytes: stats.bytes, nodes: stats.nodes,
         flops: { per: flopsUnit(t.kind), value: estimateFlops(g, g.nodes, perToken ? g.types : concreteTypes, perToken), estimate: true } });
       continue;
     }
     try {
-      const found = detectBricks(g, { cuts: opts.cuts });
+      const found = detectBricks(g, { cuts: opts.cuts, splitProjector: opts.splitProjector, tokenIds: config.tokenIds });
       notes.push(...found.notes);
-      for (const cut of found.bricks) {
-        const piece = extractModel(src.model, g, { graphName: cut.name, inputs: cut.inputs, outputs: cut.outputs });
-        const s = graphStats(g, piece.nodes, piece.initializers.map((n) => g.initializers.get(n)!));
-        const pio = interfaceOf(piece.model);
-        const perToken = cut.kind === 'decoder' || cut.kind === 'embed';
-        bricks.push({ name: cut.name, kind: cut.kind, file: files[0].file, ...pio, params: s.params, bytes: s.bytes, nodes: s.nodes,
-          flops: { per: flopsUnit(cut.kind), value: estimateFlops(g, piece.nodes, perToken ? g.types : concreteTypes, perToken), estimate: true } });
-      }
+      bricks.push(...found.bricks.map(describe));
     } catch (e) {
       if (!isNanomindError(e)) throw e;
-      notes.push(`no bricks detected: ${(e as Error).message}`);
+      error = { code: e.code, message: e.message };
+      notes.push(`no bricks detected: error[${e.code}] ${e.message}${e.detail.hint ? ` (hint: ${e.detail.hint})` : ''}`);
     }
   }
+  const kv = noKvCacheNotice(bricks);
+  if (kv) notes.push(kv);
   return {
-    path: abs, layout: split ? 'split' : 'monolithic', files,
+    path: resolve(path), layout: layout.form, files,
     params: files.reduce((a, f) => a + f.params, 0), bytes: files.reduce((a, f) => a + f.bytes, 0), bricks, notes,
+    ...(error ? { error } : {}),
   };
 }

@@ -3,49 +3,48 @@
  * bricks with the canonical interfaces, so they are copied byte for byte (a `--dtype` suffix picks the
  * variant), and only `--split-projector` cuts anything (the projector out of the vision encoder).
  */
-import { readdir } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fail } from '../errors.js';
 import type { BrickEntry, Connection } from '../formats/bricks.js';
-import { DTYPE_FALLBACK, DTYPE_SUFFIXES, SPLIT_FILES, TENSOR, type BrickKind, type DtypeSuffix } from '../formats/names.js';
+import { TENSOR, splitOnnxName, type BrickKind } from '../formats/names.js';
 import { extractModel } from '../onnx/extract.js';
 import { Graph, mergeTypes } from '../onnx/graph.js';
 import { loadModel, type OnnxFile } from '../onnx/model-io.js';
 import { inferTypes } from '../onnx/shape-infer.js';
 import { copyBrick, interfaceOf, writeBrick } from './brick-files.js';
-import { projectorBoundary } from './detect.js';
+import { projectorBoundary, type BrickCut } from './detect.js';
 
 export interface SplitFile { readonly stem: string; readonly kind: BrickKind; readonly file: string }
 export interface SplitLayout { readonly dir: string; readonly suffix: string; readonly files: readonly SplitFile[] }
 
-/** Finds split-layout files in `dir/onnx` (or `dir`); undefined when the folder is not in that layout. */
-export async function findSplitLayout(dir: string, dtype?: string): Promise<SplitLayout | undefined> {
+/**
+ * An encoder-decoder model (Whisper, Florence-2, T5): `encoder_model*.onnx` beside `decoder_model*.onnx`
+ * (in `dir/onnx` or `dir`), or a config.json saying `is_encoder_decoder` (a folder `pull` fetched only the
+ * decoder files of). Its decoder cross-attends to the encoder, so adopting the decoder alone as a text
+ * decoder would silently drop the encoder: intake refuses these until encoder-decoder support lands.
+ */
+export async function isEncoderDecoderLayout(dir: string): Promise<boolean> {
   for (const d of [join(dir, 'onnx'), dir]) {
-    const names = new Set((await readdir(d).catch(() => [] as string[])).filter((f) => f.endsWith('.onnx')));
-    const stems = Object.keys(SPLIT_FILES).filter((s) => s !== 'model' || names.size === 1 || [...names].every((n) => n.startsWith('model')));
-    const variants = new Map<string, SplitFile[]>();
-    for (const stem of stems)
-      for (const suffix of DTYPE_SUFFIXES) {
-        const name = `${stem}${suffix ? `_${suffix}` : ''}.onnx`;
-        if (!names.has(name)) continue;
-        const list = variants.get(suffix) ?? [];
-        if (!list.some((f) => f.kind === SPLIT_FILES[stem])) list.push({ stem, kind: SPLIT_FILES[stem], file: join(d, name) });
-        variants.set(suffix, list);
-      }
-    if (!variants.size) continue;
-    const isSplit = [...variants.values()].some((l) => l.some((f) => f.kind === 'decoder') && (l.length > 1 || l[0].stem !== 'model'));
-    if (!isSplit && !(variants.get(dtype ?? '') ?? []).some((f) => f.kind === 'decoder' && f.stem === 'model')) continue;
-    const suffix = dtype ?? '';
-    if (!variants.has(suffix))
-      throw fail('E_PARTITION_DTYPE', `${d}: no '${suffix || 'fp32'}' variant (available: ${[...variants.keys()].map((s) => s || "'' (fp32)").join(', ')})`,
-        { hint: 'pick one with --dtype' });
-    // Files a variant lacks (e.g. an fp32 embed_tokens beside q4 decoders) fall back by DTYPE_FALLBACK, as `pull` fetched them.
-    const chosen = [...variants.get(suffix)!];
-    for (const fb of DTYPE_FALLBACK[suffix as DtypeSuffix])
-      for (const f of variants.get(fb) ?? []) if (!chosen.some((c) => c.kind === f.kind)) chosen.push(f);
-    return { dir: d, suffix, files: chosen };
+    const stems = (await readdir(d).catch(() => [] as string[])).map((f) => splitOnnxName(f)?.stem).filter(Boolean);
+    if (stems.includes('encoder_model') && stems.some((s) => /^decoder_(model|model_merged|with_past_model)$/.test(s!))) return true;
   }
-  return undefined;
+  const config = await readFile(join(dir, 'config.json'), 'utf8').then((t) => JSON.parse(t) as Record<string, any>, () => undefined);
+  return config?.is_encoder_decoder === true || config?.text_config?.is_encoder_decoder === true;
+}
+
+/** The vision encoder's interface cut in two at the projector: the cuts and the file's feature output. */
+export function projectorCuts(g: Graph, io: { inputs: readonly { name: string }[]; outputs: readonly { name: string }[] }, override?: string): { cuts: BrickCut[]; output: string } {
+  const input = io.inputs[0].name;
+  const output = io.outputs[0].name;
+  const boundary = projectorBoundary(g, { kind: 'vision', input, output }, override);
+  return {
+    output,
+    cuts: [
+      { name: 'vision', kind: 'vision', inputs: [{ name: input }], outputs: [{ name: boundary, as: TENSOR.visionHidden }] },
+      { name: 'projector', kind: 'projector', inputs: [{ name: boundary, as: TENSOR.visionHidden }], outputs: [{ name: output }] },
+    ],
+  };
 }
 
 export interface Adopted {
@@ -71,14 +70,11 @@ export async function adoptSplitLayout(layout: SplitLayout, out: string,
     if (f.kind === 'vision' && (o.splitProjector || o.cutProjector)) {
       const g = new Graph(src.model.graph!);
       for (const [k, v] of inferTypes(g)) g.types.set(k, mergeTypes(g.types.get(k), v));
-      const io = interfaceOf(src.model);
-      const input = io.inputs[0].name;
-      const output = io.outputs[0].name;
-      const boundary = projectorBoundary(g, { kind: 'vision', input, output }, o.cutProjector);
-      const vision = extractModel(src.model, g, { graphName: 'vision', inputs: [{ name: input }], outputs: [{ name: boundary, as: TENSOR.visionHidden }] });
-      const projector = extractModel(src.model, g, { graphName: 'projector', inputs: [{ name: boundary, as: TENSOR.visionHidden }], outputs: [{ name: output }] });
-      bricks.push(await writeBrick(out, 'vision', 'vision', vision.model, src, o.externalData));
-      bricks.push(await writeBrick(out, 'projector', 'projector', projector.model, src, o.externalData));
+      const { cuts, output } = projectorCuts(g, interfaceOf(src.model), o.cutProjector);
+      for (const cut of cuts) {
+        const { model } = extractModel(src.model, g, { graphName: cut.name, inputs: cut.inputs, outputs: cut.outputs });
+        bricks.push(await writeBrick(out, cut.name, cut.kind, model, src, o.externalData));
+      }
       connections.push({ from: `vision.${TENSOR.visionHidden}`, to: `projector.${TENSOR.visionHidden}` });
       cutFrom = src;
       cutOutputs = [output];

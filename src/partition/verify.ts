@@ -6,14 +6,11 @@
 import ort from 'onnxruntime-node';
 import { join } from 'node:path';
 import { fail } from '../errors.js';
+import { replacePlaceholderRows } from '../formats/merge.js';
 import type { BrickEntry, Connection, TensorSpec, VerifyOutput, VerifyReport } from '../formats/bricks.js';
 import { TENSOR } from '../formats/names.js';
 import { mulberry32, normalFrom } from '../util/prng.js';
 import { ORT_LOG } from '../onnx/ort-log.js';
-import type { TensorLike } from '../run/backend.js';
-import { tensor } from '../run/feeds.js';
-import { fullPassFeeds } from '../run/generation/full-pass.js';
-import { toOrtFeeds as toOrt } from '../onnx/ort-feeds.js';
 
 export interface VerifyOptions {
   /** The original model and its inputs/outputs. */
@@ -27,6 +24,9 @@ export interface VerifyOptions {
   /** Sizes for symbolic dims that are not batch or sequence (e.g. image height). */
   readonly dims?: Readonly<Record<string, number>>;
 }
+
+/** Suffix of the outputs compared on the second, one-token step that reads the KV cache of the first. */
+export const CACHED_STEP = ' (next token, cached)';
 
 const sessionOptions: ort.InferenceSession.SessionOptions = { ...ORT_LOG, intraOpNumThreads: 2, graphOptimizationLevel: 'all' };
 
@@ -42,6 +42,7 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
   };
   const values = new Map<string, ort.Tensor>();
   const merges = o.connections.filter((c) => c.merge);
+  const mergeTargets = new Set(merges.map((c) => c.to));
   const sizeOf = (spec: TensorSpec, seq: number): number[] => (spec.shape ?? []).map((d, i) => {
     if (typeof d === 'number') return d;
     if (d && o.dims?.[d] !== undefined) return o.dims[d];
@@ -78,40 +79,109 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
   for (const p of placeholders) { for (let i = 0; i < p.rows; i++) ids.push(BigInt(p.id)); ids.push(textId()); }
   while (ids.length < 12) ids.push(textId());
   const seq = ids.length;
+  const producerOf = (name: string) => o.bricks.find((b) => b.outputs.some((x) => x.name === name) && !o.connections.some((c) => c.from === `${b.name}.${name}`))
+    ?? o.bricks.find((b) => b.outputs.some((x) => x.name === name));
+
+  // Step 1 is the prompt with an empty cache. When the chain's decoder keeps a KV cache, step 2 is one
+  // more token on top of the chain's own cache, checked against the original fed its own cache, or, for an
+  // original without one, recomputing the whole sequence (its last row). A past input wired to the wrong
+  // layer, or a rewritten attention (--add-kv-cache), cannot show in step 1, where every past is empty.
+  const presentOf = (past: string) => past.replace(/^past_key_values/, 'present');
+  const isPast = (name: string) => /^past_key_values/.test(name);
+  const decoder = o.bricks.find((b) => b.kind === 'decoder');
+  const chainPast = decoder?.inputs.filter((i) => isPast(i.name)) ?? [];
+  const chainCached = chainPast.length > 0 && chainPast.every((i) => decoder!.outputs.some((x) => x.name === presentOf(i.name)));
+  const originalPast = o.original.inputs.filter((i) => isPast(i.name));
+  const originalCached = originalPast.length > 0 && originalPast.every((i) => o.original.outputs.some((x) => x.name === presentOf(i.name)));
+  const recompute = originalPast.length === 0 && o.original.inputs.some((i) => i.name === TENSOR.inputIds);
+  const next = [textId()];
+  const textInputs = (tokens: readonly bigint[], total: number, first: number) => new Map([
+    [TENSOR.inputIds, new ort.Tensor('int64', BigInt64Array.from(tokens), [1, tokens.length])],
+    [TENSOR.attentionMask, new ort.Tensor('int64', new BigInt64Array(total).fill(1n), [1, total])],
+    [TENSOR.positionIds, new ort.Tensor('int64', BigInt64Array.from(tokens, (_, i) => BigInt(first + i)), [1, tokens.length])],
+  ]);
+  const steps: Step[] = [{ ids, merge: true, values: textInputs(ids, seq, 0), past: () => undefined, originalPast: () => undefined, lastRow: false }];
+  if (chainCached && (originalCached || recompute)) steps.push({
+    ids: next, merge: false, values: textInputs(next, seq + 1, seq),
+    past: (name) => steps[0].values.get(`${decoder!.name}.${presentOf(name)}`),
+    originalPast: (name) => steps[0].ref?.[presentOf(name)],
+    ...(originalCached ? { lastRow: false } : { originalValues: textInputs([...ids, ...next], seq + 1, 0), lastRow: true }),
+  });
+  const valueOf = (st: Step, key: string) => st.values.get(key) ?? values.get(key);
+  const emptyPast = (i: TensorSpec) => new ort.Tensor('float32', new Float32Array(0), sizeOf(i, seq));
+  // Each model is opened once and runs every step before it is released (session creation dominates).
+  const runSteps = async (file: string, feedsOf: (st: Step) => Record<string, ort.Tensor>, keep: (st: Step, out: Record<string, ort.Tensor>) => void) => {
+    const s = await ort.InferenceSession.create(file, sessionOptions);
+    try { for (const st of steps) keep(st, await s.run(feedsOf(st))); } finally { await s.release(); }
+  };
 
   // 3. Text-side bricks, merging features where the manifest says so.
-  let decoderFeeds: Record<string, TensorLike> = {};
   for (const b of order.filter((x) => x.kind === 'embed' || x.kind === 'decoder')) {
-    const { feeds, missing } = fullPassFeeds(b, { ids, connections: o.connections, value: (k) => values.get(k) as TensorLike | undefined });
-    if (missing.length) throw fail('E_VERIFY_INPUT', `no value to feed brick '${b.name}' input '${missing[0]}'`);
-    if (b.kind === 'decoder') decoderFeeds = feeds;
-    const out = await runOnce(join(o.dir, b.file), toOrt(feeds));
-    for (const [k, v] of Object.entries(out)) values.set(`${b.name}.${k}`, v);
+    await runSteps(join(o.dir, b.file), (st) => {
+      const feeds: Record<string, ort.Tensor> = {};
+      for (const i of b.inputs) {
+        const key = `${b.name}.${i.name}`;
+        const plain = o.connections.find((c) => c.to === key && !c.merge);
+        let t = /^past_key_values/.test(i.name) ? st.past(i.name) ?? emptyPast(i) : plain ? valueOf(st, plain.from) : valueOf(st, i.name);
+        if (!t) throw fail('E_VERIFY_INPUT', `no value to feed brick '${b.name}' input '${i.name}'`);
+        if (st.merge && mergeTargets.has(key)) {
+          const data = new Float32Array(t.data as Float32Array);
+          const hidden = t.dims[t.dims.length - 1];
+          for (const m of merges.filter((c) => c.to === key))
+            replacePlaceholderRows(data, st.ids, m.merge!.placeholderTokenId, values.get(m.from)!.data as Float32Array, hidden);
+          t = new ort.Tensor('float32', data, t.dims);
+        }
+        feeds[i.name] = t;
+      }
+      return feeds;
+    }, (st, out) => { for (const [k, v] of Object.entries(out)) st.values.set(`${b.name}.${k}`, v); });
   }
 
   // 4. The original on the same inputs.
-  // The original takes the encoders' inputs and the prompt as the decoder saw it (ids, mask, positions, empty cache).
-  const prompt: Record<string, TensorLike> = { ...decoderFeeds, [TENSOR.inputIds]: tensor('int64', BigInt64Array.from(ids), [1, ids.length]) };
-  const originalFeeds: Record<string, ort.Tensor> = {};
-  for (const i of o.original.inputs) {
-    const v = values.get(i.name) ?? prompt[i.name];
-    if (v) originalFeeds[i.name] = v instanceof ort.Tensor ? v : toOrt({ [i.name]: v as TensorLike })[i.name]!;
-    else if (/^past_key_values/.test(i.name)) originalFeeds[i.name] = new ort.Tensor('float32', new Float32Array(0), sizeOf(i, ids.length));
-    else throw fail('E_VERIFY_INPUT', `no value to feed the original model's input '${i.name}'`);
-  }
-  const ref = await runOnce(o.original.file, originalFeeds);
+  await runSteps(o.original.file, (st) => {
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const i of o.original.inputs) {
+      const v = isPast(i.name) ? st.originalPast(i.name) ?? emptyPast(i) : st.originalValues?.get(i.name) ?? valueOf(st, i.name);
+      if (!v) throw fail('E_VERIFY_INPUT', `no value to feed the original model's input '${i.name}'`);
+      feeds[i.name] = v;
+    }
+    return feeds;
+  }, (st, out) => { st.ref = out; });
   const outputs: VerifyOutput[] = [];
-  for (const out of o.original.outputs) {
-    const producer = o.bricks.find((b) => b.outputs.some((x) => x.name === out.name) && !o.connections.some((c) => c.from === `${b.name}.${out.name}`))
-      ?? o.bricks.find((b) => b.outputs.some((x) => x.name === out.name));
-    const got = producer && values.get(`${producer.name}.${out.name}`);
-    if (!got) continue;
-    outputs.push({ name: out.name, ...compare(got, ref[out.name]) });
-  }
+  steps.forEach((st, k) => {
+    for (const out of o.original.outputs) {
+      const p = producerOf(out.name);
+      const got = p && valueOf(st, `${p.name}.${out.name}`);
+      const ref = st.ref![out.name];
+      if (got && ref) outputs.push({ name: k === 0 ? out.name : `${out.name}${CACHED_STEP}`, ...compare(got, st.lastRow ? lastRowOf(ref) : ref) });
+    }
+  });
   if (!outputs.length) throw fail('E_VERIFY_INPUT', 'the brick chain produces none of the original outputs');
   const maxAbsDiff = Math.max(...outputs.map((x) => x.maxAbsDiff));
   const maxRelDiff = Math.max(...outputs.map((x) => x.maxRelDiff));
   return { ok: maxRelDiff <= tolerance, maxAbsDiff, maxRelDiff, tolerance, seed, outputs };
+}
+
+interface Step {
+  readonly ids: readonly bigint[];
+  /** Merge feature rows into the embeddings (the prompt holds the placeholders; the next token does not). */
+  readonly merge: boolean;
+  /** This step's inputs and brick outputs (`brick.output`); encoder features are shared by all steps. */
+  readonly values: Map<string, ort.Tensor>;
+  readonly past: (name: string) => ort.Tensor | undefined;
+  readonly originalPast: (name: string) => ort.Tensor | undefined;
+  /** The original's text inputs when they differ from the chain's (the whole sequence, to recompute). */
+  readonly originalValues?: Map<string, ort.Tensor>;
+  /** Compare the chain with the last sequence row of the original's outputs. */
+  readonly lastRow: boolean;
+  ref?: Record<string, ort.Tensor>;
+}
+
+/** Row `dims[1] - 1` of a `[batch, sequence, ...]` tensor (batch 1), as `[1, 1, ...]`. */
+function lastRowOf(t: ort.Tensor): ort.Tensor {
+  const row = t.dims.slice(2).reduce((a, b) => a * b, 1);
+  const data = t.data as Float32Array;
+  return new ort.Tensor(t.type as 'float32', data.slice(data.length - row), [t.dims[0], 1, ...t.dims.slice(2)]);
 }
 
 const rowsOf = (t: ort.Tensor): number => t.dims.slice(0, -1).reduce((a, b) => a * b, 1);

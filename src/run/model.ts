@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { fail } from '../errors.js';
 import { BUNDLE_FILE, readBundle, type Bundle } from '../formats/bundle.js';
 import { readJsonFile } from '../formats/json-file.js';
+import { noKvCacheNotice } from '../formats/kv-cache.js';
 import type { Feeds, TensorLike } from './backend.js';
 import { loadFamilyProcessor, type FamilyProcessor } from './inputs/families/index.js';
 import { openBrickSet, type BrickSet, type EncodeResult, type EncoderRole } from './brick-set.js';
@@ -31,7 +32,7 @@ export interface RuntimeModel {
   readonly set: BrickSet;
   /** Present when `dir` is a compiled bundle (bundle.json + plan.json). */
   readonly bundle?: Bundle;
-  /** One line per brick the bundle places on an accelerator this machine cannot drive (it runs on the CPU). */
+  /** One line per brick the bundle places on an accelerator this machine cannot drive (it runs on the CPU), and one for a decoder without a KV cache. */
   readonly notices: readonly string[];
   /** Absent for a brick set without tokenizer files (then only raw `--input-ids` work). */
   readonly tokenizer?: TextTokenizer;
@@ -69,6 +70,8 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
   const available = new Set<string>([set.backend.id]);
   const notices = (bundle?.manifest.bricks ?? []).filter((b) => !available.has(b.backend)).map((b) =>
     `brick '${b.name}' is placed on ${b.accelerator} (${b.backend}), which this machine cannot run; using its portable ONNX on ${set.backend.id}`);
+  const kv = noKvCacheNotice(set.manifest.bricks);
+  if (kv) notices.push(kv);
   try {
     const tokenizer = (await exists(join(dir, 'tokenizer.json'))) ? await loadTokenizer(dir) : undefined;
     const prompts = tokenizer ? await loadPromptBuilder(dir, tokenizer).catch((e) => {
