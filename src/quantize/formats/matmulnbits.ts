@@ -55,7 +55,8 @@ export async function weightNK(edit: ModelEdit, t: NBitsTarget): Promise<Float32
 export type NBitsCache = Map<string, { readonly q: BlockQuantized; readonly names: readonly string[] }>;
 
 /** Rewrites one target in place in `edit`; returns the quantized blocks (for reports and tests). */
-export async function rewriteMatMulNBits(edit: ModelEdit, t: NBitsTarget, p: BlockParams & { accuracyLevel: number },
+/** `accuracyLevel` undefined leaves the attribute out (ORT's default 0), as MatMul4BitsQuantizer does when not given one. */
+export async function rewriteMatMulNBits(edit: ModelEdit, t: NBitsTarget, p: BlockParams & { accuracyLevel: number | undefined },
   pre: Prescale = {}, cache?: NBitsCache): Promise<BlockQuantized> {
   const dtype = t.weight.dataType === DT.FLOAT16 ? DT.FLOAT16 : DT.FLOAT;
   const base = t.weight.name;
