@@ -16,7 +16,8 @@
  * (`<w>_quantized`, `<w>_scale`, `<x>_QuantizeLinear`, `<node>_quant`, …) so a file diffs cleanly
  * against a real export.
  */
-import type { NodeProto } from 'onnx-buf';
+import { create } from '@bufbuild/protobuf';
+import { NodeProtoSchema, type NodeProto } from 'onnx-buf';
 import { makeTensor } from '../../onnx/builder.js';
 import { DT } from '../../onnx/dtype.js';
 import { roundEven } from '../block-quant.js';
@@ -107,8 +108,7 @@ export async function toDynamicInt8(edit: ModelEdit, weightType: WeightType): Pr
       const a = activation(n.input[0]);
       const w = await weight(n.input[1]);
       const intOut = edit.unique(`${n.output[0]}_output_quantized`);
-      out.push(edit.node('ConvInteger', [a.q, w.q, a.zp, w.zp], [intOut], {}, { name: `${n.name}_quant` }));
-      out[out.length - 1].attribute.push(...n.attribute);
+      out.push(create(NodeProtoSchema, { name: edit.unique(`${n.name}_quant`), opType: 'ConvInteger', input: [a.q, w.q, a.zp, w.zp], output: [intOut], attribute: n.attribute }));
       if (!n.input[2]) rescale(n, intOut, a, w, n.output[0]);
       else {
         // The bias is added in float after rescaling, reshaped to broadcast over the channel axis.
@@ -128,10 +128,9 @@ export async function toDynamicInt8(edit: ModelEdit, weightType: WeightType): Pr
       const w = await weight(n.input[0]);
       const q = edit.unique(`${n.output[0]}_quantized`);
       out.push(
-        edit.node('Gather', [w.q, n.input[1]], [q], {}, { name: n.name }),
+        create(NodeProtoSchema, { ...n, input: [w.q, n.input[1]], output: [q] }), // the same node (name, axis) on the codes
         edit.node('DequantizeLinear', [q, w.scale, w.zp], [n.output[0]], {}, { name: `${n.output[0]}_DequantizeLinear` }),
       );
-      out[out.length - 2].attribute.push(...n.attribute);
       counts.Gather++;
     } else out.push(n);
   }

@@ -54,8 +54,8 @@ export async function weightNK(edit: ModelEdit, t: NBitsTarget): Promise<Float32
 /** Quantized tensors already written, by weight name, so a weight read by several MatMuls is stored once. */
 export type NBitsCache = Map<string, { readonly q: BlockQuantized; readonly names: readonly string[] }>;
 
-/** Rewrites one target in place in `edit`; returns the quantized blocks (for reports and tests). */
 /**
+ * Rewrites one target in place in `edit`; returns the quantized blocks (for reports and tests).
  * `accuracyLevel` undefined leaves the attribute out (ORT's default 0), as MatMul4BitsQuantizer does when
  * not given one; `flatScales` stores scales as [N·kBlocks], the shape that quantizer writes (ORT reads both).
  */
