@@ -54,8 +54,12 @@ export async function weightNK(edit: ModelEdit, t: NBitsTarget): Promise<Float32
 /** Quantized tensors already written, by weight name, so a weight read by several MatMuls is stored once. */
 export type NBitsCache = Map<string, { readonly q: BlockQuantized; readonly names: readonly string[] }>;
 
-/** Rewrites one target in place in `edit`; returns the quantized blocks (for reports and tests). */
-export async function rewriteMatMulNBits(edit: ModelEdit, t: NBitsTarget, p: BlockParams & { accuracyLevel: number },
+/**
+ * Rewrites one target in place in `edit`; returns the quantized blocks (for reports and tests).
+ * `accuracyLevel` undefined leaves the attribute out (ORT's default 0), as MatMul4BitsQuantizer does when
+ * not given one; `flatScales` stores scales as [N·kBlocks], the shape that quantizer writes (ORT reads both).
+ */
+export async function rewriteMatMulNBits(edit: ModelEdit, t: NBitsTarget, p: BlockParams & { accuracyLevel: number | undefined; flatScales?: boolean },
   pre: Prescale = {}, cache?: NBitsCache): Promise<BlockQuantized> {
   const dtype = t.weight.dataType === DT.FLOAT16 ? DT.FLOAT16 : DT.FLOAT;
   const base = t.weight.name;
@@ -68,7 +72,7 @@ export async function rewriteMatMulNBits(edit: ModelEdit, t: NBitsTarget, p: Blo
     const scales = alpha === 1 ? q.scales : q.scales.map((s) => s * alpha);
     hit = { q, names: [
       edit.addInit(makeTensor(edit.unique(`${base}_Q${p.bits}`), [t.N, q.kBlocks, (p.block * p.bits) / 8], q.packed)),
-      edit.addInit(floatTensor(edit.unique(`${base}_scales`), [t.N, q.kBlocks], scales, dtype)),
+      edit.addInit(floatTensor(edit.unique(`${base}_scales`), p.flatScales ? [t.N * q.kBlocks] : [t.N, q.kBlocks], scales, dtype)),
       p.symmetric ? '' : edit.addInit(makeTensor(edit.unique(`${base}_zp`), [t.N, Math.ceil((q.kBlocks * p.bits) / 8)], packZeroPoints(q.zeroPoints, t.N, q.kBlocks, p.bits))),
     ] };
     if (plain) cache?.set(key, hit);
