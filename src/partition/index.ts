@@ -14,6 +14,7 @@ import { loadModel, type OnnxFile } from '../onnx/model-io.js';
 import { inferTypes } from '../onnx/shape-infer.js';
 import { copyAuxFiles, interfaceOf, sourceEntry, writeBrick } from './brick-files.js';
 import { detectBricks, type CutOverrides } from './detect.js';
+import { adoptEncoderDecoder, findEncoderDecoderLayout } from './encoder-decoder.js';
 import { adoptSplitLayout, findSplitLayout } from './split-layout.js';
 import { verifyBricks } from './verify.js';
 
@@ -43,8 +44,9 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
   const input = resolve(o.input);
   const st = await stat(input).catch(() => undefined);
   if (!st) throw fail('E_FILE_NOT_FOUND', `${o.input}: no such file or directory`, { file: input });
-  const split = st.isDirectory() ? await findSplitLayout(input, o.dtype) : undefined;
-  const monolithicFile = st.isDirectory() ? (split ? undefined : await findMonolithic(input)) : input;
+  const seq2seq = st.isDirectory() ? await findEncoderDecoderLayout(input, o.dtype) : undefined;
+  const split = st.isDirectory() && !seq2seq ? await findSplitLayout(input, o.dtype) : undefined;
+  const monolithicFile = st.isDirectory() ? (split || seq2seq ? undefined : await findMonolithic(input)) : input;
   const modelDir = st.isDirectory() ? input : dirname(input);
   const configDirs = [modelDir, dirname(modelDir)];
   const config = await readConfig(configDirs);
@@ -57,7 +59,14 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
     let verify: VerifyReport | null = null;
     let original: OnnxFile | undefined;
     let originalOutputs: string[] | undefined;
-    if (split) {
+    if (seq2seq) {
+      o.onStage?.('adopt');
+      const adopted = await adoptEncoderDecoder(seq2seq, tmp);
+      ({ bricks, connections } = adopted);
+      notes.push(...adopted.notes);
+      sources = await Promise.all([seq2seq.encoder, seq2seq.decoder].map(sourceEntry));
+      if (o.verify) notes.push('adopted files are byte-identical copies; nothing to verify');
+    } else if (split) {
       o.onStage?.('adopt');
       const adopted = await adoptSplitLayout(split, tmp, { splitProjector: o.splitProjector ?? false, tokenIds: config.tokenIds, cutProjector: o.cuts?.projector, externalData: o.externalData });
       ({ bricks, connections } = adopted);
@@ -98,7 +107,7 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
     const files = await copyAuxFiles(configDirs, tmp);
     const m: BricksManifest = {
       format: BRICKS_FORMAT, version: BRICKS_VERSION,
-      model: { id: config.id ?? basename(split ? input : monolithicFile!).replace(/\.onnx$/, ''), layout: split ? 'split' : 'monolithic', source: input },
+      model: { id: config.id ?? basename(split || seq2seq ? input : monolithicFile!).replace(/\.onnx$/, ''), layout: split || seq2seq ? 'split' : 'monolithic', source: input },
       sources, bricks, connections, files, verify, createdBy: VERSION,
     };
     await writeBricksManifest(tmp, m);
