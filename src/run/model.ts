@@ -63,7 +63,7 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
     const preprocessor = join(dir, 'preprocessor_config.json');
     if (await exists(preprocessor)) {
       if (set.encoders.some((e) => e.kind === 'vision')) imageConfig = await loadImageProcessorConfig(dir);
-      if (set.encoders.some((e) => e.kind === 'audio')) audioConfig = await loadFeatureExtractorConfig(dir);
+      if (set.encoders.some((e) => e.kind === 'audio') || set.seq2seq?.encoder.kind === 'audio') audioConfig = await loadFeatureExtractorConfig(dir);
     }
     return {
       dir, set, bundle, notices, tokenizer, prompts, defaultSampling: await readDefaultSampling(dir),
