@@ -18,6 +18,9 @@ export interface GenerationFlags {
   readonly stopStrings?: readonly string[];
   /** Streams new text as it becomes printable. */
   readonly onText?: (text: string) => void;
+  /** Speech-to-text (Whisper) only: language code and task of the forced prefix. */
+  readonly language?: string;
+  readonly task?: string;
 }
 
 export interface RunStats {

@@ -5,7 +5,7 @@
  * `decoder_input_ids`).
  */
 import { fail } from '../errors.js';
-import { generateSeq2Seq } from './generation/seq2seq.js';
+import { generateSeq2Seq, whisperPrefix } from './generation/seq2seq.js';
 import { createStreamDecoder } from './inputs/tokenizer.js';
 import type { RuntimeModel, Turn } from './model.js';
 import { peakRssMb, samplingFor, type GenerationFlags, type RunResult } from './run.js';
@@ -25,7 +25,8 @@ export async function transcribe(m: RuntimeModel, turn: Turn & { inputIds?: read
   const features = await m.mediaInput('audio', audio[0]!);
   const stream = m.tokenizer ? createStreamDecoder(m.tokenizer) : undefined;
   const r = await generateSeq2Seq(m.set, role, features, {
-    maxNewTokens: g.maxNewTokens, sampling: samplingFor(m, g.sampling), prefix: turn.inputIds,
+    maxNewTokens: g.maxNewTokens, sampling: samplingFor(m, g.sampling),
+    prefix: turn.inputIds ?? whisperPrefix(role.decoding, { language: g.language, task: g.task }),
     onToken: (t) => { const s = stream?.push(t); if (s) g.onText?.(s); },
   });
   const tail = stream?.flush();

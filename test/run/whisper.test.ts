@@ -17,6 +17,7 @@ import { buildTinyWhisper, WHISPER_TOKENS, type TinyWhisperFiles, type WhisperVa
 import { partition } from '../../src/partition/index.js';
 import { audioFeatures, loadFeatureExtractorConfig } from '../../src/run/inputs/audio.js';
 import { encodeWavPcm16 } from '../../src/run/inputs/wav.js';
+import { whisperPrefix } from '../../src/run/generation/seq2seq.js';
 import { openModel } from '../../src/run/model.js';
 import { runPrompt } from '../../src/run/run.js';
 import { code } from '../error-codes.js';
@@ -59,12 +60,12 @@ async function referenceFeatures(samples: Float32Array): Promise<Tensor> {
   return ((await fe(samples)) as { input_features: Tensor }).input_features;
 }
 
-async function reference(dtype: WhisperVariant, samples: Float32Array): Promise<{ ids: number[]; text: string }> {
+async function reference(dtype: WhisperVariant, samples: Float32Array, o: { language?: string; task?: string } = {}): Promise<{ ids: number[]; text: string }> {
   const name = basename(fx.dir);
   const model = await AutoModelForSpeechSeq2Seq.from_pretrained(name, { dtype });
   try {
     const inputs = await referenceFeatures(samples);
-    const out = await model.generate({ inputs, max_new_tokens: MAX_NEW, language: 'en', task: 'transcribe' } as never) as Tensor;
+    const out = await model.generate({ inputs, max_new_tokens: MAX_NEW, language: o.language ?? 'en', task: o.task ?? 'transcribe' } as never) as Tensor;
     const ids = Array.from(out.data as BigInt64Array, Number);
     const tok = await AutoTokenizer.from_pretrained(name);
     return { ids, text: tok.decode(ids, { skip_special_tokens: true }) };
@@ -156,6 +157,23 @@ describe('run on a Whisper brick set: limits and errors', () => {
     }
   });
 
+  it('--language / --task pick the prefix as transformers.js does', async () => {
+    const m = await openModel(bricks);
+    try {
+      const ref = await reference('fp32', clips[1]!.samples, { language: 'de', task: 'translate' });
+      expect(ref.ids.slice(0, 3)).toEqual([WHISPER_TOKENS['<|startoftranscript|>'], WHISPER_TOKENS['<|de|>'], WHISPER_TOKENS['<|translate|>']]);
+      const r = await runPrompt(m, { audio: [{ file: clips[1]!.file }] }, { maxNewTokens: MAX_NEW, language: 'de', task: 'translate' });
+      expect(ref.ids.at(-1)).toBe(EOT);
+      expect(r.tokens).toEqual(ref.ids.slice(PREFIX.length, -1));
+      // The random fixture's greedy tokens barely depend on the prefix, so check the prefix itself too.
+      expect(whisperPrefix(m.set.seq2seq!.decoding, { language: 'de', task: 'translate' })).toEqual(ref.ids.slice(0, PREFIX.length));
+      expect(whisperPrefix(m.set.seq2seq!.decoding, { language: '<|de|>', task: 'translate' })).toEqual(ref.ids.slice(0, PREFIX.length));
+      expect(await code(runPrompt(m, { audio: [{ file: clips[1]!.file }] }, { language: 'xx' }))).toBe('E_USAGE');
+    } finally {
+      await m.close();
+    }
+  });
+
   it('refuses what a speech-to-text model cannot take, each with one code', async () => {
     const m = await openModel(bricks);
     try {
@@ -184,8 +202,5 @@ describe('CLI: partition then run --audio', () => {
     const plain = await cli('run', out, '--audio', clips[1]!.file);
     expect(plain.code, plain.stderr).toBe(0);
     expect(plain.stdout.trim()).toBe(ref.text.trim());
-    const bad = await cli('run', out, '--audio', clips[0]!.file, '--audio', clips[1]!.file, '--json');
-    expect(bad.code).toBe(2); // a usage error
-    expect(JSON.parse(bad.stdout || bad.stderr).error.code).toBe('E_USAGE');
   });
 });
