@@ -133,6 +133,29 @@ describe.each(Object.keys(VARIANTS) as WhisperVariant[])('run --audio, %s files'
   });
 });
 
+describe('fp16 files with float16 at the edges (cache, encoder output)', () => {
+  it('give the same tokens as transformers.js on the float32-edged fp16 files', async () => {
+    // Same weights and float16 arithmetic; only the edge dtypes differ, and fp16 → fp32 → fp16 is exact.
+    // The runtime must then keep a float16 cache and convert the float16 encoder output for the decoder.
+    const dir = join(root, 'half-io');
+    await buildTinyWhisper(dir, {}, { fp16HalfIo: (n) => n === 'last_hidden_state' || /^(past_key_values|present)\./.test(n) });
+    const bricks = join(root, 'bricks-half-io');
+    await partition({ input: dir, out: bricks, dtype: 'fp16' });
+    const m = await openModel(bricks);
+    try {
+      const dec = m.set.seq2seq!.decoder;
+      expect(dec.inputs.find((i) => i.name === 'past_key_values.0.decoder.key')!.dtype).toBe('float16');
+      expect(m.set.seq2seq!.encoder.outputs[0]!.dtype).toBe('float16');
+      expect(dec.inputs.find((i) => i.name === 'encoder_hidden_states')!.dtype).toBe('float32');
+      const ref = await reference('fp16', clips[0]!.samples);
+      const r = await runPrompt(m, { audio: [{ file: clips[0]!.file }] }, { maxNewTokens: MAX_NEW });
+      expect(r.tokens).toEqual(ref.ids.slice(PREFIX.length, -1));
+    } finally {
+      await m.close();
+    }
+  });
+});
+
 describe('run on a Whisper brick set: limits and errors', () => {
   let bricks: string;
   beforeAll(async () => {
