@@ -11,6 +11,7 @@ import { inferTypes } from '../onnx/shape-infer.js';
 import { estimateFlops, graphStats, type GraphStats } from '../onnx/stats.js';
 import { interfaceOf } from './brick-files.js';
 import { detectBricks, type CutOverrides } from './detect.js';
+import { findEncoderDecoderLayout } from './encoder-decoder.js';
 import { findSplitLayout } from './split-layout.js';
 
 /** A brick as partition would cut it (no file written yet, so no hashes). */
@@ -44,11 +45,14 @@ export async function inspectModel(path: string, opts: { cuts?: CutOverrides; dt
   const abs = resolve(path);
   const st = await stat(abs).catch(() => undefined);
   if (!st) throw fail('E_FILE_NOT_FOUND', `${path}: no such file or directory`, { file: abs });
-  const split = st.isDirectory() ? await findSplitLayout(abs, opts.dtype) : undefined;
-  const notes: string[] = [];
+  // An encoder-decoder pair (Whisper) is two bricks, as partition adopts it (./encoder-decoder.ts).
+  const seq2seq = st.isDirectory() ? await findEncoderDecoderLayout(abs, opts.dtype) : undefined;
+  const split = st.isDirectory() && !seq2seq ? await findSplitLayout(abs, opts.dtype) : undefined;
+  const notes: string[] = seq2seq ? ['encoder-decoder model: the audio brick feeds the decoder through cross-attention'] : [];
   const files: InspectedFile[] = [];
   const bricks: InspectedBrick[] = [];
-  const targets = split ? split.files.map((f) => ({ file: f.file, kind: f.kind })) : [{ file: st.isDirectory() ? '' : abs, kind: undefined }];
+  const targets: { file: string; kind?: BrickKind }[] = seq2seq ? [{ file: seq2seq.encoder, kind: 'audio' }, { file: seq2seq.decoder, kind: 'decoder' }]
+    : split ? split.files.map((f) => ({ file: f.file, kind: f.kind })) : [{ file: st.isDirectory() ? '' : abs, kind: undefined }];
   if (!targets[0].file) throw fail('E_PARTITION_INPUT', `${path}: not a split-layout folder; pass the .onnx file`);
 
   for (const t of targets) {
@@ -87,7 +91,7 @@ export async function inspectModel(path: string, opts: { cuts?: CutOverrides; dt
     }
   }
   return {
-    path: abs, layout: split ? 'split' : 'monolithic', files,
+    path: abs, layout: split || seq2seq ? 'split' : 'monolithic', files,
     params: files.reduce((a, f) => a + f.params, 0), bytes: files.reduce((a, f) => a + f.bytes, 0), bricks, notes,
   };
 }

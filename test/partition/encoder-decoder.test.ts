@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTinyWhisper, encoderPositions, type TinyWhisperFiles } from '../../src/fixtures/whisper-asr.js';
 import { partition } from '../../src/partition/index.js';
+import { inspectModel } from '../../src/partition/inspect.js';
 import { readBricksManifest } from '../../src/formats/bricks.js';
 import { code } from '../error-codes.js';
 
@@ -57,6 +58,13 @@ describe('partition of a Whisper folder', () => {
     expect(dec.inputs.map((i) => i.name)).toEqual(['input_ids', 'encoder_hidden_states',
       ...Array.from({ length: fx.config.decoderLayers }, (_, i) => ['decoder.key', 'decoder.value', 'encoder.key', 'encoder.value'].map((s) => `past_key_values.${i}.${s}`)).flat(),
       'use_cache_branch']);
+  });
+
+  it('inspect reports the same two bricks', async () => {
+    const r = await inspectModel(fx.dir, { dtype: 'quantized' });
+    const want = expectedParams(fx.config);
+    expect(r.bricks.map((b) => [b.name, b.kind, b.params])).toEqual([['audio', 'audio', want.audio], ['decoder', 'decoder', want.decoder]]);
+    expect(r.files.map((f) => f.file)).toEqual(['onnx/encoder_model_quantized.onnx', 'onnx/decoder_model_merged_quantized.onnx']);
   });
 
   it('--dtype picks the variant pair, and a missing one is one clear error', async () => {
