@@ -14,7 +14,8 @@ import { loadModel } from '../onnx/model-io.js';
 import { copyBrick } from './brick-files.js';
 
 export const ENCODER_STEM = 'encoder_model';
-export const DECODER_STEMS = ['decoder_model_merged', 'decoder_model'] as const;
+/** Only the merged decoder: it computes the cross-attention K/V on the first step and reuses them after. */
+export const DECODER_STEMS = ['decoder_model_merged'] as const;
 /** The decoder input that takes the encoder output (Optimum's name). */
 export const ENCODER_HIDDEN_STATES = 'encoder_hidden_states';
 
@@ -58,7 +59,7 @@ export async function adoptEncoderDecoder(layout: EncoderDecoderLayout, out: str
   const decoder = await copyBrick(out, decoderSrc, 'decoder', 'decoder');
   if (audio.outputs.length !== 1)
     throw fail('E_PARTITION_ENCODER_DECODER', `${layout.encoder}: expected one output (last_hidden_state), found ${audio.outputs.map((o) => o.name).join(', ')}`);
-  const issues = [TENSOR.inputIds, ENCODER_HIDDEN_STATES].filter((n) => !decoder.inputs.some((i) => i.name === n));
+  const issues = [TENSOR.inputIds, ENCODER_HIDDEN_STATES, 'use_cache_branch'].filter((n) => !decoder.inputs.some((i) => i.name === n));
   if (!decoder.outputs.some((o) => o.name === TENSOR.logits)) issues.push('logits (output)');
   if (issues.length)
     throw fail('E_PARTITION_ENCODER_DECODER', `${layout.decoder}: the decoder lacks ${issues.join(', ')}`,

@@ -22,7 +22,7 @@ export interface Seq2SeqCache {
   readonly past: readonly CrossKvNames[];
   readonly present: readonly CrossKvNames[];
   /** Optimum's merged decoder: false on the first step (cross K/V computed), true after (past cross K/V reused). */
-  readonly useCacheBranch?: string;
+  readonly useCacheBranch: string;
 }
 
 /** Whisper's decoding rules (transformers.js WhisperForConditionalGeneration / WhisperGenerationConfig). */
@@ -49,8 +49,7 @@ export interface Seq2SeqRole {
   readonly encoderOutput: string;
   /** The decoder input it is fed to (`encoder_hidden_states`). */
   readonly statesInput: string;
-  /** Absent: the decoder has no cache and sees the whole sequence every step. */
-  readonly cache?: Seq2SeqCache;
+  readonly cache: Seq2SeqCache;
   readonly decoding: WhisperDecoding;
 }
 
@@ -61,6 +60,7 @@ const split = (endpoint: string): [string, string] => {
   return [endpoint.slice(0, dot), endpoint.slice(dot + 1)];
 };
 
+const USE_CACHE_BRANCH = 'use_cache_branch';
 const PAST = /^past_key_values\.(\d+)\.(decoder|encoder)\.(key|value)$/;
 const PRESENT = /^present\.(\d+)\.(decoder|encoder)\.(key|value)$/;
 
@@ -79,7 +79,7 @@ export function findSeq2SeqRole(m: BricksManifest, configs: { config?: Json; gen
   if (!decoder.inputs.some((i) => i.name === TENSOR.inputIds) || !decoder.outputs.some((o) => o.name === TENSOR.logits))
     throw fail('E_BRICKS_ROLE', `decoder brick '${decoder.name}' should take input_ids and give logits`);
   const cache = cacheOf(decoder);
-  const known = new Set<string>([TENSOR.inputIds, di, ...(cache?.useCacheBranch ? [cache.useCacheBranch] : [])]);
+  const known = new Set<string>([TENSOR.inputIds, di, cache.useCacheBranch]);
   const unknown = decoder.inputs.filter((i) => !known.has(i.name) && !PAST.test(i.name)).map((i) => i.name);
   if (unknown.length)
     throw fail('E_BRICKS_ROLE', `decoder '${decoder.name}' has input(s) the encoder-decoder runtime does not know how to feed: ${unknown.join(', ')}`,
@@ -90,10 +90,13 @@ export function findSeq2SeqRole(m: BricksManifest, configs: { config?: Json; gen
   };
 }
 
-function cacheOf(dec: BrickEntry): Seq2SeqCache | undefined {
+/** The merged decoder's cache interface; a decoder without it (Optimum's decoder_model / decoder_with_past_model) is refused. */
+function cacheOf(dec: BrickEntry): Seq2SeqCache {
   const past = dec.inputs.filter((i) => PAST.test(i.name));
-  const useCacheBranch = dec.inputs.find((i) => i.name === 'use_cache_branch')?.name;
-  if (!past.length) return undefined;
+  const useCacheBranch = dec.inputs.find((i) => i.name === USE_CACHE_BRANCH)?.name;
+  if (!past.length || !useCacheBranch)
+    throw fail('E_BRICKS_ROLE', `decoder '${dec.name}' is not a merged decoder: it needs past_key_values.{i}.decoder|encoder.* and use_cache_branch inputs`,
+      { hint: 'use decoder_model_merged.onnx (Optimum merges decoder_model and decoder_with_past_model into it)' });
   const layers = Math.max(...past.map((p) => Number(PAST.exec(p.name)![1]))) + 1;
   const issues: string[] = [];
   const names = (re: RegExp, list: readonly TensorSpec[], prefix: string, i: number): CrossKvNames => {

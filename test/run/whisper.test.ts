@@ -9,7 +9,7 @@
  * compute in float64 and round to float32); tokens identical for every variant and clip.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { AutoFeatureExtractor, AutoModelForSpeechSeq2Seq, AutoTokenizer, env, type Tensor } from '@huggingface/transformers';
@@ -195,6 +195,29 @@ describe('run on a Whisper brick set: limits and errors', () => {
     } finally {
       await m.close();
     }
+  });
+
+  it('samples reproducibly with a seed, never picking a suppressed token', async () => {
+    const m = await openModel(bricks);
+    try {
+      const run = () => runPrompt(m, { audio: [{ file: clips[0]!.file }] }, { maxNewTokens: 12, sampling: { temperature: 1.5, seed: 7 } });
+      const [a, b] = [await run(), await run()];
+      expect(a.tokens).toEqual(b.tokens);
+      const suppressed = new Set(m.set.seq2seq!.decoding.suppressTokens);
+      expect(a.tokens.filter((t) => suppressed.has(t))).toEqual([]);
+    } finally {
+      await m.close();
+    }
+  });
+
+  it('refuses a decoder without the merged cache interface', async () => {
+    const dir = join(root, 'bricks-unmerged');
+    await partition({ input: fx.dir, out: dir });
+    const file = join(dir, 'bricks.json');
+    const j = JSON.parse(await readFile(file, 'utf8'));
+    j.bricks[1].inputs = j.bricks[1].inputs.filter((i: { name: string }) => i.name !== 'use_cache_branch');
+    await writeFile(file, JSON.stringify(j));
+    expect(await code(openModel(dir))).toBe('E_BRICKS_ROLE');
   });
 
   it('refuses what a speech-to-text model cannot take, each with one code', async () => {

@@ -116,27 +116,26 @@ export async function generateSeq2Seq(set: BrickSet, role: Seq2SeqRole, features
 
   const cache = role.cache;
   let past: Record<string, TensorLike> = {};
-  if (cache) for (const names of cache.past) for (const n of Object.values(names)) past[n] = emptyPast(spec(n)!, dec.name);
+  for (const names of cache.past) for (const n of Object.values(names)) past[n] = emptyPast(spec(n)!, dec.name);
   const cross: Record<string, TensorLike> = {};
   const ids = [...prefix];
   const out: number[] = [];
   let stopReason: Seq2SeqResult['stopReason'] = 'max-tokens';
   let t2 = t1;
   for (let step = 0; ; step++) {
-    const feedIds = cache && step > 0 ? ids.slice(-1) : ids;
-    const feeds: Record<string, TensorLike> = { [TENSOR.inputIds]: int64(feedIds), [role.statesInput]: states, ...past, ...(step > 0 ? cross : {}) };
-    if (cache?.useCacheBranch) feeds[cache.useCacheBranch] = tensor('bool', Uint8Array.of(step > 0 ? 1 : 0), [1]);
+    const feeds: Record<string, TensorLike> = {
+      [TENSOR.inputIds]: int64(step > 0 ? ids.slice(-1) : ids), [role.statesInput]: states, ...past, ...(step > 0 ? cross : {}),
+      [cache.useCacheBranch]: tensor('bool', Uint8Array.of(step > 0 ? 1 : 0), [1]),
+    };
     const r = await set.run(dec.name, feeds as Feeds);
-    if (cache) {
-      past = {};
-      cache.present.forEach((p, i) => {
-        const n = cache.past[i]!;
-        past[n.selfKey] = need(r, p.selfKey, dec.name);
-        past[n.selfValue] = need(r, p.selfValue, dec.name);
-        // Cross K/V only from the first run; later runs return dummies there (see the header).
-        if (step === 0) { cross[n.crossKey] = need(r, p.crossKey, dec.name); cross[n.crossValue] = need(r, p.crossValue, dec.name); }
-      });
-    }
+    past = {};
+    cache.present.forEach((p, i) => {
+      const n = cache.past[i]!;
+      past[n.selfKey] = need(r, p.selfKey, dec.name);
+      past[n.selfValue] = need(r, p.selfValue, dec.name);
+      // Cross K/V only from the first run; later runs return dummies there (see the header).
+      if (step === 0) { cross[n.crossKey] = need(r, p.crossKey, dec.name); cross[n.crossValue] = need(r, p.crossValue, dec.name); }
+    });
     const logits = lastRow(need(r, 'logits', dec.name));
     for (const t of suppress) if (t < logits.length) logits[t] = -Infinity;
     if (out.length === 0) for (const t of d.beginSuppressTokens) if (t < logits.length) logits[t] = -Infinity;
