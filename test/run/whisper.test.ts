@@ -53,25 +53,37 @@ beforeAll(async () => {
   env.localModelPath = dirname(fx.dir) + '/';
 });
 
-afterAll(async () => { await rm(root, { recursive: true, force: true }); });
+afterAll(async () => {
+  for (const m of models.values()) await (await m).dispose();
+  await rm(root, { recursive: true, force: true });
+});
 
 async function referenceFeatures(samples: Float32Array): Promise<Tensor> {
   const fe = await AutoFeatureExtractor.from_pretrained(basename(fx.dir));
   return ((await fe(samples)) as { input_features: Tensor }).input_features;
 }
 
-async function reference(dtype: WhisperVariant, samples: Float32Array, o: { language?: string; task?: string } = {}): Promise<{ ids: number[]; text: string }> {
-  const name = basename(fx.dir);
-  const model = await AutoModelForSpeechSeq2Seq.from_pretrained(name, { dtype });
-  try {
-    const inputs = await referenceFeatures(samples);
-    const out = await model.generate({ inputs, max_new_tokens: MAX_NEW, language: o.language ?? 'en', task: o.task ?? 'transcribe' } as never) as Tensor;
-    const ids = Array.from(out.data as BigInt64Array, Number);
-    const tok = await AutoTokenizer.from_pretrained(name);
-    return { ids, text: tok.decode(ids, { skip_special_tokens: true }) };
-  } finally {
-    await model.dispose();
+const models = new Map<WhisperVariant, Promise<Awaited<ReturnType<typeof AutoModelForSpeechSeq2Seq.from_pretrained>>>>();
+const references = new Map<string, Promise<{ ids: number[]; text: string }>>();
+
+/** transformers.js generate + decode (each model loaded once, each answer computed once). */
+function reference(dtype: WhisperVariant, samples: Float32Array, o: { language?: string; task?: string } = {}): Promise<{ ids: number[]; text: string }> {
+  const key = `${dtype}/${clips.findIndex((c) => c.samples === samples)}/${o.language}/${o.task}`;
+  let r = references.get(key);
+  if (!r) {
+    r = (async () => {
+      const name = basename(fx.dir);
+      let model = models.get(dtype);
+      if (!model) models.set(dtype, model = AutoModelForSpeechSeq2Seq.from_pretrained(name, { dtype }));
+      const inputs = await referenceFeatures(samples);
+      const out = await (await model).generate({ inputs, max_new_tokens: MAX_NEW, language: o.language ?? 'en', task: o.task ?? 'transcribe' } as never) as Tensor;
+      const ids = Array.from(out.data as BigInt64Array, Number);
+      const tok = await AutoTokenizer.from_pretrained(name);
+      return { ids, text: tok.decode(ids, { skip_special_tokens: true }) };
+    })();
+    references.set(key, r);
   }
+  return r;
 }
 
 describe('Whisper fixture', () => {
@@ -248,5 +260,8 @@ describe('CLI: partition then run --audio', () => {
     const plain = await cli('run', out, '--audio', clips[1]!.file);
     expect(plain.code, plain.stderr).toBe(0);
     expect(plain.stdout.trim()).toBe(ref.text.trim());
+    const chat = await cli('chat', out, '--json');
+    expect(chat.code).toBe(2); // a usage error: Whisper transcribes, it does not chat
+    expect(JSON.parse(chat.stdout || chat.stderr).error.code).toBe('E_USAGE');
   });
 });
