@@ -5,6 +5,8 @@
  * Oracle: transformers.js 4.3.1 (WhisperFeatureExtractor + WhisperForConditionalGeneration.generate on
  * the same ONNX files, loaded with dtype 'fp32' / 'fp16' / 'q8', and its WhisperTokenizer), fed the same
  * PCM samples the WAV holds (int16 / 32768, computed here, not read back by the runtime's WAV reader).
+ * Other checks: a compiled bundle against the brick set it came from; seeded sampling against itself
+ * (same seed, same tokens) and the suppress list; error paths by code.
  * Measured on this machine: input_features max abs difference 1.2e-7 (one float32 step near 1: both
  * compute in float64 and round to float32); tokens identical for every variant and clip.
  */
@@ -14,7 +16,9 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { AutoFeatureExtractor, AutoModelForSpeechSeq2Seq, AutoTokenizer, env, type Tensor } from '@huggingface/transformers';
 import { buildTinyWhisper, WHISPER_TOKENS, type TinyWhisperFiles, type WhisperVariant } from '../../src/fixtures/whisper-asr.js';
+import { compile } from '../../src/compile/index.js';
 import { partition } from '../../src/partition/index.js';
+import { quantizeBricks } from '../../src/quantize/index.js';
 import { audioFeatures, loadFeatureExtractorConfig } from '../../src/run/inputs/audio.js';
 import { encodeWavPcm16 } from '../../src/run/inputs/wav.js';
 import { whisperPrefix } from '../../src/run/generation/seq2seq.js';
@@ -220,6 +224,22 @@ describe('run on a Whisper brick set: limits and errors', () => {
     } finally {
       await m.close();
     }
+  });
+
+  it('compiles into a bundle that transcribes the same; quantize refuses the set with one code', async () => {
+    const out = join(root, 'bundle');
+    await compile({ bricks, target: 'rk3588', out, rknn: 'skip' });
+    const [set, bundle] = [await openModel(bricks), await openModel(out)];
+    try {
+      expect(bundle.bundle).toBeDefined();
+      const a = await runPrompt(set, { audio: [{ file: clips[1]!.file }] }, { maxNewTokens: MAX_NEW });
+      const b = await runPrompt(bundle, { audio: [{ file: clips[1]!.file }] }, { maxNewTokens: MAX_NEW });
+      expect(b.tokens).toEqual(a.tokens);
+    } finally {
+      await set.close();
+      await bundle.close();
+    }
+    expect(await code(quantizeBricks({ dir: bricks, out: join(root, 'q') }))).toBe('E_QUANT_INPUT');
   });
 
   it('refuses a decoder without the merged cache interface', async () => {
