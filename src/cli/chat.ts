@@ -39,6 +39,10 @@ export const chatVerb = (program: Command) => program
     };
     const { Conversation } = await import('../chat/session.js');
     const opened = await openRuntimeModel(model, { threads });
+    if (opened.model.set.seq2seq) {
+      await opened.close();
+      throw fail('E_USAGE', `${model}: a speech-to-text (encoder-decoder) model does not chat`, { hint: `transcribe with: nanomind run ${model} --audio clip.wav` });
+    }
     const conversation = new Conversation(opened.model, options);
     try {
       if (process.stdin.isTTY && process.stdout.isTTY && !f.json) {

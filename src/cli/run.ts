@@ -10,7 +10,7 @@ import { openRuntimeModel } from './open-model.js';
 interface RunFlags {
   prompt?: string; system?: string; image: string[]; audio: string[]; images?: string[]; inputIds?: string; input: string[];
   maxTokens?: string; temperature?: string; topK?: string; topP?: string; repetitionPenalty?: string; seed?: string;
-  stop: string[]; threads?: string; overlap: boolean; json?: boolean;
+  stop: string[]; threads?: string; overlap: boolean; json?: boolean; language?: string; task?: string;
 }
 
 const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg', '.webp', '.gif', '.bmp', '.tif', '.tiff']);
@@ -24,6 +24,8 @@ export const runVerb = (program: Command) => program
   .option('--image <file>', 'an image for the prompt (repeatable)', repeat, [])
   .option('--audio <file>', 'a WAV file for the prompt (repeatable)', repeat, [])
   .option('--images <files...>', 'a stream of images (or a folder), one answer each; encoding overlaps decoding')
+  .option('--language <code>', "speech-to-text (Whisper): the spoken language, e.g. en, de (default: en for multilingual models)")
+  .option('--task <task>', 'speech-to-text (Whisper): transcribe | translate (default: transcribe)')
   .option('--input-ids <list>', 'token ids, comma separated: bypasses the tokenizer and chat template')
   .option('--input <name=file.npy>', 'a tensor for a brick input, e.g. pixel_values=x.npy (repeatable)', repeat, [])
   .option('--max-tokens <n>', 'new tokens at most', '256')
@@ -61,7 +63,8 @@ export const runVerb = (program: Command) => program
       const tensors = await readInputTensors(Object.fromEntries(f.input.map(splitInput)));
       const media = { image: [] as MediaItem[], audio: [] as MediaItem[] };
       for (const [name, t] of Object.entries(tensors)) {
-        const enc = m.set.encoders.find((e) => e.input.name === name);
+        const s2s = m.set.seq2seq;
+        const enc = m.set.encoders.find((e) => e.input.name === name) ?? (s2s?.encoderInput.name === name ? { kind: s2s.encoder.kind } : undefined);
         if (!enc) throw fail('E_USAGE', `--input ${name}: no encoder brick takes '${name}'`, { notes: m.set.encoders.map((e) => `${e.kind}: ${e.input.name}`) });
         media[enc.kind === 'vision' ? 'image' : 'audio'].push({ tensor: t });
       }
@@ -69,7 +72,7 @@ export const runVerb = (program: Command) => program
         prompt: f.prompt, system: f.system,
         images: [...f.image.map((file) => ({ file })), ...media.image], audio: [...f.audio.map((file) => ({ file })), ...media.audio],
         inputIds: f.inputIds === undefined ? undefined : parseIds(f.inputIds),
-      }, { maxNewTokens, sampling, stopStrings: f.stop, onText });
+      }, { maxNewTokens, sampling, stopStrings: f.stop, onText, language: f.language, task: f.task });
       if (f.json) emit(result, true, () => '');
       else process.stdout.write('\n');
     } finally {

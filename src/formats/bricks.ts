@@ -6,14 +6,16 @@
  * - `model`: `{id, layout: 'monolithic'|'split', source}`; `sources`: input files with sha256.
  * - `bricks[]`: `{name, kind, file, dataFiles[], sha256, inputs[], outputs[], params, bytes, nodes, flops?}`;
  *   tensors are `{name, dtype, shape}` with numeric or symbolic dims (null = unknown).
- * - `connections[]`: `{from: 'brick.tensor', to: 'brick.tensor', merge?}`. A `merge` says the source rows
+ * - `connections[]`: `{from: 'brick.tensor', to: 'brick.tensor', merge?, cross?}`. A `merge` says the source rows
  *   replace the placeholder-token rows of the target embedding sequence, in order (as transformers.js does).
+ *   A `cross` (encoder-decoder models such as Whisper) says the target attends to the source: the encoder
+ *   runs once per input and its output is fed to every decoder step (`{mode: 'cross-attention'}`).
  * - `files[]`: tokenizer/config files copied beside the bricks, with sha256.
  * - `verify`: the equivalence check partition ran (or null when skipped); for a model with a KV cache its
  *   `outputs[]` also hold `<name> (next token, cached)`: one more token on top of the prompt's cache.
  * - quantize adds optional `format`, `accelerator`, `quantization`, `accuracy` per brick and a top-level
  *   `quantization` (see `formats/quantized.ts`); readers that do not know them ignore them.
- * Version history: 1 — first version.
+ * Version history: 1 — first version (`cross` connections added later, optional: older readers ignore them).
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -54,7 +56,12 @@ export interface MergeSpec {
   readonly mode: 'replace-rows';
 }
 
-export interface Connection { readonly from: string; readonly to: string; readonly merge?: MergeSpec }
+export interface CrossAttentionSpec {
+  /** The target brick reads the whole source tensor at every step (encoder states for cross-attention). */
+  readonly mode: 'cross-attention';
+}
+
+export interface Connection { readonly from: string; readonly to: string; readonly merge?: MergeSpec; readonly cross?: CrossAttentionSpec }
 export interface FileEntry { readonly path: string; readonly sha256: string; readonly bytes: number }
 
 export interface VerifyOutput { readonly name: string; readonly maxAbsDiff: number; readonly maxRelDiff: number }
@@ -125,7 +132,13 @@ export async function readBricksManifest(dir: string, opts: { checkHashes?: bool
     else if (Array.isArray(b[dir]) && !(b[dir] as TensorSpec[]).some((t) => t.name === s.slice(dot + 1)))
       issues.push(`${at}: brick '${b.name}' has no ${dir === 'outputs' ? 'output' : 'input'} '${s.slice(dot + 1)}'`);
   };
-  conns.forEach((c, i) => { endpoint(c.from, `connections[${i}].from`, 'outputs'); endpoint(c.to, `connections[${i}].to`, 'inputs'); });
+  conns.forEach((c, i) => {
+    endpoint(c.from, `connections[${i}].from`, 'outputs');
+    endpoint(c.to, `connections[${i}].to`, 'inputs');
+    if (c.cross !== undefined && (c.cross as Record<string, unknown> | null)?.mode !== 'cross-attention')
+      issues.push(`connections[${i}].cross.mode: expected 'cross-attention'`);
+    if (c.cross !== undefined && c.merge !== undefined) issues.push(`connections[${i}]: a connection is either a merge or a cross-attention, not both`);
+  });
   if (!Array.isArray(raw.files)) issues.push('files: expected an array');
   if (issues.length) throw fail('E_BRICKS_INVALID', `${file}: ${issues.length} problem(s): ${issues[0]}`, { file, notes: issues });
 

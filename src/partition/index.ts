@@ -16,6 +16,7 @@ import { detectBricks, type CutOverrides } from './detect.js';
 import { configDirs, readModelConfig, resolveModelLayout } from './model-input.js';
 import { addKvCache } from './kv-rewrite.js';
 import { adoptSplitLayout } from './split-layout.js';
+import { adoptEncoderDecoder } from './encoder-decoder.js';
 import { verifyBricks } from './verify.js';
 
 export interface PartitionOptions {
@@ -57,7 +58,14 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
     let original: OnnxFile | undefined;
     let originalOutputs: string[] | undefined;
     let rewritten = false;
-    if (layout.form === 'split') {
+    if (layout.form === 'encoder-decoder') {
+      o.onStage?.('adopt');
+      const adopted = await adoptEncoderDecoder(layout.pair, tmp);
+      ({ bricks, connections } = adopted);
+      notes.push(...adopted.notes);
+      sources = await Promise.all([layout.pair.encoder, layout.pair.decoder].map(sourceEntry));
+      if (o.verify) notes.push('adopted files are byte-identical copies; nothing to verify');
+    } else if (layout.form === 'split') {
       o.onStage?.('adopt');
       const adopted = await adoptSplitLayout(layout.split, tmp, { splitProjector: o.splitProjector ?? false, tokenIds: config.tokenIds, cutProjector: o.cuts?.projector, externalData: o.externalData });
       ({ bricks, connections } = adopted);
@@ -108,7 +116,7 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
     const files = await copyAuxFiles(cfgDirs, tmp);
     const m: BricksManifest = {
       format: BRICKS_FORMAT, version: BRICKS_VERSION,
-      model: { id: config.id ?? basename(layout.form === 'split' ? input : layout.file).replace(/\.onnx$/, ''), layout: layout.form, source: input },
+      model: { id: config.id ?? basename(layout.form === 'monolithic' ? layout.file : input).replace(/\.onnx$/, ''), layout: layout.form === 'monolithic' ? 'monolithic' : 'split', source: input },
       sources, bricks, connections, files, verify, createdBy: VERSION,
     };
     await writeBricksManifest(tmp, m);

@@ -58,7 +58,11 @@ export async function inspectModel(path: string, opts: InspectOptions = {}): Pro
   const files: InspectedFile[] = [];
   const bricks: InspectedBrick[] = [];
   let error: InspectReport['error'];
-  const targets = layout.form === 'split' ? layout.split.files.map((f) => ({ file: f.file, kind: f.kind as BrickKind | undefined })) : [{ file: layout.file, kind: undefined }];
+  // An encoder-decoder pair (Whisper) is two bricks, as partition adopts it (./encoder-decoder.ts).
+  if (layout.form === 'encoder-decoder') notes.push('encoder-decoder model: the audio brick feeds the decoder through cross-attention');
+  const targets = layout.form === 'split' ? layout.split.files.map((f) => ({ file: f.file, kind: f.kind as BrickKind | undefined }))
+    : layout.form === 'encoder-decoder' ? [{ file: layout.pair.encoder, kind: 'audio' as BrickKind | undefined }, { file: layout.pair.decoder, kind: 'decoder' as BrickKind | undefined }]
+      : [{ file: layout.file, kind: undefined }];
 
   for (const t of targets) {
     const src = await loadModel(t.file);
@@ -105,7 +109,7 @@ export async function inspectModel(path: string, opts: InspectOptions = {}): Pro
   const kv = noKvCacheNotice(bricks);
   if (kv) notes.push(kv);
   return {
-    path: resolve(path), layout: layout.form, files,
+    path: resolve(path), layout: layout.form === 'monolithic' ? 'monolithic' : 'split', files,
     params: files.reduce((a, f) => a + f.params, 0), bytes: files.reduce((a, f) => a + f.bytes, 0), bricks, notes,
     ...(error ? { error } : {}),
   };

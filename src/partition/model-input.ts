@@ -16,10 +16,12 @@ import { DTYPE_FALLBACK, SPLIT_FILES, TENSOR, splitOnnxName, type DtypeSuffix } 
 import { loadModel } from '../onnx/model-io.js';
 import { interfaceOf } from './brick-files.js';
 import { isEncoderDecoderLayout, type SplitFile, type SplitLayout } from './split-layout.js';
+import { findEncoderDecoderLayout, type EncoderDecoderLayout } from './encoder-decoder.js';
 
 export const KNOWN_LAYOUTS: readonly string[] = [
   'onnx-community split folder: onnx/{vision_encoder,audio_encoder,embed_tokens,decoder_model_merged}[_suffix].onnx',
   'text-only folder: onnx/model[_suffix].onnx taking input_ids',
+  'encoder-decoder folder (Whisper): onnx/encoder_model[_suffix].onnx + onnx/decoder_model_merged[_suffix].onnx',
   'a folder (or its onnx/) holding exactly one monolithic .onnx graph',
   'a single .onnx file',
 ];
@@ -28,7 +30,9 @@ export type ModelLayout =
   /** Files that already are bricks (a text-only decoder is a one-file split layout). */
   | { readonly form: 'split'; readonly root: string; readonly split: SplitLayout; readonly notices: readonly string[] }
   /** One graph that brick detection cuts. */
-  | { readonly form: 'monolithic'; readonly root: string; readonly file: string; readonly notices: readonly string[] };
+  | { readonly form: 'monolithic'; readonly root: string; readonly file: string; readonly notices: readonly string[] }
+  /** An encoder and a decoder joined by cross-attention (Whisper), adopted as they are. */
+  | { readonly form: 'encoder-decoder'; readonly root: string; readonly pair: EncoderDecoderLayout; readonly notices: readonly string[] };
 
 /** Split-layout stems in preference order (`decoder_model_merged` before the un-merged `decoder_model`); `model` is text-only. */
 const BRICK_STEMS = Object.keys(SPLIT_FILES).filter((s) => s !== 'model');
@@ -52,11 +56,14 @@ export async function resolveModelLayout(path: string, dtype?: string): Promise<
   if (!st) throw fail('E_FILE_NOT_FOUND', `${path}: no such file or directory`, { file: abs });
   if (!st.isDirectory())
     return { form: 'monolithic', root: dirname(abs), file: abs, notices: dtype ? [`--dtype ${dtype} ignored: ${path} is one graph`] : [] };
-  if (await isEncoderDecoderLayout(abs))
-    throw fail('E_PARTITION_ENCODER_DECODER', `${path}: an encoder-decoder export (encoder_model + decoder_model*.onnx, Whisper / Florence-2 style); nanomind runs decoder-only models for now`, {
-      file: abs, hint: 'decoder-only multimodal models in the onnx-community split layout are supported',
+  if (await isEncoderDecoderLayout(abs)) {
+    const pair = await findEncoderDecoderLayout(abs, dtype);
+    if (pair) return { form: 'encoder-decoder', root: abs, pair, notices: [] };
+    throw fail('E_PARTITION_ENCODER_DECODER', `${path}: an encoder-decoder export without an encoder_model + decoder_model_merged pair`, {
+      file: abs, hint: 'nanomind adopts onnx/encoder_model*.onnx with onnx/decoder_model_merged*.onnx (pull fetches both)',
       notes: [...await onnxNames(join(abs, 'onnx')), ...await onnxNames(abs)],
     });
+  }
   const inOnnx = await onnxNames(join(abs, 'onnx'));
   const top = await onnxNames(abs);
   const d = inOnnx.length ? join(abs, 'onnx') : abs;

@@ -70,6 +70,10 @@ export async function quantizeBricks(o: QuantizeOptions): Promise<QuantizeResult
   const already = m.bricks.filter((b) => (b as QuantizedBrickEntry).format && (b as QuantizedBrickEntry).format !== 'fp32');
   if (already.length) throw fail('E_QUANT_INPUT', `${dir}: brick(s) ${already.map((b) => `'${b.name}'`).join(', ')} are already quantized`,
     { hint: 'quantize the float brick set partition wrote' });
+  // Calibration and accuracy runs feed decoder-only bricks; an encoder-decoder (Whisper) set is not handled yet.
+  if (m.connections.some((c) => c.cross))
+    throw fail('E_QUANT_INPUT', `${dir}: encoder-decoder (cross-attention) brick sets cannot be quantized yet`,
+      { hint: 'partition the model\'s own _fp16 / _quantized files instead: nanomind partition DIR --dtype quantized' });
   const recipe = o.recipe ?? 'hybrid';
   const formats = planFormats(m.bricks, recipe, o.overrides);
   if (typeof o.sweep === 'object') checkGrid(m, o.sweep);

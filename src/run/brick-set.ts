@@ -16,6 +16,7 @@ import { elementCount, type Backend, type BackendOptions, type BrickSession, typ
 import { resolveBackend, DEFAULT_BACKENDS, type SkippedBackend } from './backends/index.js';
 import { checkFeeds, isTensorLike, resolveDims, tensor, toFloat32 } from './feeds.js';
 import { decoderInputs, type DecoderInputs } from './generation/decoder-inputs.js';
+import { findSeq2SeqRole, type Seq2SeqRole } from './seq2seq-role.js';
 
 export interface OpenBrickSetOptions extends BackendOptions {
   /** Verify every file's sha256 against bricks.json (default true). */
@@ -77,6 +78,8 @@ export interface BrickSet {
   readonly hidden?: number;
   readonly eosTokenIds: readonly number[];
   readonly maxPositions?: number;
+  /** Present for an encoder-decoder set (Whisper): the encoder runs once, the decoder cross-attends to it. */
+  readonly seq2seq?: Seq2SeqRole;
   /** The placeholder → encoder merge for a token id, or for a kind ('vision' / 'audio'). */
   encoder(which: number | BrickKind): EncoderRole;
   session(name: string): Promise<BrickSession>;
@@ -93,7 +96,8 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
   const manifest = await readBricksManifest(dir, { checkHashes: opts.checkHashes ?? true });
   const { backend, skipped } = await resolveBackend(opts.backends ?? DEFAULT_BACKENDS);
   const config = await readConfigs(dir, manifest);
-  const roles = findRoles(manifest, config);
+  const seq2seq = findSeq2SeqRole(manifest, config);
+  const roles = seq2seq ? seq2seqRoles(seq2seq) : findRoles(manifest, config);
   const sessions = new Map<string, Promise<BrickSession>>();
   const ms: Record<string, number> = {};
   const entry = (name: string): BrickEntry => {
@@ -103,7 +107,7 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
   };
 
   const set: BrickSet = {
-    dir, manifest, backend, skippedBackends: skipped, ...roles,
+    dir, manifest, backend, skippedBackends: skipped, ...roles, seq2seq,
     encoder(which) {
       const e = roles.encoders.find((x) => (typeof which === 'number' ? x.placeholderTokenId === which : x.kind === which));
       if (!e) throw fail('E_BRICKS_ROLE', `this brick set has no ${typeof which === 'number' ? `encoder for placeholder token ${which}` : `'${which}' encoder`}`,
@@ -257,6 +261,20 @@ function findRoles(m: BricksManifest, c: Configs): Roles {
   const eos = c.generation?.eos_token_id ?? c.config?.eos_token_id ?? text.eos_token_id;
   const eosTokenIds = (Array.isArray(eos) ? eos : eos === undefined || eos === null ? [] : [eos]).filter((x): x is number => Number.isInteger(x));
   return { decoder, embed, encoders, hidden, eosTokenIds, maxPositions: num(text.max_position_embeddings) };
+}
+
+/** The decoder-only roles an encoder-decoder set also answers (its generation is ./generation/seq2seq.ts). */
+function seq2seqRoles(r: Seq2SeqRole): Roles {
+  const logits = r.decoder.outputs.find((o) => o.name === TENSOR.logits)?.shape?.at(-1);
+  return {
+    decoder: {
+      brick: r.decoder, takes: 'input_ids', vocab: typeof logits === 'number' ? logits : undefined,
+      // Fed by generation/seq2seq.ts (encoder_hidden_states, use_cache_branch), not by stepFeeds.
+      inputs: { takes: 'input_ids', embedsType: 'float32', attentionMask: false, positions: 'none', positionStart: 0,
+        cachePosition: false, useCacheBranch: true, numLogitsToKeep: false, tokenTypeIds: false },
+    },
+    encoders: [], eosTokenIds: r.decoding.eosTokenIds, maxPositions: r.decoding.maxPositions,
+  };
 }
 
 const PAST = /^past_key_values\.(\d+)\.(key|value)$/;

@@ -92,7 +92,7 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
         if (!imageFamily) imageConfig = await loadImageProcessorConfig(dir);
         else notices.push(...imageFamily.notices);
       }
-      if (set.encoders.some((e) => e.kind === 'audio')) audioConfig = await loadFeatureExtractorConfig(dir);
+      if (set.encoders.some((e) => e.kind === 'audio') || set.seq2seq?.encoder.kind === 'audio') audioConfig = await loadFeatureExtractorConfig(dir);
     }
     const prepareMedia = async (kind: MediaKind, item: MediaItem): Promise<PreparedMedia> => {
       if ('prepared' in item) return item.prepared;

@@ -18,6 +18,9 @@ export interface GenerationFlags {
   readonly stopStrings?: readonly string[];
   /** Streams new text as it becomes printable. */
   readonly onText?: (text: string) => void;
+  /** Speech-to-text (Whisper) only: language code and task of the forced prefix. */
+  readonly language?: string;
+  readonly task?: string;
 }
 
 export interface RunStats {
@@ -74,6 +77,8 @@ async function answer(m: RuntimeModel, session: ChatSession, req: GenerateReques
 
 /** `nanomind run`: one prompt (text, images, audio) or raw ids, one answer. */
 export async function runPrompt(m: RuntimeModel, turn: Turn & { inputIds?: readonly number[] }, g: GenerationFlags = {}): Promise<RunResult> {
+  // Encoder-decoder models (Whisper) transcribe instead of chatting: ./transcribe.ts.
+  if (m.set.seq2seq) return (await import('./transcribe.js')).transcribe(m, turn, g);
   const session = new ChatSession(m.set);
   const before = m.set.brickMs();
   if (turn.inputIds) {

@@ -45,7 +45,7 @@ describe('nanomind partition / inspect / run on a monolithic model folder', () =
     expect(JSON.parse(mono.stdout).tokens.length).toBeGreaterThan(0);
   });
 
-  it('an encoder-decoder folder is refused with its own code, as JSON too', async () => {
+  it('an encoder-decoder folder it cannot adopt (the decoder has no encoder_hidden_states) is refused with its own code, as JSON too', async () => {
     const { mkdir, copyFile } = await import('node:fs/promises');
     const dir = join(work, 'whisper');
     await mkdir(join(dir, 'onnx'), { recursive: true });
