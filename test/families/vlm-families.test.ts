@@ -23,6 +23,7 @@ import { buildTinyQwen2Vl } from '../../src/fixtures/qwen2-vl.js';
 import { buildTinySmolVlm } from '../../src/fixtures/smolvlm.js';
 import { buildTinyGemma3Vlm } from '../../src/fixtures/gemma3-vlm.js';
 import type { Resampler } from '../../src/run/inputs/image.js';
+import { ALL_VARIANTS, DTYPE_VARIANTS, writeDtypeVariants } from '../../src/fixtures/variants.js';
 import { partition } from '../../src/partition/index.js';
 import { openModel, prepareTurn } from '../../src/run/model.js';
 import { generate } from '../../src/run/generation/chat-session.js';
@@ -53,16 +54,16 @@ async function png(file: string, w: number, h: number, seed: number): Promise<st
 
 type Gen = { generate: (o: Record<string, unknown>) => Promise<{ data: BigInt64Array }>; dispose: () => Promise<void> };
 
-async function transformersJs(name: string, cls: { from_pretrained: (n: string, o: object) => Promise<unknown> }, file: string) {
+async function transformersJs(name: string, cls: { from_pretrained: (n: string, o: object) => Promise<unknown> }, file: string, dtype = 'fp32') {
   const processor = await AutoProcessor.from_pretrained(name, { local_files_only: true });
-  const model = await cls.from_pretrained(name, { dtype: 'fp32', local_files_only: true }) as Gen;
+  const model = await cls.from_pretrained(name, { dtype, local_files_only: true }) as Gen;
   try {
     const text = processor.apply_chat_template([{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: PROMPT }] }] as never,
       { add_generation_prompt: true }) as unknown as string;
     // The rendered template already holds the special tokens (Gemma's <bos>): tokenize without adding more,
     // as nanomind does and as Python's apply_chat_template(tokenize=True) does.
     const inputs = await processor(text, await RawImage.read(file), { add_special_tokens: false }) as Record<string, { data: ArrayLike<number | bigint> }>;
-    const out = await model.generate({ ...inputs, max_new_tokens: NEW_TOKENS, min_new_tokens: NEW_TOKENS, do_sample: false, repetition_penalty: 1.0 });
+    const out = await model.generate({ ...inputs, max_new_tokens: NEW_TOKENS, do_sample: false, repetition_penalty: 1.0 });
     const prompt = Array.from(inputs.input_ids!.data, Number);
     return { prompt, tokens: Array.from(out.data, Number).slice(prompt.length) };
   } finally {
@@ -74,8 +75,9 @@ async function nanomind(bricks: string, file: string, resampler?: Resampler) {
   const m = await openModel(bricks, { resampler });
   try {
     const turn = await prepareTurn(m, { prompt: PROMPT, images: [{ file }] });
+    // Both stop at the model's eos ids and return the eos token itself.
     const r = await generate(m.set, { inputIds: turn.inputIds, features: turn.features, mropePositions: turn.mropePositions },
-      { maxNewTokens: NEW_TOKENS, stopTokenIds: [] });
+      { maxNewTokens: NEW_TOKENS });
     return { prompt: turn.inputIds, tokens: [...r.tokens] };
   } finally {
     await m.close();
@@ -94,18 +96,33 @@ interface Family {
 const FAMILIES: readonly Family[] = [
   { name: 'qwen2_vl', build: (d) => buildTinyQwen2Vl(d, { variant: 'qwen2_vl', seed: 7 }), cls: Qwen2VLForConditionalGeneration as unknown as Cls, images: [[112, 56, 0], [84, 112, 1]] },
   { name: 'qwen2_5_vl', build: (d) => buildTinyQwen2Vl(d, { variant: 'qwen2_5_vl', seed: 0 }), cls: Qwen2_5_VLForConditionalGeneration as unknown as Cls, images: [[112, 56, 0], [84, 112, 1]] },
-  { name: 'smolvlm', build: (d) => buildTinySmolVlm(d, { family: 'smolvlm' }), cls: AutoModelForImageTextToText as unknown as Cls, images: [[60, 28, 0], [40, 70, 1]], resampler: 'sharp-affine' },
-  { name: 'smolvlm2', build: (d) => buildTinySmolVlm(d, { family: 'smolvlm2' }), cls: AutoModelForImageTextToText as unknown as Cls, images: [[60, 28, 0]], resampler: 'sharp-affine' },
+  { name: 'smolvlm', build: (d) => buildTinySmolVlm(d, { family: 'smolvlm' }), cls: AutoModelForImageTextToText as unknown as Cls, images: [[64, 32, 0], [32, 64, 1]], resampler: 'sharp-affine' },
+  { name: 'smolvlm2', build: (d) => buildTinySmolVlm(d, { family: 'smolvlm2' }), cls: AutoModelForImageTextToText as unknown as Cls, images: [[64, 32, 0]], resampler: 'sharp-affine' },
   { name: 'gemma3', build: (d) => buildTinyGemma3Vlm(d, { seed: 1 }), cls: AutoModelForImageTextToText as unknown as Cls, images: [[32, 32, 0], [50, 20, 1]], resampler: 'sharp-affine' },
 ];
 
+const STEMS = ['vision_encoder', 'embed_tokens', 'decoder_model_merged'];
+
 describe.each(FAMILIES.map((f) => [f.name, f] as const))('%s', (name, f) => {
   let bricks: string;
+  let dir: string;
   beforeAll(async () => {
-    const dir = join(root, name);
+    dir = join(root, name);
     await f.build(dir);
+    // The hub's dtype variants as transformers.js' quantize.py writes them (float32 I/O: keep_io_types).
+    await writeDtypeVariants(join(dir, 'onnx'), STEMS, ALL_VARIANTS, { fp16Io: 'float32' });
     bricks = join(root, `${name}-bricks`);
     await partition({ input: dir, out: bricks });
+  });
+  it.each(ALL_VARIANTS.map((v) => [DTYPE_VARIANTS[v].dtype, DTYPE_VARIANTS[v].suffix.slice(1)]))('%s variant: same greedy tokens as transformers.js', async (dtype, suffix) => {
+    const [w, h, seed] = f.images[0]!;
+    const file = await png(join(root, `${name}-${w}x${h}.png`), w, h, seed);
+    const ref = await transformersJs(name, f.cls as never, file, dtype);
+    const b = join(root, `${name}-${suffix}-bricks`);
+    await partition({ input: dir, out: b, dtype: suffix });
+    const got = await nanomind(b, file, f.resampler);
+    expect(got.prompt).toEqual(ref.prompt);
+    expect(got.tokens).toEqual(ref.tokens);
   });
   it.each(f.images.map((x) => [...x]))('%dx%d image: same prompt ids and greedy tokens as transformers.js', async (w, h, seed) => {
     const file = await png(join(root, `${name}-${w}x${h}.png`), w, h, seed);

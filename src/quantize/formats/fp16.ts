@@ -70,13 +70,16 @@ export async function toFloat16(edit: ModelEdit, opts: Fp16Options = {}): Promis
     let m: 'fp16' | 'fp32' = 'fp32';
     const sub = n.attribute.some((a) => a.g || a.graphs.length);
     const ok = !n.domain || n.domain === 'ai.onnx' ? FP16_OK.has(n.opType) : n.domain === MS_DOMAIN && MS_FP16_OK.has(n.opType);
-    if (!sub && ok) {
+    // An input whose element type inference could not tell would get no Cast: such a node stays float32,
+    // and so does everything downstream that only it feeds (its outputs are then float32 values).
+    const unknown = n.input.some((i) => i && !types.get(i)?.dtype && !edit.inits.has(i) && !constants.has(i));
+    if (!sub && ok && !unknown) {
       const computed = n.input.filter((i) => i && isF32(i) && !isConst(i));
       const compute = COMPUTE.has(n.opType) || n.domain === MS_DOMAIN; // every com.microsoft op allowed here is a MatMul
       m = !compute && computed.length > 0 && computed.every((i) => fp32Value.has(i)) ? 'fp32' : 'fp16';
     }
     mode.set(n, m);
-    if (m === 'fp32') n.output.forEach((o) => { if (o && isF32(o)) fp32Value.add(o); });
+    if (m === 'fp32') n.output.forEach((o) => { if (o && (isF32(o) || (unknown && !types.get(o)?.dtype))) fp32Value.add(o); });
   }
 
   // 2. Rebuild the node list with casts and float16 constants.
