@@ -4,11 +4,10 @@
  * transformers.js on the same files: the same prompt ids from the same chat template, and the same
  * greedy tokens. Oracle: transformers.js 4.3.1 (AutoTokenizer + AutoModelForCausalLM over the folder).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { AutoModelForCausalLM, AutoTokenizer, env } from '@huggingface/transformers';
+import { AutoModelForCausalLM, AutoTokenizer } from '@huggingface/transformers';
+import { transformersJsRoot } from './helpers.js';
 import { TEXT_FAMILIES, buildTextFamily, type TextFamily } from '../../src/fixtures/text-families.js';
 import { ALL_VARIANTS, DTYPE_VARIANTS, writeDtypeVariants } from '../../src/fixtures/variants.js';
 import { GQA_VARIANTS, buildGqaTextLm } from '../../src/fixtures/gqa-decoder.js';
@@ -19,15 +18,9 @@ import { generate } from '../../src/run/generation/chat-session.js';
 
 const NEW_TOKENS = 12;
 const PROMPT = 'the cat and the dog';
+const tjsRoot = transformersJsRoot('nanomind-families-');
 let root: string;
-
-beforeAll(async () => {
-  root = await mkdtemp(join(tmpdir(), 'nanomind-families-'));
-  env.allowRemoteModels = false;
-  env.allowLocalModels = true;
-  env.localModelPath = root + '/';
-});
-afterAll(async () => { await rm(root, { recursive: true, force: true }); });
+beforeAll(() => { root = tjsRoot.dir(); });
 
 async function transformersJs(name: string, dtype: string): Promise<{ prompt: number[]; tokens: number[] }> {
   const tok = await AutoTokenizer.from_pretrained(name);

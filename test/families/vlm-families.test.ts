@@ -11,14 +11,13 @@
  * open the model with `resampler: 'sharp-affine'` (transformers.js' resampling) to compare pipelines,
  * not resamplers.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import sharp from 'sharp';
 import {
-  AutoModelForImageTextToText, AutoProcessor, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration, RawImage, env,
+  AutoModelForImageTextToText, AutoProcessor, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration, RawImage,
 } from '@huggingface/transformers';
+import { writePatternPng } from '../../src/fixtures/images.js';
+import { transformersJsRoot } from './helpers.js';
 import { buildTinyQwen2Vl } from '../../src/fixtures/qwen2-vl.js';
 import { buildTinySmolVlm } from '../../src/fixtures/smolvlm.js';
 import { buildTinyGemma3Vlm } from '../../src/fixtures/gemma3-vlm.js';
@@ -30,27 +29,11 @@ import { generate } from '../../src/run/generation/chat-session.js';
 
 const NEW_TOKENS = 10;
 const PROMPT = 'What is in the picture?';
+const tjsRoot = transformersJsRoot('nanomind-vlm-families-');
 let root: string;
+beforeAll(() => { root = tjsRoot.dir(); });
 
-beforeAll(async () => {
-  root = await mkdtemp(join(tmpdir(), 'nanomind-vlm-families-'));
-  env.allowRemoteModels = false;
-  env.allowLocalModels = true;
-  env.localModelPath = root + '/';
-});
-afterAll(async () => { await rm(root, { recursive: true, force: true }); });
-
-async function png(file: string, w: number, h: number, seed: number): Promise<string> {
-  const px = Buffer.alloc(w * h * 3);
-  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
-    const i = (y * w + x) * 3;
-    px[i] = Math.round(127.5 + 127.5 * Math.sin((x / w) * 6.283 * (1 + seed) + seed));
-    px[i + 1] = Math.round((255 * y) / (h - 1));
-    px[i + 2] = Math.round(127.5 + 127.5 * Math.cos(((x + 2 * y) / (w + h)) * 12.57 * (seed + 1)));
-  }
-  await sharp(px, { raw: { width: w, height: h, channels: 3 } }).png().toFile(file);
-  return file;
-}
+const png = writePatternPng;
 
 type Gen = { generate: (o: Record<string, unknown>) => Promise<{ data: BigInt64Array }>; dispose: () => Promise<void> };
 
