@@ -6,11 +6,13 @@
 import ort from 'onnxruntime-node';
 import { join } from 'node:path';
 import { fail } from '../errors.js';
-import { replacePlaceholderRows } from '../formats/merge.js';
 import type { BrickEntry, Connection, TensorSpec, VerifyOutput, VerifyReport } from '../formats/bricks.js';
 import { TENSOR } from '../formats/names.js';
 import { mulberry32, normalFrom } from '../util/prng.js';
 import { ORT_LOG } from '../onnx/ort-log.js';
+import { toOrtFeeds } from '../onnx/ort-feeds.js';
+import type { TensorLike } from '../run/backend.js';
+import { fullPassFeeds } from '../run/generation/full-pass.js';
 
 export interface VerifyOptions {
   /** The original model and its inputs/outputs. */
@@ -42,7 +44,6 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
   };
   const values = new Map<string, ort.Tensor>();
   const merges = o.connections.filter((c) => c.merge);
-  const mergeTargets = new Set(merges.map((c) => c.to));
   const sizeOf = (spec: TensorSpec, seq: number): number[] => (spec.shape ?? []).map((d, i) => {
     if (typeof d === 'number') return d;
     if (d && o.dims?.[d] !== undefined) return o.dims[d];
@@ -100,9 +101,9 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
     [TENSOR.attentionMask, new ort.Tensor('int64', new BigInt64Array(total).fill(1n), [1, total])],
     [TENSOR.positionIds, new ort.Tensor('int64', BigInt64Array.from(tokens, (_, i) => BigInt(first + i)), [1, tokens.length])],
   ]);
-  const steps: Step[] = [{ ids, merge: true, values: textInputs(ids, seq, 0), past: () => undefined, originalPast: () => undefined, lastRow: false }];
+  const steps: Step[] = [{ ids, values: textInputs(ids, seq, 0), past: () => undefined, originalPast: () => undefined, lastRow: false }];
   if (chainCached && (originalCached || recompute)) steps.push({
-    ids: next, merge: false, values: textInputs(next, seq + 1, seq),
+    ids: next, values: textInputs(next, seq + 1, seq),
     past: (name) => steps[0].values.get(`${decoder!.name}.${presentOf(name)}`),
     originalPast: (name) => steps[0].ref?.[presentOf(name)],
     ...(originalCached ? { lastRow: false } : { originalValues: textInputs([...ids, ...next], seq + 1, 0), lastRow: true }),
@@ -110,30 +111,21 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
   const valueOf = (st: Step, key: string) => st.values.get(key) ?? values.get(key);
   const emptyPast = (i: TensorSpec) => new ort.Tensor('float32', new Float32Array(0), sizeOf(i, seq));
   // Each model is opened once and runs every step before it is released (session creation dominates).
-  const runSteps = async (file: string, feedsOf: (st: Step) => Record<string, ort.Tensor>, keep: (st: Step, out: Record<string, ort.Tensor>) => void) => {
+  const runSteps = async (file: string, feedsOf: (st: Step, k: number) => Record<string, ort.Tensor>, keep: (st: Step, out: Record<string, ort.Tensor>) => void) => {
     const s = await ort.InferenceSession.create(file, sessionOptions);
-    try { for (const st of steps) keep(st, await s.run(feedsOf(st))); } finally { await s.release(); }
+    try { for (const [k, st] of steps.entries()) keep(st, await s.run(feedsOf(st, k))); } finally { await s.release(); }
   };
 
-  // 3. Text-side bricks, merging features where the manifest says so.
+  // 3. Text-side bricks, merging features where the manifest says so (the prompt holds the placeholders;
+  // the next token does not), fed as the runtime's reference passes are (run/generation/full-pass.ts).
   for (const b of order.filter((x) => x.kind === 'embed' || x.kind === 'decoder')) {
-    await runSteps(join(o.dir, b.file), (st) => {
-      const feeds: Record<string, ort.Tensor> = {};
-      for (const i of b.inputs) {
-        const key = `${b.name}.${i.name}`;
-        const plain = o.connections.find((c) => c.to === key && !c.merge);
-        let t = /^past_key_values/.test(i.name) ? st.past(i.name) ?? emptyPast(i) : plain ? valueOf(st, plain.from) : valueOf(st, i.name);
-        if (!t) throw fail('E_VERIFY_INPUT', `no value to feed brick '${b.name}' input '${i.name}'`);
-        if (st.merge && mergeTargets.has(key)) {
-          const data = new Float32Array(t.data as Float32Array);
-          const hidden = t.dims[t.dims.length - 1];
-          for (const m of merges.filter((c) => c.to === key))
-            replacePlaceholderRows(data, st.ids, m.merge!.placeholderTokenId, values.get(m.from)!.data as Float32Array, hidden);
-          t = new ort.Tensor('float32', data, t.dims);
-        }
-        feeds[i.name] = t;
-      }
-      return feeds;
+    await runSteps(join(o.dir, b.file), (st, k) => {
+      const r = fullPassFeeds(b, {
+        ids: st.ids, start: k === 0 ? 0 : seq, connections: o.connections,
+        value: (key) => valueOf(st, key) as TensorLike | undefined, past: (name) => st.past(name) as TensorLike | undefined,
+      });
+      if (r.missing.length) throw fail('E_VERIFY_INPUT', `no value to feed brick '${b.name}' input '${r.missing[0]}'`);
+      return toOrtFeeds(r.feeds);
     }, (st, out) => { for (const [k, v] of Object.entries(out)) st.values.set(`${b.name}.${k}`, v); });
   }
 
@@ -164,8 +156,6 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
 
 interface Step {
   readonly ids: readonly bigint[];
-  /** Merge feature rows into the embeddings (the prompt holds the placeholders; the next token does not). */
-  readonly merge: boolean;
   /** This step's inputs and brick outputs (`brick.output`); encoder features are shared by all steps. */
   readonly values: Map<string, ort.Tensor>;
   readonly past: (name: string) => ort.Tensor | undefined;

@@ -1,5 +1,6 @@
 /**
- * Feeds of a text-side brick (embed or decoder) for one pass over a whole prompt without a KV cache:
+ * Feeds of a text-side brick (embed or decoder) for one pass over a whole prompt without a KV cache (or,
+ * with `start` and `past`, for the rows after a cached prefix):
  * the reference runs that check a brick set — the partitioner's equivalence check, the quantizer's
  * calibration pass and its independent no-cache greedy generator — all build their embed → merge →
  * decoder feeds here, so a decoder convention (generation/decoder-inputs.ts), an empty float16 cache or
@@ -28,6 +29,10 @@ export interface FullPassContext {
   given?(spec: TensorSpec): TensorLike | undefined;
   /** config.json's model_type (position conventions). */
   readonly modelType?: string;
+  /** Position of `ids[0]`: the tokens before it are in the cache `past` gives (default 0: no cache). */
+  readonly start?: number;
+  /** The cache for a decoder past input (default: empty). */
+  past?(name: string): TensorLike | undefined;
 }
 
 export interface FullPassFeeds {
@@ -51,13 +56,14 @@ function emptyPast(spec: TensorSpec): TensorLike | undefined {
 
 export function fullPassFeeds(b: BrickEntry, ctx: FullPassContext): FullPassFeeds {
   const seq = ctx.ids.length;
+  const start = ctx.start ?? 0;
   const feeds: Record<string, TensorLike> = {};
   const missing: string[] = [];
   const dec = b.kind === 'decoder' ? decoderInputs(b, ctx.modelType) : undefined;
   const conventions = dec
     ? stepFeeds(dec, {
-      from: 0, to: seq, mask: new BigInt64Array(seq).fill(1n), allLogits: true,
-      positions: BigInt64Array.from({ length: seq }, (_, k) => BigInt(k + dec.positionStart)),
+      from: start, to: start + seq, mask: new BigInt64Array(start + seq).fill(1n), allLogits: true,
+      positions: BigInt64Array.from({ length: seq }, (_, k) => BigInt(start + k + dec.positionStart)),
     })
     : {};
   for (const i of b.inputs) {
@@ -66,7 +72,7 @@ export function fullPassFeeds(b: BrickEntry, ctx: FullPassContext): FullPassFeed
     let t = (plain ? ctx.value(plain.from) : undefined) ?? ctx.given?.(i);
     if (!t && i.name === TENSOR.inputIds) t = tensor('int64', BigInt64Array.from(ctx.ids), [1, seq]);
     if (!t) t = conventions[i.name];
-    if (!t && PAST.test(i.name)) t = emptyPast(i);
+    if (!t && PAST.test(i.name)) t = ctx.past?.(i.name) ?? emptyPast(i);
     if (!t) { missing.push(i.name); continue; }
     const merges = ctx.connections.filter((c) => c.merge && c.to === key);
     const mergeIds = ctx.mergeIds ?? ctx.ids;
