@@ -37,8 +37,8 @@ const MIN_ROWS = 256;
 export interface KvCacheOptions {
   /** Default: the layout's mode. 'shared-buffer' on a decoder whose graph does not allow it is refused. */
   readonly mode?: KvCacheMode;
-  /** Most tokens the cache will hold (the session's context); shared buffers never grow past it. */
-  readonly maxLength: number;
+  /** Most tokens the cache will hold (the session's context); shared buffers never grow past it. Needed for 'shared-buffer'. */
+  readonly maxLength?: number;
   /** Rows the shared buffers start with (default 256, capped at maxLength); they double as needed. */
   readonly initialRows?: number;
 }
@@ -53,14 +53,15 @@ export class KvCache {
   private allocations = 0;
   private readonly initialRows: number;
 
-  constructor(readonly layout: KvLayout, opts: KvCacheOptions) {
+  constructor(readonly layout: KvLayout, opts: KvCacheOptions = {}) {
     if (!ARRAY[layout.dtype]) throw fail('E_UNSUPPORTED', `KV cache dtype '${layout.dtype}' is not supported`);
-    if (!(Number.isSafeInteger(opts.maxLength) && opts.maxLength >= 1)) throw fail('E_BAD_OPTION', `KV cache maxLength must be an integer ≥ 1, got ${opts.maxLength}`);
     this.mode = opts.mode ?? layout.mode;
     if (this.mode === 'shared-buffer' && layout.mode !== 'shared-buffer')
       throw fail('E_BAD_OPTION', 'this decoder\'s KV cache cannot use a shared buffer (bricks.json kvCache is not \'shared-buffer\')',
         { hint: 'only decoders whose attention is GroupQueryAttention reading past_key_values directly can; partition again with this nanomind to detect it' });
-    this.maxLength = opts.maxLength;
+    const max = opts.maxLength ?? (this.mode === 'shared-buffer' ? undefined : Number.MAX_SAFE_INTEGER);
+    if (!(max !== undefined && Number.isSafeInteger(max) && max >= 1)) throw fail('E_BAD_OPTION', `KV cache maxLength must be an integer ≥ 1, got ${opts.maxLength}`);
+    this.maxLength = max;
     const init = opts.initialRows ?? MIN_ROWS;
     if (!(Number.isSafeInteger(init) && init >= 1)) throw fail('E_BAD_OPTION', `KV cache initialRows must be an integer ≥ 1, got ${init}`);
     this.initialRows = Math.min(init, this.maxLength);
