@@ -1,7 +1,7 @@
 /**
  * The shared-buffer KV cache (GroupQueryAttention decoders, run/generation/kv-cache.ts) over a whole
  * conversation: prefix reuse, a divergent turn (truncation), a failed call, the context filling up,
- * buffers that start small and double. Oracle: transformers.js 4.3.1 greedy generation on the same ids
+ * buffers that grow with the cache. Oracle: transformers.js 4.3.1 greedy generation on the same ids
  * over the same folder (it keeps its own growing cache, no code shared with nanomind's runtime).
  * Then what a decode step allocates, seen from the backend's return values: concat mode gets new,
  * growing present tensors every step, shared mode gets its own buffers back.
@@ -66,8 +66,8 @@ describe.each([['phi3', 'fp32'], ['gemma3_text', 'q4f16']] as const)('shared-buf
     const set = await bricks(family, dtype);
     expect(set.decoder.kv!.mode).toBe('shared-buffer');
     expect(set.decoder.kv!.dtype).toBe(dtype === 'fp32' ? 'float32' : 'float16');
-    // Buffers start at 8 rows so that the conversation makes them double.
-    const s = new ChatSession(set, { kvInitialRows: 8 });
+    // Buffers grow 8 rows at a time, so the conversation makes them grow with the cache in them.
+    const s = new ChatSession(set, { kvGrowRows: 8 });
     expect(s.kvCache!.mode).toBe('shared-buffer');
     const p1 = [11, 300, 42, 7, 259, 120, 88, 17, 230, 99];
 
@@ -94,19 +94,19 @@ describe.each([['phi3', 'fp32'], ['gemma3_text', 'q4f16']] as const)('shared-buf
     const d = await s.generate({ inputIds: t4 }, NO_STOP);
     expect(d.stats.reusedTokens).toBeGreaterThan(t3.length);
     expect(d.tokens).toEqual(await oracle(family, dtype, t4, N));
-    // The longest step ran to 24 + 7 = 31 tokens: 8 → 16 → 32 rows.
+    // Steps ran to 10, 17, then at most 31 tokens: 16 → 24 → 32 rows.
     expect(s.kvCache!.buffers).toEqual({ rows: 32, allocations: 3 });
   });
 
   it('stops with context-full at maxContext, the buffers capped there', async () => {
     const set = await bricks(family, dtype);
     const p = [11, 300, 42, 7, 259, 120, 88, 17, 230, 99];
-    const s = new ChatSession(set, { maxContext: 15, kvInitialRows: 8 });
+    const s = new ChatSession(set, { maxContext: 15, kvGrowRows: 8 });
     const r = await s.generate({ inputIds: p }, { ...NO_STOP, maxNewTokens: 50 });
     expect(r.stopReason).toBe('context-full');
     // The last sampled token is not fed, so 15 positions give 6 new tokens after a 10-token prompt.
     expect(r.tokens).toEqual((await oracle(family, dtype, p, 6)));
-    expect(s.kvCache!.buffers).toEqual({ rows: 15, allocations: 2 });
+    expect(s.kvCache!.buffers).toEqual({ rows: 15, allocations: 1 });
   });
 });
 
@@ -131,7 +131,7 @@ describe('what a decode step allocates', () => {
     const tokens: Record<string, readonly number[]> = {};
     for (const mode of ['concat', 'shared-buffer'] as const) {
       steps.length = 0;
-      const s = new ChatSession(spy, { kvCache: mode, kvInitialRows: 64 });
+      const s = new ChatSession(spy, { kvCache: mode, kvGrowRows: 64 });
       tokens[mode] = (await s.generate({ inputIds: p }, { ...NO_STOP, maxNewTokens: 12 })).tokens;
       expect(steps).toHaveLength(12); // prefill + 11 decode steps
       expect(steps.every((st) => st.presents.length === 2 * layers)).toBe(true);

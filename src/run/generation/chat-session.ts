@@ -98,8 +98,8 @@ export interface ChatSessionOptions {
   readonly maxContext?: number;
   /** How the KV cache is kept; default what bricks.json says for the decoder (absent: 'concat'). */
   readonly kvCache?: KvCacheMode;
-  /** Shared-buffer mode: rows the buffers start with (default 256); they double as the context grows. */
-  readonly kvInitialRows?: number;
+  /** Shared-buffer mode: the buffers hold the rows in use rounded up to a multiple of this (default 64). */
+  readonly kvGrowRows?: number;
 }
 
 const DEFAULT_MAX_NEW = 256;
@@ -119,7 +119,7 @@ export class ChatSession {
     this.seq = new Sequence(opts.maxContext ?? Math.min(set.maxPositions ?? 4096, 4096),
       set.decoder.takes === 'inputs_embeds' ? set.hidden : undefined, conv.positionStart);
     if (opts.kvCache && !set.decoder.kv) throw fail('E_BAD_OPTION', `kvCache '${opts.kvCache}' given, but decoder '${set.decoder.brick.name}' has no KV cache`);
-    this.kv = set.decoder.kv ? new KvCache(set.decoder.kv, { maxLength: this.seq.capacity, mode: opts.kvCache, initialRows: opts.kvInitialRows }) : undefined;
+    this.kv = set.decoder.kv ? new KvCache(set.decoder.kv, { maxLength: this.seq.capacity, mode: opts.kvCache, growRows: opts.kvGrowRows }) : undefined;
     this.mrope = conv.positions === 'mrope' ? new BigInt64Array(3 * this.seq.capacity) : undefined;
     this.half = conv.takes === 'inputs_embeds' && conv.embedsType === 'float16' ? new Uint16Array(this.seq.embeds!.length) : undefined;
   }

@@ -16,9 +16,10 @@
  *
  * What the shared buffer does not remove: onnxruntime-node (1.30) copies every fetched output, the
  * preallocated ones included, into a new ArrayBuffer for its return value, which ort-cpu.ts then drops.
- * That copy is as long as the buffer, so the buffers are not allocated at the full context up front:
- * they start at `initialRows` (covering the prompt) and double when a step needs more (one head-major
- * copy per doubling, amortised O(1) per token), which keeps that hidden copy within 2× the cache in use.
+ * That copy is as long as the buffer (measured: a 2048-row buffer made decode at a 64-token context 6×
+ * slower, scripts/bench-kv.mjs), so the buffers are not allocated at the full context up front: they
+ * hold the rows in use rounded up to `growRows` and grow by that step (one head-major copy per step of
+ * growth, amortised ~1/growRows of the cache per token), keeping the hidden copy close to the cache in use.
  */
 import { fail } from '../../errors.js';
 import type { KvCacheMode } from '../../formats/bricks.js';
@@ -31,16 +32,16 @@ const ARRAY: Record<string, ArrayCtor> = {
   float32: Float32Array, float16: Uint16Array, bfloat16: Uint16Array, float64: Float64Array, int8: Int8Array, uint8: Uint8Array,
 };
 
-/** Shared buffers never start smaller than this many rows (a first doubling for every short chat is waste). */
-const MIN_ROWS = 256;
+/** Shared buffers grow by this many rows: a copy of the cache every 64 tokens, at most 63 idle rows. */
+const GROW_ROWS = 64;
 
 export interface KvCacheOptions {
   /** Default: the layout's mode. 'shared-buffer' on a decoder whose graph does not allow it is refused. */
   readonly mode?: KvCacheMode;
   /** Most tokens the cache will hold (the session's context); shared buffers never grow past it. Needed for 'shared-buffer'. */
   readonly maxLength?: number;
-  /** Rows the shared buffers start with (default 256, capped at maxLength); they double as needed. */
-  readonly initialRows?: number;
+  /** Shared buffers hold the rows in use rounded up to a multiple of this (default 64, capped at maxLength). */
+  readonly growRows?: number;
 }
 
 export class KvCache {
@@ -51,7 +52,7 @@ export class KvCache {
   /** Shared mode: rows each buffer holds now; how many times buffers were (re)allocated, for tests and stats. */
   private rows = 0;
   private allocations = 0;
-  private readonly initialRows: number;
+  private readonly growRows: number;
 
   constructor(readonly layout: KvLayout, opts: KvCacheOptions = {}) {
     if (!ARRAY[layout.dtype]) throw fail('E_UNSUPPORTED', `KV cache dtype '${layout.dtype}' is not supported`);
@@ -62,44 +63,41 @@ export class KvCache {
     const max = opts.maxLength ?? (this.mode === 'shared-buffer' ? undefined : Number.MAX_SAFE_INTEGER);
     if (!(max !== undefined && Number.isSafeInteger(max) && max >= 1)) throw fail('E_BAD_OPTION', `KV cache maxLength must be an integer ≥ 1, got ${opts.maxLength}`);
     this.maxLength = max;
-    const init = opts.initialRows ?? MIN_ROWS;
-    if (!(Number.isSafeInteger(init) && init >= 1)) throw fail('E_BAD_OPTION', `KV cache initialRows must be an integer ≥ 1, got ${init}`);
-    this.initialRows = Math.min(init, this.maxLength);
+    const grow = opts.growRows ?? GROW_ROWS;
+    if (!(Number.isSafeInteger(grow) && grow >= 1)) throw fail('E_BAD_OPTION', `KV cache growRows must be an integer ≥ 1, got ${grow}`);
+    this.growRows = grow;
     this.reset();
   }
 
   /** Tokens whose keys and values are cached. */
   get length(): number { return this.len; }
 
-  /** Shared mode: rows per buffer now, and how many times the buffers were allocated (1 + doublings). */
+  /** Shared mode: rows per buffer now, and how many times the buffers were allocated (first + growths). */
   get buffers(): { readonly rows: number; readonly allocations: number } { return { rows: this.rows, allocations: this.allocations }; }
 
   reset(): void {
     this.len = 0;
-    if (this.mode === 'shared-buffer') {
-      // Keep buffers already there: their stale rows are never read (GQA stops at seqlens_k).
-      if (this.rows === 0) this.allocate(this.initialRows);
-      return;
-    }
+    // Shared mode keeps the buffers it has (their stale rows are never read: GQA stops at seqlens_k);
+    // the first step's reserve() allocates them.
+    if (this.mode === 'shared-buffer') return;
     const { kvHeads, headDim, dtype, layers } = this.layout;
     const empty = () => tensor(dtype, new ARRAY[dtype]!(0), [1, kvHeads, 0, headDim]);
     this.past = Array.from({ length: 2 * layers }, empty);
   }
 
   /**
-   * Makes room for a step that ends at `length` tokens (shared mode: grows the buffers by doubling;
+   * Makes room for a step that ends at `length` tokens (shared mode: allocates or grows the buffers;
    * concat mode: nothing to do). Call before `feeds()` / `outputs()`.
    */
   reserve(length: number): void {
     if (!(Number.isSafeInteger(length) && length >= this.len && length <= this.maxLength))
       throw fail('E_CONTEXT_OVERFLOW', `a step to ${length} tokens does not fit the ${this.maxLength}-token KV cache (now ${this.len})`);
     if (this.mode !== 'shared-buffer' || length <= this.rows) return;
-    let rows = this.rows;
-    while (rows < length) rows *= 2;
-    this.allocate(Math.min(rows, this.maxLength));
+    this.allocate(Math.min(Math.ceil(length / this.growRows) * this.growRows, this.maxLength));
   }
 
   feeds(): Record<string, TensorLike> {
+    if (this.mode === 'shared-buffer' && this.rows === 0) throw fail('E_BAD_OPTION', 'KV cache: reserve() the step before feeding a shared buffer');
     const f: Record<string, TensorLike> = {};
     this.layout.past.forEach((p, i) => { f[p.key] = this.past[2 * i]!; f[p.value] = this.past[2 * i + 1]!; });
     return f;
