@@ -15,7 +15,7 @@
  *   `outputs[]` also hold `<name> (next token, cached)`: one more token on top of the prompt's cache.
  * - a decoder brick with a KV cache may say how the runtime keeps it, `kvCache`: 'shared-buffer' (its
  *   attention is com.microsoft GroupQueryAttention reading the past inputs and writing the present outputs
- *   directly, so one max-length buffer per pair serves as both; see partition/kv-share.ts) or 'concat' (the
+ *   directly, so one buffer per pair, longer than the cache, serves as both; see partition/kv-share.ts) or 'concat' (the
  *   present outputs are new tensors one token longer each step). Absent means 'concat' (files written before).
  * - quantize adds optional `format`, `accelerator`, `quantization`, `accuracy` per brick and a top-level
  *   `quantization` (see `formats/quantized.ts`); readers that do not know them ignore them.

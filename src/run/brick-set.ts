@@ -43,7 +43,7 @@ export interface KvLayout {
   readonly dtype: string;
   readonly past: readonly { readonly key: string; readonly value: string }[];
   readonly present: readonly { readonly key: string; readonly value: string }[];
-  /** bricks.json's `kvCache`: whether one max-length buffer per pair may serve as past and present. */
+  /** bricks.json's `kvCache`: whether one buffer per pair may serve as past and present (generation/kv-cache.ts). */
   readonly mode: KvCacheMode;
 }
 

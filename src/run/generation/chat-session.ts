@@ -10,8 +10,9 @@
  *
  * Prefill: embed brick → arena rows (written in place), feature rows copied over the placeholder rows
  * once, decoder on a view of the new rows. Decode: one token per step; the decoder's present KV is the
- * next step's past (a GroupQueryAttention decoder writes it in place into shared buffers: ./kv-cache.ts). A decoder without KV inputs (e.g. cut from a monolithic graph) is run on the whole
- * sequence every step, which is correct but quadratic.
+ * next step's past (a GroupQueryAttention decoder writes it in place into shared buffers: ./kv-cache.ts).
+ * A decoder without KV inputs (e.g. cut from a monolithic graph) is run on the whole sequence every
+ * step, which is correct but quadratic.
  *
  * Batch 1. Left padding is given by `attentionMask` (zeros first); positions are cumsum(mask) - 1.
  */
