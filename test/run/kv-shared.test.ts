@@ -4,7 +4,10 @@
  * buffers that grow with the cache. Oracle: transformers.js 4.3.1 greedy generation on the same ids
  * over the same folder (it keeps its own growing cache, no code shared with nanomind's runtime).
  * Then what a decode step allocates, seen from the backend's return values: concat mode gets new,
- * growing present tensors every step, shared mode gets its own buffers back.
+ * growing present tensors every step, shared mode gets its own buffers back. (Not visible here:
+ * onnxruntime-node still copies each fetched output, preallocated ones included, into an ArrayBuffer
+ * that ort-cpu.ts drops; that copy is as long as the buffer, which is why kv-cache.ts grows the buffers
+ * with the cache instead of allocating the whole context.)
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, rm } from 'node:fs/promises';
