@@ -13,9 +13,14 @@
  * - `files[]`: tokenizer/config files copied beside the bricks, with sha256.
  * - `verify`: the equivalence check partition ran (or null when skipped); for a model with a KV cache its
  *   `outputs[]` also hold `<name> (next token, cached)`: one more token on top of the prompt's cache.
+ * - a decoder brick with a KV cache may say how the runtime keeps it, `kvCache`: 'shared-buffer' (its
+ *   attention is com.microsoft GroupQueryAttention reading the past inputs and writing the present outputs
+ *   directly, so one buffer per pair, longer than the cache, serves as both; see partition/kv-share.ts) or 'concat' (the
+ *   present outputs are new tensors one token longer each step). Absent means 'concat' (files written before).
  * - quantize adds optional `format`, `accelerator`, `quantization`, `accuracy` per brick and a top-level
  *   `quantization` (see `formats/quantized.ts`); readers that do not know them ignore them.
- * Version history: 1 — first version (`cross` connections added later, optional: older readers ignore them).
+ * Version history: 1 — first version (`cross` connections and the decoder's `kvCache` added later, both
+ * optional: older readers ignore them, and this reader takes a missing `kvCache` as 'concat').
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -30,6 +35,10 @@ export const BRICKS_VERSION = 1;
 
 export type DimSpec = number | string | null;
 export interface TensorSpec { readonly name: string; readonly dtype: string; readonly shape: readonly DimSpec[] | null }
+
+/** How a decoder's KV cache is kept between steps (see the header). */
+export type KvCacheMode = 'shared-buffer' | 'concat';
+export const KV_CACHE_MODES: readonly KvCacheMode[] = ['shared-buffer', 'concat'];
 
 export interface BrickEntry {
   readonly name: string;
@@ -48,6 +57,8 @@ export interface BrickEntry {
   readonly format?: string;
   /** The accelerator class the format was chosen for (quantize). */
   readonly accelerator?: 'npu' | 'gpu' | 'cpu';
+  /** Decoders with a KV cache: how the runtime may keep it; absent = 'concat'. */
+  readonly kvCache?: KvCacheMode;
 }
 
 export interface MergeSpec {
@@ -114,6 +125,10 @@ export async function readBricksManifest(dir: string, opts: { checkHashes?: bool
     if (typeof b.file !== 'string') issues.push(`${at}.file: expected a string`);
     if (typeof b.sha256 !== 'string' || !HEX64.test(b.sha256)) issues.push(`${at}.sha256: expected 64 hex chars`);
     if (!Array.isArray(b.dataFiles)) issues.push(`${at}.dataFiles: expected an array`);
+    if (b.kvCache !== undefined) {
+      if (!KV_CACHE_MODES.includes(b.kvCache as KvCacheMode)) issues.push(`${at}.kvCache: expected one of ${KV_CACHE_MODES.join(', ')}`);
+      else if (b.kind !== 'decoder') issues.push(`${at}.kvCache: only a decoder brick keeps a KV cache`);
+    }
     for (const key of ['inputs', 'outputs'] as const) {
       if (!Array.isArray(b[key])) { issues.push(`${at}.${key}: expected an array`); continue; }
       (b[key] as Record<string, unknown>[]).forEach((t, j) => {

@@ -8,6 +8,7 @@ import { Graph, valueInfoType } from '../onnx/graph.js';
 import { allTensors, externalRef, loadModel, resolveInside, saveModel, sha256File, type OnnxFile } from '../onnx/model-io.js';
 import { estimateFlops, graphStats } from '../onnx/stats.js';
 import { inferTypes } from '../onnx/shape-infer.js';
+import { kvCacheMode } from './kv-share.js';
 
 const AUX_FILES = [
   'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json',
@@ -35,10 +36,12 @@ export async function describeBrick(dir: string, file: string, name: string, kin
   const concrete = Object.fromEntries(io.inputs.map((i) => [i.name, (i.shape ?? []).map((d) => (typeof d === 'number' ? d : 1))]));
   const types = perToken ? g.types : inferTypes(g, { inputShapes: concrete });
   const flops = estimateFlops(g, g.nodes, types, perToken);
+  const kvCache = kind === 'decoder' ? kvCacheMode(g) : undefined;
   return {
     name, kind, file, dataFiles, sha256: await sha256File(join(dir, file)), ...io,
     params: stats.params, bytes: stats.bytes, nodes: stats.nodes,
     flops: { per: kind === 'vision' || kind === 'projector' ? 'image' : kind === 'audio' ? 'clip' : 'token', value: flops },
+    ...(kvCache ? { kvCache } : {}),
   };
 }
 

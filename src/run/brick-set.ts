@@ -9,7 +9,7 @@
  */
 import { join } from 'node:path';
 import { fail } from '../errors.js';
-import { readBricksManifest, type BrickEntry, type BricksManifest, type TensorSpec } from '../formats/bricks.js';
+import { readBricksManifest, type BrickEntry, type KvCacheMode, type BricksManifest, type TensorSpec } from '../formats/bricks.js';
 import { readJsonFile } from '../formats/json-file.js';
 import { TENSOR, type BrickKind } from '../formats/names.js';
 import { elementCount, type Backend, type BackendOptions, type BrickSession, type Feeds, type RunOptions, type TensorLike } from './backend.js';
@@ -43,6 +43,8 @@ export interface KvLayout {
   readonly dtype: string;
   readonly past: readonly { readonly key: string; readonly value: string }[];
   readonly present: readonly { readonly key: string; readonly value: string }[];
+  /** bricks.json's `kvCache`: whether one buffer per pair may serve as past and present (generation/kv-cache.ts). */
+  readonly mode: KvCacheMode;
 }
 
 export interface DecoderRole {
@@ -306,5 +308,5 @@ function kvLayout(dec: BrickEntry, text: Json): KvLayout | undefined {
     : typeof text.hidden_size === 'number' && heads ? text.hidden_size / heads : undefined);
   if (!kvHeads || !headDim || !Number.isInteger(headDim))
     throw fail('E_BRICKS_ROLE', `decoder '${dec.name}': cannot tell KV heads / head dim from ${past[0]!.name} [${shape?.join(', ')}] or config.json`);
-  return { layers, kvHeads, headDim, dtype: past[0]!.dtype, ...names };
+  return { layers, kvHeads, headDim, dtype: past[0]!.dtype, ...names, mode: dec.kvCache ?? 'concat' };
 }

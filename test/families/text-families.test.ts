@@ -3,6 +3,8 @@
  * nanomind's own path — partition (adopt) → openModel → chat template → greedy generation — against
  * transformers.js on the same files: the same prompt ids from the same chat template, and the same
  * greedy tokens. Oracle: transformers.js 4.3.1 (AutoTokenizer + AutoModelForCausalLM over the folder).
+ * The GroupQueryAttention decoders run with the shared-buffer KV cache (partition marks them so), the
+ * Optimum-style ones with the concat cache; each case asserts which one the session used.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
@@ -14,7 +16,8 @@ import { GQA_VARIANTS, buildGqaTextLm } from '../../src/fixtures/gqa-decoder.js'
 import { GQA_FAMILY_NAMES, type GqaFamilyName } from '../../src/fixtures/gqa-families.js';
 import { partition } from '../../src/partition/index.js';
 import { openModel, prepareTurn } from '../../src/run/model.js';
-import { generate } from '../../src/run/generation/chat-session.js';
+import { ChatSession } from '../../src/run/generation/chat-session.js';
+import type { KvCacheMode } from '../../src/formats/bricks.js';
 
 const NEW_TOKENS = 12;
 const PROMPT = 'the cat and the dog';
@@ -38,14 +41,15 @@ async function transformersJs(name: string, dtype: string): Promise<{ prompt: nu
   }
 }
 
-async function nanomind(dir: string, out: string, dtype: string): Promise<{ prompt: number[]; tokens: number[] }> {
-  await partition({ input: dir, out, dtype: dtype === 'fp32' ? undefined : dtype });
+async function nanomind(dir: string, out: string, dtype: string): Promise<{ prompt: number[]; tokens: number[]; manifest?: KvCacheMode; used?: KvCacheMode }> {
+  const { manifest } = await partition({ input: dir, out, dtype: dtype === 'fp32' ? undefined : dtype });
   const m = await openModel(out);
   try {
     const turn = await prepareTurn(m, { prompt: PROMPT });
     // Both stop at the model's eos ids (generation_config.json) and return the eos token itself.
-    const r = await generate(m.set, { inputIds: turn.inputIds }, { maxNewTokens: NEW_TOKENS });
-    return { prompt: turn.inputIds, tokens: [...r.tokens] };
+    const session = new ChatSession(m.set);
+    const r = await session.generate({ inputIds: turn.inputIds }, { maxNewTokens: NEW_TOKENS });
+    return { prompt: turn.inputIds, tokens: [...r.tokens], manifest: manifest.bricks.find((b) => b.kind === 'decoder')!.kvCache, used: session.kvCache?.mode };
   } finally {
     await m.close();
   }
@@ -66,6 +70,7 @@ describe.each(TEXT_FAMILIES.map((f) => [f]))('%s', (family: TextFamily) => {
     const got = await nanomind(dir, join(root, `${family}-${dtype}-bricks`), suffix || 'fp32');
     expect(got.prompt).toEqual(ref.prompt);
     expect(got.tokens).toEqual(ref.tokens);
+    expect([got.manifest, got.used]).toEqual(['concat', 'concat']);
     // A comparison of one repeated token would prove little: the float model answers with several
     // (a 4-bit copy of random weights may collapse onto one; it is compared all the same).
     if (dtype === 'fp32') expect(new Set(ref.tokens).size).toBeGreaterThan(2);
@@ -82,6 +87,7 @@ describe.each(GQA_FAMILY_NAMES.map((f) => [f]))('%s (GroupQueryAttention)', (fam
     const got = await nanomind(dir, join(root, `${family}-${dtype}-bricks`), dtype);
     expect(got.prompt).toEqual(ref.prompt);
     expect(got.tokens).toEqual(ref.tokens);
+    expect([got.manifest, got.used]).toEqual(['shared-buffer', 'shared-buffer']);
     if (dtype === 'fp32') expect(new Set(ref.tokens).size).toBeGreaterThan(2);
   });
 });

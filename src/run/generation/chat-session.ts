@@ -10,8 +10,9 @@
  *
  * Prefill: embed brick → arena rows (written in place), feature rows copied over the placeholder rows
  * once, decoder on a view of the new rows. Decode: one token per step; the decoder's present KV is the
- * next step's past. A decoder without KV inputs (e.g. cut from a monolithic graph) is run on the whole
- * sequence every step, which is correct but quadratic.
+ * next step's past (a GroupQueryAttention decoder writes it in place into shared buffers: ./kv-cache.ts).
+ * A decoder without KV inputs (e.g. cut from a monolithic graph) is run on the whole sequence every
+ * step, which is correct but quadratic.
  *
  * Batch 1. Left padding is given by `attentionMask` (zeros first); positions are cumsum(mask) - 1.
  */
@@ -20,6 +21,7 @@ import { replacePlaceholderRows } from '../../formats/merge.js';
 import { TENSOR } from '../../formats/names.js';
 import { elementCount, type TensorLike } from '../backend.js';
 import { floatToHalf } from '../../onnx/dtype.js';
+import type { KvCacheMode } from '../../formats/bricks.js';
 import type { BrickSet } from '../brick-set.js';
 import { checkFeeds, resolveDims, tensor, toFloat32 } from '../feeds.js';
 import { stepFeeds } from './decoder-inputs.js';
@@ -95,6 +97,10 @@ export interface GenerateResult {
 export interface ChatSessionOptions {
   /** Tokens the arena and cache can hold. Default: max_position_embeddings capped at 4096. */
   readonly maxContext?: number;
+  /** How the KV cache is kept; default what bricks.json says for the decoder (absent: 'concat'). */
+  readonly kvCache?: KvCacheMode;
+  /** Shared-buffer mode: the buffers hold the rows in use rounded up to a multiple of this (default 64). */
+  readonly kvGrowRows?: number;
 }
 
 const DEFAULT_MAX_NEW = 256;
@@ -113,7 +119,8 @@ export class ChatSession {
     const conv = set.decoder.inputs;
     this.seq = new Sequence(opts.maxContext ?? Math.min(set.maxPositions ?? 4096, 4096),
       set.decoder.takes === 'inputs_embeds' ? set.hidden : undefined, conv.positionStart);
-    this.kv = set.decoder.kv ? new KvCache(set.decoder.kv) : undefined;
+    if (opts.kvCache && !set.decoder.kv) throw fail('E_BAD_OPTION', `kvCache '${opts.kvCache}' given, but decoder '${set.decoder.brick.name}' has no KV cache`);
+    this.kv = set.decoder.kv ? new KvCache(set.decoder.kv, { maxLength: this.seq.capacity, mode: opts.kvCache, growRows: opts.kvGrowRows }) : undefined;
     this.mrope = conv.positions === 'mrope' ? new BigInt64Array(3 * this.seq.capacity) : undefined;
     this.half = conv.takes === 'inputs_embeds' && conv.embedsType === 'float16' ? new Uint16Array(this.seq.embeds!.length) : undefined;
   }
@@ -121,6 +128,8 @@ export class ChatSession {
   /** Tokens whose state (embeddings, KV) the session holds. */
   get tokens(): readonly number[] { return this.seq.tokens; }
   get maxContext(): number { return this.seq.capacity; }
+  /** The decoder's KV cache (absent without one): its mode, length and, in shared mode, its buffers. */
+  get kvCache(): KvCache | undefined { return this.kv; }
 
   reset(): void {
     this.seq.truncate(0);
@@ -235,6 +244,9 @@ export class ChatSession {
     const first = mask.indexOf(1);
     if (first < 0 || mask.some((m, i) => (i < first ? m !== 0 : m !== 1)))
       throw fail('E_BAD_INPUT', 'attentionMask must be 0 for left padding and then 1 for every token', { hint: 'batch 1 supports left padding only' });
+    // GroupQueryAttention writes the new rows at sum(mask) − 1: padding would put them before the padding's end.
+    if (first > 0 && this.kv?.mode === 'shared-buffer')
+      throw fail('E_BAD_INPUT', 'attentionMask has left padding, which a shared-buffer KV cache (GroupQueryAttention) cannot take', { hint: 'batch 1 needs no padding: drop it' });
   }
 
   /** Features by placeholder id, checked against the placeholder counts of the whole conversation. */
@@ -338,6 +350,7 @@ export class ChatSession {
       const ids = new Set(this.set.encoders.map((e) => e.placeholderTokenId));
       featureRows = Uint8Array.from({ length: S }, (_, k) => (start + k < req.inputIds.length && ids.has(this.seq.tokens[start + k]!) ? 1 : 0));
     }
+    this.kv?.reserve(to);
     const feeds: Record<string, TensorLike> = {
       ...(this.kv ? this.kv.feeds() : {}),
       ...stepFeeds(conv, { from: start, to, mask: this.seq.mask, positions: this.seq.positions.subarray(start, to), positions3, featureRows }),
@@ -349,7 +362,8 @@ export class ChatSession {
       for (let i = 0; i < rows.length; i++) out[i] = floatToHalf(rows[i]!);
       feeds[TENSOR.inputsEmbeds] = tensor('float16', out, [1, S, this.set.hidden!]);
     } else feeds[TENSOR.inputsEmbeds] = tensor('float32', this.seq.rows(start, to), [1, S, this.set.hidden!]);
-    const out = await this.set.run(dec.brick.name, feeds);
+    const presents = this.kv?.outputs();
+    const out = await this.set.run(dec.brick.name, feeds, presents ? { outputs: presents } : undefined);
     this.kv?.adopt(out, to);
     const logits = out[TENSOR.logits];
     if (!logits) throw fail('E_BRICK_RUN', `decoder '${dec.brick.name}' returned no logits`);
