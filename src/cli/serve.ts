@@ -24,7 +24,7 @@ export const serveVerb = (program: Command) => program
   .option('--max-audio-seconds <s>', 'length limit of one audio clip', '60')
   .option('--json-log', 'one JSON line per request on stderr')
   .action(async (path: string, f: ServeFlags) => {
-    const { startServer } = await import('../serve/server.js');
+    const { checkBind, startServer } = await import('../serve/server.js');
     const { VERSION } = await import('./main.js');
     const port = parseNumber('--port', f.port, { min: 0, integer: true })!;
     const options = {
@@ -39,6 +39,7 @@ export const serveVerb = (program: Command) => program
       },
       jsonLog: f.jsonLog, log: (line: string) => process.stderr.write(line + '\n'), version: VERSION,
     };
+    checkBind(options);
     const opened = await openRuntimeModel(path, { threads: parseNumber('--threads', f.threads, { min: 1, integer: true }) });
     try {
       const server = await startServer(opened.model, options);

@@ -52,10 +52,16 @@ export interface RunningServer {
 
 const LOOPBACK = (host: string) => host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
 
-export async function startServer(model: RuntimeModel, o: ServeOptions): Promise<RunningServer> {
+/** Refuses a non-loopback address without an API key or an explicit noAuth (before a model is even opened). */
+export function checkBind(o: Pick<ServeOptions, 'host' | 'apiKey' | 'noAuth'>): void {
   const host = o.host ?? '127.0.0.1';
   if (!LOOPBACK(host) && !o.apiKey && !o.noAuth)
     throw fail('E_SERVE_UNSAFE', `binding ${host} would let anyone on the network use the model`, { hint: 'pass --api-key KEY (clients send Authorization: Bearer KEY), or --no-auth if that is intended' });
+}
+
+export async function startServer(model: RuntimeModel, o: ServeOptions): Promise<RunningServer> {
+  const host = o.host ?? '127.0.0.1';
+  checkBind(o);
   if (!model.tokenizer || !model.prompts) throw fail('E_TOKENIZER', `${model.dir}: no tokenizer.json / chat template: the server takes text prompts`);
   if (model.set.seq2seq) throw fail('E_USAGE', `${model.dir}: a speech-to-text (encoder-decoder) model does not chat`);
   const limits: Limits = { ...DEFAULT_LIMITS, ...o.limits };
