@@ -8,6 +8,7 @@
 import OpenAI, { APIError } from 'openai';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { toneWav } from '../../src/run/inputs/wav.js';
 import { MODEL_ID, agreedRows, dataUrl, evalFile, serveEmbedded, type EvalRow, type Live } from './helpers.js';
 
 let live: Live;
@@ -15,7 +16,7 @@ let client: OpenAI;
 let rows: Awaited<ReturnType<typeof agreedRows>>;
 beforeAll(async () => {
   // One cache slot, so a request of another conversation evicts the previous one (the cold-cache oracle).
-  live = await serveEmbedded({ apiKey: 'sk-test', cacheSlots: 1, limits: { maxImagePixels: 100 * 100, maxBodyBytes: 256 * 1024 } });
+  live = await serveEmbedded({ apiKey: 'sk-test', cacheSlots: 1, limits: { maxImagePixels: 100 * 100, maxBodyBytes: 256 * 1024, maxAudioSeconds: 3 } });
   client = new OpenAI({ baseURL: `${live.url}/v1`, apiKey: 'sk-test', maxRetries: 0 });
   rows = await agreedRows();
 });
@@ -78,6 +79,16 @@ describe('OpenAI API (openai client)', () => {
     expect(warm.choices[0]!.message.content).toBe(cold.choices[0]!.message.content);
   });
 
+  it('reuses the KV cache of a shared system prompt across conversations', async () => {
+    const system = 'You answer questions about a picture of coloured shapes on a three by three grid, with a short exact answer.';
+    const [a, b] = rows.filter((r) => r.modality === 'typed').slice(10, 12);
+    const ask = async (r: EvalRow) => client.chat.completions.create({ model: MODEL_ID, messages: [{ role: 'system', content: system }, { role: 'user', content: await parts(r) }] });
+    await ask(a!);
+    const second = await ask(b!);
+    // The system message alone is far more than 20 tokens of this byte-level tokenizer.
+    expect(second.usage!.prompt_tokens_details!.cached_tokens).toBeGreaterThan(20);
+  });
+
   it('honours max_tokens and stop', async () => {
     const r = rows.find((x) => x.modality === 'typed' && x.pytorch.split(' ').length > 4)!;
     const short = await client.chat.completions.create({ model: MODEL_ID, max_completion_tokens: 2, messages: [{ role: 'user', content: await parts(r) }] });
@@ -112,6 +123,9 @@ describe('OpenAI API (openai client)', () => {
     const huge = 'x'.repeat(300 * 1024);
     const e2 = await client.chat.completions.create({ model: MODEL_ID, messages: [{ role: 'user', content: huge }] }).catch((x: unknown) => x);
     expect((e2 as APIError).status).toBe(413);
+    const long = toneWav(3.5).toString('base64'); // over this server's 3 s
+    const e3 = await client.chat.completions.create({ model: MODEL_ID, messages: [{ role: 'user', content: [{ type: 'input_audio', input_audio: { data: long, format: 'wav' } }] }] }).catch((x: unknown) => x);
+    expect((e3 as APIError).status).toBe(413);
   });
 
   it('refuses what it cannot do with 4xx, and never fetches a URL', async () => {

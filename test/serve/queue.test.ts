@@ -45,6 +45,9 @@ describe('queue and cancellation', () => {
     const answer = (await (await queued).json()) as { choices: { message: { content: string } }[]; timings: { queue_ms: number } };
     expect(answer.choices[0]!.message.content.trim()).toBe(row.pytorch);
     expect(answer.timings.queue_ms).toBeGreaterThan(0);
+    expect(await metric(live.url, 'nanomind_queue_wait_seconds_count')).toBeGreaterThanOrEqual(2);
+    expect(await metric(live.url, 'nanomind_time_to_first_token_seconds_count')).toBeGreaterThanOrEqual(2);
+    expect(await metric(live.url, 'nanomind_requests_total{api="openai",outcome="refused"}')).toBe(1);
   });
 
   it('stops a generation as soon as its client disconnects', async () => {
