@@ -7,7 +7,7 @@ import { stageProgress, type StageProgress } from './progress.js';
 
 interface DeployFlags {
   to: string; identity?: string; knownHosts?: string; sshConfig?: string; copy: string; skipRuntime?: boolean;
-  runtimeDir?: string; run?: string; json?: boolean;
+  runtimeDir?: string; run?: string; json?: boolean; serve?: boolean; port: string; apiKey?: string; serveHost?: string;
 }
 
 const COPY = ['auto', 'rsync', 'scp'] as const;
@@ -23,6 +23,10 @@ export const deployVerb = (program: Command) => program
   .option('--skip-runtime', 'do not check or install the nanomind runtime on the board')
   .option('--runtime-dir <dir>', 'runtime folder on the board, relative to its home unless absolute', '.nanomind/runtime')
   .option('--run <prompt>', 'afterwards, run `nanomind run <bundle> --prompt PROMPT` on the board and stream its output')
+  .option('--serve', 'afterwards, (re)start `nanomind serve` on the board (systemd user unit, else a detached process) and print its URL')
+  .option('--port <n>', 'with --serve: the port on the board', '8080')
+  .option('--api-key <key>', 'with --serve: require this Bearer key and listen on the network (default: $NANOMIND_API_KEY; without a key: the board\'s loopback only)')
+  .option('--serve-host <addr>', 'with --serve: the address to bind on the board (default 0.0.0.0 with a key, else 127.0.0.1)')
   .option('--json', 'print the result as JSON')
   .action(async (dir: string, f: DeployFlags) => {
     const { deploy } = await import('../deploy/index.js');
@@ -35,9 +39,13 @@ export const deployVerb = (program: Command) => program
         bundle: dir, to: f.to, skipRuntime: f.skipRuntime, runtimeDir: f.runtimeDir,
         ssh: { identity: f.identity, knownHosts: f.knownHosts, config: f.sshConfig, copy: f.copy as (typeof COPY)[number] },
         run: f.run === undefined ? undefined : ['run', '{bundle}', '--prompt', f.run],
+        serve: f.serve ? {
+          port: parseNumber('--port', f.port, { min: 1, integer: true })!, host: f.serveHost,
+          apiKey: f.apiKey ?? (process.env.NANOMIND_API_KEY || undefined),
+        } : undefined,
         probeFreeKb: parseNumber('NANOMIND_PROBE_FREE_KB', process.env.NANOMIND_PROBE_FREE_KB, { min: 0 }),
         onStage: (s) => progress?.stage(s),
-        onReadiness: (rows) => { if (!f.json) process.stderr.write(renderReadiness(rows)); progress = stageProgress(4, f.json); },
+        onReadiness: (rows) => { if (!f.json) process.stderr.write(renderReadiness(rows)); progress = stageProgress(4 + (f.run === undefined ? 0 : 1) + (f.serve ? 1 : 0), f.json); },
         onFile: (rel) => progress?.stage(`sent ${rel}`),
         // Remote output streams through as it comes; with --json it is in the result instead.
         onOutput: (stream, s) => { if (!f.json) (stream === 'stdout' ? process.stdout : process.stderr).write(s); },
@@ -52,6 +60,7 @@ export const deployVerb = (program: Command) => program
       out += `  verified: ${r.verified ? 'every file matches its sha256 on the board' : 'NO'}\n`;
       out += `  runtime: ${r.runtime.action === 'skip' ? 'not checked (--skip-runtime)' : r.runtime.action === 'up-to-date' ? `nanomind ${r.runtime.remote} (up to date)` : `installed nanomind ${r.runtime.remote}`}\n`;
       if (r.run) out += `  run: exit ${r.run.exitCode}\n`;
+      if (r.serve) out += `  serve: ${r.serve.url}/ (${r.serve.mode === 'systemd' ? 'systemd user unit nanomind-serve.service' : `pid ${r.serve.pid}`}${r.serve.stopped ? `, replaced ${r.serve.stopped === 'unit' ? 'the running unit' : `pid ${r.serve.stopped}`}` : ''}; log: ${r.serve.log})\n`;
       for (const n of r.notes) out += `note: ${n}\n`;
       return out;
     });

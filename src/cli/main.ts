@@ -17,6 +17,7 @@ import { planVerb } from './plan.js';
 import { pullVerb } from './pull.js';
 import { quantizeVerb } from './quantize.js';
 import { runVerb } from './run.js';
+import { serveVerb } from './serve.js';
 
 export const VERSION = '0.1.0';
 
@@ -27,7 +28,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-  for (const verb of [demoVerb, pullVerb, inspectVerb, partitionVerb, quantizeVerb, compileVerb, planVerb, runVerb, chatVerb, benchVerb, evalVerb, deployVerb]) verb(program);
+  for (const verb of [demoVerb, pullVerb, inspectVerb, partitionVerb, quantizeVerb, compileVerb, planVerb, runVerb, chatVerb, serveVerb, benchVerb, evalVerb, deployVerb]) verb(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

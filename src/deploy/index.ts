@@ -10,12 +10,15 @@
  *   4. verify+swap sha256 of every staged file, then rename into place
  *   5. runtime     version check, `npm pack` + `npm install --omit=dev` when it differs (runtime.ts)
  *   6. --run       nanomind on the board, output streamed back                       (remote.ts)
+ *   7. --serve     stop the old `nanomind serve`, start the new one (systemd user unit or
+ *                  detached process), wait for its /health                           (service.ts)
  */
 import { randomBytes } from 'node:crypto';
 import { fail } from '../errors.js';
 import { loadDeployable, type Deployable } from './local.js';
 import { parseProbe, PROBE_SCRIPT, readinessRows, type Readiness, type ReadinessRow } from './probe.js';
 import { runRemote, transportFor, type RemoteRun } from './remote.js';
+import { startServeOnBoard, type ServeOnBoard, type ServeStarted } from './service.js';
 import { DEFAULT_RUNTIME_DIR, installRuntime, localVersion, runtimeAction } from './runtime.js';
 import type { SshOptions } from './ssh.js';
 import { planSync, prepareScript, verifySwapScript } from './sync.js';
@@ -35,6 +38,8 @@ export interface DeployOptions {
   readonly run?: readonly string[];
   /** Command prefix that starts nanomind on the board (default: the installed runtime). */
   readonly remoteNanomind?: readonly string[];
+  /** Afterwards, (re)start `nanomind serve` on the board as a service (service.ts). */
+  readonly serve?: ServeOnBoard;
   /** Overrides the board's reported free space in KiB (tests; NANOMIND_PROBE_FREE_KB in the CLI). */
   readonly probeFreeKb?: number;
   readonly signal?: AbortSignal;
@@ -63,6 +68,7 @@ export interface DeployResult {
   readonly verified: boolean;
   readonly runtime: { readonly action: 'skip' | 'up-to-date' | 'installed'; readonly local: string; readonly remote: string };
   readonly run?: Pick<RemoteRun, 'command' | 'exitCode'> & { readonly stdout: string };
+  readonly serve?: ServeStarted;
   readonly notes: readonly string[];
 }
 
@@ -147,13 +153,21 @@ async function deployWith(t: Transport, o: DeployOptions, target: Target, local:
     if (r.exitCode !== 0) notes.push(`the remote command exited with ${r.exitCode}`);
   }
 
+  let serve: ServeStarted | undefined;
+  if (o.serve) {
+    o.onStage?.(`starting nanomind serve on port ${o.serve.port}`);
+    serve = await startServeOnBoard(t, target.path, o.serve, { nanomind: o.remoteNanomind, runtimeDir, signal: o.signal });
+    if (serve.host === '127.0.0.1' && target.kind === 'ssh')
+      notes.push(`the server listens on the board's loopback only: ssh -N -L ${serve.port}:127.0.0.1:${serve.port} ${target.user ? `${target.user}@` : ''}${target.host}, then open http://127.0.0.1:${serve.port}/ (or deploy with --api-key to listen on the network)`);
+  }
+
   return {
     target: o.to, path: target.path, kind: local.kind, method: t.method, readiness,
     transferred: sent,
     unchanged: local.files.filter((f) => state.live.get(f.rel) === f.sha256).map((f) => f.rel),
     resumed: plan.keep.filter((f) => state.live.get(f.rel) !== f.sha256).map((f) => f.rel),
     bytesTransferred: plan.send.filter((f) => sent.includes(f.rel)).reduce((s, f) => s + f.bytes, 0),
-    verified, runtime, run, notes,
+    verified, runtime, run, serve, notes,
   };
 }
 

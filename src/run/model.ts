@@ -58,8 +58,11 @@ export interface PreparedMedia {
   readonly tensors?: Readonly<Record<string, TensorLike>>;
 }
 
-/** One image or audio clip: a file to preprocess, a ready tensor (`--input pixel_values=x.npy`), or prepared media. */
-export type MediaItem = { readonly file: string } | { readonly tensor: TensorLike } | { readonly prepared: PreparedMedia };
+/**
+ * One image or audio clip: a file to preprocess, its encoded bytes (PNG/JPEG…, WAV: a server decodes
+ * uploads in memory, never through the disk), a ready tensor (`--input pixel_values=x.npy`), or prepared media.
+ */
+export type MediaItem = { readonly file: string } | { readonly bytes: Uint8Array } | { readonly tensor: TensorLike } | { readonly prepared: PreparedMedia };
 
 const exists = async (p: string) => (await stat(p).catch(() => undefined))?.isFile() ?? false;
 
@@ -97,14 +100,15 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
     const prepareMedia = async (kind: MediaKind, item: MediaItem): Promise<PreparedMedia> => {
       if ('prepared' in item) return item.prepared;
       if ('tensor' in item) return { input: item.tensor };
+      const source = 'bytes' in item ? item.bytes : item.file;
       if (kind === 'image') {
-        if (imageFamily) return familyImage(imageFamily, vision!, item.file, opts.resampler);
+        if (imageFamily) return familyImage(imageFamily, vision!, source, opts.resampler);
         if (!imageConfig) throw fail('E_PREPROCESSOR', `${dir}: no preprocessor_config.json for images`, { hint: 'pass the tensor with --input pixel_values=FILE.npy' });
-        const px = await preprocessImage(item.file, imageConfig, { resampler: opts.resampler });
+        const px = await preprocessImage(source, imageConfig, { resampler: opts.resampler });
         return { input: tensor('float32', px.data, px.dims) };
       }
       if (!audioConfig) throw fail('E_PREPROCESSOR', `${dir}: no preprocessor_config.json for audio`, { hint: 'pass the tensor with --input input_features=FILE.npy' });
-      const mel = await audioFeatures(item.file, audioConfig);
+      const mel = await audioFeatures(source, audioConfig);
       return { input: tensor('float32', mel.data, mel.dims) };
     };
     return {
@@ -123,8 +127,8 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
 const ALIASES: Readonly<Record<string, string>> = { grid_thw: 'image_grid_thw' };
 
 /** One image through its family's processor, as feeds for the encoder chain's first brick. */
-async function familyImage(p: FamilyProcessor, enc: EncoderRole, file: string, resampler?: Resampler): Promise<PreparedMedia> {
-  const batch = await p.preprocess([file], { resampler });
+async function familyImage(p: FamilyProcessor, enc: EncoderRole, source: string | Uint8Array, resampler?: Resampler): Promise<PreparedMedia> {
+  const batch = await p.preprocess([source], { resampler });
   const feeds: Record<string, TensorLike> = {};
   const first = enc.chain[0]!;
   for (const i of first.inputs) {
