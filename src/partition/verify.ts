@@ -7,7 +7,7 @@ import ort from 'onnxruntime-node';
 import { join } from 'node:path';
 import { fail } from '../errors.js';
 import { replacePlaceholderRows } from '../formats/merge.js';
-import type { BrickEntry, Connection, TensorSpec, VerifyOutput, VerifyReport } from '../formats/bricks.js';
+import { isReplaceRows, type BrickEntry, type Connection, type TensorSpec, type VerifyOutput, type VerifyReport } from '../formats/bricks.js';
 import { TENSOR } from '../formats/names.js';
 import { mulberry32, normalFrom } from '../util/prng.js';
 import { ORT_LOG } from '../onnx/ort-log.js';
@@ -41,7 +41,7 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
     try { return await s.run(feeds); } finally { await s.release(); }
   };
   const values = new Map<string, ort.Tensor>();
-  const merges = o.connections.filter((c) => c.merge);
+  const merges = o.connections.filter(isReplaceRows);
   const mergeTargets = new Set(merges.map((c) => c.to));
   const sizeOf = (spec: TensorSpec, seq: number): number[] => (spec.shape ?? []).map((d, i) => {
     if (typeof d === 'number') return d;
@@ -71,7 +71,7 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
   }
 
   // 2. The prompt: placeholders for every merged feature row, random text ids around them.
-  const placeholders = merges.map((c) => ({ id: c.merge!.placeholderTokenId, rows: rowsOf(values.get(c.from)!) }));
+  const placeholders = merges.map((c) => ({ id: c.merge.placeholderTokenId, rows: rowsOf(values.get(c.from)!) }));
   const reserved = new Set(placeholders.map((p) => p.id));
   const vocab = o.vocabSize ?? 256;
   const textId = (): bigint => { for (;;) { const v = Math.floor(rand() * vocab); if (!reserved.has(v)) return BigInt(v); } };
@@ -128,7 +128,7 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
           const data = new Float32Array(t.data as Float32Array);
           const hidden = t.dims[t.dims.length - 1];
           for (const m of merges.filter((c) => c.to === key))
-            replacePlaceholderRows(data, st.ids, m.merge!.placeholderTokenId, values.get(m.from)!.data as Float32Array, hidden);
+            replacePlaceholderRows(data, st.ids, m.merge.placeholderTokenId, values.get(m.from)!.data as Float32Array, hidden);
           t = new ort.Tensor('float32', data, t.dims);
         }
         feeds[i.name] = t;
