@@ -68,8 +68,8 @@ async function reference(f, name, dtype, media) {
     const model = await tjs.Florence2ForConditionalGeneration.from_pretrained(name, { dtype });
     try {
       const inputs = await processor(await tjs.RawImage.read(media), TASK);
-      // Greedy (the hub's generation_config asks for 3 beams; nanomind decodes greedily).
-      const out = await model.generate({ ...inputs, max_new_tokens: NEW_TOKENS, num_beams: 1, do_sample: false });
+      // The folder's generation_config as is: its num_beams 3 keeps the best token of each step in transformers.js 4.3.1 (greedy).
+      const out = await model.generate({ ...inputs, max_new_tokens: NEW_TOKENS });
       return Array.from(out.data, Number);
     } finally { await model.dispose(); }
   }

@@ -100,6 +100,10 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
       // Florence-2: a plain CLIP image processor, and the task tables its processor reads from the same file.
       if (set.seq2seq?.vision) {
         imageConfig = await loadImageProcessorConfig(dir);
+        // Florence-2's generation_config asks for beam search; the runtime has none (transformers.js 4.3.1
+        // keeps the best token of each step, i.e. decodes greedily too).
+        const beams = set.seq2seq.decoding.numBeams;
+        if (beams > 1) notices.push(`generation_config.json asks for num_beams ${beams}; nanomind decodes greedily (or samples), as transformers.js 4.3.1 does in effect`);
         taskPrompts = florence2TaskPrompts(await readJsonFile(preprocessor, 'E_PREPROCESSOR') as Record<string, unknown>, preprocessor);
       }
     }

@@ -51,6 +51,8 @@ export interface Seq2SeqDecoding {
   readonly forcedEosTokenIds: readonly number[];
   /** n-grams of this size (over the decoder sequence, start token included) occur once at most; 0 = off. */
   readonly noRepeatNgramSize: number;
+  /** generation_config num_beams (1 when absent); the runtime has no beam search, so it only warns. */
+  readonly numBeams: number;
 }
 export type WhisperDecoding = Seq2SeqDecoding;
 
@@ -192,5 +194,6 @@ function seq2seqDecoding(config: Json, generation: Json): Seq2SeqDecoding {
     // transformers' GenerationConfig default when the model sets none (Florence-2's generation_config.json sets none).
     maxLength: int(g.max_length) ?? 20,
     forcedBosTokenId: int(g.forced_bos_token_id), forcedEosTokenIds: ids(g.forced_eos_token_id), noRepeatNgramSize: int(g.no_repeat_ngram_size) ?? 0,
+    numBeams: int(g.num_beams) ?? 1,
   };
 }

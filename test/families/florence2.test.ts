@@ -5,8 +5,9 @@
  * cross-attention K/V kept from step one, greedy with the generation_config rules (forced <s> first,
  * no_repeat_ngram_size 3, forced </s> at the length limit) — against transformers.js on the same files
  * and the same PNG: the same prompt ids and the same greedy tokens, for every variant.
- * Oracle: transformers.js 4.3.1 (AutoProcessor + Florence2ForConditionalGeneration with num_beams 1, and
- * its NoRepeatNGramLogitsProcessor for the n-gram rule on its own).
+ * Oracle: transformers.js 4.3.1 (AutoProcessor + Florence2ForConditionalGeneration with the folder's own
+ * generation_config — its num_beams 3 keeps the best token of each step in transformers.js 4.3.1, i.e.
+ * greedy — and its NoRepeatNGramLogitsProcessor for the n-gram rule on its own).
  *
  * The images are 32×32, the processor's size, so neither side resizes (nanomind resamples like Pillow,
  * transformers.js like libvips). The fixture's outputs repeat without the n-gram rule (checked by hand:
@@ -52,7 +53,7 @@ async function transformersJs(file: string, task: string, dtype: string, maxNew 
   const model = await Florence2ForConditionalGeneration.from_pretrained('florence2', { dtype: dtype as never, local_files_only: true }) as unknown as Gen;
   try {
     const inputs = await processor(await RawImage.read(file), task) as Record<string, { data: ArrayLike<number | bigint> }>;
-    const out = await model.generate({ ...inputs, max_new_tokens: maxNew, num_beams: 1, do_sample: false });
+    const out = await model.generate({ ...inputs, max_new_tokens: maxNew });
     // The decoder start token first, then the generated tokens (the ending </s> included).
     return { prompt: Array.from(inputs.input_ids!.data, Number), tokens: Array.from(out.data, Number).slice(1) };
   } finally {
