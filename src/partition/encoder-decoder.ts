@@ -52,6 +52,8 @@ export interface EncoderDecoderLayout {
   readonly embed?: string;
   /** Every file the brick set is made of, in brick order. */
   readonly files: readonly EncoderDecoderFile[];
+  /** The folder's other .onnx files (other variants; decoder_model / decoder_with_past_model), named in a notice. */
+  readonly unused: readonly string[];
 }
 
 const fileName = (stem: string, suffix: string) => `${stem}${suffix ? `_${suffix}` : ''}.onnx`;
@@ -83,7 +85,8 @@ export async function findEncoderDecoderLayout(dir: string, dtype?: string): Pro
       ? [{ name: 'vision', kind: 'vision', file: vision }, { name: 'embed', kind: 'embed', file: embed },
         { name: 'encoder', kind: 'encoder', file: pair.encoder }, { name: 'decoder', kind: 'decoder', file: pair.decoder }]
       : [{ name: 'audio', kind: 'audio', file: pair.encoder }, { name: 'decoder', kind: 'decoder', file: pair.decoder }];
-    const layout: EncoderDecoderLayout = { dir: d, suffix, form: vision ? 'vision' : 'speech', ...pair, vision, embed, files };
+    const unused = [...names].filter((n) => !files.some((f) => f.file === join(d, n))).sort();
+    const layout: EncoderDecoderLayout = { dir: d, suffix, form: vision ? 'vision' : 'speech', ...pair, vision, embed, files, unused };
     await checkEncoderDecoder(layout);
     return layout;
   }

@@ -60,7 +60,7 @@ export async function resolveModelLayout(path: string, dtype?: string): Promise<
     return { form: 'monolithic', root: dirname(abs), file: abs, notices: dtype ? [`--dtype ${dtype} ignored: ${path} is one graph`] : [] };
   if (await isEncoderDecoderLayout(abs)) {
     const pair = await findEncoderDecoderLayout(abs, dtype);
-    if (pair) return { form: 'encoder-decoder', root: abs, pair, notices: [] };
+    if (pair) return { form: 'encoder-decoder', root: abs, pair, notices: pair.unused.length ? [`not used: ${pair.unused.join(', ')} (other variants or exports of the files used; pick a variant with --dtype)`] : [] };
     throw fail('E_PARTITION_ENCODER_DECODER', `${path}: an encoder-decoder export without an encoder_model + decoder_model_merged pair`, {
       file: abs, hint: 'nanomind adopts onnx/encoder_model*.onnx with onnx/decoder_model_merged*.onnx (pull fetches both)',
       notes: [...await onnxNames(join(abs, 'onnx')), ...await onnxNames(abs)],

@@ -99,6 +99,8 @@ describe('florence2: partition', () => {
     expect(m.files.map((f) => f.path)).toEqual(expect.arrayContaining(['preprocessor_config.json', 'generation_config.json', 'tokenizer.json']));
     const r = await inspectModel(dir);
     expect(r.bricks.map((b) => [b.name, b.kind])).toEqual(m.bricks.map((b) => [b.name, b.kind]));
+    // The other variants are named, not dropped silently.
+    expect(r.notes.join('\n')).toContain('not used: decoder_model_merged_bnb4.onnx');
     expect((await inspectModel(dir, { dtype: 'fp16' })).files.map((f) => f.file)).toEqual(
       ['vision_encoder', 'embed_tokens', 'encoder_model', 'decoder_model_merged'].map((s) => `onnx/${s}_fp16.onnx`));
   });
