@@ -23,10 +23,11 @@ const RUNS = Number(args.runs);
 const only = args.only ? new Set(args.only.split(',')) : undefined;
 
 const dist = (p) => import(new URL(`../dist/${p}`, import.meta.url).href);
-const [{ partition }, { openModel, prepareTurn }, { generate }, { runPrompt }, variants, text, gqa, qwen, smol, gemma, whisper, wav, images] = await Promise.all([
+const [{ partition }, { openModel, prepareTurn }, { generate }, { runPrompt }, variants, text, gqa, qwen, smol, gemma, whisper, wav, images, florence] = await Promise.all([
   dist('partition/index.js'), dist('run/model.js'), dist('run/generation/chat-session.js'), dist('run/run.js'), dist('fixtures/variants.js'),
   dist('fixtures/text-families.js'), dist('fixtures/gqa-decoder.js'), dist('fixtures/qwen2-vl.js'), dist('fixtures/smolvlm.js'),
   dist('fixtures/gemma3-vlm.js'), dist('fixtures/whisper-asr.js'), dist('run/inputs/wav.js'), dist('fixtures/images.js'),
+  dist('fixtures/florence2.js'),
 ]);
 const tjs = await import('@huggingface/transformers');
 
@@ -35,6 +36,8 @@ tjs.env.allowRemoteModels = false;
 tjs.env.allowLocalModels = true;
 tjs.env.localModelPath = root + '/';
 const PROMPT = 'What is in the picture?';
+/** Florence-2's task (its processor turns it into 'What does the image describe?'). */
+const TASK = '<CAPTION>';
 const NEW_TOKENS = 16;
 const ALL = [['fp32', ''], ...variants.ALL_VARIANTS.map((v) => [variants.DTYPE_VARIANTS[v].dtype, variants.DTYPE_VARIANTS[v].suffix.slice(1)])];
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -60,6 +63,16 @@ async function reference(f, name, dtype, media) {
       return Array.from(out.data, Number).slice(inputs.input_ids.dims[1]);
     } finally { await model.dispose(); }
   }
+  if (f.kind === 'vision-seq2seq') {
+    const processor = await tjs.AutoProcessor.from_pretrained(name);
+    const model = await tjs.Florence2ForConditionalGeneration.from_pretrained(name, { dtype });
+    try {
+      const inputs = await processor(await tjs.RawImage.read(media), TASK);
+      // The folder's generation_config as is: its num_beams 3 keeps the best token of each step in transformers.js 4.3.1 (greedy).
+      const out = await model.generate({ ...inputs, max_new_tokens: NEW_TOKENS });
+      return Array.from(out.data, Number);
+    } finally { await model.dispose(); }
+  }
   const fe = await tjs.AutoFeatureExtractor.from_pretrained(name);
   const model = await tjs.AutoModelForSpeechSeq2Seq.from_pretrained(name, { dtype });
   try {
@@ -79,6 +92,9 @@ async function nanomind(f, bricks, media) {
       if (f.kind === 'asr') {
         const out = await runPrompt(m, { audio: [{ file: media.file }] }, { maxNewTokens: NEW_TOKENS });
         res = { tokens: out.tokens, stats: out.stats };
+      } else if (f.kind === 'vision-seq2seq') {
+        const out = await runPrompt(m, { prompt: TASK, images: [{ file: media }] }, { maxNewTokens: NEW_TOKENS });
+        res = { tokens: out.stopReason === 'eos' ? [...out.tokens, florence.FLORENCE2_TOKENS['</s>']] : out.tokens, stats: out.stats };
       } else {
         const turn = await prepareTurn(m, { prompt: PROMPT, images: f.kind === 'vlm' ? [{ file: media }] : undefined });
         res = await generate(m.set, { inputIds: turn.inputIds, features: turn.features, mropePositions: turn.mropePositions }, { maxNewTokens: NEW_TOKENS });
@@ -101,6 +117,8 @@ const FAMILIES = [
     { name: 'gemma3', cls: tjs.AutoModelForImageTextToText, build: (d) => gemma.buildTinyGemma3Vlm(d, { seed: 1 }), image: [32, 32], resampler: 'sharp-affine' },
   ].map((v) => ({ ...v, kind: 'vlm', dtypes: ALL, build: async (d) => { await v.build(d); await variants.writeDtypeVariants(join(d, 'onnx'), ['vision_encoder', 'embed_tokens', 'decoder_model_merged'], variants.ALL_VARIANTS, { fp16Io: 'float32' }); } })),
   { name: 'whisper', kind: 'asr', dtypes: [['fp32', ''], ['fp16', 'fp16'], ['q8', 'quantized']], build: (d) => whisper.buildTinyWhisper(d) },
+  // The fixture writes every hub variant itself (writeDtypeVariants, float32 I/O); the 32×32 image needs no resize.
+  { name: 'florence2', kind: 'vision-seq2seq', dtypes: ALL, build: (d) => florence.buildTinyFlorence2(d), image: [32, 32] },
 ].filter((f) => !only || only.has(f.name.replace(' (GQA)', '')));
 
 const rows = [];
@@ -109,7 +127,7 @@ for (const f of FAMILIES) {
   const dir = join(root, dirName);
   await f.build(dir);
   let media;
-  if (f.kind === 'vlm') media = await images.writePatternPng(join(root, `${dirName}.png`), f.image[0], f.image[1], 0);
+  if (f.kind === 'vlm' || f.kind === 'vision-seq2seq') media = await images.writePatternPng(join(root, `${dirName}.png`), f.image[0], f.image[1], 0);
   if (f.kind === 'asr') {
     const pcm = Int16Array.from({ length: 12000 }, (_, i) => Math.round(12000 * Math.sin((2 * Math.PI * 440 * i) / 16000) + 4000 * Math.sin((2 * Math.PI * 1234 * i) / 16000)));
     const file = join(root, 'clip.wav');
@@ -127,9 +145,11 @@ for (const f of FAMILIES) {
       row.tokPerS = got.tokPerS;
       const ref = await reference(f, dirName, dtype, media);
       // Whisper's reference holds the forced prefix (start of transcript, language, task, no timestamps)
-      // and the closing eos; nanomind's transcript tokens hold neither.
+      // and the closing eos; nanomind's transcript tokens hold neither. Florence-2's holds the decoder
+      // start token (nanomind's tokens then get the </s> that stopped them, see nanomind()).
       row.same = f.kind === 'asr' ? JSON.stringify(ref.slice(4, ref.length - 1)) === JSON.stringify(got.tokens)
-        : JSON.stringify(ref) === JSON.stringify(got.tokens);
+        : f.kind === 'vision-seq2seq' ? JSON.stringify(ref.slice(1)) === JSON.stringify(got.tokens)
+          : JSON.stringify(ref) === JSON.stringify(got.tokens);
       row.tokens = got.tokens.length;
       if (process.env.FAMILIES_DEBUG) console.error(JSON.stringify({ ref, got: got.tokens }));
     } catch (e) {

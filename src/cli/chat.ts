@@ -40,8 +40,10 @@ export const chatVerb = (program: Command) => program
     const { Conversation } = await import('../chat/session.js');
     const opened = await openRuntimeModel(model, { threads });
     if (opened.model.set.seq2seq) {
+      const vision = !!opened.model.set.seq2seq.vision;
       await opened.close();
-      throw fail('E_USAGE', `${model}: a speech-to-text (encoder-decoder) model does not chat`, { hint: `transcribe with: nanomind run ${model} --audio clip.wav` });
+      throw fail('E_USAGE', `${model}: ${vision ? 'a vision' : 'a speech-to-text'} (encoder-decoder) model does not chat`,
+        { hint: vision ? `run one task on one image: nanomind run ${model} --image picture.png --prompt '<CAPTION>'` : `transcribe with: nanomind run ${model} --audio clip.wav` });
     }
     const conversation = new Conversation(opened.model, options);
     try {

@@ -38,7 +38,7 @@ export const partitionVerb = (program: Command) => program
         b.name, b.kind, b.file, b.params, bytes(b.bytes),
         compactNames(b.inputs.map((i) => i.name)).join(', '), compactNames(b.outputs.map((o) => o.name)).join(', '),
       ]));
-      for (const c of r.connections) out += `  ${c.from} → ${c.to}${c.merge ? ` (replaces token ${c.merge.placeholderTokenId} rows)` : ''}\n`;
+      for (const c of r.connections) out += `  ${c.from} → ${c.to}${c.merge?.mode === 'replace-rows' ? ` (replaces token ${c.merge.placeholderTokenId} rows)` : c.merge?.mode === 'prepend' ? ' (rows prepended)' : c.cross ? ' (cross-attention)' : ''}\n`;
       out += r.verify
         ? `verify: ${r.verify.ok ? 'ok' : 'FAILED'}, max abs diff ${r.verify.maxAbsDiff.toExponential(2)}, max rel diff ${r.verify.maxRelDiff.toExponential(2)} (tolerance ${r.verify.tolerance}, ONNX Runtime, seed ${r.verify.seed})\n`
         : 'verify: skipped\n';

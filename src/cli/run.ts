@@ -19,7 +19,7 @@ const repeat = (v: string, prev: string[]) => [...prev, v];
 export const runVerb = (program: Command) => program
   .command('run <model>')
   .description('generate an answer with the included runtime (brick set or compiled bundle) on this machine')
-  .option('-p, --prompt <text>', 'the question', '')
+  .option('-p, --prompt <text>', "the question (Florence-2: the task, e.g. '<CAPTION>')", '')
   .option('--system <text>', 'system message')
   .option('--image <file>', 'an image for the prompt (repeatable)', repeat, [])
   .option('--audio <file>', 'a WAV file for the prompt (repeatable)', repeat, [])
@@ -64,7 +64,8 @@ export const runVerb = (program: Command) => program
       const media = { image: [] as MediaItem[], audio: [] as MediaItem[] };
       for (const [name, t] of Object.entries(tensors)) {
         const s2s = m.set.seq2seq;
-        const enc = m.set.encoders.find((e) => e.input.name === name) ?? (s2s?.encoderInput.name === name ? { kind: s2s.encoder.kind } : undefined);
+        const enc = m.set.encoders.find((e) => e.input.name === name) ?? (s2s?.vision?.visionInput.name === name ? { kind: 'vision' }
+          : s2s && !s2s.vision && s2s.encoderInput.name === name ? { kind: s2s.encoder.kind } : undefined);
         if (!enc) throw fail('E_USAGE', `--input ${name}: no encoder brick takes '${name}'`, { notes: m.set.encoders.map((e) => `${e.kind}: ${e.input.name}`) });
         media[enc.kind === 'vision' ? 'image' : 'audio'].push({ tensor: t });
       }

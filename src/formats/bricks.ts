@@ -6,8 +6,11 @@
  * - `model`: `{id, layout: 'monolithic'|'split', source}`; `sources`: input files with sha256.
  * - `bricks[]`: `{name, kind, file, dataFiles[], sha256, inputs[], outputs[], params, bytes, nodes, flops?}`;
  *   tensors are `{name, dtype, shape}` with numeric or symbolic dims (null = unknown).
- * - `connections[]`: `{from: 'brick.tensor', to: 'brick.tensor', merge?, cross?}`. A `merge` says the source rows
- *   replace the placeholder-token rows of the target embedding sequence, in order (as transformers.js does).
+ * - `connections[]`: `{from: 'brick.tensor', to: 'brick.tensor', merge?, cross?}`. A `merge` says how the source
+ *   rows enter the target embedding sequence: `{mode: 'replace-rows', placeholderTokenId}` — they replace the
+ *   placeholder-token rows, in order (as transformers.js does); `{mode: 'prepend'}` — they go in front of the
+ *   token rows, the attention mask growing by as many ones (Florence-2's image features before its task
+ *   prompt, into the text encoder's inputs_embeds).
  *   A `cross` (encoder-decoder models such as Whisper) says the target attends to the source: the encoder
  *   runs once per input and its output is fed to every decoder step (`{mode: 'cross-attention'}`).
  * - `files[]`: tokenizer/config files copied beside the bricks, with sha256.
@@ -20,7 +23,8 @@
  * - quantize adds optional `format`, `accelerator`, `quantization`, `accuracy` per brick and a top-level
  *   `quantization` (see `formats/quantized.ts`); readers that do not know them ignore them.
  * Version history: 1 — first version (`cross` connections and the decoder's `kvCache` added later, both
- * optional: older readers ignore them, and this reader takes a missing `kvCache` as 'concat').
+ * optional: older readers ignore them, and this reader takes a missing `kvCache` as 'concat'; the `prepend`
+ * merge mode and the `encoder` brick kind added later: older readers refuse such a set).
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -61,11 +65,21 @@ export interface BrickEntry {
   readonly kvCache?: KvCacheMode;
 }
 
-export interface MergeSpec {
+export interface ReplaceRowsMerge {
   readonly placeholderTokenId: number;
   /** Source rows replace placeholder rows in order; their counts must match. */
   readonly mode: 'replace-rows';
 }
+
+export interface PrependMerge {
+  /** Source rows go before the target's token rows; the attention mask gets as many ones in front. */
+  readonly mode: 'prepend';
+}
+
+export type MergeSpec = ReplaceRowsMerge | PrependMerge;
+
+/** The placeholder merges (the decoder-only VLM convention); prepend merges are the encoder-decoder runtime's. */
+export const isReplaceRows = (c: Connection): c is Connection & { readonly merge: ReplaceRowsMerge } => c.merge?.mode === 'replace-rows';
 
 export interface CrossAttentionSpec {
   /** The target brick reads the whole source tensor at every step (encoder states for cross-attention). */
@@ -152,6 +166,11 @@ export async function readBricksManifest(dir: string, opts: { checkHashes?: bool
     endpoint(c.to, `connections[${i}].to`, 'inputs');
     if (c.cross !== undefined && (c.cross as Record<string, unknown> | null)?.mode !== 'cross-attention')
       issues.push(`connections[${i}].cross.mode: expected 'cross-attention'`);
+    if (c.merge !== undefined) {
+      const mg = c.merge as Record<string, unknown> | null;
+      if (mg?.mode === 'replace-rows') { if (!Number.isInteger(mg.placeholderTokenId)) issues.push(`connections[${i}].merge.placeholderTokenId: expected an integer`); }
+      else if (mg?.mode !== 'prepend') issues.push(`connections[${i}].merge.mode: expected 'replace-rows' or 'prepend'`);
+    }
     if (c.cross !== undefined && c.merge !== undefined) issues.push(`connections[${i}]: a connection is either a merge or a cross-attention, not both`);
   });
   if (!Array.isArray(raw.files)) issues.push('files: expected an array');

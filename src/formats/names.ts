@@ -2,7 +2,8 @@
  * Canonical brick kinds and interface tensor names, shared by the compiler stages and the runtime
  * (the onnx-community / transformers.js names, so their files are bricks as they are).
  */
-export const BRICK_KINDS = ['vision', 'projector', 'embed', 'decoder', 'audio'] as const;
+/** `encoder`: the text encoder of an encoder-decoder language model (Florence-2's BART encoder), which the decoder cross-attends to. */
+export const BRICK_KINDS = ['vision', 'projector', 'embed', 'decoder', 'audio', 'encoder'] as const;
 export type BrickKind = (typeof BRICK_KINDS)[number];
 
 export const TENSOR = {
@@ -51,6 +52,8 @@ export const SCOPES: Readonly<Record<BrickKind, readonly string[]>> = {
   projector: ['multi_modal_projector', 'mm_projector', 'projector', 'audio_projector'],
   embed: ['embed_tokens', 'wte', 'word_embeddings'],
   decoder: ['language_model', 'model', 'transformer', 'decoder'],
+  // Never cut out of a monolithic graph: only adopted from an encoder-decoder folder (partition/encoder-decoder.ts).
+  encoder: [],
 };
 
 export const pastKey = (i: number): string => `past_key_values.${i}.key`;

@@ -5,7 +5,7 @@
 import { basename, resolve } from 'node:path';
 import { fail } from '../errors.js';
 import { writeDirAtomically } from '../formats/atomic-dir.js';
-import { BRICKS_FILE, BRICKS_FORMAT, BRICKS_VERSION, writeBricksManifest, type BricksManifest, type BrickEntry, type Connection, type FileEntry, type VerifyReport } from '../formats/bricks.js';
+import { BRICKS_FILE, BRICKS_FORMAT, BRICKS_VERSION, isReplaceRows, writeBricksManifest, type BricksManifest, type BrickEntry, type Connection, type FileEntry, type VerifyReport } from '../formats/bricks.js';
 import { noKvCacheNotice } from '../formats/kv-cache.js';
 import { extractModel } from '../onnx/extract.js';
 import { Graph, mergeTypes } from '../onnx/graph.js';
@@ -63,7 +63,8 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
       const adopted = await adoptEncoderDecoder(layout.pair, tmp);
       ({ bricks, connections } = adopted);
       notes.push(...adopted.notes);
-      sources = await Promise.all([layout.pair.encoder, layout.pair.decoder].map(sourceEntry));
+      if (o.splitProjector || o.cuts?.projector) notes.push('--split-projector / --cut projector ignored: encoder-decoder files are adopted as they are');
+      sources = await Promise.all(layout.pair.files.map((f) => sourceEntry(f.file)));
       if (o.verify) notes.push('adopted files are byte-identical copies; nothing to verify');
     } else if (layout.form === 'split') {
       o.onStage?.('adopt');
@@ -127,7 +128,7 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
 
 /** The vocabulary bound for random prompts: the smallest placeholder id keeps text ids below special tokens. */
 function vocabFromBricks(bricks: readonly BrickEntry[], connections: readonly Connection[]): number {
-  const ids = connections.filter((c) => c.merge).map((c) => c.merge!.placeholderTokenId);
+  const ids = connections.filter(isReplaceRows).map((c) => c.merge.placeholderTokenId);
   const logits = bricks.find((b) => b.kind === 'decoder')?.outputs.find((x) => x.name === 'logits')?.shape;
   const vocab = logits && typeof logits[logits.length - 1] === 'number' ? logits[logits.length - 1] as number : 256;
   return ids.length ? Math.min(vocab, ...ids) : vocab;

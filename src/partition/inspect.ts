@@ -58,10 +58,12 @@ export async function inspectModel(path: string, opts: InspectOptions = {}): Pro
   const files: InspectedFile[] = [];
   const bricks: InspectedBrick[] = [];
   let error: InspectReport['error'];
-  // An encoder-decoder pair (Whisper) is two bricks, as partition adopts it (./encoder-decoder.ts).
-  if (layout.form === 'encoder-decoder') notes.push('encoder-decoder model: the audio brick feeds the decoder through cross-attention');
+  // An encoder-decoder folder is the bricks partition adopts (./encoder-decoder.ts owns the list).
+  if (layout.form === 'encoder-decoder') notes.push(layout.pair.form === 'vision'
+    ? 'vision encoder-decoder model: image features go in front of the prompt embeddings into the encoder brick, which the decoder reads through cross-attention'
+    : 'encoder-decoder model: the audio brick feeds the decoder through cross-attention');
   const targets = layout.form === 'split' ? layout.split.files.map((f) => ({ file: f.file, kind: f.kind as BrickKind | undefined }))
-    : layout.form === 'encoder-decoder' ? [{ file: layout.pair.encoder, kind: 'audio' as BrickKind | undefined }, { file: layout.pair.decoder, kind: 'decoder' as BrickKind | undefined }]
+    : layout.form === 'encoder-decoder' ? layout.pair.files.map((f) => ({ file: f.file, kind: f.kind as BrickKind | undefined }))
       : [{ file: layout.file, kind: undefined }];
 
   for (const t of targets) {
@@ -85,7 +87,7 @@ export async function inspectModel(path: string, opts: InspectOptions = {}): Pro
       return { name: cut.name, kind: cut.kind, file, ...interfaceOf(piece.model), params: s.params, bytes: s.bytes, nodes: s.nodes,
         flops: { per: flopsUnit(cut.kind), value: estimateFlops(g, piece.nodes, perToken ? g.types : concreteTypes, perToken), estimate: true } };
     };
-    if (t.kind === 'vision' && (opts.splitProjector || opts.cuts?.projector)) {
+    if (t.kind === 'vision' && layout.form === 'split' && (opts.splitProjector || opts.cuts?.projector)) {
       // As partition's adoption does: the vision file cut in two at the projector.
       bricks.push(...projectorCuts(g, io, opts.cuts?.projector).cuts.map(describe));
       continue;

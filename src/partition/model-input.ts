@@ -4,8 +4,9 @@
  *
  * Layouts nanomind knows (KNOWN_LAYOUTS): an onnx-community split folder, a text-only
  * `onnx/model[_suffix].onnx` folder, a folder holding one monolithic graph, a single .onnx file.
- * Anything else is refused with E_PARTITION_LAYOUT naming them; encoder-decoder exports (Whisper,
- * Florence-2) with E_PARTITION_ENCODER_DECODER. No .onnx file in the folder is dropped silently: other
+ * Encoder-decoder exports (Whisper; Florence-2 with its vision_encoder + embed_tokens) are adopted by
+ * ./encoder-decoder.ts; one it cannot adopt is E_PARTITION_ENCODER_DECODER. Anything else is refused with
+ * E_PARTITION_LAYOUT naming the layouts. No .onnx file in the folder is dropped silently: other
  * dtype variants of the files used are listed in `notices`; any other file is an error.
  */
 import { readdir, stat } from 'node:fs/promises';
@@ -22,6 +23,7 @@ export const KNOWN_LAYOUTS: readonly string[] = [
   'onnx-community split folder: onnx/{vision_encoder,audio_encoder,embed_tokens,decoder_model_merged}[_suffix].onnx',
   'text-only folder: onnx/model[_suffix].onnx taking input_ids',
   'encoder-decoder folder (Whisper): onnx/encoder_model[_suffix].onnx + onnx/decoder_model_merged[_suffix].onnx',
+  'vision encoder-decoder folder (Florence-2): onnx/{vision_encoder,embed_tokens,encoder_model,decoder_model_merged}[_suffix].onnx',
   'a folder (or its onnx/) holding exactly one monolithic .onnx graph',
   'a single .onnx file',
 ];
@@ -31,7 +33,7 @@ export type ModelLayout =
   | { readonly form: 'split'; readonly root: string; readonly split: SplitLayout; readonly notices: readonly string[] }
   /** One graph that brick detection cuts. */
   | { readonly form: 'monolithic'; readonly root: string; readonly file: string; readonly notices: readonly string[] }
-  /** An encoder and a decoder joined by cross-attention (Whisper), adopted as they are. */
+  /** An encoder and a decoder joined by cross-attention (Whisper; Florence-2 with vision + embed), adopted as they are. */
   | { readonly form: 'encoder-decoder'; readonly root: string; readonly pair: EncoderDecoderLayout; readonly notices: readonly string[] };
 
 /** Split-layout stems in preference order (`decoder_model_merged` before the un-merged `decoder_model`); `model` is text-only. */
@@ -58,7 +60,7 @@ export async function resolveModelLayout(path: string, dtype?: string): Promise<
     return { form: 'monolithic', root: dirname(abs), file: abs, notices: dtype ? [`--dtype ${dtype} ignored: ${path} is one graph`] : [] };
   if (await isEncoderDecoderLayout(abs)) {
     const pair = await findEncoderDecoderLayout(abs, dtype);
-    if (pair) return { form: 'encoder-decoder', root: abs, pair, notices: [] };
+    if (pair) return { form: 'encoder-decoder', root: abs, pair, notices: pair.unused.length ? [`not used: ${pair.unused.join(', ')} (other variants or exports of the files used; pick a variant with --dtype)`] : [] };
     throw fail('E_PARTITION_ENCODER_DECODER', `${path}: an encoder-decoder export without an encoder_model + decoder_model_merged pair`, {
       file: abs, hint: 'nanomind adopts onnx/encoder_model*.onnx with onnx/decoder_model_merged*.onnx (pull fetches both)',
       notes: [...await onnxNames(join(abs, 'onnx')), ...await onnxNames(abs)],

@@ -22,7 +22,8 @@ export interface SplitLayout { readonly dir: string; readonly suffix: string; re
  * An encoder-decoder model (Whisper, Florence-2, T5): `encoder_model*.onnx` beside `decoder_model*.onnx`
  * (in `dir/onnx` or `dir`), or a config.json saying `is_encoder_decoder` (a folder `pull` fetched only the
  * decoder files of). Its decoder cross-attends to the encoder, so adopting the decoder alone as a text
- * decoder would silently drop the encoder: intake refuses these until encoder-decoder support lands.
+ * decoder would silently drop the encoder: intake hands these to ./encoder-decoder.ts, which adopts
+ * Whisper- and Florence-2-shaped folders and refuses the rest.
  */
 export async function isEncoderDecoderLayout(dir: string): Promise<boolean> {
   for (const d of [join(dir, 'onnx'), dir]) {

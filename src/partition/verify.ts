@@ -6,7 +6,7 @@
 import ort from 'onnxruntime-node';
 import { join } from 'node:path';
 import { fail } from '../errors.js';
-import type { BrickEntry, Connection, TensorSpec, VerifyOutput, VerifyReport } from '../formats/bricks.js';
+import { isReplaceRows, type BrickEntry, type Connection, type TensorSpec, type VerifyOutput, type VerifyReport } from '../formats/bricks.js';
 import { TENSOR } from '../formats/names.js';
 import { mulberry32, normalFrom } from '../util/prng.js';
 import { ORT_LOG } from '../onnx/ort-log.js';
@@ -43,7 +43,7 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
     try { return await s.run(feeds); } finally { await s.release(); }
   };
   const values = new Map<string, ort.Tensor>();
-  const merges = o.connections.filter((c) => c.merge);
+  const merges = o.connections.filter(isReplaceRows);
   const sizeOf = (spec: TensorSpec, seq: number): number[] => (spec.shape ?? []).map((d, i) => {
     if (typeof d === 'number') return d;
     if (d && o.dims?.[d] !== undefined) return o.dims[d];
@@ -72,7 +72,7 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
   }
 
   // 2. The prompt: placeholders for every merged feature row, random text ids around them.
-  const placeholders = merges.map((c) => ({ id: c.merge!.placeholderTokenId, rows: rowsOf(values.get(c.from)!) }));
+  const placeholders = merges.map((c) => ({ id: c.merge.placeholderTokenId, rows: rowsOf(values.get(c.from)!) }));
   const reserved = new Set(placeholders.map((p) => p.id));
   const vocab = o.vocabSize ?? 256;
   const textId = (): bigint => { for (;;) { const v = Math.floor(rand() * vocab); if (!reserved.has(v)) return BigInt(v); } };

@@ -12,7 +12,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import ort from 'onnxruntime-node';
 import { fail } from '../errors.js';
-import type { BricksManifest } from '../formats/bricks.js';
+import { isReplaceRows, type BricksManifest } from '../formats/bricks.js';
 import { TENSOR } from '../formats/names.js';
 import { orderBricks } from '../partition/verify.js';
 import type { TensorLike } from '../run/backend.js';
@@ -97,8 +97,8 @@ export const ortGreedyNoCache: GreedyGenerator = async (dir, m, prompts, maxNew)
         const mergeIds = [...p.inputIds, ...gen.map(() => -1n)];
         const step_ = new Map<string, ort.Tensor>(values);
         for (const b of order.filter((x) => !ENCODER_KINDS.has(x.kind))) {
-          for (const c of m.connections.filter((x) => x.merge && x.to.startsWith(`${b.name}.`)))
-            if (p.inputIds.includes(BigInt(c.merge!.placeholderTokenId)) && !step_.get(c.from))
+          for (const c of m.connections.filter(isReplaceRows).filter((x) => x.to.startsWith(`${b.name}.`)))
+            if (p.inputIds.includes(BigInt(c.merge.placeholderTokenId)) && !step_.get(c.from))
               throw fail('E_QUANT_E2E', `the prompt has placeholders for '${c.from}' but no input for its encoder`);
           const r = fullPassFeeds(b, { ids, mergeIds, connections: m.connections, value: (k) => step_.get(k) as TensorLike | undefined });
           if (r.missing.length) throw fail('E_QUANT_E2E', `no value for brick '${b.name}' input '${r.missing[0]}'`);

@@ -11,16 +11,16 @@ import { parseFormat } from './format-spec.js';
 export type Recipe = Readonly<Record<BrickKind, string>>;
 
 export const RECIPES: Readonly<Record<string, Recipe>> = {
-  /** Vision fp16 on the NPU; decoder and embeddings 4-bit (block 32) on the CPU. */
-  hybrid: { vision: 'fp16', projector: 'fp16', audio: 'fp16', embed: 'w4a16-g32', decoder: 'w4a16-g32' },
+  /** Vision fp16 on the NPU; decoder and embeddings 4-bit (block 32) on the CPU (a text encoder goes with the language model). */
+  hybrid: { vision: 'fp16', projector: 'fp16', audio: 'fp16', embed: 'w4a16-g32', decoder: 'w4a16-g32', encoder: 'w4a16-g32' },
   /** Vision int8 (static QDQ) on the NPU; the language model as in hybrid. */
-  'npu-int8': { vision: 'w8a8', projector: 'w8a8', audio: 'w8a8', embed: 'w4a16-g32', decoder: 'w4a16-g32' },
+  'npu-int8': { vision: 'w8a8', projector: 'w8a8', audio: 'w8a8', embed: 'w4a16-g32', decoder: 'w4a16-g32', encoder: 'w4a16-g32' },
   /** Everything on the CPU: encoders 8-bit weights, the language model 4-bit. */
-  'cpu-q4': { vision: 'w8a16-g32', projector: 'w8a16-g32', audio: 'w8a16-g32', embed: 'w4a16-g32', decoder: 'w4a16-g32' },
+  'cpu-q4': { vision: 'w8a16-g32', projector: 'w8a16-g32', audio: 'w8a16-g32', embed: 'w4a16-g32', decoder: 'w4a16-g32', encoder: 'w4a16-g32' },
   /** Everything float16 (GPU-style). */
-  'all-fp16': { vision: 'fp16', projector: 'fp16', audio: 'fp16', embed: 'fp16', decoder: 'fp16' },
+  'all-fp16': { vision: 'fp16', projector: 'fp16', audio: 'fp16', embed: 'fp16', decoder: 'fp16', encoder: 'fp16' },
   /** No change (the float reference, useful in sweeps). */
-  fp32: { vision: 'fp32', projector: 'fp32', audio: 'fp32', embed: 'fp32', decoder: 'fp32' },
+  fp32: { vision: 'fp32', projector: 'fp32', audio: 'fp32', embed: 'fp32', decoder: 'fp32', encoder: 'fp32' },
 };
 
 export type BrickOverrides = Readonly<Record<string, string>>;

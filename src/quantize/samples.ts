@@ -14,7 +14,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { fail } from '../errors.js';
-import type { BrickEntry, BricksManifest, TensorSpec } from '../formats/bricks.js';
+import { isReplaceRows, type BrickEntry, type BricksManifest, type TensorSpec } from '../formats/bricks.js';
 import { TENSOR } from '../formats/names.js';
 import { orderBricks } from '../partition/verify.js';
 import { readNpyFile, type NpyArray } from '../run/inputs/npy.js';
@@ -61,7 +61,7 @@ export function concreteDims(spec: TensorSpec, seq: number): number[] {
 
 /** The vocabulary bound for random prompts: below every placeholder id, within the decoder's logits. */
 export function textVocab(m: BricksManifest): number {
-  const ids = m.connections.filter((c) => c.merge).map((c) => c.merge!.placeholderTokenId);
+  const ids = m.connections.filter(isReplaceRows).map((c) => c.merge.placeholderTokenId);
   const logits = m.bricks.find((b) => b.kind === 'decoder')?.outputs.find((x) => x.name === TENSOR.logits)?.shape;
   const vocab = logits && typeof logits[logits.length - 1] === 'number' ? logits[logits.length - 1] as number : 256;
   return ids.length ? Math.min(vocab, ...ids) : vocab;
@@ -183,9 +183,9 @@ export async function buildSamples(dir: string, m: BricksManifest, o: SampleOpti
     await runBrick(b, async (s) => Object.fromEntries(await Promise.all(b.inputs.map(async (i) =>
       [i.name, upstream(b, i, s) ?? await fromDir(i, s) ?? random(i)] as const))));
 
-  const merges = m.connections.filter((c) => c.merge);
+  const merges = m.connections.filter(isReplaceRows);
   const vocab = textVocab(m);
-  const reserved = new Set(merges.map((c) => c.merge!.placeholderTokenId));
+  const reserved = new Set(merges.map((c) => c.merge.placeholderTokenId));
   const prompts = await tokenizedPrompts(dir, m, vocab, reserved);
   const ids: bigint[][] = [];
   for (let s = 0; s < count; s++) {
@@ -196,7 +196,7 @@ export async function buildSamples(dir: string, m: BricksManifest, o: SampleOpti
     for (const c of merges) {
       const f = values[s].get(c.from);
       const rows = f ? f.dims.slice(0, -1).reduce((a, d) => a * d, 1) : 0;
-      for (let r = 0; r < rows; r++) p.push(BigInt(c.merge!.placeholderTokenId));
+      for (let r = 0; r < rows; r++) p.push(BigInt(c.merge.placeholderTokenId));
     }
     if (prompts.length) p.push(...prompts[(s + o.seed) % prompts.length]);
     else for (let n = 0; n < (o.textTokens ?? 16) - 2; n++) p.push(text());

@@ -25,6 +25,7 @@ export const DEFAULT_GRID: Readonly<Record<BrickKind, readonly string[]>> = {
   audio: ['fp32', 'fp16', 'w8a8'],
   embed: ['fp32', 'w8a16-g32', 'w4a16-g32'],
   decoder: ['fp32', 'fp16', 'w8a16-g32', 'w4a16-g128', 'w4a16-g32'],
+  encoder: ['fp32', 'fp16', 'w8a16-g32', 'w4a16-g32'],
 };
 
 export interface SweepOptions {

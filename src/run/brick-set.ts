@@ -9,7 +9,7 @@
  */
 import { join } from 'node:path';
 import { fail } from '../errors.js';
-import { readBricksManifest, type BrickEntry, type KvCacheMode, type BricksManifest, type TensorSpec } from '../formats/bricks.js';
+import { isReplaceRows, readBricksManifest, type BrickEntry, type KvCacheMode, type BricksManifest, type TensorSpec } from '../formats/bricks.js';
 import { readJsonFile } from '../formats/json-file.js';
 import { TENSOR, type BrickKind } from '../formats/names.js';
 import { elementCount, type Backend, type BackendOptions, type BrickSession, type Feeds, type RunOptions, type TensorLike } from './backend.js';
@@ -244,7 +244,7 @@ function findRoles(m: BricksManifest, c: Configs): Roles {
 
   const encoders: EncoderRole[] = [];
   for (const conn of m.connections) {
-    if (!conn.merge) continue;
+    if (!isReplaceRows(conn)) continue;
     const [tail, out] = split(conn.from);
     const chain = [m.bricks.find((b) => b.name === tail)!];
     // Walk back through plain connections (projector ← vision) to the brick that takes the raw input.

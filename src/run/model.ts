@@ -11,6 +11,7 @@ import { readJsonFile } from '../formats/json-file.js';
 import { noKvCacheNotice } from '../formats/kv-cache.js';
 import type { Feeds, TensorLike } from './backend.js';
 import { loadFamilyProcessor, type FamilyProcessor } from './inputs/families/index.js';
+import { florence2TaskPrompts, type TaskPrompts } from './inputs/families/florence2.js';
 import { openBrickSet, type BrickSet, type EncodeResult, type EncoderRole } from './brick-set.js';
 import { tensor } from './feeds.js';
 import { audioFeatures, loadFeatureExtractorConfig, type WhisperFeatureConfig } from './inputs/audio.js';
@@ -41,6 +42,8 @@ export interface RuntimeModel {
   readonly defaultSampling?: SamplingOptions;
   /** The model family's image processor (Qwen2-VL, Idefics3, …); absent: the generic resize/normalize. */
   readonly imageFamily?: FamilyProcessor;
+  /** A vision encoder-decoder's task prompts (Florence-2: '<CAPTION>' → its sentence), from preprocessor_config.json. */
+  readonly taskPrompts?: TaskPrompts;
   /** One media item prepared for its encoder, from a file (image/WAV), a .npy tensor or an earlier call. */
   prepareMedia(kind: MediaKind, item: MediaItem): Promise<PreparedMedia>;
   /** `prepareMedia(…).input`. */
@@ -84,6 +87,7 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
     let imageConfig: ImageProcessorConfig | undefined;
     let audioConfig: WhisperFeatureConfig | undefined;
     let imageFamily: FamilyProcessor | undefined;
+    let taskPrompts: TaskPrompts | undefined;
     const preprocessor = join(dir, 'preprocessor_config.json');
     const vision = set.encoders.find((e) => e.kind === 'vision');
     if (await exists(preprocessor)) {
@@ -96,6 +100,15 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
         else notices.push(...imageFamily.notices);
       }
       if (set.encoders.some((e) => e.kind === 'audio') || set.seq2seq?.encoder.kind === 'audio') audioConfig = await loadFeatureExtractorConfig(dir);
+      // Florence-2: a plain CLIP image processor, and the task tables its processor reads from the same file.
+      if (set.seq2seq?.vision) {
+        imageConfig = await loadImageProcessorConfig(dir);
+        // Florence-2's generation_config asks for beam search; the runtime has none (transformers.js 4.3.1
+        // keeps the best token of each step, i.e. decodes greedily too).
+        const beams = set.seq2seq.decoding.numBeams;
+        if (beams > 1) notices.push(`generation_config.json asks for num_beams ${beams}; nanomind decodes greedily (or samples), as transformers.js 4.3.1 does in effect`);
+        taskPrompts = florence2TaskPrompts(await readJsonFile(preprocessor, 'E_PREPROCESSOR') as Record<string, unknown>, preprocessor);
+      }
     }
     const prepareMedia = async (kind: MediaKind, item: MediaItem): Promise<PreparedMedia> => {
       if ('prepared' in item) return item.prepared;
@@ -112,7 +125,7 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
       return { input: tensor('float32', mel.data, mel.dims) };
     };
     return {
-      dir, set, bundle, notices, tokenizer, prompts, defaultSampling: await readDefaultSampling(dir), imageFamily,
+      dir, set, bundle, notices, tokenizer, prompts, defaultSampling: await readDefaultSampling(dir), imageFamily, taskPrompts,
       prepareMedia,
       mediaInput: async (kind, item) => (await prepareMedia(kind, item)).input,
       close: () => set.close(),

@@ -77,7 +77,8 @@ async function answer(m: RuntimeModel, session: ChatSession, req: GenerateReques
 
 /** `nanomind run`: one prompt (text, images, audio) or raw ids, one answer. */
 export async function runPrompt(m: RuntimeModel, turn: Turn & { inputIds?: readonly number[] }, g: GenerationFlags = {}): Promise<RunResult> {
-  // Encoder-decoder models (Whisper) transcribe instead of chatting: ./transcribe.ts.
+  // Encoder-decoder models do not chat: Florence-2 captions (./caption.ts), Whisper transcribes (./transcribe.ts).
+  if (m.set.seq2seq?.vision) return (await import('./caption.js')).caption(m, turn, g);
   if (m.set.seq2seq) return (await import('./transcribe.js')).transcribe(m, turn, g);
   const session = new ChatSession(m.set);
   const before = m.set.brickMs();

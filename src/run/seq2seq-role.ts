@@ -1,6 +1,8 @@
 /**
- * The roles of an encoder-decoder brick set (Whisper): the encoder brick, the decoder brick that reads
- * its output through a `cross` connection, the decoder's cache interface in Optimum's names
+ * The roles of an encoder-decoder brick set (Whisper; Florence-2): the encoder brick, the decoder brick
+ * that reads its output through a `cross` connection, for Florence-2 the vision brick whose features are
+ * prepended (a `prepend` merge into the encoder's inputs_embeds) and the embed brick that feeds the
+ * encoder and the decoder, the decoder's cache interface in Optimum's names
  * (`past_key_values.{i}.decoder|encoder.key|value` → `present.{i}.…`, `use_cache_branch`), and the
  * decoding rules from generation_config.json (prefix tokens, suppressed tokens, eos, length).
  *
@@ -25,8 +27,12 @@ export interface Seq2SeqCache {
   readonly useCacheBranch: string;
 }
 
-/** Whisper's decoding rules (transformers.js WhisperForConditionalGeneration / WhisperGenerationConfig). */
-export interface WhisperDecoding {
+/**
+ * The decoding rules of generation_config.json over config.json: Whisper's (transformers.js
+ * WhisperForConditionalGeneration / WhisperGenerationConfig) and the generic logits processors an
+ * encoder-decoder such as Florence-2 sets (forced_bos/eos_token_id, no_repeat_ngram_size).
+ */
+export interface Seq2SeqDecoding {
   readonly decoderStartTokenId: number;
   readonly isMultilingual: boolean;
   readonly langToId: Readonly<Record<string, number>>;
@@ -37,8 +43,28 @@ export interface WhisperDecoding {
   readonly eosTokenIds: readonly number[];
   /** Decoder positions (config max_target_positions): prefix + generated tokens never exceed it. */
   readonly maxPositions?: number;
-  /** generation_config max_length: the default limit of prefix + generated tokens when no max-new-tokens is given. */
-  readonly maxLength?: number;
+  /** generation_config max_length (default 20, as transformers): the limit of prefix + generated tokens when no max-new-tokens is given. */
+  readonly maxLength: number;
+  /** Forced as the first generated token (transformers.js ForcedBOSTokenLogitsProcessor: when the sequence is 1 token long). */
+  readonly forcedBosTokenId?: number;
+  /** Forced as the last token when the sequence reaches max_length - 1 (ForcedEOSTokenLogitsProcessor). */
+  readonly forcedEosTokenIds: readonly number[];
+  /** n-grams of this size (over the decoder sequence, start token included) occur once at most; 0 = off. */
+  readonly noRepeatNgramSize: number;
+  /** generation_config num_beams (1 when absent); the runtime has no beam search, so it only warns. */
+  readonly numBeams: number;
+}
+export type WhisperDecoding = Seq2SeqDecoding;
+
+/** Florence-2: the vision brick whose features go in front of the prompt embeddings, and the embed brick. */
+export interface Seq2SeqVision {
+  readonly vision: BrickEntry;
+  readonly visionInput: TensorSpec;
+  readonly visionOutput: string;
+  readonly embed: BrickEntry;
+  /** The encoder input the features and prompt embeddings go into (inputs_embeds), and its mask input. */
+  readonly embedsInput: string;
+  readonly maskInput: string;
 }
 
 export interface Seq2SeqRole {
@@ -50,7 +76,13 @@ export interface Seq2SeqRole {
   /** The decoder input it is fed to (`encoder_hidden_states`). */
   readonly statesInput: string;
   readonly cache: Seq2SeqCache;
-  readonly decoding: WhisperDecoding;
+  readonly decoding: Seq2SeqDecoding;
+  /** What carries the decoder's tokens: ids (Whisper) or the embed brick's rows (Florence-2). */
+  readonly decoderTakes: 'input_ids' | 'inputs_embeds';
+  /** The decoder's encoder_attention_mask input, when it has one. */
+  readonly encoderMaskInput?: string;
+  /** Present for a vision encoder-decoder (Florence-2). */
+  readonly vision?: Seq2SeqVision;
 }
 
 type Json = Record<string, unknown>;
@@ -74,20 +106,46 @@ export function findSeq2SeqRole(m: BricksManifest, configs: { config?: Json; gen
   const [db, di] = split(cross[0]!.to);
   const encoder = m.bricks.find((b) => b.name === eb)!;
   const decoder = m.bricks.find((b) => b.name === db)!;
-  if (encoder.inputs.length !== 1)
+  const vision = visionOf(m, encoder, decoder);
+  if (!vision && encoder.inputs.length !== 1)
     throw fail('E_BRICKS_ROLE', `encoder brick '${encoder.name}' should take one input, takes ${encoder.inputs.map((i) => i.name).join(', ')}`);
-  if (!decoder.inputs.some((i) => i.name === TENSOR.inputIds) || !decoder.outputs.some((o) => o.name === TENSOR.logits))
-    throw fail('E_BRICKS_ROLE', `decoder brick '${decoder.name}' should take input_ids and give logits`);
+  const decoderTakes = vision ? TENSOR.inputsEmbeds : TENSOR.inputIds;
+  if (!decoder.inputs.some((i) => i.name === decoderTakes) || !decoder.outputs.some((o) => o.name === TENSOR.logits))
+    throw fail('E_BRICKS_ROLE', `decoder brick '${decoder.name}' should take ${decoderTakes} and give logits`);
   const cache = cacheOf(decoder);
-  const known = new Set<string>([TENSOR.inputIds, di, cache.useCacheBranch]);
+  const encoderMaskInput = decoder.inputs.find((i) => i.name === ENCODER_ATTENTION_MASK)?.name;
+  const known = new Set<string>([decoderTakes, di, cache.useCacheBranch, ...(encoderMaskInput ? [encoderMaskInput] : [])]);
   const unknown = decoder.inputs.filter((i) => !known.has(i.name) && !PAST.test(i.name)).map((i) => i.name);
   if (unknown.length)
     throw fail('E_BRICKS_ROLE', `decoder '${decoder.name}' has input(s) the encoder-decoder runtime does not know how to feed: ${unknown.join(', ')}`,
-      { hint: 'it feeds input_ids, encoder_hidden_states, past_key_values.{i}.decoder|encoder.key|value and use_cache_branch' });
+      { hint: 'it feeds input_ids or inputs_embeds, encoder_hidden_states, encoder_attention_mask, past_key_values.{i}.decoder|encoder.key|value and use_cache_branch' });
   return {
-    encoder, decoder, encoderInput: encoder.inputs[0]!, encoderOutput: eo, statesInput: di, cache,
-    decoding: whisperDecoding(configs.config ?? {}, configs.generation ?? {}),
+    encoder, decoder, encoderInput: vision ? encoder.inputs.find((i) => i.name === vision.embedsInput)! : encoder.inputs[0]!,
+    encoderOutput: eo, statesInput: di, cache, decoderTakes, encoderMaskInput, vision,
+    decoding: seq2seqDecoding(configs.config ?? {}, configs.generation ?? {}),
   };
+}
+
+const ENCODER_ATTENTION_MASK = 'encoder_attention_mask';
+
+/** The prepend merge into the encoder (Florence-2): its vision brick, and the embed brick feeding encoder and decoder. */
+function visionOf(m: BricksManifest, encoder: BrickEntry, decoder: BrickEntry): Seq2SeqVision | undefined {
+  const into = m.connections.filter((c) => c.merge?.mode === 'prepend' && split(c.to)[0] === encoder.name);
+  if (!into.length) return undefined;
+  if (into.length !== 1) throw fail('E_BRICKS_ROLE', `expected one prepend merge into '${encoder.name}', found ${into.length}`);
+  const [vb, vo] = split(into[0]!.from);
+  const [, embedsInput] = split(into[0]!.to);
+  const vision = m.bricks.find((b) => b.name === vb)!;
+  const feeds = (to: string) => m.connections.find((c) => !c.merge && !c.cross && c.to === to)?.from;
+  const fromEmbed = feeds(`${encoder.name}.${embedsInput}`);
+  const embed = fromEmbed && m.bricks.find((b) => b.name === split(fromEmbed)[0]);
+  if (!embed || embed.kind !== 'embed' || feeds(`${decoder.name}.${TENSOR.inputsEmbeds}`) !== fromEmbed)
+    throw fail('E_BRICKS_ROLE', `the prompt embeddings of '${encoder.name}.${embedsInput}' and '${decoder.name}.inputs_embeds' should come from one embed brick`);
+  const maskInput = encoder.inputs.find((i) => i.name === TENSOR.attentionMask)?.name;
+  if (!maskInput || vision.inputs.length !== 1)
+    throw fail('E_BRICKS_ROLE', `a vision encoder-decoder needs an encoder with attention_mask and a vision brick with one input`,
+      { notes: [`encoder: ${encoder.inputs.map((i) => i.name).join(', ')}`, `vision: ${vision.inputs.map((i) => i.name).join(', ')}`] });
+  return { vision, visionInput: vision.inputs[0]!, visionOutput: vo, embed, embedsInput, maskInput };
 }
 
 /** The merged decoder's cache interface; a decoder without it (Optimum's decoder_model / decoder_with_past_model) is refused. */
@@ -117,7 +175,7 @@ function cacheOf(dec: BrickEntry): Seq2SeqCache {
 }
 
 /** generation_config.json over config.json, as transformers.js merges them. */
-function whisperDecoding(config: Json, generation: Json): WhisperDecoding {
+function seq2seqDecoding(config: Json, generation: Json): Seq2SeqDecoding {
   const g = { ...config, ...generation };
   const ids = (v: unknown): number[] => (Array.isArray(v) ? v.filter((x): x is number => Number.isInteger(x)) : Number.isInteger(v) ? [v as number] : []);
   const map = (v: unknown): Record<string, number> => (v && typeof v === 'object' && !Array.isArray(v) ? v as Record<string, number> : {});
@@ -132,6 +190,10 @@ function whisperDecoding(config: Json, generation: Json): WhisperDecoding {
     langToId: map(g.lang_to_id), taskToId: map(g.task_to_id),
     noTimestampsTokenId: int(g.no_timestamps_token_id),
     suppressTokens: ids(g.suppress_tokens), beginSuppressTokens: ids(g.begin_suppress_tokens),
-    eosTokenIds: ids(g.eos_token_id), maxPositions: int(config.max_target_positions), maxLength: int(g.max_length),
+    eosTokenIds: ids(g.eos_token_id), maxPositions: int(config.max_target_positions) ?? int((config.text_config as Json | undefined)?.max_position_embeddings),
+    // transformers' GenerationConfig default when the model sets none (Florence-2's generation_config.json sets none).
+    maxLength: int(g.max_length) ?? 20,
+    forcedBosTokenId: int(g.forced_bos_token_id), forcedEosTokenIds: ids(g.forced_eos_token_id), noRepeatNgramSize: int(g.no_repeat_ngram_size) ?? 0,
+    numBeams: int(g.num_beams) ?? 1,
   };
 }

@@ -112,7 +112,7 @@ async function folder(name: string, files: Record<string, string>): Promise<stri
 }
 
 describe('folders that are no layout nanomind knows', () => {
-  it('encoder-decoder exports nanomind cannot adopt (a decoder without cross-attention inputs; Florence-2 vision + text encoder) are refused, not adopted as a text decoder without the encoder', async () => {
+  it('encoder-decoder exports nanomind cannot adopt (a decoder without cross-attention inputs; vision + embed files beside an encoder that is no text encoder) are refused, not adopted as a text decoder without the encoder', async () => {
     const a = await fixtureDir('audio');
     const l = await fixtureDir('llava');
     const whisper = await folder('whisper', {

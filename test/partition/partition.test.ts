@@ -83,7 +83,7 @@ describe('monolithic graphs', () => {
     const out = join(work, `torch-${file}`);
     const { manifest: m } = await partition({ input: join(TORCH, file), out, splitProjector: true });
     expect(m.bricks.map((x) => x.name)).toEqual(names);
-    expect(m.connections.find((c) => c.merge)!.merge!.placeholderTokenId).toBe(token);
+    expect(m.connections.find((c) => c.merge)!.merge).toEqual({ mode: 'replace-rows', placeholderTokenId: token });
     expect(m.verify!.ok).toBe(true);
     expect(m.verify!.maxRelDiff).toBeLessThanOrEqual(1e-4);
     // Every brick holds only what it reads: no initializer appears in a brick that does not use it.

@@ -9,7 +9,7 @@
  * The runtime's own generation loop (chat-session.ts) feeds decoders through the same
  * `decoderInputs` / `stepFeeds`, with its KV cache and arena instead.
  */
-import type { BrickEntry, Connection, TensorSpec } from '../../formats/bricks.js';
+import { isReplaceRows, type BrickEntry, type Connection, type TensorSpec } from '../../formats/bricks.js';
 import { replacePlaceholderRows } from '../../formats/merge.js';
 import { TENSOR } from '../../formats/names.js';
 import { floatToHalf } from '../../onnx/dtype.js';
@@ -74,15 +74,15 @@ export function fullPassFeeds(b: BrickEntry, ctx: FullPassContext): FullPassFeed
     if (!t) t = conventions[i.name];
     if (!t && PAST.test(i.name)) t = ctx.past?.(i.name) ?? emptyPast(i);
     if (!t) { missing.push(i.name); continue; }
-    const merges = ctx.connections.filter((c) => c.merge && c.to === key);
+    const merges = ctx.connections.filter(isReplaceRows).filter((c) => c.to === key);
     const mergeIds = ctx.mergeIds ?? ctx.ids;
-    const wanted = merges.filter((c) => mergeIds.includes(BigInt(c.merge!.placeholderTokenId)) && ctx.value(c.from));
+    const wanted = merges.filter((c) => mergeIds.includes(BigInt(c.merge.placeholderTokenId)) && ctx.value(c.from));
     if (wanted.length) {
       // Rows are replaced in float32; a float16 target (an fp16 embed brick) is converted back after.
       const hidden = t.dims[t.dims.length - 1]!;
       const data = Float32Array.from(toFloat32(t, i.name));
       for (const c of wanted)
-        replacePlaceholderRows(data, mergeIds, c.merge!.placeholderTokenId, toFloat32(ctx.value(c.from)!, c.from), hidden);
+        replacePlaceholderRows(data, mergeIds, c.merge.placeholderTokenId, toFloat32(ctx.value(c.from)!, c.from), hidden);
       t = t.type === 'float16' ? tensor('float16', Uint16Array.from(data, floatToHalf), t.dims) : tensor('float32', data, t.dims);
     }
     feeds[i.name] = t;
