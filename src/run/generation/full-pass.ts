@@ -28,6 +28,23 @@ export interface FullPassContext {
   given?(spec: TensorSpec): TensorLike | undefined;
   /** config.json's model_type (position conventions). */
   readonly modelType?: string;
+  /** mRoPE positions of the first rows (3 rows of n, the family's rope index for the prompt); rows past n
+   *  (generated tokens) continue at max + 1 on every row, as Qwen2-VL's get_rope_index. */
+  readonly positions3?: BigInt64Array;
+}
+
+/** `p3` (3 rows of n prompt positions) extended to `total` rows: later rows continue at max + 1 on all three. */
+export function extendMrope(p3: BigInt64Array, total: number): BigInt64Array {
+  const n = p3.length / 3;
+  if (n === total) return p3;
+  let max = -1n;
+  for (const p of p3) if (p > max) max = p;
+  const out = new BigInt64Array(3 * total);
+  for (let a = 0; a < 3; a++) {
+    out.set(p3.subarray(a * n, (a + 1) * n), a * total);
+    for (let i = n; i < total; i++) out[a * total + i] = max + 1n + BigInt(i - n);
+  }
+  return out;
 }
 
 export interface FullPassFeeds {
@@ -58,6 +75,7 @@ export function fullPassFeeds(b: BrickEntry, ctx: FullPassContext): FullPassFeed
     ? stepFeeds(dec, {
       from: 0, to: seq, mask: new BigInt64Array(seq).fill(1n), allLogits: true,
       positions: BigInt64Array.from({ length: seq }, (_, k) => BigInt(k + dec.positionStart)),
+      positions3: ctx.positions3 && extendMrope(ctx.positions3, seq),
     })
     : {};
   for (const i of b.inputs) {
