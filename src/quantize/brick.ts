@@ -107,6 +107,8 @@ export async function quantizeBrick(j: BrickJob): Promise<BrickJobResult> {
         algorithm = 'awq';
       }
     }
+    const present = src.model.graph!.node.filter((n) => n.opType === 'MatMulNBits' && n.domain === 'com.microsoft').length;
+    if (present) notes.push(`${present} MatMulNBits node(s) already in the brick are kept as they are (their own bits and block size)`);
     rewritten.MatMulNBits = await toMatMulNBits(edit, { ...p, accuracyLevel: j.accuracyLevel }, prescales,
       (w) => j.onProgress?.(`quantize ${j.brick.name}: ${w}`));
     const g = await toGatherBlockQuantized(edit, p);

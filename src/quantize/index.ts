@@ -32,7 +32,11 @@ export interface QuantizeOptions {
   readonly recipe?: string;
   /** `{decoder: 'w4a16-g128'}`: by brick kind or brick name. */
   readonly overrides?: Readonly<Record<string, string>>;
-  /** Calibration samples (default 16 random), a question set or .npy folder, or `builtin` (the embedded model's calibration questions). */
+  /**
+   * Calibration inputs: a folder of images / WAVs (prepared by the model's own processor), a question set,
+   * a .npy folder, or `builtin` (the embedded model's calibration questions); or a count of seeded random
+   * samples (default 16), which w8a8 encoders refuse.
+   */
   readonly calib?: number | string;
   readonly heldOut?: number;
   readonly seed?: number;

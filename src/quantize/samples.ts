@@ -8,7 +8,10 @@
  * `<input>.<k>.npy` (sample k), e.g. `pixel_values.0.npy`, `input_ids.0.npy` — and are otherwise seeded
  * random: pixel-like tensors U(−1, 1) (the normalized range of SigLIP/CLIP processors), other floats
  * N(0, 1); prompts are the placeholder rows each merge needs followed by built-in questions tokenized
- * with the set's tokenizer.json (random text ids when the set has none).
+ * with the set's tokenizer.json (random text ids when the set has none). Made-up inputs serve 4-bit
+ * weight search and accuracy figures only: quantize refuses static int8 of an encoder without --calib,
+ * and an encoder whose inputs only a processor makes (integer grids, masks, symbolic image counts) is
+ * left unfed rather than fed noise of an invented shape.
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';

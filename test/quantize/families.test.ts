@@ -124,6 +124,26 @@ describe.each(FAMILIES.map((f) => [f.name, f] as const))('%s', (name, f) => {
   }, 60_000);
 });
 
+describe('phi3 hub variants (GroupQueryAttention)', () => {
+  it('float16 I/O (fp16) is 4-bit quantized and runs; MatMulNBits already in a q4 brick are kept, with a notice', async () => {
+    const src = join(root, 'phi3-variants');
+    await buildGqaTextLm(src, { family: 'phi3' });
+    await partition({ input: src, out: join(root, 'phi3-fp16-bricks'), dtype: 'fp16' });
+    const h = await quantizeBricks({ dir: join(root, 'phi3-fp16-bricks'), out: join(root, 'phi3-fp16-q'), calib: 2, heldOut: 1, newTokens: 0 });
+    const d = h.report.bricks.find((b) => b.kind === 'decoder')!;
+    expect(d.rewritten.MatMulNBits).toBeGreaterThan(0);
+    expect(d.cosine!).toBeGreaterThan(0.9);
+    await compile({ bricks: h.out, target: 'rk3588', out: join(root, 'phi3-fp16-bundle'), rknn: 'skip' });
+    await expectRuns(join(root, 'phi3-fp16-bundle'));
+
+    await partition({ input: src, out: join(root, 'phi3-q4-bricks'), dtype: 'q4' });
+    const q = await quantizeBricks({ dir: join(root, 'phi3-q4-bricks'), out: join(root, 'phi3-q4-q'), calib: 2, heldOut: 1, newTokens: 0 });
+    const qd = q.report.bricks.find((b) => b.kind === 'decoder')!;
+    expect(qd.rewritten.MatMulNBits).toBe(0);
+    expect(qd.notes.some((n) => /MatMulNBits/.test(n))).toBe(true);
+  }, 30_000);
+});
+
 describe('whisper (encoder-decoder)', () => {
   it('quantize refuses the cross-attention set with one clear error; compile takes the float set', async () => {
     const src = join(root, 'whisper');
