@@ -22,7 +22,7 @@ import { readNpyFile } from '../run/inputs/npy.js';
 import { fullPassFeeds } from '../run/generation/full-pass.js';
 import { tensor, toFloat32 } from '../run/feeds.js';
 import { toOrtFeeds } from '../onnx/ort-feeds.js';
-import { ENCODER_KINDS, sessionOptions, type Feeds } from './samples.js';
+import { ENCODER_KINDS, modelTypeOf, sessionOptions, type Feeds } from './samples.js';
 
 export interface Prompt {
   readonly inputIds: readonly bigint[];
@@ -75,6 +75,7 @@ export const ortGreedyNoCache: GreedyGenerator = async (dir, m, prompts, maxNew)
   for (const b of order) sessions.set(b.name, await ort.InferenceSession.create(join(dir, b.file), sessionOptions()));
   const decoder = order.find((b) => b.kind === 'decoder');
   if (!decoder) throw fail('E_QUANT_E2E', 'the brick set has no decoder to generate with');
+  const modelType = await modelTypeOf(dir);
   try {
     const results: number[][] = [];
     for (const p of prompts) {
@@ -104,7 +105,7 @@ export const ortGreedyNoCache: GreedyGenerator = async (dir, m, prompts, maxNew)
           for (const c of m.connections.filter((x) => x.merge && x.to.startsWith(`${b.name}.`)))
             if (p.inputIds.includes(BigInt(c.merge!.placeholderTokenId)) && !step_.get(c.from))
               throw fail('E_QUANT_E2E', `the prompt has placeholders for '${c.from}' but no input for its encoder`);
-          const r = fullPassFeeds(b, { ids, mergeIds, connections: m.connections, value: (k) => step_.get(k) as TensorLike | undefined, positions3: p.positions3 });
+          const r = fullPassFeeds(b, { ids, mergeIds, connections: m.connections, value: (k) => step_.get(k) as TensorLike | undefined, positions3: p.positions3, modelType });
           if (r.missing.length) throw fail('E_QUANT_E2E', `no value for brick '${b.name}' input '${r.missing[0]}'`);
           const feeds: Feeds = toOrtFeeds(r.feeds);
           const fetch = b === decoder ? [TENSOR.logits] : b.outputs.map((o) => o.name);

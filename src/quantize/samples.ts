@@ -13,7 +13,7 @@
  * and an encoder whose inputs only a processor makes (integer grids, masks, symbolic image counts) is
  * left unfed rather than fed noise of an invented shape.
  */
-import { readdir, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { fail } from '../errors.js';
@@ -169,12 +169,19 @@ function cannotMakeUp(spec: TensorSpec): string | undefined {
   return undefined;
 }
 
+/** config.json's model_type, which decides decoder conventions (Gemma 3's 1-based positions), as the runtime reads it. */
+export async function modelTypeOf(dir: string): Promise<string | undefined> {
+  const c = await readFile(join(dir, 'config.json'), 'utf8').then((t) => JSON.parse(t) as { model_type?: unknown }, () => undefined);
+  return typeof c?.model_type === 'string' ? c.model_type : undefined;
+}
+
 export async function buildSamples(dir: string, m: BricksManifest, o: SampleOptions): Promise<SampleSet> {
   const rand = mulberry32(o.seed);
   const normal = normalFrom(rand);
   const source = o.calibDir ? await calibSource(dir, o.calibDir) : undefined;
   const count = source ? Math.min(source.count, o.count) : o.count;
   const order = orderBricks(m.bricks, m.connections);
+  const modelType = await modelTypeOf(dir);
   const values = Array.from({ length: count }, () => new Map<string, ort.Tensor>());
   const feeds = Array.from({ length: count }, () => new Map<string, Feeds>());
   const fromDir = async (spec: TensorSpec, s: number): Promise<ort.Tensor | undefined> => source?.tensor(spec, s);
@@ -242,7 +249,7 @@ export async function buildSamples(dir: string, m: BricksManifest, o: SampleOpti
     await runBrick(b, async (s) => {
       const given = new Map<string, ort.Tensor>();
       for (const i of b.inputs) { const t = await fromDir(i, s); if (t) given.set(i.name, t); }
-      const r = fullPassFeeds(b, { ids: ids[s], connections: m.connections, value: (k) => values[s].get(k) as TensorLike | undefined, given: (i) => given.get(i.name) as TensorLike | undefined, positions3: source?.positions3?.(s) });
+      const r = fullPassFeeds(b, { ids: ids[s], connections: m.connections, value: (k) => values[s].get(k) as TensorLike | undefined, given: (i) => given.get(i.name) as TensorLike | undefined, positions3: source?.positions3?.(s), modelType });
       if (r.missing.length)
         throw fail('E_QUANT_CALIB', `no calibration value for brick '${b.name}' input '${r.missing[0]}'`, { hint: `give it with --calib DIR as ${r.missing[0]}.npy` });
       return toOrtFeeds(r.feeds);
