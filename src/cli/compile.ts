@@ -8,7 +8,7 @@ import { stageProgress } from './progress.js';
 
 interface CompileFlags {
   target: string; out: string; objective: string; place: string[]; explain?: boolean; json?: boolean;
-  maxContext?: string; promptTokens?: string; outputTokens?: string; rknn?: boolean;
+  maxContext?: string; promptTokens?: string; outputTokens?: string; rknn?: boolean; calib?: string;
 }
 
 const OBJECTIVES = ['latency', 'energy', 'balanced'];
@@ -35,6 +35,7 @@ export const compileVerb = (program: Command) => program
   .option('--max-context <tokens>', 'KV cache size (default: the model\'s max positions, at most 4096)')
   .option('--prompt-tokens <n>', 'text tokens of the reference request the placement optimizes (default: 32)')
   .option('--output-tokens <n>', 'generated tokens of the reference request (default: 64)')
+  .option('--calib <dir>', 'images / WAVs or a question set (prepared by the model\'s own processor), or builtin (the embedded model), that rknn-toolkit2 calibrates int8 NPU conversions with; without it float bricks go to the NPU in fp16')
   .option('--no-rknn', 'do not run rknn-toolkit2 even when it is installed; only write convert_rknn.py')
   .option('--json', 'print the result as JSON')
   .action(async (dir: string, f: CompileFlags) => {
@@ -44,7 +45,7 @@ export const compileVerb = (program: Command) => program
     let r: CompileResult;
     try {
       r = await compile({
-        bricks: dir, target: f.target, out: f.out, objective: f.objective as 'balanced', place: parsePlace(f.place), rknn: f.rknn === false ? 'skip' : 'auto',
+        bricks: dir, target: f.target, out: f.out, objective: f.objective as 'balanced', place: parsePlace(f.place), rknn: f.rknn === false ? 'skip' : 'auto', calib: f.calib,
         maxContext: parseNumber('--max-context', f.maxContext, { min: 1, integer: true }),
         workload: {
           ...(f.promptTokens !== undefined && { promptTokens: parseNumber('--prompt-tokens', f.promptTokens, { min: 1, integer: true }) }),

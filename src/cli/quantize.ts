@@ -18,10 +18,10 @@ export const quantizeVerb = (program: Command) => program
   .requiredOption('-o, --out <dir>', 'output brick set (written atomically)')
   .option('--recipe <name>', 'hybrid | npu-int8 | cpu-q4 | all-fp16 | fp32', 'hybrid')
   .option('--brick <kind=format>', 'override one brick by kind or name, e.g. decoder=w4a16-g128 (fp32, fp16, w8a8, w8a16[-gN], w4a16-gN)', collect, [])
-  .option('--calib <N|DIR>', 'calibration: N seeded random samples, or a directory of <input>[.<k>].npy files (default: 16)')
+  .option('--calib <N|DIR>', 'calibration: a folder of images / WAVs (+ prompts.txt) prepared by the model\'s own processor, a question set (eval.jsonl), <input>[.<k>].npy files, or builtin (the embedded model); or N seeded random samples (default: 16; never for w8a8 encoders)')
   .option('--calib-method <m>', 'activation ranges for w8a8: minmax | percentile | entropy', 'minmax')
-  .option('--algo <a>', '4-bit weights: awq (activation-aware, needs calibration) | rtn (round to nearest)', 'awq')
-  .option('--no-compare', 'do not also quantize 4-bit bricks with the other algorithm for the report')
+  .option('--algo <a>', '4-bit weights: auto (AWQ and round-to-nearest, keep whichever is closer to float on the held-out inputs) | awq | rtn', 'auto')
+  .option('--no-compare', 'with --algo awq|rtn: do not also quantize 4-bit bricks with the other algorithm for the report')
   .option('--asymmetric', 'blocks with zero points (default: symmetric, llama.cpp Q4_0-compatible)')
   .option('--accuracy-level <n>', 'MatMulNBits accuracy_level: 4 = int8 compute on CPU (fast), 0 = float (exact)', '4')
   .option('--held-out <n>', 'held-out samples for accuracy and end-to-end prompts', '4')
@@ -37,7 +37,7 @@ export const quantizeVerb = (program: Command) => program
     const { parseBrickOverrides, parseSweepGrid } = await import('../quantize/recipes.js');
     const { CALIB_METHODS } = await import('../quantize/stats.js');
     if (!CALIB_METHODS.includes(f.calibMethod as never)) throw fail('E_USAGE', `--calib-method '${f.calibMethod}': expected ${CALIB_METHODS.join(', ')}`);
-    if (f.algo !== 'awq' && f.algo !== 'rtn') throw fail('E_USAGE', `--algo '${f.algo}': expected awq or rtn`);
+    if (!['auto', 'awq', 'rtn'].includes(f.algo)) throw fail('E_USAGE', `--algo '${f.algo}': expected auto, awq or rtn`);
     const calib = f.calib === undefined ? undefined : /^\d+$/.test(f.calib) ? parseNumber('--calib', f.calib, { min: 1, integer: true }) : f.calib;
     const progress = stageProgress(8, f.json);
     let result: QuantizeResult;
@@ -70,7 +70,7 @@ export function renderQuantizeReport(r: QuantReport): string {
   ]));
   out += `accuracy: each brick's primary output vs its float brick on ${r.calibration.heldOut} held-out sample(s); calibration: ${r.calibration.samples} ${r.calibration.source} sample(s), seed ${r.calibration.seed}\n`;
   for (const b of r.bricks) {
-    if (b.algorithms) out += `  ${b.name}: ${b.algorithms.map((a) => `${a.algorithm} cosine ${a.heldOut.cosine.toFixed(5)}, SQNR ${a.heldOut.sqnrDb.toFixed(2)} dB`).join(' vs ')}\n`;
+    if (b.algorithms) out += `  ${b.name}: ${b.algorithms.map((a) => `${a.algorithm} cosine ${a.heldOut.cosine.toFixed(5)}, SQNR ${a.heldOut.sqnrDb.toFixed(2)} dB`).join(' vs ')} (held out)${b.pick ? `: kept ${b.pick.picked}` : ''}\n`;
     if (b.rknn) out += `  ${b.name}: rknn-toolkit2 ${b.rknn.ok ? 'loads it' : `cannot load it: ${b.rknn.problems.join('; ')}`} (opset ${b.rknn.opset})`
       + `${b.rknn.unsupportedOps.length ? `; ${b.rknn.unsupportedOps.join(', ')} are not NPU ops in its op list: those nodes fall back to the CPU or fail, depending on the toolkit version` : ''}\n`;
     for (const n of b.notes) out += `  ${b.name}: note: ${n}\n`;

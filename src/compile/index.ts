@@ -19,7 +19,10 @@ import { analyzeBrickSet, type BrickSetInfo } from './analyze.js';
 import { DEFAULT_WORKLOAD, type Workload } from './cost.js';
 import { place, type Objective, type PlaceOverride, type PlacementResult } from './placement.js';
 import { buildPlan } from './plan.js';
-import { convertRkllmScript, convertRknnScript, probeRknnToolkit, runRknnConversion, writeCalibration, writeRknnOnnx, type RknnBrick } from './rknn.js';
+import { convertRkllmScript, convertRknnScript, probeRknnToolkit, runRknnConversion, writeRknnOnnx, type RknnBrick } from './rknn.js';
+import { writeRealCalibration } from './rknn-calib.js';
+import { EMBEDDED_CALIB_SET } from '../eval/embedded.js';
+import { fail } from '../errors.js';
 import { loadTarget, val, type TargetProfile } from './targets.js';
 
 export interface CompileOptions {
@@ -30,6 +33,11 @@ export interface CompileOptions {
   readonly place?: readonly PlaceOverride[];
   readonly maxContext?: number;
   readonly workload?: Partial<Omit<Workload, 'maxContext'>>;
+  /**
+   * Images / WAVs that rknn-toolkit2 calibrates a float NPU brick's w8a8 conversion with, prepared by the
+   * model's own processor. Without it float bricks go to the NPU in fp16 only.
+   */
+  readonly calib?: string;
   /** `auto` (default): convert with rknn-toolkit2 when it imports here; `skip`: only write the script. */
   readonly rknn?: 'auto' | 'skip';
   readonly onStage?: (stage: string) => void;
@@ -56,8 +64,14 @@ export async function compile(o: CompileOptions): Promise<CompileResult> {
     images: set.bricks.some((b) => b.entry.kind === 'vision') ? w.images : 0,
     audioClips: set.bricks.some((b) => b.entry.kind === 'audio') ? w.audioClips : 0,
   };
+  for (const f of o.place ?? []) {
+    const b = set.bricks.find((x) => x.entry.name === f.brick || x.entry.kind === f.brick);
+    if (f.format === 'w8a8' && b && b.format !== 'w8a8' && !o.calib)
+      throw fail('E_COMPILE_CALIB', `--place ${f.brick}=${f.accelerator}:w8a8: converting the ${b.format} brick '${b.entry.name}' to int8 needs real calibration inputs`,
+        { hint: '--calib DIR (a few representative images / WAVs), or quantize it first: nanomind quantize --recipe npu-int8 --calib DIR' });
+  }
   o.onStage?.('place');
-  const placement = place(set, target, { objective: o.objective, overrides: o.place, workload });
+  const placement = place(set, target, { objective: o.objective, overrides: o.place, workload, calibrated: !!o.calib });
   const plan = buildPlan(set, target, placement, workload);
   const rknnProbe = o.rknn === 'skip' ? { ok: false, reason: 'skipped (--no-rknn)' } : placement.bricks.some((p) => p.route === 'rknn') ? await probeRknnToolkit() : { ok: false };
 
@@ -80,10 +94,11 @@ export async function compile(o: CompileOptions): Promise<CompileResult> {
         const r = await writeRknnOnnx(set.dir, b, tmp, val(acc.maxOpset) ?? 19);
         artifacts.push({ kind: 'rknn-onnx', ...(await entry(tmp, r.file)), status: 'ready' });
         const quantize = p.format === 'w8a8' && b.format !== 'w8a8';
-        const calib = quantize ? await writeCalibration(tmp, p.brick, r.inputs, b.entry.inputs.map((t) => t.dtype)) : undefined;
+        // placement offers w8a8 for a float brick only with --calib
+        const calib = quantize ? await writeRealCalibration(set.dir, b.entry, r.inputs, resolve(o.calib === 'builtin' ? EMBEDDED_CALIB_SET : o.calib!), tmp) : undefined;
         const dataset = calib?.list;
         for (const f of calib?.files ?? []) files.push(await entry(tmp, f));
-        if (dataset) artifacts.push({ kind: 'calibration', ...(await entry(tmp, dataset)), status: 'ready', note: 'seeded random inputs: replace with real preprocessed samples for accuracy' });
+        if (dataset) artifacts.push({ kind: 'calibration', ...(await entry(tmp, dataset)), status: 'ready', note: `${calib!.samples} file(s) of ${o.calib} prepared by the model's processor` });
         rknnBricks.push({ brick: p.brick, onnx: r.file, rknn: b.entry.file.replace(/\.onnx$/, '') + '.rknn', quantize, dataset, inputs: r.inputs });
       }
       if (p.route === 'rkllm') {

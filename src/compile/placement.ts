@@ -64,7 +64,7 @@ export interface PlacementResult {
 interface Choice { readonly brick: BrickInfo; readonly acc: AcceleratorProfile; readonly format: WeightFormat; readonly route: Route; readonly model: BrickCostModel }
 
 /** The formats a brick can take on an accelerator, or why it cannot go there. */
-export function formatsOn(b: BrickInfo, acc: AcceleratorProfile, target: TargetProfile): { formats: WeightFormat[]; route: Route } | { reason: string } {
+export function formatsOn(b: BrickInfo, acc: AcceleratorProfile, target: TargetProfile, o: { calibrated?: boolean } = {}): { formats: WeightFormat[]; route: Route } | { reason: string } {
   const bad = [...b.ops].filter((o) => acc.unsupportedOps?.includes(o));
   if (acc.staticShapes && b.entry.kind === 'decoder') {
     if (!acc.llm) return { reason: `dynamic dims (${b.dynamicDims.join(', ')}) and no LLM runtime on this ${acc.kind}` };
@@ -77,14 +77,15 @@ export function formatsOn(b: BrickInfo, acc: AcceleratorProfile, target: TargetP
   const maxOpset = val(acc.maxOpset);
   if (maxOpset !== undefined && b.opset > maxOpset) return { reason: `opset ${b.opset} > ${maxOpset}` };
   const route: Route = acc.backend === 'rknn' ? 'rknn' : 'ort';
-  // The vendor toolchain converts float graphs itself (fp16, or int8 with a calibration set); ORT runs what it is given.
-  const wanted = route === 'rknn' && isFloatFormat(b.format) ? (['fp16', 'w8a8'] as WeightFormat[]) : [b.format];
+  // The vendor toolchain converts float graphs itself: fp16, or int8 when real calibration inputs were
+  // given (--calib DIR; never made-up ones); ORT runs what it is given.
+  const wanted = route === 'rknn' && isFloatFormat(b.format) ? (o.calibrated ? ['fp16', 'w8a8'] : ['fp16']) as WeightFormat[] : [b.format];
   const formats = wanted.filter((f) => acc.formats.includes(f));
   if (!formats.length) return { reason: `${acc.title} does not run ${b.format}${route === 'rknn' ? '' : ' (nanomind does not convert formats at compile time; run quantize)'}` };
   return { formats, route };
 }
 
-export function place(set: BrickSetInfo, target: TargetProfile, o: { objective?: Objective; overrides?: readonly PlaceOverride[]; workload: Workload }): PlacementResult {
+export function place(set: BrickSetInfo, target: TargetProfile, o: { objective?: Objective; overrides?: readonly PlaceOverride[]; workload: Workload; calibrated?: boolean }): PlacementResult {
   const objective = o.objective ?? 'balanced';
   const notes: string[] = [];
   const options: Choice[][] = [];
@@ -94,7 +95,7 @@ export function place(set: BrickSetInfo, target: TargetProfile, o: { objective?:
     const choices: Choice[] = [];
     const forced = o.overrides?.find((x) => x.brick === b.entry.name || x.brick === b.entry.kind);
     for (const acc of target.accelerators) {
-      const r = formatsOn(b, acc, target);
+      const r = formatsOn(b, acc, target, { calibrated: o.calibrated });
       if ('reason' in r) { alts.push({ accelerator: acc.id, format: null, ok: false, reason: r.reason }); continue; }
       for (const f of r.formats) {
         const model = costModel(b, acc, f, target, o.workload);

@@ -9,7 +9,6 @@
  *   checkpoint by rkllm-toolkit, not from ONNX).
  * When `python3 -c "import rknn.api"` works here, compile runs the conversion and ships the .rknn files.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { create } from '@bufbuild/protobuf';
@@ -18,8 +17,6 @@ import { fail } from '../errors.js';
 import type { TensorSpec } from '../formats/bricks.js';
 import { makeAttribute, makeValueInfo } from '../onnx/builder.js';
 import { loadModel, saveModel } from '../onnx/model-io.js';
-import { writeNpyFile } from '../run/inputs/npy.js';
-import { mulberry32 } from '../util/prng.js';
 import type { BrickInfo } from './analyze.js';
 
 export interface RknnBrick {
@@ -64,31 +61,6 @@ export async function writeRknnOnnx(srcDir: string, b: BrickInfo, outDir: string
   const file = b.entry.file.replace(/\.onnx$/, '') + '.rknn.onnx';
   await saveModel(model, join(outDir, file), { sourceDir: loaded.dir });
   return { file, inputs: inputs.map((x) => ({ name: b.entry.inputs.find((t) => t.name === x.name)!.dtype === 'int64' ? `${x.name}_int32` : x.name, shape: x.shape })) };
-}
-
-/**
- * A calibration list for rknn.build: `count` seeded samples per input as .npy, one sample per line.
- * Random inputs only exercise the toolchain; for accuracy, replace them with real preprocessed images.
- */
-export async function writeCalibration(outDir: string, brick: string, inputs: RknnBrick['inputs'], dtypes: readonly string[], count = 4, seed = 0): Promise<{ list: string; files: string[] }> {
-  const dir = join('calibration', brick);
-  await mkdir(join(outDir, dir), { recursive: true });
-  const rand = mulberry32(seed);
-  const lines: string[] = [];
-  for (let s = 0; s < count; s++) {
-    const files: string[] = [];
-    for (const [k, inp] of inputs.entries()) {
-      const n = inp.shape.reduce((a, d) => a * d, 1);
-      const file = join(dir, `${s}_${inp.name}.npy`);
-      files.push(file);
-      if (dtypes[k] === 'int64') await writeNpyFile(join(outDir, file), { dtype: 'int32', shape: inp.shape, data: Int32Array.from({ length: n }, () => Math.floor(rand() * 100)) });
-      else await writeNpyFile(join(outDir, file), { dtype: 'float32', shape: inp.shape, data: Float32Array.from({ length: n }, () => rand() * 2 - 1) });
-    }
-    lines.push(files.join(' '));
-  }
-  const list = join(dir, 'dataset.txt');
-  await writeFile(join(outDir, list), lines.join('\n') + '\n');
-  return { list, files: lines.flatMap((l) => l.split(' ')) };
 }
 
 export function convertRknnScript(target: string, bricks: readonly RknnBrick[]): string {

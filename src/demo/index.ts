@@ -73,7 +73,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       + (r.manifest.verify ? `verified against ONNX Runtime: max rel diff ${r.manifest.verify.maxRelDiff.toExponential(1)}` : 'not verified'));
     await timed('quantize', () => quantizeBricks({ dir: bricks, out: quantized, recipe: 'hybrid', algorithm: 'rtn', compareAlgorithms: false, evaluate: false }),
       (r) => `hybrid recipe (round-to-nearest): ${r.manifest.bricks.map((b) => `${b.name} ${b.format}`).join(', ')}`);
-    const compiled = await timed('compile', () => compile({ bricks: quantized, target: o.target ?? 'rk3588', out: bundle, rknn: 'skip' }),
+    const compiled = await timed('compile', () => compile({ bricks: quantized, target: o.target ?? 'rk3588', out: bundle, rknn: 'skip', calib: 'builtin' }),
       (r) => `${r.target.title}: ${r.manifest.bricks.map((b) => `${b.name} → ${b.accelerator} (${b.format})`).join(', ')}`);
     const report = await timed('run', () => evaluate({ model: bundle, set: setDir, ids: picked.map((i) => i.id) }),
       (r) => `${r.n} held-out examples answered by the included runtime from the bundle`);

@@ -254,6 +254,13 @@ const LOCAL: Record<string, Rule> = {
     return { dtype, shape: [len], value };
   },
   NonZero: (c) => ({ dtype: 'int64', shape: [c.t(0).shape?.length ?? null, null] }),
+  // Data-dependent length along `axis` (flattened without one); the element type is the input's.
+  Compress: (c) => {
+    const s = c.t(0).shape, axis = c.int('axis', Number.NaN);
+    if (!s || Number.isNaN(axis)) return { dtype: c.t(0).dtype, shape: Number.isNaN(axis) ? [null] : undefined };
+    const a = axis < 0 ? axis + s.length : axis;
+    return { dtype: c.t(0).dtype, shape: s.map((d, i) => (i === a ? null : d)) };
+  },
   EyeLike: (c) => ({ dtype: dtypeOfEnum(c.int('dtype', -1)) ?? c.t(0).dtype, shape: c.t(0).shape }),
   OneHot: (c) => {
     const s = c.t(0).shape, depth = c.v(1)?.data[0] ?? null;

@@ -29,6 +29,8 @@ export interface AwqOptions {
   readonly maxColumns?: number;
   /** Activation rows the scale search scores (default 64 of the sampled rows). */
   readonly rows?: number;
+  /** α fixed instead of searched (an ablation). */
+  readonly alpha?: number;
 }
 
 export interface AwqGroup {
@@ -130,8 +132,8 @@ export async function planAwq(edit: ModelEdit, p: BlockParams, stats: ReadonlyMa
     const mean = st.absMean!;
     let best = { alpha: 0, loss: Infinity, s: new Float64Array(K).fill(1) };
     let lossRtn = 0;
-    for (let g = 0; g <= grid; g++) {
-      const alpha = g / grid;
+    const alphas = o.alpha === undefined ? Array.from({ length: grid + 1 }, (_, g) => g / grid) : [0, o.alpha];
+    for (const [g, alpha] of alphas.entries()) {
       const s = Float64Array.from(mean, (m) => Math.max(m, 1e-8) ** alpha);
       let lo = Infinity, hi = 0;
       for (const x of s) { lo = Math.min(lo, x); hi = Math.max(hi, x); }
@@ -139,7 +141,7 @@ export async function planAwq(edit: ModelEdit, p: BlockParams, stats: ReadonlyMa
       for (let k = 0; k < K; k++) s[k] /= norm;
       const loss = groupLoss(ws, targets, st.samples.slice(0, o.rows ?? 64), s, p, o.maxColumns ?? 64);
       if (g === 0) lossRtn = loss;
-      if (loss < best.loss) best = { alpha, loss, s };
+      if (g > 0 || o.alpha === undefined) if (loss < best.loss) best = { alpha, loss, s };
     }
     const s32 = Float32Array.from(best.s);
     const folded = best.alpha > 0 ? await applyActivationScale(edit, input, targets, s32) : undefined;

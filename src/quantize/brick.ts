@@ -38,6 +38,8 @@ export interface BrickJob {
   readonly scratch: string;
   readonly threads?: number;
   readonly onProgress?: (what: string) => void;
+  /** AWQ's α fixed instead of searched (ablation). */
+  readonly awqAlpha?: number;
 }
 
 export interface BrickJobResult {
@@ -99,12 +101,14 @@ export async function quantizeBrick(j: BrickJob): Promise<BrickJobResult> {
         j.onProgress?.(`calibrate ${j.brick.name} (${inputs.length} MatMul inputs, ${j.calib.length} samples)`);
         const stats = await collectStats(src, j.calib, { channels: inputs, rows: 128 }, j.scratch, j.threads);
         j.onProgress?.(`AWQ search ${j.brick.name}`);
-        const plan = await planAwq(edit, p, stats.channels);
+        const plan = await planAwq(edit, p, stats.channels, j.awqAlpha === undefined ? {} : { alpha: j.awqAlpha });
         prescales = plan.prescales;
         awq = plan.groups;
         algorithm = 'awq';
       }
     }
+    const present = src.model.graph!.node.filter((n) => n.opType === 'MatMulNBits' && n.domain === 'com.microsoft').length;
+    if (present) notes.push(`${present} MatMulNBits node(s) already in the brick are kept as they are (their own bits and block size)`);
     rewritten.MatMulNBits = await toMatMulNBits(edit, { ...p, accuracyLevel: j.accuracyLevel }, prescales,
       (w) => j.onProgress?.(`quantize ${j.brick.name}: ${w}`));
     const g = await toGatherBlockQuantized(edit, p);

@@ -13,6 +13,8 @@ import { makeValueInfo } from '../onnx/builder.js';
 import { Graph } from '../onnx/graph.js';
 import { allTensors, externalRef, resolveInside, type OnnxFile } from '../onnx/model-io.js';
 import { inferTypes } from '../onnx/shape-infer.js';
+import type { TensorLike } from '../run/backend.js';
+import { toFloat32 } from '../run/feeds.js';
 import { sessionOptions, type Feeds } from './samples.js';
 import { ChannelStats, RangeStats } from './stats.js';
 
@@ -67,6 +69,9 @@ export async function openWithOutputs(src: OnnxFile, extra: readonly string[], s
   }
 }
 
+/** A float16 activation (an fp16 export's) widened: its raw half bits are not values. */
+const floats = (t: ort.Tensor, name: string): Float32Array => toFloat32(t as unknown as TensorLike, name);
+
 export async function collectStats(src: OnnxFile, samples: readonly Feeds[], req: StatsRequest, scratch: string, threads?: number): Promise<BrickStats> {
   const ranges = new Map((req.ranges ?? []).map((v) => [v, new RangeStats()]));
   const channels = new Map((req.channels ?? []).map((v, i) => [v, new ChannelStats(req.rows ?? 128, (req.seed ?? 0) + i)]));
@@ -78,13 +83,13 @@ export async function collectStats(src: OnnxFile, samples: readonly Feeds[], req
   try {
     for (const feeds of samples) {
       const out = await valueOf(feeds);
-      for (const [v, st] of ranges) if (out[v]) st.observe(out[v].data as Float32Array);
-      for (const [v, st] of channels) if (out[v]) st.observe(out[v].data as Float32Array, out[v].dims[out[v].dims.length - 1]);
+      for (const [v, st] of ranges) if (out[v]) st.observe(floats(out[v], v));
+      for (const [v, st] of channels) if (out[v]) st.observe(floats(out[v], v), out[v].dims[out[v].dims.length - 1]);
     }
     if (req.histograms && ranges.size)
       for (const feeds of samples) {
         const out = await valueOf(feeds);
-        for (const [v, st] of ranges) if (out[v]) st.histogram(out[v].data as Float32Array);
+        for (const [v, st] of ranges) if (out[v]) st.histogram(floats(out[v], v));
       }
   } finally {
     await close();

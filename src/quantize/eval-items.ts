@@ -19,7 +19,7 @@ import type { EvalItem, Prompt } from './greedy.js';
 export const questionSetDir = (set: string): string => (set === 'builtin' ? EMBEDDED_EVAL_SET : set);
 
 /** A turn prepared as the runtime prepares it: prompt ids and the raw input of each encoder it uses. */
-async function preparePrompt(m: RuntimeModel, prompt: string, image?: string, audio?: string): Promise<Prompt> {
+export async function preparePrompt(m: RuntimeModel, prompt: string, image?: string, audio?: string): Promise<Prompt> {
   // each file is decoded and preprocessed once: the tensor both sizes the prompt and becomes the input
   const media: Record<string, ort.Tensor> = {};
   const items: Record<'image' | 'audio', MediaItem[]> = { image: [], audio: [] };
@@ -31,7 +31,7 @@ async function preparePrompt(m: RuntimeModel, prompt: string, image?: string, au
     for (const [name, t] of Object.entries(feeds)) media[name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, [...t.dims]);
   }
   const turn = await prepareTurn(m, { prompt, images: items.image, audio: items.audio });
-  return { inputIds: turn.inputIds.map(BigInt), media };
+  return { inputIds: turn.inputIds.map(BigInt), media, ...(turn.mropePositions ? { positions3: turn.mropePositions } : {}) };
 }
 
 async function withModel<T>(bricksDir: string, what: string, fn: (m: RuntimeModel & { tokenizer: NonNullable<RuntimeModel['tokenizer']> }) => Promise<T>): Promise<T> {

@@ -22,12 +22,14 @@ import { readNpyFile } from '../run/inputs/npy.js';
 import { fullPassFeeds } from '../run/generation/full-pass.js';
 import { tensor, toFloat32 } from '../run/feeds.js';
 import { toOrtFeeds } from '../onnx/ort-feeds.js';
-import { ENCODER_KINDS, sessionOptions, type Feeds } from './samples.js';
+import { ENCODER_KINDS, modelTypeOf, sessionOptions, type Feeds } from './samples.js';
 
 export interface Prompt {
   readonly inputIds: readonly bigint[];
   /** Inputs of the encoder bricks that are not fed by another brick (e.g. `pixel_values`), by input name. */
   readonly media?: Readonly<Record<string, ort.Tensor>>;
+  /** mRoPE positions of the prompt (Qwen2-VL family rope index; 3 rows of inputIds.length). */
+  readonly positions3?: BigInt64Array;
 }
 
 /** Greedy token ids generated after each prompt (exactly `maxNewTokens` each; no stop tokens). */
@@ -44,11 +46,13 @@ export const runtimeGreedy: GreedyGenerator = async (dir, _m, prompts, maxNew) =
     for (const p of prompts) {
       const features: Record<number, Float32Array> = {};
       for (const e of set.encoders) {
-        const x = p.media?.[e.input.name];
+        // a family encoder takes several inputs (pixel_values + grid_thw, pixel_attention_mask): feed them all
+        const names = e.chain[0]!.inputs.map((i) => i.name);
+        const x = names.length > 1 ? Object.fromEntries(names.filter((n) => p.media?.[n]).map((n) => [n, p.media![n] as unknown as TensorLike])) : p.media?.[e.input.name] as unknown as TensorLike | undefined;
         // an input the prompt has no rows for (a calibration sample's borrowed clip) is not merged
-        if (x && p.inputIds.includes(BigInt(e.placeholderTokenId))) features[e.placeholderTokenId] = (await set.encode(e.placeholderTokenId, x as unknown as TensorLike)).features;
+        if (x && p.media?.[e.input.name] && p.inputIds.includes(BigInt(e.placeholderTokenId))) features[e.placeholderTokenId] = (await set.encode(e.placeholderTokenId, x)).features;
       }
-      const r = await generate(set, { inputIds: p.inputIds.map(Number), features }, { maxNewTokens: maxNew, stopTokenIds: [] });
+      const r = await generate(set, { inputIds: p.inputIds.map(Number), features, mropePositions: p.positions3 }, { maxNewTokens: maxNew, stopTokenIds: [] });
       out.push([...r.tokens]);
     }
     return out;
@@ -71,6 +75,7 @@ export const ortGreedyNoCache: GreedyGenerator = async (dir, m, prompts, maxNew)
   for (const b of order) sessions.set(b.name, await ort.InferenceSession.create(join(dir, b.file), sessionOptions()));
   const decoder = order.find((b) => b.kind === 'decoder');
   if (!decoder) throw fail('E_QUANT_E2E', 'the brick set has no decoder to generate with');
+  const modelType = await modelTypeOf(dir);
   try {
     const results: number[][] = [];
     for (const p of prompts) {
@@ -100,7 +105,7 @@ export const ortGreedyNoCache: GreedyGenerator = async (dir, m, prompts, maxNew)
           for (const c of m.connections.filter(isReplaceRows).filter((x) => x.to.startsWith(`${b.name}.`)))
             if (p.inputIds.includes(BigInt(c.merge.placeholderTokenId)) && !step_.get(c.from))
               throw fail('E_QUANT_E2E', `the prompt has placeholders for '${c.from}' but no input for its encoder`);
-          const r = fullPassFeeds(b, { ids, mergeIds, connections: m.connections, value: (k) => step_.get(k) as TensorLike | undefined });
+          const r = fullPassFeeds(b, { ids, mergeIds, connections: m.connections, value: (k) => step_.get(k) as TensorLike | undefined, positions3: p.positions3, modelType });
           if (r.missing.length) throw fail('E_QUANT_E2E', `no value for brick '${b.name}' input '${r.missing[0]}'`);
           const feeds: Feeds = toOrtFeeds(r.feeds);
           const fetch = b === decoder ? [TENSOR.logits] : b.outputs.map((o) => o.name);

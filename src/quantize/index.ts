@@ -3,7 +3,7 @@
  * (recipe + overrides), each brick compared with its float brick under ONNX Runtime, the whole set
  * compared end to end by greedy generation, all in `quant-report.json`; written atomically.
  */
-import { copyFile, mkdir, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fail } from '../errors.js';
 import { writeDirAtomically } from '../formats/atomic-dir.js';
@@ -17,9 +17,10 @@ import { acceleratorFor, parseFormat } from './format-spec.js';
 import { endToEnd, loadEvalSet, runtimeGreedy, type EvalItem, type GreedyGenerator, type Prompt } from './greedy.js';
 import { evalItemsFromQuestions, questionSetDir } from './eval-items.js';
 import { EMBEDDED_CALIB_SET } from '../eval/embedded.js';
-import { compareBrick, primaryOutput } from './metrics.js';
+import { compareBrick, compareBricks, primaryOutput } from './metrics.js';
+import type { AccuracyFigures } from '../formats/quantized.js';
 import { planFormats } from './recipes.js';
-import { REPORT_FILE, SWEEP_FILE, type AlgorithmComparison, type BrickReport, type QuantReport } from './report.js';
+import { REPORT_FILE, SWEEP_FILE, type AlgorithmComparison, type AlgorithmPick, type BrickReport, type QuantReport } from './report.js';
 import { buildSamples, ENCODER_KINDS, type Sample } from './samples.js';
 import type { CalibMethod } from './stats.js';
 import { checkGrid, runSweep, type SweepGrid } from './sweep.js';
@@ -31,14 +32,24 @@ export interface QuantizeOptions {
   readonly recipe?: string;
   /** `{decoder: 'w4a16-g128'}`: by brick kind or brick name. */
   readonly overrides?: Readonly<Record<string, string>>;
-  /** Calibration samples (default 16 random), a question set or .npy folder, or `builtin` (the embedded model's calibration questions). */
+  /**
+   * Calibration inputs: a folder of images / WAVs (prepared by the model's own processor), a question set,
+   * a .npy folder, or `builtin` (the embedded model's calibration questions); or a count of seeded random
+   * samples (default 16), which w8a8 encoders refuse.
+   */
   readonly calib?: number | string;
   readonly heldOut?: number;
   readonly seed?: number;
-  /** 4-bit weight algorithm (default 'awq' when calibration samples exist). */
-  readonly algorithm?: WeightAlgorithm;
-  /** Also quantize 4-bit bricks with the other algorithm and report both (default true). */
+  /**
+   * 4-bit weight algorithm. `auto` (default): both AWQ and round-to-nearest, and the brick keeps whichever
+   * output is closer to the float brick's on the held-out inputs (not the calibration inputs AWQ searched
+   * on); `awq` / `rtn` force one.
+   */
+  readonly algorithm?: WeightAlgorithm | 'auto';
+  /** With a forced algorithm: also quantize 4-bit bricks with the other one and report both (default true). */
   readonly compareAlgorithms?: boolean;
+  /** AWQ's α fixed instead of searched (an ablation; tests use it to make AWQ lose). */
+  readonly awqAlpha?: number;
   readonly calibMethod?: CalibMethod;
   /** Symmetric blocks, no zero points (default true: llama.cpp Q4_0-compatible). */
   readonly symmetric?: boolean;
@@ -85,8 +96,15 @@ export async function quantizeBricks(o: QuantizeOptions): Promise<QuantizeResult
   const symmetric = o.symmetric ?? true;
   const accuracyLevel = o.accuracyLevel ?? 4;
   const calibMethod = o.calibMethod ?? 'minmax';
-  const algorithm: WeightAlgorithm = o.algorithm ?? 'awq';
+  const auto = (o.algorithm ?? 'auto') === 'auto';
+  const algorithm: WeightAlgorithm = auto ? 'awq' : o.algorithm as WeightAlgorithm;
   const specs = new Map([...formats].map(([k, v]) => [k, parseFormat(v)]));
+  // Static int8 ranges of an encoder set from made-up pixels would calibrate the NPU on noise: only real inputs.
+  const int8Encoders = m.bricks.filter((b) => ENCODER_KINDS.has(b.kind) && specs.get(b.name)!.kind === 'qdq');
+  if (int8Encoders.length && !calibDir)
+    throw fail('E_QUANT_CALIB', `${dir}: static int8 (w8a8) of ${int8Encoders.map((b) => `'${b.name}'`).join(', ')} needs real calibration inputs, and none were given`, {
+      hint: '--calib DIR: a folder of images / WAVs (prepared by the model\'s own processor), a question set (eval.jsonl) or <input>.<k>.npy files; --calib builtin for the embedded model',
+    });
   const needCalib = evaluate || [...specs.values()].some((s) => s.kind === 'qdq' || (s.kind === 'nbits' && s.bits === 4 && algorithm === 'awq'));
   const notes: string[] = [];
   let heldSource: 'dir' | 'random' = 'random';
@@ -97,11 +115,13 @@ export async function quantizeBricks(o: QuantizeOptions): Promise<QuantizeResult
     let calib: Sample[] = [], held: Sample[] = [];
     if (needCalib) {
       o.onStage?.(`calibration inputs (${calibDir ?? `${calibCount} random`})`);
-      calib = await buildSamples(dir, m, { count: calibDir ? Infinity : calibCount, seed, calibDir, threads: o.threads });
+      const set = await buildSamples(dir, m, { count: calibDir ? Infinity : calibCount, seed, calibDir, threads: o.threads });
+      calib = set.samples;
+      for (const u of set.unfed) notes.push(`brick '${u.brick}' got no inputs (${u.why} comes only from the model's processor): not measured, and prompts hold no rows for it; give real inputs with --calib DIR`);
       // Held-out inputs come from the same source: the last quarter of a calibration directory (at most --held-out).
       const fromDir = calibDir && evaluate && calib.length >= 2 ? Math.max(1, Math.min(heldOutCount, Math.floor(calib.length / 4))) : 0;
       if (fromDir) { held = calib.slice(calib.length - fromDir); calib = calib.slice(0, calib.length - fromDir); }
-      else if (evaluate) held = await buildSamples(dir, m, { count: heldOutCount, seed: seed + 1, threads: o.threads });
+      else if (evaluate) held = (await buildSamples(dir, m, { count: heldOutCount, seed: seed + 1, threads: o.threads })).samples;
       heldSource = fromDir ? 'dir' : 'random';
     }
     const feedsOf = (set: Sample[], brick: string) => set.map((s) => s.feeds.get(brick)!).filter(Boolean);
@@ -114,27 +134,45 @@ export async function quantizeBricks(o: QuantizeOptions): Promise<QuantizeResult
       o.onStage?.(`${b.name} → ${spec.name}`);
       const job = {
         srcDir: dir, brick: b, format: spec, outDir: tmp, algorithm, symmetric, accuracyLevel, calibMethod,
-        calib: feedsOf(calib, b.name), scratch, threads: o.threads, onProgress: o.onStage,
+        calib: feedsOf(calib, b.name), scratch, threads: o.threads, onProgress: o.onStage, awqAlpha: o.awqAlpha,
       };
-      const r = await quantizeBrick(job);
-      const entry = await describeBrick(tmp, r.file, b.name, b.kind);
+      let r = await quantizeBrick(job);
       const output = primaryOutput(b);
-      let figures: [BrickReport['calibration'], BrickReport['heldOut']] = [null, null];
-      if (evaluate && spec.kind !== 'fp32') {
-        o.onStage?.(`evaluate ${b.name}`);
-        const [c, h] = await compareBrick(join(dir, b.file), join(tmp, r.file), output, [feedsOf(calib, b.name), feedsOf(held, b.name)], o.threads);
-        figures = [c, h];
-      }
+      const heldFeeds = feedsOf(held, b.name);
       let algorithms: AlgorithmComparison[] | undefined;
-      if (evaluate && (o.compareAlgorithms ?? true) && spec.kind === 'nbits' && spec.bits === 4 && calib.length && r.rewritten.MatMulNBits) {
+      let pick: AlgorithmPick | undefined;
+      let measured: AccuracyFigures[] | undefined; // [calibration, held-out] of the kept brick, when the pick measured them
+      const fourBit = spec.kind === 'nbits' && spec.bits === 4 && calib.length > 0 && (r.rewritten.MatMulNBits ?? 0) > 0;
+      if (evaluate && heldFeeds.length && fourBit && (auto || (o.compareAlgorithms ?? true))) {
         const other: WeightAlgorithm = r.algorithm === 'awq' ? 'rtn' : 'awq';
-        o.onStage?.(`compare ${b.name} with ${other}`);
+        o.onStage?.(`${auto ? 'pick' : 'compare'} ${b.name}: ${r.algorithm} or ${other} on ${heldFeeds.length} held-out input(s)`);
         const alt = join(scratch, `alt-${b.name}`);
         await mkdir(alt, { recursive: true });
         const ra = await quantizeBrick({ ...job, algorithm: other, outDir: alt, onProgress: undefined });
-        const [h] = await compareBrick(join(dir, b.file), join(alt, ra.file), output, [feedsOf(held, b.name)], o.threads);
+        // both candidates against the float brick in one pass; the kept one's figures are the brick's
+        const [f0, f1] = await compareBricks(join(dir, b.file), [join(tmp, r.file), join(alt, ra.file)], output, [feedsOf(calib, b.name), heldFeeds], o.threads);
+        const by = { [r.algorithm]: f0![1]!, [ra.algorithm]: f1![1]! } as Record<'awq' | 'rtn', AlgorithmComparison['heldOut']>;
+        measured = f0!;
+        algorithms = [{ algorithm: 'awq', heldOut: by.awq }, { algorithm: 'rtn', heldOut: by.rtn }];
+        if (auto) {
+          // Ties go to RTN: the same accuracy without depending on the calibration inputs.
+          const picked: WeightAlgorithm = by.awq.cosine > by.rtn.cosine ? 'awq' : 'rtn';
+          pick = { picked, metric: 'heldOut.cosine', awq: by.awq.cosine, rtn: by.rtn.cosine };
+          if (picked !== r.algorithm) {
+            for (const f of await readdir(alt)) await rename(join(alt, f), join(tmp, f));
+            r = ra;
+            measured = f1!;
+          }
+        }
         await rm(alt, { recursive: true, force: true });
-        algorithms = [{ algorithm: r.algorithm, heldOut: figures[1]! }, { algorithm: ra.algorithm, heldOut: h }];
+      }
+      const entry = await describeBrick(tmp, r.file, b.name, b.kind);
+      let figures: [BrickReport['calibration'], BrickReport['heldOut']] = [null, null];
+      // A brick no sample reached (an encoder with no real input) has no figures rather than a vacuous 1.0.
+      if (evaluate && spec.kind !== 'fp32' && heldFeeds.length) {
+        o.onStage?.(`evaluate ${b.name}`);
+        const [c, h] = measured ?? await compareBrick(join(dir, b.file), join(tmp, r.file), output, [feedsOf(calib, b.name), heldFeeds], o.threads);
+        figures = [c!.samples ? c! : null, h!];
       }
       const accelerator = spec.kind === 'fp32' ? 'any' as const : acceleratorFor(spec, b.kind);
       entries.push({
@@ -151,7 +189,7 @@ export async function quantizeBricks(o: QuantizeOptions): Promise<QuantizeResult
         bytesBefore: await brickDiskBytes(dir, b), bytesAfter: await brickDiskBytes(tmp, entry),
         cosine: figures[1]?.cosine ?? null, sqnrDb: figures[1]?.sqnrDb ?? null, maxAbsError: figures[1]?.maxAbsError ?? null, output,
         calibration: figures[0], heldOut: figures[1], algorithm: r.algorithm, rewritten: r.rewritten,
-        ...(algorithms ? { algorithms } : {}), ...(r.awq ? { awq: r.awq } : {}), ...(r.rknn ? { rknn: r.rknn } : {}),
+        ...(algorithms ? { algorithms } : {}), ...(pick ? { pick } : {}), ...(r.awq ? { awq: r.awq } : {}), ...(r.rknn ? { rknn: r.rknn } : {}),
         seconds: (performance.now() - t) / 1000, notes: r.notes,
       });
     }
@@ -191,7 +229,7 @@ export async function quantizeBricks(o: QuantizeOptions): Promise<QuantizeResult
     const report: QuantReport = {
       format: 'nanomind.quant-report', version: 1, source: dir, out: resolve(o.out), recipe,
       calibration: { source: calibDir ? 'dir' : 'random', ...(calibDir ? { dir: calibDir } : {}), samples: calib.length, heldOut: held.length, heldOutSource: heldSource, seed, method: calibMethod },
-      settings: { algorithm, symmetric, accuracyLevel },
+      settings: { algorithm: auto ? 'auto' : algorithm, symmetric, accuracyLevel },
       bricks: reports,
       totals: { bytesBefore: reports.reduce((a, r) => a + r.bytesBefore, 0), bytesAfter: reports.reduce((a, r) => a + r.bytesAfter, 0) },
       endToEnd: e2e, ...(sweep ? { sweep } : {}), seconds: (performance.now() - t0) / 1000, notes,
@@ -218,5 +256,5 @@ export function promptOf(m: BricksManifest, s: Sample): Prompt {
   for (const b of m.bricks.filter((x) => ENCODER_KINDS.has(x.kind)))
     for (const i of b.inputs)
       if (!m.connections.some((c) => c.to === `${b.name}.${i.name}`)) (media as Record<string, unknown>)[i.name] = s.feeds.get(b.name)?.[i.name];
-  return { inputIds: s.inputIds ?? [], media };
+  return { inputIds: s.inputIds ?? [], media, ...(s.positions3 ? { positions3: s.positions3 } : {}) };
 }

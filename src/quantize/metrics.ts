@@ -39,21 +39,28 @@ export const primaryOutput = (b: Pick<BrickEntry, 'kind' | 'outputs'>): string =
 /** Runs both files on every sample set and compares `output`; one figure per sample set. */
 export async function compareBrick(floatFile: string, quantFile: string, output: string, sets: readonly (readonly Feeds[])[],
   threads?: number): Promise<AccuracyFigures[]> {
+  return (await compareBricks(floatFile, [quantFile], output, sets, threads))[0]!;
+}
+
+/** Several quantized candidates of one float brick on the same sample sets: figures per candidate, per set. */
+export async function compareBricks(floatFile: string, quantFiles: readonly string[], output: string, sets: readonly (readonly Feeds[])[],
+  threads?: number): Promise<AccuracyFigures[][]> {
   const ref = await ort.InferenceSession.create(floatFile, sessionOptions(threads));
-  const got = await ort.InferenceSession.create(quantFile, sessionOptions(threads));
+  const got: ort.InferenceSession[] = [];
   try {
-    const out: AccuracyFigures[] = [];
+    for (const f of quantFiles) got.push(await ort.InferenceSession.create(f, sessionOptions(threads)));
+    const out = got.map(() => [] as AccuracyFigures[]);
     for (const set of sets) {
-      const acc = new ErrorAccumulator();
+      const acc = got.map(() => new ErrorAccumulator());
       for (const feeds of set) {
-        const [a, b] = [await ref.run(feeds, [output]), await got.run(feeds, [output])];
-        acc.add(a[output].data as Float32Array, b[output].data as Float32Array);
+        const a = (await ref.run(feeds, [output]))[output].data as Float32Array;
+        for (const [k, s] of got.entries()) acc[k]!.add(a, (await s.run(feeds, [output]))[output].data as Float32Array);
       }
-      out.push(acc.result());
+      acc.forEach((x, k) => out[k]!.push(x.result()));
     }
     return out;
   } finally {
     await ref.release();
-    await got.release();
+    for (const s of got) await s.release();
   }
 }

@@ -17,6 +17,14 @@ export interface AlgorithmComparison {
   readonly heldOut: AccuracyFigures;
 }
 
+/** `--algo auto`: which 4-bit algorithm the brick kept, and the held-out measurement that decided it. */
+export interface AlgorithmPick {
+  readonly picked: 'awq' | 'rtn';
+  readonly metric: 'heldOut.cosine';
+  readonly awq: number;
+  readonly rtn: number;
+}
+
 export interface BrickReport {
   readonly name: string;
   readonly kind: BrickKind;
@@ -37,6 +45,7 @@ export interface BrickReport {
   readonly rewritten: Readonly<Record<string, number>>;
   /** RTN vs AWQ on the same held-out inputs (4-bit bricks, when calibration data exists). */
   readonly algorithms?: readonly AlgorithmComparison[];
+  readonly pick?: AlgorithmPick;
   readonly awq?: readonly AwqGroup[];
   readonly rknn?: RknnCheck;
   readonly seconds: number;

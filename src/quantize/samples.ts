@@ -8,9 +8,12 @@
  * `<input>.<k>.npy` (sample k), e.g. `pixel_values.0.npy`, `input_ids.0.npy` — and are otherwise seeded
  * random: pixel-like tensors U(−1, 1) (the normalized range of SigLIP/CLIP processors), other floats
  * N(0, 1); prompts are the placeholder rows each merge needs followed by built-in questions tokenized
- * with the set's tokenizer.json (random text ids when the set has none).
+ * with the set's tokenizer.json (random text ids when the set has none). Made-up inputs serve 4-bit
+ * weight search and accuracy figures only: quantize refuses static int8 of an encoder without --calib,
+ * and an encoder whose inputs only a processor makes (integer grids, masks, symbolic image counts) is
+ * left unfed rather than fed noise of an invented shape.
  */
-import { readdir, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { fail } from '../errors.js';
@@ -31,6 +34,14 @@ export interface Sample {
   /** Float-chain inputs of each brick, by brick name. */
   readonly feeds: ReadonlyMap<string, Feeds>;
   readonly inputIds?: readonly bigint[];
+  /** mRoPE positions of the prompt (from the family processor, with --calib DIR). */
+  readonly positions3?: BigInt64Array;
+}
+
+/** Samples, and the encoder bricks that got none (no real input, and none can be made up). */
+export interface SampleSet {
+  readonly samples: Sample[];
+  readonly unfed: readonly { readonly brick: string; readonly why: string }[];
 }
 
 export interface SampleOptions {
@@ -71,6 +82,8 @@ export function textVocab(m: BricksManifest): number {
 export interface CalibSource {
   readonly count: number;
   tensor(spec: TensorSpec, sample: number): Promise<ort.Tensor | undefined>;
+  /** The prompt's mRoPE positions (a Qwen2-VL-family processor's rope index). */
+  positions3?(sample: number): BigInt64Array | undefined;
 }
 
 async function npySource(dir: string): Promise<CalibSource> {
@@ -117,6 +130,7 @@ async function calibSource(bricksDir: string, dir: string): Promise<CalibSource>
       return p.media?.[spec.name] ?? items.map((x) => x.prompt.media?.[spec.name]).find((t, k) => t && k >= s)
         ?? items.map((x) => x.prompt.media?.[spec.name]).find((t) => t);
     },
+    positions3: (s) => items[s]!.prompt.positions3,
   };
 }
 
@@ -145,12 +159,29 @@ async function tokenizedPrompts(dir: string, m: BricksManifest, vocab: number, r
     .filter((ids) => ids.length > 0);
 }
 
-export async function buildSamples(dir: string, m: BricksManifest, o: SampleOptions): Promise<Sample[]> {
+/**
+ * Why a made-up input cannot stand in for `spec` (undefined: it can): integer inputs (a processor's
+ * grid_thw), masks and symbolic dims (SmolVLM's num_images) only come from the model's own processor.
+ */
+function cannotMakeUp(spec: TensorSpec): string | undefined {
+  if (spec.dtype !== 'float32') return `${spec.dtype} input '${spec.name}'`;
+  try { concreteDims(spec, 1); } catch { return `input '${spec.name}' with symbolic dims [${(spec.shape ?? []).join(', ')}]`; }
+  return undefined;
+}
+
+/** config.json's model_type, which decides decoder conventions (Gemma 3's 1-based positions), as the runtime reads it. */
+export async function modelTypeOf(dir: string): Promise<string | undefined> {
+  const c = await readFile(join(dir, 'config.json'), 'utf8').then((t) => JSON.parse(t) as { model_type?: unknown }, () => undefined);
+  return typeof c?.model_type === 'string' ? c.model_type : undefined;
+}
+
+export async function buildSamples(dir: string, m: BricksManifest, o: SampleOptions): Promise<SampleSet> {
   const rand = mulberry32(o.seed);
   const normal = normalFrom(rand);
   const source = o.calibDir ? await calibSource(dir, o.calibDir) : undefined;
   const count = source ? Math.min(source.count, o.count) : o.count;
   const order = orderBricks(m.bricks, m.connections);
+  const modelType = await modelTypeOf(dir);
   const values = Array.from({ length: count }, () => new Map<string, ort.Tensor>());
   const feeds = Array.from({ length: count }, () => new Map<string, Feeds>());
   const fromDir = async (spec: TensorSpec, s: number): Promise<ort.Tensor | undefined> => source?.tensor(spec, s);
@@ -179,9 +210,20 @@ export async function buildSamples(dir: string, m: BricksManifest, o: SampleOpti
     return c ? values[s].get(c.from) : undefined;
   };
 
-  for (const b of order.filter((x) => ENCODER_KINDS.has(x.kind)))
+  // An encoder whose inputs neither the calibration source nor a made-up tensor can give (a family
+  // processor's grid or mask) is left unfed, with the bricks after it; its prompts then hold no rows for it.
+  const unfed: { brick: string; why: string }[] = [];
+  for (const b of order.filter((x) => ENCODER_KINDS.has(x.kind))) {
+    const fedBy = (i: TensorSpec) => m.connections.find((x) => x.to === `${b.name}.${i.name}` && !x.merge);
+    const blocked = b.inputs.map((i) => {
+      const c = fedBy(i);
+      if (c) return unfed.some((u) => c.from.startsWith(`${u.brick}.`)) ? `its input '${i.name}' comes from an unfed brick` : undefined;
+      return source ? undefined : cannotMakeUp(i);
+    }).find((w) => w);
+    if (blocked) { unfed.push({ brick: b.name, why: blocked }); continue; }
     await runBrick(b, async (s) => Object.fromEntries(await Promise.all(b.inputs.map(async (i) =>
       [i.name, upstream(b, i, s) ?? await fromDir(i, s) ?? random(i)] as const))));
+  }
 
   const merges = m.connections.filter(isReplaceRows);
   const vocab = textVocab(m);
@@ -207,10 +249,16 @@ export async function buildSamples(dir: string, m: BricksManifest, o: SampleOpti
     await runBrick(b, async (s) => {
       const given = new Map<string, ort.Tensor>();
       for (const i of b.inputs) { const t = await fromDir(i, s); if (t) given.set(i.name, t); }
-      const r = fullPassFeeds(b, { ids: ids[s], connections: m.connections, value: (k) => values[s].get(k) as TensorLike | undefined, given: (i) => given.get(i.name) as TensorLike | undefined });
+      const r = fullPassFeeds(b, { ids: ids[s], connections: m.connections, value: (k) => values[s].get(k) as TensorLike | undefined, given: (i) => given.get(i.name) as TensorLike | undefined, positions3: source?.positions3?.(s), modelType });
       if (r.missing.length)
         throw fail('E_QUANT_CALIB', `no calibration value for brick '${b.name}' input '${r.missing[0]}'`, { hint: `give it with --calib DIR as ${r.missing[0]}.npy` });
       return toOrtFeeds(r.feeds);
     });
-  return feeds.map((f, s) => ({ feeds: f, inputIds: ids[s] }));
+  return {
+    samples: feeds.map((f, s) => {
+      const p3 = source?.positions3?.(s);
+      return { feeds: f, inputIds: ids[s], ...(p3 ? { positions3: p3 } : {}) };
+    }),
+    unfed,
+  };
 }

@@ -1,4 +1,7 @@
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import sharp from 'sharp';
+import { openModel } from '../../src/run/model.js';
+import { readNpyFile } from '../../src/run/inputs/npy.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
@@ -15,12 +18,21 @@ import { cleanupFixtures, fixtureDir } from '../fixtures/index.js';
 let work: string;
 let bricks: string;
 let bundle: string;
+let calib: string;
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'nanomind-compile-'));
   bricks = join(work, 'bricks');
   await partition({ input: (await fixtureDir('llava')).dir, out: bricks });
+  // rknn-toolkit2 calibrates the int8 conversion on real images (never made-up ones)
+  calib = join(work, 'calib');
+  await mkdir(calib, { recursive: true });
+  for (const [k, [w, h]] of ([[40, 30], [32, 48], [64, 64]] as const).entries()) {
+    const px = Buffer.alloc(w * h * 3);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) px.set([(x * 255) / w, (y * 255) / h, (k * 70 + x * y) % 256], (y * w + x) * 3);
+    await sharp(px, { raw: { width: w, height: h, channels: 3 } }).png().toFile(join(calib, `img-${k}.png`));
+  }
   bundle = join(work, 'bundle');
-  await compile({ bricks, target: 'rk3588', out: bundle, place: [{ brick: 'vision', accelerator: 'npu', format: 'w8a8' }] });
+  await compile({ bricks, target: 'rk3588', out: bundle, place: [{ brick: 'vision', accelerator: 'npu', format: 'w8a8' }], calib });
 });
 afterAll(async () => { await rm(work, { recursive: true, force: true }); await cleanupFixtures(); });
 
@@ -69,13 +81,30 @@ describe('compile → bundle', () => {
     const scale = Math.max(...Array.from(da, Math.abs));
     expect(Math.max(...Array.from(da, (q, i) => Math.abs(q - ds[i]))) / scale).toBeLessThan(1e-5);
     await a.release(); await s.release();
-    expect(await readFile(join(bundle, 'calibration/vision/dataset.txt'), 'utf8')).toMatch(/^calibration\/vision\/0_pixel_values\.npy\n/);
+    expect((await readFile(join(bundle, 'calibration/vision/dataset.txt'), 'utf8')).trim().split('\n')).toEqual([0, 1, 2].map((k) => `calibration/vision/${k}_pixel_values.npy`));
+    // each sample is the image as the model's own processor prepares it (what the NPU will be fed)
+    const m = await openModel(bricks);
+    for (const k of [0, 1, 2]) {
+      const want = (await m.mediaInput('image', { file: join(calib, `img-${k}.png`) })) as unknown as { data: Float32Array; dims: readonly number[] };
+      const got = await readNpyFile(join(bundle, `calibration/vision/${k}_pixel_values.npy`));
+      expect(got.shape).toEqual([...want.dims]);
+      expect(Float32Array.from(got.data as Float32Array)).toEqual(want.data);
+    }
+    await m.close();
     const script = await readFile(join(bundle, 'convert_rknn.py'), 'utf8');
     expect(script).toContain("target_platform=TARGET");
     expect(script).toContain('"vision_encoder.rknn.onnx", "vision_encoder.rknn", True, "calibration/vision/dataset.txt", ["pixel_values"], [[1,3,32,32]]');
     const rknn = v.artifacts.find((a2) => a2.kind === 'rknn')!;
     expect(rknn.status).toBe((await probeRknnToolkit()).ok ? 'ready' : 'needs-conversion');
     if (rknn.status === 'needs-conversion') expect(b.manifest.notes.join('\n')).toMatch(/convert_rknn\.py/);
+  });
+
+  it('without --calib: a float brick goes to the NPU in fp16, and a forced int8 conversion is refused', async () => {
+    const r = await compile({ bricks, target: 'rk3588', out: join(work, 'no-calib'), place: [{ brick: 'vision', accelerator: 'npu' }], rknn: 'skip' });
+    expect(r.manifest.bricks.find((x) => x.name === 'vision')).toMatchObject({ accelerator: 'npu', format: 'fp16' });
+    expect(r.manifest.bricks.flatMap((x) => x.artifacts).some((a) => a.kind === 'calibration')).toBe(false);
+    await expect(compile({ bricks, target: 'rk3588', out: join(work, 'never'), place: [{ brick: 'vision', accelerator: 'npu', format: 'w8a8' }] }))
+      .rejects.toMatchObject({ code: 'E_COMPILE_CALIB' });
   });
 
   it('compiles for the host profile too (energy unknown there)', async () => {

@@ -35,6 +35,17 @@ describe('nanomind quantize', () => {
     expect(typeof r.endToEnd.tokenAgreement).toBe('number');
   });
 
+  it('--algo auto (the default) reports both held-out measurements and the pick, in --json and the table', async () => {
+    const r = JSON.parse(await run(bricks, '-o', join(work, 'q5'), '--tokens', '0', '--calib', '2', '--held-out', '1', '--json'));
+    const d = r.bricks.find((b: { kind: string }) => b.kind === 'decoder');
+    expect(r.settings.algorithm).toBe('auto');
+    expect(d.pick.picked).toBe(d.pick.awq > d.pick.rtn ? 'awq' : 'rtn');
+    expect(d.algorithm).toBe(d.pick.picked);
+    expect(d.algorithms.map((a: { heldOut: { cosine: number } }) => a.heldOut.cosine)).toEqual([d.pick.awq, d.pick.rtn]);
+    const text = await run(bricks, '-o', join(work, 'q6'), '--tokens', '0', '--calib', '2', '--held-out', '1');
+    expect(text).toMatch(/decoder: awq cosine [\d.]+, SQNR [-\d.]+ dB vs rtn cosine [\d.]+, SQNR [-\d.]+ dB \(held out\): kept (awq|rtn)/);
+  });
+
   it('prints a table; --no-eval skips accuracy', async () => {
     const text = await run(bricks, '-o', join(work, 'q2'), '--recipe', 'cpu-q4', '--no-eval');
     expect(text).toMatch(/decoder\s+decoder\s+w4a16-g32\s+cpu/);

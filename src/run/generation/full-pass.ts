@@ -33,6 +33,23 @@ export interface FullPassContext {
   readonly start?: number;
   /** The cache for a decoder past input (default: empty). */
   past?(name: string): TensorLike | undefined;
+  /** mRoPE positions of the first rows (3 rows of n, the family's rope index for the prompt); rows past n
+   *  (generated tokens) continue at max + 1 on every row, as Qwen2-VL's get_rope_index. */
+  readonly positions3?: BigInt64Array;
+}
+
+/** `p3` (3 rows of n prompt positions) extended to `total` rows: later rows continue at max + 1 on all three. */
+export function extendMrope(p3: BigInt64Array, total: number): BigInt64Array {
+  const n = p3.length / 3;
+  if (n === total) return p3;
+  let max = -1n;
+  for (const p of p3) if (p > max) max = p;
+  const out = new BigInt64Array(3 * total);
+  for (let a = 0; a < 3; a++) {
+    out.set(p3.subarray(a * n, (a + 1) * n), a * total);
+    for (let i = n; i < total; i++) out[a * total + i] = max + 1n + BigInt(i - n);
+  }
+  return out;
 }
 
 export interface FullPassFeeds {
@@ -64,6 +81,8 @@ export function fullPassFeeds(b: BrickEntry, ctx: FullPassContext): FullPassFeed
     ? stepFeeds(dec, {
       from: start, to: start + seq, mask: new BigInt64Array(start + seq).fill(1n), allLogits: true,
       positions: BigInt64Array.from({ length: seq }, (_, k) => BigInt(start + k + dec.positionStart)),
+      // A full pass from 0 only: a cached step (start > 0) is a verification run of 2-D decoders.
+      positions3: ctx.positions3 && start === 0 ? extendMrope(ctx.positions3, seq) : undefined,
     })
     : {};
   for (const i of b.inputs) {
