@@ -12,7 +12,7 @@
  *
  * Needs a build (npm run build) and the dev dependencies (@huggingface/transformers).
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -23,10 +23,10 @@ const RUNS = Number(args.runs);
 const only = args.only ? new Set(args.only.split(',')) : undefined;
 
 const dist = (p) => import(new URL(`../dist/${p}`, import.meta.url).href);
-const [{ partition }, { openModel, prepareTurn }, { generate }, { runPrompt }, variants, text, gqa, qwen, smol, gemma, whisper, wav, images, florence] = await Promise.all([
+const [{ partition }, { openModel, prepareTurn }, { generate }, { runPrompt }, variants, text, gqa, qwen, smol, gemma, whisper, wav, images, llava, florence] = await Promise.all([
   dist('partition/index.js'), dist('run/model.js'), dist('run/generation/chat-session.js'), dist('run/run.js'), dist('fixtures/variants.js'),
   dist('fixtures/text-families.js'), dist('fixtures/gqa-decoder.js'), dist('fixtures/qwen2-vl.js'), dist('fixtures/smolvlm.js'),
-  dist('fixtures/gemma3-vlm.js'), dist('fixtures/whisper-asr.js'), dist('run/inputs/wav.js'), dist('fixtures/images.js'),
+  dist('fixtures/gemma3-vlm.js'), dist('fixtures/whisper-asr.js'), dist('run/inputs/wav.js'), dist('fixtures/images.js'), dist('fixtures/llava.js'),
   dist('fixtures/florence2.js'),
 ]);
 const tjs = await import('@huggingface/transformers');
@@ -51,6 +51,24 @@ async function reference(f, name, dtype, media) {
       const enc = tok.apply_chat_template([{ role: 'user', content: PROMPT }], { add_generation_prompt: true, return_dict: true });
       const out = await model.generate({ ...enc, max_new_tokens: NEW_TOKENS, do_sample: false, repetition_penalty: 1.0 });
       return Array.from(out.data, Number).slice(enc.input_ids.dims[1]);
+    } finally { await model.dispose(); }
+  }
+  if (f.kind === 'vlm' && f.noProcessor) {
+    // LLaVA-OneVision: no processor class in transformers.js 4.3.1; tokenizer template + <image> × image_seq_length.
+    const tok = await tjs.AutoTokenizer.from_pretrained(name);
+    const ip = await tjs.AutoImageProcessor.from_pretrained(name);
+    const config = JSON.parse(await readFile(join(root, name, 'config.json'), 'utf8'));
+    const model = await f.cls.from_pretrained(name, { dtype });
+    try {
+      const t = tok.apply_chat_template([{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: PROMPT }] }], { add_generation_prompt: true, tokenize: false });
+      const ids = tok.encode(t, { add_special_tokens: false }).flatMap((x) => (x === config.image_token_index ? Array(config.image_seq_length).fill(x) : [x]));
+      const { pixel_values } = await ip(await tjs.RawImage.read(media));
+      const out = await model.generate({
+        input_ids: new tjs.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, ids.length]),
+        attention_mask: new tjs.Tensor('int64', new BigInt64Array(ids.length).fill(1n), [1, ids.length]),
+        pixel_values, max_new_tokens: NEW_TOKENS, do_sample: false, repetition_penalty: 1.0,
+      });
+      return Array.from(out.data, Number).slice(ids.length);
     } finally { await model.dispose(); }
   }
   if (f.kind === 'vlm') {
@@ -114,6 +132,7 @@ const FAMILIES = [
     { name: 'qwen2_5_vl', cls: tjs.Qwen2_5_VLForConditionalGeneration, build: (d) => qwen.buildTinyQwen2Vl(d, { variant: 'qwen2_5_vl', seed: 0 }), image: [112, 56] },
     { name: 'smolvlm', cls: tjs.AutoModelForImageTextToText, build: (d) => smol.buildTinySmolVlm(d, { family: 'smolvlm' }), image: [64, 32], resampler: 'sharp-affine' },
     { name: 'smolvlm2', cls: tjs.AutoModelForImageTextToText, build: (d) => smol.buildTinySmolVlm(d, { family: 'smolvlm2' }), image: [64, 32], resampler: 'sharp-affine' },
+    { name: 'llava_onevision', cls: tjs.AutoModelForImageTextToText, build: (d) => llava.buildTinyLlava(d), image: [32, 32], noProcessor: true },
     { name: 'gemma3', cls: tjs.AutoModelForImageTextToText, build: (d) => gemma.buildTinyGemma3Vlm(d, { seed: 1 }), image: [32, 32], resampler: 'sharp-affine' },
   ].map((v) => ({ ...v, kind: 'vlm', dtypes: ALL, build: async (d) => { await v.build(d); await variants.writeDtypeVariants(join(d, 'onnx'), ['vision_encoder', 'embed_tokens', 'decoder_model_merged'], variants.ALL_VARIANTS, { fp16Io: 'float32' }); } })),
   { name: 'whisper', kind: 'asr', dtypes: [['fp32', ''], ['fp16', 'fp16'], ['q8', 'quantized']], build: (d) => whisper.buildTinyWhisper(d) },

@@ -14,11 +14,14 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import {
-  AutoModelForImageTextToText, AutoProcessor, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration, RawImage,
+  AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, Qwen2VLForConditionalGeneration,
+  Qwen2_5_VLForConditionalGeneration, RawImage, Tensor,
 } from '@huggingface/transformers';
+import { readFile } from 'node:fs/promises';
 import { writePatternPng } from '../../src/fixtures/images.js';
 import { transformersJsRoot } from './helpers.js';
 import { buildTinyQwen2Vl } from '../../src/fixtures/qwen2-vl.js';
+import { buildTinyLlava } from '../../src/fixtures/llava.js';
 import { buildTinySmolVlm } from '../../src/fixtures/smolvlm.js';
 import { buildTinyGemma3Vlm } from '../../src/fixtures/gemma3-vlm.js';
 import type { Resampler } from '../../src/run/inputs/image.js';
@@ -37,7 +40,34 @@ const png = writePatternPng;
 
 type Gen = { generate: (o: Record<string, unknown>) => Promise<{ data: BigInt64Array }>; dispose: () => Promise<void> };
 
+/**
+ * LLaVA-OneVision has no processor class in transformers.js 4.3.1 (AutoProcessor gives the image processor
+ * alone): the prompt is rendered by its tokenizer's chat template and each `<image>` is repeated
+ * `image_seq_length` times (config.json), as Python's LlavaOnevisionProcessor does for one base patch.
+ */
+async function transformersJsLlava(name: string, cls: { from_pretrained: (n: string, o: object) => Promise<unknown> }, file: string, dtype: string) {
+  const tok = await AutoTokenizer.from_pretrained(name);
+  const images = await AutoImageProcessor.from_pretrained(name);
+  const config = JSON.parse(await readFile(join(root, name, 'config.json'), 'utf8')) as { image_token_index: number; image_seq_length: number };
+  const model = await cls.from_pretrained(name, { dtype, local_files_only: true }) as Gen;
+  try {
+    const text = tok.apply_chat_template([{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: PROMPT }] }] as never,
+      { add_generation_prompt: true, tokenize: false }) as string;
+    const ids = tok.encode(text, { add_special_tokens: false }).flatMap((t) => (t === config.image_token_index ? Array(config.image_seq_length).fill(t) : [t]));
+    const { pixel_values } = await images(await RawImage.read(file));
+    const out = await model.generate({
+      input_ids: new Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, ids.length]),
+      attention_mask: new Tensor('int64', new BigInt64Array(ids.length).fill(1n), [1, ids.length]),
+      pixel_values, max_new_tokens: NEW_TOKENS, do_sample: false, repetition_penalty: 1.0,
+    });
+    return { prompt: ids, tokens: Array.from(out.data, Number).slice(ids.length) };
+  } finally {
+    await model.dispose();
+  }
+}
+
 async function transformersJs(name: string, cls: { from_pretrained: (n: string, o: object) => Promise<unknown> }, file: string, dtype = 'fp32') {
+  if (name === 'llava_onevision') return transformersJsLlava(name, cls, file, dtype);
   const processor = await AutoProcessor.from_pretrained(name, { local_files_only: true });
   const model = await cls.from_pretrained(name, { dtype, local_files_only: true }) as Gen;
   try {
@@ -81,6 +111,9 @@ const FAMILIES: readonly Family[] = [
   { name: 'qwen2_5_vl', build: (d) => buildTinyQwen2Vl(d, { variant: 'qwen2_5_vl', seed: 0 }), cls: Qwen2_5_VLForConditionalGeneration as unknown as Cls, images: [[112, 56, 0], [84, 112, 1]] },
   { name: 'smolvlm', build: (d) => buildTinySmolVlm(d, { family: 'smolvlm' }), cls: AutoModelForImageTextToText as unknown as Cls, images: [[64, 32, 0], [32, 64, 1]], resampler: 'sharp-affine' },
   { name: 'smolvlm2', build: (d) => buildTinySmolVlm(d, { family: 'smolvlm2' }), cls: AutoModelForImageTextToText as unknown as Cls, images: [[64, 32, 0]], resampler: 'sharp-affine' },
+  // LLaVA-OneVision with a vision export that takes the base image (no image_sizes): transformers.js'
+  // LlavaOnevisionForConditionalGeneration feeds it that way too (no anyres tiling in transformers.js 4.3.1).
+  { name: 'llava_onevision', build: (d) => buildTinyLlava(d), cls: AutoModelForImageTextToText as unknown as Cls, images: [[32, 32, 0], [32, 32, 2]] },
   { name: 'gemma3', build: (d) => buildTinyGemma3Vlm(d, { seed: 1 }), cls: AutoModelForImageTextToText as unknown as Cls, images: [[32, 32, 0], [50, 20, 1]], resampler: 'sharp-affine' },
 ];
 
