@@ -8,7 +8,7 @@
  */
 import type { BrickEntry, TensorSpec } from '../formats/bricks.js';
 
-export type BackendId = 'ort-cpu';
+export type BackendId = 'ort-cpu' | 'ort-webgpu';
 
 /** Typed arrays a tensor may live in; float16 is raw Uint16 bits, as in ORT JS. */
 export type TensorData =

@@ -66,10 +66,8 @@ const exists = async (p: string) => (await stat(p).catch(() => undefined))?.isFi
 export async function openModel(dir: string, opts: OpenModelOptions = {}): Promise<RuntimeModel> {
   const bundle = (await exists(join(dir, BUNDLE_FILE))) ? await readBundle(dir, { checkHashes: opts.checkHashes ?? true }) : undefined;
   // A bundle's hashes were just checked; its bricks.json copy lists the same files.
-  const set = await openBrickSet(dir, { threads: opts.threads, checkHashes: bundle ? false : opts.checkHashes });
-  const available = new Set<string>([set.backend.id]);
-  const notices = (bundle?.manifest.bricks ?? []).filter((b) => !available.has(b.backend)).map((b) =>
-    `brick '${b.name}' is placed on ${b.accelerator} (${b.backend}), which this machine cannot run; using its portable ONNX on ${set.backend.id}`);
+  const set = await openBrickSet(dir, { threads: opts.threads, checkHashes: bundle ? false : opts.checkHashes, placement: bundle && bundlePlacement(bundle) });
+  const notices = placementNotices(bundle, set);
   const kv = noKvCacheNotice(set.manifest.bricks);
   if (kv) notices.push(kv);
   try {
@@ -117,6 +115,24 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
     await set.close();
     throw e;
   }
+}
+
+/**
+ * The backends each bundle brick may open on, best first: a GPU brick on ort-webgpu, else the CPU. NPU
+ * bricks (rknn/rkllm) run their portable ONNX on the CPU here: the NPU bindings open converted .rknn /
+ * .rkllm files, which this runtime does not yet route bricks to.
+ */
+function bundlePlacement(b: Bundle): Record<string, readonly string[]> {
+  return Object.fromEntries(b.manifest.bricks.map((x) => [x.name, x.backend === 'ort-webgpu' ? ['ort-webgpu', 'ort-cpu'] : ['ort-cpu']]));
+}
+
+/** One line per bundle brick that does not run on the backend it is placed on. */
+function placementNotices(bundle: Bundle | undefined, set: BrickSet): string[] {
+  return (bundle?.manifest.bricks ?? []).filter((b) => set.placed[b.name]?.backend !== b.backend).map((b) => {
+    const p = set.placed[b.name]!;
+    const why = p.skipped.find((s) => s.id === b.backend)?.reason;
+    return `brick '${b.name}' is placed on ${b.accelerator} (${b.backend}), which this machine cannot run${why ? ` (${why})` : ''}; using its portable ONNX on ${p.backend}`;
+  });
 }
 
 /** Input names a processor and an export may spell differently (transformers.js' Qwen2-VL encoder: grid_thw). */

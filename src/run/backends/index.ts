@@ -6,8 +6,9 @@
 import { fail } from '../../errors.js';
 import type { Backend, BackendId } from '../backend.js';
 import { ortCpu } from './ort-cpu.js';
+import { ortWebgpu } from './ort-webgpu.js';
 
-export const BACKENDS = { 'ort-cpu': ortCpu } as const satisfies Record<BackendId, Backend>;
+export const BACKENDS = { 'ort-cpu': ortCpu, 'ort-webgpu': ortWebgpu } as const satisfies Record<BackendId, Backend>;
 
 export const DEFAULT_BACKENDS: readonly BackendId[] = ['ort-cpu'];
 
