@@ -1,0 +1,130 @@
+/**
+ * ort-webgpu on this machine's Vulkan (CI: Mesa's software lavapipe, Mesa ≥ 25, installed by .ci/run).
+ *
+ * Oracle: a plain onnxruntime-node CPU session opened in this test on the same brick file, fed the same
+ * tensors. Every brick of the embedded model (models/shapes-vlm) as partitioned (fp32) and as quantized
+ * (vision/audio fp16, decoder MatMulNBits 4-bit) must agree with it within the tolerances below. The GPU
+ * sessions are opened once per brick and reused (a first session compiles shaders).
+ *
+ * Then a bundle compiled with decoder and vision on the GPU: `run` and `eval` report ort-webgpu for those
+ * bricks and eval keeps the model's bars (90 % typed, 80 % spoken) on a spread sample of the held-out set.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compile } from '../../src/compile/index.js';
+import { partition } from '../../src/partition/index.js';
+import { quantizeBricks } from '../../src/quantize/index.js';
+import type { TensorLike } from '../../src/run/backend.js';
+import { probeWebgpu } from '../../src/run/backends/ort-webgpu.js';
+import { openBrickSet, type BrickSet } from '../../src/run/brick-set.js';
+import { cli } from '../cli-helper.js';
+import { detFloat } from '../run/helpers.js';
+
+const MODEL = join(import.meta.dirname, '..', '..', 'models', 'shapes-vlm');
+/** Max abs error allowed, relative to max(1, max |CPU value|): fp32 kernels differ in summation order only. */
+const TOL = { fp32: 1e-3, lowbit: 2e-2 } as const;
+
+let root: string;
+let fp32: string, lowbit: string;
+const opened: BrickSet[] = [];
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'nanomind-webgpu-'));
+  fp32 = join(root, 'sv');
+  lowbit = join(root, 'sv-q');
+  await partition({ input: MODEL, out: fp32 });
+  await quantizeBricks({ dir: fp32, out: lowbit, recipe: 'fp32', overrides: { decoder: 'w4a16-g32', vision: 'fp16', audio: 'fp16' },
+    calib: 2, heldOut: 1, algorithm: 'rtn', compareAlgorithms: false, newTokens: 0, evaluate: false });
+});
+afterAll(async () => {
+  for (const s of opened) await s.close();
+  if (root) await rm(root, { recursive: true, force: true });
+});
+
+/** Deterministic feeds for every input of a brick: past length 3, 2 new positions, images/audio as declared. */
+function feedsFor(set: BrickSet, brick: string): Record<string, TensorLike> {
+  const b = set.manifest.bricks.find((x) => x.name === brick)!;
+  const size: Record<string, number> = { batch_size: 1, sequence_length: 2, past_sequence_length: 3, total_sequence_length: 5 };
+  const feeds: Record<string, TensorLike> = {};
+  for (const [k, i] of b.inputs.entries()) {
+    const dims = (i.shape ?? []).map((d) => (typeof d === 'number' ? d : size[d as string] ?? 1));
+    const n = dims.reduce((a, d) => a * d, 1);
+    if (i.dtype === 'int64') {
+      const v = i.name === 'attention_mask' ? () => 1n : i.name === 'position_ids' ? (j: number) => BigInt(3 + j) : (j: number) => BigInt((7 * j + 11) % 300);
+      feeds[i.name] = new ort.Tensor('int64', BigInt64Array.from({ length: n }, (_, j) => v(j)), dims);
+    } else {
+      feeds[i.name] = new ort.Tensor('float32', detFloat(n, k + 0.3), dims);
+    }
+  }
+  return feeds;
+}
+
+function maxAbs(a: TensorLike, b: TensorLike): { err: number; scale: number } {
+  expect(a.dims).toEqual(b.dims);
+  const x = a.data as Float32Array, y = b.data as Float32Array;
+  let err = 0, scale = 1;
+  for (let i = 0; i < x.length; i++) { err = Math.max(err, Math.abs(x[i]! - y[i]!)); scale = Math.max(scale, Math.abs(y[i]!)); }
+  expect(Number.isFinite(err)).toBe(true);
+  return { err, scale };
+}
+
+describe('ort-webgpu', () => {
+  it('finds a WebGPU adapter on this machine and names the Vulkan device and driver', async () => {
+    const p = await probeWebgpu();
+    expect(p.reason).toBeUndefined();
+    expect(p.ok).toBe(true);
+    expect(p.adapter).toMatch(/\S/);
+    expect(p.driver).toMatch(/\S/);
+  });
+
+  for (const [label, which, tol] of [['fp32', () => fp32, TOL.fp32], ['fp16 + MatMulNBits', () => lowbit, TOL.lowbit]] as const) {
+    it(`every brick of the embedded model (${label}) on the GPU matches a plain ORT CPU session`, async () => {
+      const dir = which();
+      const gpu = await openBrickSet(dir, { backends: ['ort-webgpu'] });
+      opened.push(gpu);
+      expect(Object.values(gpu.placed).map((p) => p.backend)).toEqual(gpu.manifest.bricks.map(() => 'ort-webgpu'));
+      for (const b of gpu.manifest.bricks) {
+        const feeds = feedsFor(gpu, b.name);
+        const cpu = await ort.InferenceSession.create(join(dir, b.file), { executionProviders: ['cpu'] });
+        const want = await cpu.run(feeds as Record<string, ort.Tensor>);
+        await cpu.release();
+        const got = await gpu.run(b.name, feeds);
+        for (const o of b.outputs) {
+          const { err, scale } = maxAbs(got[o.name]!, want[o.name] as TensorLike);
+          expect(err, `${b.name}.${o.name}: max abs error ${err} (scale ${scale})`).toBeLessThanOrEqual(tol * scale);
+        }
+      }
+      // A preallocated output is filled with the same values the GPU returns.
+      const v = gpu.encoder('vision');
+      const px = feedsFor(gpu, v.chain[0]!.name);
+      const plain = await gpu.encode('vision', px[v.input.name]!);
+      const into = new Float32Array(plain.features.length);
+      const direct = await gpu.encode('vision', px[v.input.name]!, { into });
+      expect(direct.features.buffer).toBe(into.buffer);
+      expect(Array.from(into)).toEqual(Array.from(plain.features));
+    });
+  }
+
+  it('compile --place decoder=gpu --place vision=gpu: run and eval use ort-webgpu for them and keep the bars', async () => {
+    const bundle = join(root, 'bundle');
+    await compile({ bricks: fp32, target: 'rk3588', out: bundle, rknn: 'skip',
+      place: [{ brick: 'decoder', accelerator: 'gpu' }, { brick: 'vision', accelerator: 'gpu' }] });
+    const want = { vision: 'ort-webgpu', decoder: 'ort-webgpu', embed: 'ort-cpu', audio: 'ort-cpu' };
+    const run = await cli('run', bundle, '--image', join(MODEL, 'eval', 'images', 'typed-0000.png'), '--prompt', 'what color is the circle?', '--json');
+    expect(run.code, run.stderr).toBe(0);
+    const r = JSON.parse(run.stdout);
+    expect(r.stats.backends).toEqual(want);
+    expect(r.text).toBe('blue');
+    expect(run.stderr).not.toContain('notice:');
+    const ev = await cli('eval', bundle, '--limit', '12', '--json');
+    expect(ev.code, ev.stderr).toBe(0);
+    const e = JSON.parse(ev.stdout);
+    expect(e.backends).toEqual(want);
+    expect(e.n).toBe(12);
+    expect(e.accuracy.typed).toBeGreaterThanOrEqual(0.9);
+    expect(e.accuracy.spoken).toBeGreaterThanOrEqual(0.8);
+  }, 300_000);
+});
