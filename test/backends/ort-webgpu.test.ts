@@ -9,7 +9,9 @@
  * Then a bundle compiled with decoder and vision on the GPU: `run`, `bench`, `chat` and `eval` report ort-webgpu for those
  * bricks and eval keeps the model's bars (90 % typed, 80 % spoken) on a spread sample of the held-out set.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema } from 'onnx-buf';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -18,7 +20,10 @@ import { compile } from '../../src/compile/index.js';
 import { partition } from '../../src/partition/index.js';
 import { quantizeBricks } from '../../src/quantize/index.js';
 import type { TensorLike } from '../../src/run/backend.js';
-import { probeWebgpu } from '../../src/run/backends/ort-webgpu.js';
+import type { NanomindError } from '../../src/errors.js';
+import type { BrickEntry } from '../../src/formats/bricks.js';
+import { GraphBuilder } from '../../src/onnx/builder.js';
+import { ortWebgpu, probeWebgpu } from '../../src/run/backends/ort-webgpu.js';
 import { openBrickSet, type BrickSet } from '../../src/run/brick-set.js';
 import { BIN, cli } from '../cli-helper.js';
 import { detFloat } from '../run/helpers.js';
@@ -121,6 +126,19 @@ describe('ort-webgpu', () => {
       expect(Array.from(into)).toEqual(Array.from(plain.features));
     });
   }
+
+  it('a brick with a node no provider can run is one E_BACKEND_UNSUPPORTED naming the node', async () => {
+    // Det over float64 has an ONNX schema but no kernel in ORT's WebGPU or CPU provider.
+    const g = new GraphBuilder('det');
+    const x = g.input('x', 'float64', [2, 2]);
+    g.output(g.op('Det', [x], {}, { outputs: ['y'] }), 'float64', []);
+    await writeFile(join(root, 'det.onnx'), toBinary(ModelProtoSchema, g.model({ opset: 18 })));
+    const entry = { name: 'det', kind: 'vision', file: 'det.onnx', dataFiles: [], sha256: '', params: 0, bytes: 0, nodes: 1,
+      inputs: [{ name: 'x', dtype: 'float64', shape: [2, 2] }], outputs: [{ name: 'y', dtype: 'float64', shape: [] }] } as unknown as BrickEntry;
+    const e = await ortWebgpu.open(entry, root).then(() => undefined, (err: NanomindError) => err);
+    expect(e?.code).toBe('E_BACKEND_UNSUPPORTED');
+    expect(e?.message).toContain('Det');
+  });
 
   it('compile --place decoder=gpu --place vision=gpu: run, bench, chat and eval use ort-webgpu for them; eval keeps the bars', async () => {
     const bundle = join(root, 'bundle');

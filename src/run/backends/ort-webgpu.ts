@@ -64,6 +64,10 @@ function addModel(): Uint8Array {
   return toBinary(ModelProtoSchema, g.model({ opset: 17 }));
 }
 
+/** The sentence of ORT's message that names the node (its first line is a source path on some errors). */
+const unsupportedNode = (msg: string): string =>
+  /(Provider type for [^\n]*? is not set|Could not find an implementation[^\n]*)/.exec(msg)?.[1] ?? msg.split('\n')[0]!;
+
 export const ortWebgpu: Backend = {
   id: 'ort-webgpu',
   async probe(): Promise<ProbeResult> {
@@ -71,8 +75,9 @@ export const ortWebgpu: Backend = {
     return p.ok ? { ok: true } : { ok: false, reason: p.reason ?? 'unknown' };
   },
   open: (brick, dir, opts) => openOrtBrick('webgpu', brick, dir, opts, (e, file) =>
-    /not (implemented|supported)|NOT_IMPLEMENTED|Could not find an implementation/i.test(e.message)
-      ? fail('E_BACKEND_UNSUPPORTED', `brick '${brick.name}': the WebGPU provider cannot run ${brick.file}: ${e.message.split('\n')[0]}`,
+    // ORT's words for a node no provider in the session can take (WebGPU's, with its CPU fallback, included).
+    /not (implemented|supported)|NOT_IMPLEMENTED|Could not find an implementation|Provider type for .* is not set/i.test(e.message)
+      ? fail('E_BACKEND_UNSUPPORTED', `brick '${brick.name}': the WebGPU provider cannot run ${brick.file}: ${unsupportedNode(e.message)}`,
         { file, hint: `place this brick on the CPU (compile --place ${brick.kind}=cpu)` }, e)
       : fail('E_BRICK_OPEN', `brick '${brick.name}': ONNX Runtime (WebGPU) cannot load ${brick.file}: ${e.message.split('\n')[0]}`, { file }, e)),
 };
