@@ -24,7 +24,14 @@ export interface OpenBrickSetOptions extends BackendOptions {
   /** Backends to try, in order (default ['ort-cpu']). */
   readonly backends?: readonly string[];
   /** Per brick name, the backends to try for that brick instead of `backends` (a bundle's placement). */
-  readonly placement?: Readonly<Record<string, readonly string[]>>;
+  readonly placement?: Readonly<Record<string, BrickPlacement>>;
+}
+
+export interface BrickPlacement {
+  readonly backends: readonly string[];
+  /** The converted file an NPU backend opens, and the plan's NPU core mask. */
+  readonly artifact?: string;
+  readonly coreMask?: string;
 }
 
 export interface EncoderRole {
@@ -108,7 +115,7 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
   const backendOf = new Map<string, Backend>();
   for (const b of manifest.bricks) {
     const own = opts.placement?.[b.name];
-    const r = own ? await resolveBackend(own) : { backend, skipped: [] };
+    const r = own ? await resolveBackend(own.backends) : { backend, skipped: [] };
     placed[b.name] = { backend: r.backend.id, skipped: r.skipped };
     backendOf.set(b.name, r.backend);
   }
@@ -134,7 +141,8 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
     session(name) {
       let s = sessions.get(name);
       if (!s) {
-        s = (backendOf.get(name) ?? backend).open(entry(name), dir, { threads: opts.threads });
+        const own = opts.placement?.[name];
+        s = (backendOf.get(name) ?? backend).open(entry(name), dir, { threads: opts.threads, artifact: own?.artifact, coreMask: own?.coreMask });
         s.catch(() => sessions.delete(name));
         sessions.set(name, s);
       }

@@ -6,8 +6,11 @@
  * known computation y = 2x + 1 quantized to int8 (zp −3, scale 0.05) against a float64 computation here,
  * and the call log the double writes (sequence, struct fields as C reads them, core mask, memory ids).
  */
-import { rm } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { BrickEntry } from '../../src/formats/bricks.js';
+import { rknnBackend } from '../../src/run/backends/rknn-backend.js';
 import { coreMaskValue, loadRknn, RKNN_ERRORS, RKNN_STRUCT_SIZES, RknnModel } from '../../src/run/backends/rknn.js';
 import { code, codeOf } from '../error-codes.js';
 import { buildDouble, type Double } from './doubles/build.js';
@@ -105,6 +108,34 @@ describe('rknn binding (contract double of librknnrt.so)', () => {
     m.close();
     expect(codeOf(() => coreMaskValue('0_7'))).toBe('E_BAD_OPTION');
     expect([coreMaskValue('auto'), coreMaskValue('0'), coreMaskValue('0_1'), coreMaskValue('0_1_2'), coreMaskValue('all')]).toEqual([0, 1, 3, 7, 0xffff]);
+  });
+
+  it('the rknn backend runs a brick’s .rknn artifact behind the BrickSession contract, with the plan’s core mask', async () => {
+    process.env.NANOMIND_RKNN_LIB = d.lib;
+    try {
+      expect(await rknnBackend.probe()).toEqual({ ok: true });
+      await writeFile(join(d.dir, 'vision.rknn'), MODEL);
+      const entry = { name: 'vision', kind: 'vision', file: 'vision.onnx', dataFiles: [], sha256: '', params: 0, bytes: 0, nodes: 0,
+        inputs: [{ name: 'pixel_values', dtype: 'float32', shape: ['batch_size', 3, 2, 2] }],
+        outputs: [{ name: 'image_features', dtype: 'float32', shape: ['batch_size', 12] }] } as unknown as BrickEntry;
+      expect(await code(rknnBackend.open(entry, d.dir))).toBe('E_BRICK_OPEN');
+      const before = (await d.lines()).length;
+      const s = await rknnBackend.open(entry, d.dir, { artifact: 'vision.rknn', coreMask: '0_1' });
+      const out = await s.run({ pixel_values: { type: 'float32', data: x, dims: [1, 3, 2, 2] } });
+      expect(out.image_features!.dims).toEqual([1, 12]);
+      Array.from(out.image_features!.data as Float32Array).forEach((v, i) => expect(v).toBeCloseTo(expected[i]!, 5));
+      const into = { type: 'float32', data: new Float32Array(12), dims: [1, 12] };
+      expect((await s.run({ pixel_values: { type: 'float32', data: x, dims: [1, 3, 2, 2] } }, { outputs: { image_features: into } })).image_features).toBe(into);
+      expect(Array.from(into.data)).toEqual(Array.from(out.image_features!.data as Float32Array));
+      expect(await code(s.run({ pixel_values: { type: 'float32', data: x, dims: [1, 12] } }))).toBe('E_INPUT_SHAPE');
+      await s.close();
+      const calls = (await d.lines()).slice(before);
+      expect(calls).toContain('rknn_set_core_mask ctx=ok mask=3');
+      expect(calls.at(-1)).toBe('rknn_destroy ctx=ok open_mems=0');
+    } finally {
+      delete process.env.NANOMIND_RKNN_LIB;
+    }
+    expect((await rknnBackend.probe()).ok).toBe(false);
   });
 
   it('a missing librknnrt.so is one E_NPU_LIBRARY line naming it', async () => {

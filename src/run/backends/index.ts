@@ -7,8 +7,9 @@ import { fail } from '../../errors.js';
 import type { Backend, BackendId } from '../backend.js';
 import { ortCpu } from './ort-cpu.js';
 import { ortWebgpu } from './ort-webgpu.js';
+import { rknnBackend } from './rknn-backend.js';
 
-export const BACKENDS = { 'ort-cpu': ortCpu, 'ort-webgpu': ortWebgpu } as const satisfies Record<BackendId, Backend>;
+export const BACKENDS = { 'ort-cpu': ortCpu, 'ort-webgpu': ortWebgpu, rknn: rknnBackend } as const satisfies Record<BackendId, Backend>;
 
 export const DEFAULT_BACKENDS: readonly BackendId[] = ['ort-cpu'];
 
