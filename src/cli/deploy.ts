@@ -3,11 +3,12 @@ import type { DeployResult, ReadinessRow } from '../deploy/index.js';
 import { fail } from '../errors.js';
 import { parseNumber } from './flags.js';
 import { bytes, emit, table } from './output.js';
+import { renderDoctor, type DoctorReport } from './doctor.js';
 import { stageProgress, type StageProgress } from './progress.js';
 
 interface DeployFlags {
   to: string; identity?: string; knownHosts?: string; sshConfig?: string; copy: string; skipRuntime?: boolean;
-  runtimeDir?: string; run?: string; json?: boolean;
+  runtimeDir?: string; run?: string; doctor?: boolean; json?: boolean;
 }
 
 const COPY = ['auto', 'rsync', 'scp'] as const;
@@ -23,6 +24,7 @@ export const deployVerb = (program: Command) => program
   .option('--skip-runtime', 'do not check or install the nanomind runtime on the board')
   .option('--runtime-dir <dir>', 'runtime folder on the board, relative to its home unless absolute', '.nanomind/runtime')
   .option('--run <prompt>', 'afterwards, run `nanomind run <bundle> --prompt PROMPT` on the board and stream its output')
+  .option('--doctor', 'afterwards, run `nanomind doctor` on the board: its probes, and each brick on its backend vs the CPU')
   .option('--json', 'print the result as JSON')
   .action(async (dir: string, f: DeployFlags) => {
     const { deploy } = await import('../deploy/index.js');
@@ -34,7 +36,7 @@ export const deployVerb = (program: Command) => program
       result = await deploy({
         bundle: dir, to: f.to, skipRuntime: f.skipRuntime, runtimeDir: f.runtimeDir,
         ssh: { identity: f.identity, knownHosts: f.knownHosts, config: f.sshConfig, copy: f.copy as (typeof COPY)[number] },
-        run: f.run === undefined ? undefined : ['run', '{bundle}', '--prompt', f.run],
+        run: f.run === undefined ? undefined : ['run', '{bundle}', '--prompt', f.run], doctor: f.doctor,
         probeFreeKb: parseNumber('NANOMIND_PROBE_FREE_KB', process.env.NANOMIND_PROBE_FREE_KB, { min: 0 }),
         onStage: (s) => progress?.stage(s),
         onReadiness: (rows) => { if (!f.json) process.stderr.write(renderReadiness(rows)); progress = stageProgress(4, f.json); },
@@ -52,6 +54,7 @@ export const deployVerb = (program: Command) => program
       out += `  verified: ${r.verified ? 'every file matches its sha256 on the board' : 'NO'}\n`;
       out += `  runtime: ${r.runtime.action === 'skip' ? 'not checked (--skip-runtime)' : r.runtime.action === 'up-to-date' ? `nanomind ${r.runtime.remote} (up to date)` : `installed nanomind ${r.runtime.remote}`}\n`;
       if (r.run) out += `  run: exit ${r.run.exitCode}\n`;
+      if (r.doctor) out += '\ndoctor on the board\n' + renderDoctor(r.doctor as DoctorReport);
       for (const n of r.notes) out += `note: ${n}\n`;
       return out;
     });

@@ -17,8 +17,13 @@ export const doctorVerb = (program: Command) => program
     const { probeMachine, checkBundle } = await import('../run/doctor.js');
     const machine = await probeMachine();
     const bricks = bundle ? await checkBundle(bundle, { threads: parseNumber('--threads', f.threads, { min: 1, integer: true }) }) : undefined;
-    emit({ machine, ...(bricks ? { bundle: bricks } : {}) }, f.json, (r) => renderMachine(r.machine) + (r.bundle ? renderBundle(r.bundle) : ''));
+    emit<DoctorReport>({ machine, ...(bricks ? { bundle: bricks } : {}) }, f.json, renderDoctor);
   });
+
+/** `doctor --json`'s shape (deploy --doctor renders the board's copy with the same function). */
+export interface DoctorReport { readonly machine: MachineReport; readonly bundle?: BundleReport }
+
+export const renderDoctor = (r: DoctorReport): string => renderMachine(r.machine) + (r.bundle ? renderBundle(r.bundle) : '');
 
 function renderMachine(m: MachineReport): string {
   let out = 'backends\n' + table(['backend', '', 'detail'], Object.entries(m.backends).map(([k, c]) => [k, mark(c.ok), c.detail]));
