@@ -139,7 +139,11 @@ export async function runImageStream(m: RuntimeModel, images: readonly string[],
   const placeholder = m.set.encoder('vision').placeholderTokenId;
   const hidden = m.set.hidden;
   if (!hidden) throw fail('E_BRICKS_ROLE', 'the decoder width is unknown; cannot size feature slots');
-  const overlap = g.overlap ?? true;
+  // The worker opens its own ORT sessions; ORT's WebGPU provider crashes (SIGSEGV, measured with
+  // onnxruntime-node 1.30) when a worker thread opens WebGPU sessions beside the main thread's, so an
+  // encoder placed off the CPU runs on this thread, in turn (`overlap: false` in the result).
+  const encoderOnCpu = m.set.encoder('vision').chain.every((b) => (m.set.placed[b.name]?.backend ?? 'ort-cpu') === 'ort-cpu');
+  const overlap = (g.overlap ?? true) && encoderOnCpu;
   const t0 = performance.now();
   // ORT opens sessions synchronously on the calling thread: the decoder's open here while the worker opens the encoder's.
   const starting = overlap ? startEncoderWorker({ dir: m.dir, threads: g.encoderThreads }) : undefined;

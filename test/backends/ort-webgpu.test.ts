@@ -9,7 +9,7 @@
  * Then a bundle compiled with decoder and vision on the GPU: `run`, `bench`, `chat` and `eval` report ort-webgpu for those
  * bricks and eval keeps the model's bars (90 % typed, 80 % spoken) on a spread sample of the held-out set.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema } from 'onnx-buf';
 import { tmpdir } from 'node:os';
@@ -151,6 +151,16 @@ describe('ort-webgpu', () => {
     expect(r.stats.backends).toEqual(want);
     expect(r.text).toBe('blue');
     expect(run.stderr).not.toContain('notice:');
+    // An image stream with the vision encoder on the GPU encodes on the main thread (no worker: see run.ts).
+    const images = join(root, 'images');
+    await mkdir(images);
+    for (const f of ['typed-0000.png', 'typed-0001.png']) await copyFile(join(MODEL, 'eval', 'images', f), join(images, f));
+    const stream = await cli('run', bundle, '--images', images, '--prompt', 'what color is the circle?', '--json');
+    expect(stream.code, stream.stderr).toBe(0);
+    const st = JSON.parse(stream.stdout);
+    expect(st.overlap).toBe(false);
+    expect(st.answers.map((a: { stats: { backends: unknown } }) => a.stats.backends)).toEqual([want, want]);
+    expect(st.answers[0].text).toBe('blue');
     const bench = await cli('bench', bundle, '--runs', '1', '--new-tokens', '4', '--prompt-tokens', '8', '--stream-images', '0', '--json');
     expect(bench.code, bench.stderr).toBe(0);
     expect(JSON.parse(bench.stdout).model.backends).toEqual(want);

@@ -31,6 +31,8 @@ async function probe(): Promise<WebgpuProbe> {
   const vk = vulkanDevices();
   const adapter = vk.ok ? vk.devices[0] : undefined;
   const facts = adapter ? { adapter: `${adapter.name} (${adapter.type})`, driver: [adapter.driverName, adapter.driverInfo].filter(Boolean).join(', ') || undefined } : {};
+  // Dawn's Vulkan loader path wants a runtime dir and fails to find adapters without one (CI containers and
+  // ssh sessions often have none); /tmp is what it falls back to when the variable is set but empty.
   if (!process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = '/tmp';
   let ort;
   try {
