@@ -14,7 +14,7 @@ import { Graph } from '../onnx/graph.js';
 import { inferTypes } from '../onnx/shape-infer.js';
 import { estimateFlops } from '../onnx/stats.js';
 import { encoderRows } from './encoder-rows.js';
-import { staticEncoderInput } from './static-dims.js';
+import { staticEncoderInput } from '../formats/encoder-input.js';
 import { detectFormat, isWeightFormat, type WeightFormat } from './formats.js';
 
 export interface KvInfo {

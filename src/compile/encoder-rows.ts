@@ -12,7 +12,7 @@ import type { GraphProto } from 'onnx-buf';
 import type { BrickEntry } from '../formats/bricks.js';
 import { Graph } from '../onnx/graph.js';
 import { inferTypes } from '../onnx/shape-infer.js';
-import { staticEncoderInput } from './static-dims.js';
+import { staticEncoderInput } from '../formats/encoder-input.js';
 
 export interface EncoderRows { readonly rows: number; readonly from: string }
 

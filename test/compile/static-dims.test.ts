@@ -1,7 +1,7 @@
 /**
  * An encoder whose image dims are dynamic in its ONNX (as the onnx-community Gemma 3 export is) but fixed
  * by its processor config: compile specializes it into a static NPU file, records where the sizes came
- * from, and the cost model counts its FLOPs per image at that size, not at a 1×1 image.
+ * from, and the cost model and inspect count its FLOPs per image at that size, not at a 1×1 image.
  *
  * The brick is the embedded model's vision encoder (models/shapes-vlm, 72×72 images, 8×8 patches) with its
  * pixel_values dims 2 and 3 renamed to 'height' / 'width' and described as partition describes it.
@@ -9,7 +9,7 @@
  * count of the ViT's multiply-adds from config.json; and ORT running the specialized NPU ONNX against the
  * original brick on the same image.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -22,6 +22,7 @@ import { readBricksManifest, writeBricksManifest } from '../../src/formats/brick
 import { loadModel, saveModel } from '../../src/onnx/model-io.js';
 import { partition } from '../../src/partition/index.js';
 import { describeBrick } from '../../src/partition/brick-files.js';
+import { inspectModel } from '../../src/partition/inspect.js';
 import { detFloat } from '../run/helpers.js';
 
 const MODEL = join(import.meta.dirname, '..', '..', 'models', 'shapes-vlm');
@@ -67,6 +68,21 @@ describe('encoder dims fixed from the configs', () => {
       + cfg.num_hidden_layers * (2 * 4 * d * d * n + 2 * 2 * d * f * n + 2 * 2 * n * n * d)
       + 2 * d * hid * rows + 2 * hid * hid * rows;
     expect(dyn.flops).toBe(expected);
+  });
+
+  it('inspect counts the dynamic encoder per image at the config size too, and says so', async () => {
+    const folder = join(root, 'model');
+    await cp(MODEL, folder, { recursive: true });
+    const file = join(folder, 'onnx', 'vision_encoder.onnx');
+    const loaded = await loadModel(file);
+    const dims = (loaded.model.graph!.input.find((i) => i.name === 'pixel_values')!.type!.value.value as { shape: { dim: { value: unknown }[] } }).shape.dim;
+    for (const [i, name] of [[2, 'height'], [3, 'width']] as const) dims[i]!.value = { case: 'dimParam', value: name };
+    await saveModel(loaded.model, file, { sourceDir: loaded.dir });
+    const [dyn, st] = await Promise.all([inspectModel(folder), inspectModel(MODEL)]);
+    const flops = (r: typeof dyn) => r.bricks.find((b) => b.kind === 'vision')!.flops;
+    expect(flops(dyn)).toEqual(flops(st));
+    expect(flops(dyn).per).toBe('image');
+    expect(dyn.notes.some((n) => n.includes('height=72, width=72'))).toBe(true);
   });
 
   it('placement: the NPU is no longer ruled out; compile writes a static NPU file and records why', async () => {

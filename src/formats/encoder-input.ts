@@ -4,9 +4,10 @@
  * `vision_config.image_size`), channels, and for audio the mel bins and frames (`feature_size`,
  * `nb_max_frames`). Batch dims are 1. The NPU runs static shapes, so these are what an NPU file is
  * specialized to; the cost model counts an encoder's FLOPs at these sizes (one call = one image / clip).
- * A dim no config fixes stays dynamic (the brick cannot go to a static-shape accelerator).
+ * A dim no config fixes stays dynamic (the brick cannot go to a static-shape accelerator). Read by compile
+ * (NPU files, cost model) and inspect (FLOPs per image), so both count the same image.
  */
-import type { BrickEntry } from '../formats/bricks.js';
+import type { BrickEntry } from './bricks.js';
 
 type Json = Record<string, any> | undefined;
 export interface Configs { readonly config?: Json; readonly preprocessor?: Json }
@@ -37,7 +38,7 @@ function processorDims(kind: string, { config: cfg, preprocessor: pre }: Configs
 }
 
 /** The encoder's first input made static from its own dims where numeric, else from the configs. */
-export function staticEncoderInput(entry: BrickEntry, configs: Configs): StaticInput {
+export function staticEncoderInput(entry: Pick<BrickEntry, 'kind' | 'inputs'>, configs: Configs): StaticInput {
   const input = entry.inputs[0];
   if (!input?.shape || (entry.kind !== 'vision' && entry.kind !== 'audio')) return { bound: {} };
   const p = processorDims(entry.kind, configs);
