@@ -15,6 +15,8 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { analyzeBrickSet } from '../../src/compile/analyze.js';
+import { calibrateHost } from '../../src/compile/calibrate.js';
+import { costModel } from '../../src/compile/cost.js';
 import { compile } from '../../src/compile/index.js';
 import { formatsOn } from '../../src/compile/placement.js';
 import { loadTarget } from '../../src/compile/targets.js';
@@ -83,6 +85,26 @@ describe('encoder dims fixed from the configs', () => {
     expect(flops(dyn)).toEqual(flops(st));
     expect(flops(dyn).per).toBe('image');
     expect(dyn.notes.some((n) => n.includes('height=72, width=72'))).toBe(true);
+  });
+
+  it('the per-image estimate on a calibrated host profile is within 10× of a measured ORT run (the 1×1 figure is not)', async () => {
+    // The host profile `bench --calibrate` writes (small sizes, as test/compile/calibrate.test.ts uses).
+    const host = await calibrateHost({ mib: 8, runs: 2, threads: 1 });
+    const cpu = host.accelerators.find((a) => a.kind === 'cpu')!;
+    const info = (await analyzeBrickSet(dynamic)).bricks.find((x) => x.entry.kind === 'vision')!;
+    const w = { images: 1, audioClips: 0, promptTokens: 16, outputTokens: 8, maxContext: 256 };
+    const predicted = costModel(info, cpu, 'fp32', host, w).call(1, 1).ms;
+    const oneByOne = costModel({ ...info, flops: info.entry.flops!.value }, cpu, 'fp32', host, w).call(1, 1).computeMs;
+    const s = await ort.InferenceSession.create(join(fixed, info.entry.file), { intraOpNumThreads: 1 });
+    const px = new ort.Tensor('float32', detFloat(3 * 72 * 72, 0.2), [1, 3, 72, 72]);
+    await s.run({ pixel_values: px });
+    const times: number[] = [];
+    for (let i = 0; i < 7; i++) { const t0 = performance.now(); await s.run({ pixel_values: px }); times.push(performance.now() - t0); }
+    await s.release();
+    const measured = times.sort((a, b) => a - b)[3]!;
+    expect(measured / predicted, `measured ${measured} ms, predicted ${predicted} ms`).toBeGreaterThan(0.1);
+    expect(measured / predicted, `measured ${measured} ms, predicted ${predicted} ms`).toBeLessThan(10);
+    expect(measured / oneByOne).toBeGreaterThan(10);
   });
 
   it('placement: the NPU is no longer ruled out; compile writes a static NPU file and records why', async () => {
