@@ -229,7 +229,8 @@ export function formatStats(s: TurnStats): string {
     `TTFT ${fmt(s.ttftMs)} ms${s.encodeMs ? ` (encoders ${fmt(s.encodeMs)} ms)` : ''} · total ${fmt(s.totalMs)} ms`,
     `prompt ${s.promptTokens} tokens: ${s.reusedTokens} reused from the KV cache, ${s.prefillTokens} prefilled at ${fmt(s.prefillTokPerS)} tok/s`,
     `answer ${s.newTokens} tokens, decode ${fmt(s.decodeTokPerS)} tok/s`,
-    `bricks: ${Object.entries(s.bricks).map(([k, v]) => `${k} ${fmt(v)} ms${s.backends[k] ? ` (${s.backends[k]})` : ''}`).join(', ') || '-'}`,
+    `bricks: ${Object.entries(s.bricks).map(([k, v]) => `${k} ${fmt(v)} ms`).join(', ') || '-'}`,
+    `backends: ${Object.entries(s.backends).map(([k, v]) => `${k} ${v}`).join(', ') || '-'}`,
     `context ${s.contextTokens}/${s.maxContext} tokens · peak RSS ${fmt(s.peakRssMb, 0)} MB`,
   ];
   return lines.join('\n');
