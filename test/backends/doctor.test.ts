@@ -75,5 +75,5 @@ describe('nanomind doctor', () => {
     const text = await cli('doctor', bundle);
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(/vision\s+ort-webgpu\s+ort-webgpu/);
-  });
+  }, 300_000);
 });
