@@ -54,5 +54,5 @@ describe.skipIf(!!sshdMissing)('deploy --doctor', () => {
     }
     const vision = report.bundle.bricks.find((b) => b.brick === 'vision')!;
     expect(vision.backend).toBe(report.machine.backends['ort-webgpu']!.ok ? 'ort-webgpu' : 'ort-cpu');
-  });
+  }, 300_000);
 });
