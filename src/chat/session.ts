@@ -16,6 +16,7 @@ import { ChatSession, type GenerationStats, type StopReason } from '../run/gener
 import type { SamplingOptions } from '../run/generation/sampling.js';
 import type { ChatMessage, MediaKind } from '../run/inputs/chat-template.js';
 import { prepareTurn, type RuntimeModel } from '../run/model.js';
+import { brickBackends } from '../run/brick-set.js';
 import { peakRssMb, samplingFor } from '../run/run.js';
 
 export interface ConversationOptions {
@@ -67,6 +68,8 @@ export function parseInput(line: string): ChatCommand {
 const unquote = (s: string): string => (/^(['"]).*\1$/s.test(s) ? s.slice(1, -1) : s);
 
 export interface TurnStats {
+  /** The backend every brick runs on. */
+  readonly backends: Readonly<Record<string, string>>;
   readonly ttftMs: number;
   readonly prefillTokPerS: number;
   readonly decodeTokPerS: number;
@@ -169,7 +172,7 @@ export class Conversation {
     this.turns++;
     const after = m.set.brickMs();
     const bricks = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)] as const).filter(([, v]) => v > 0));
-    this.last = turnStats(r.stats, p.encodeMs, bricks, this.context);
+    this.last = turnStats(r.stats, p.encodeMs, bricks, this.context, brickBackends(m.set));
     return { text: answer.trim(), tokens: r.tokens, stopReason: r.stopReason, stats: this.last };
   }
 
@@ -203,11 +206,12 @@ export class Conversation {
   close(): Promise<void> { return this.model.close(); }
 }
 
-export function turnStats(g: GenerationStats, encodeMs: number, bricks: Record<string, number>, ctx: { tokens: number; max: number }): TurnStats {
+export function turnStats(g: GenerationStats, encodeMs: number, bricks: Record<string, number>, ctx: { tokens: number; max: number },
+  backends: Record<string, string> = {}): TurnStats {
   return {
     ttftMs: g.ttftMs + encodeMs, prefillTokPerS: g.prefillTokPerS, decodeTokPerS: g.decodeTokPerS,
     promptTokens: g.promptTokens, reusedTokens: g.reusedTokens, prefillTokens: g.prefillTokens, newTokens: g.newTokens,
-    encodeMs, totalMs: g.totalMs + encodeMs, bricks, peakRssMb: peakRssMb(), contextTokens: ctx.tokens, maxContext: ctx.max,
+    encodeMs, totalMs: g.totalMs + encodeMs, bricks, backends, peakRssMb: peakRssMb(), contextTokens: ctx.tokens, maxContext: ctx.max,
   };
 }
 
@@ -226,6 +230,7 @@ export function formatStats(s: TurnStats): string {
     `prompt ${s.promptTokens} tokens: ${s.reusedTokens} reused from the KV cache, ${s.prefillTokens} prefilled at ${fmt(s.prefillTokPerS)} tok/s`,
     `answer ${s.newTokens} tokens, decode ${fmt(s.decodeTokPerS)} tok/s`,
     `bricks: ${Object.entries(s.bricks).map(([k, v]) => `${k} ${fmt(v)} ms`).join(', ') || '-'}`,
+    `backends: ${Object.entries(s.backends).map(([k, v]) => `${k} ${v}`).join(', ') || '-'}`,
     `context ${s.contextTokens}/${s.maxContext} tokens · peak RSS ${fmt(s.peakRssMb, 0)} MB`,
   ];
   return lines.join('\n');

@@ -3,11 +3,12 @@ import type { DeployResult, ReadinessRow } from '../deploy/index.js';
 import { fail } from '../errors.js';
 import { parseNumber } from './flags.js';
 import { bytes, emit, table } from './output.js';
+import { renderDoctor, type DoctorReport } from './doctor.js';
 import { stageProgress, type StageProgress } from './progress.js';
 
 interface DeployFlags {
   to: string; identity?: string; knownHosts?: string; sshConfig?: string; copy: string; skipRuntime?: boolean;
-  runtimeDir?: string; run?: string; json?: boolean; serve?: boolean; port: string; apiKey?: string; serveHost?: string;
+  runtimeDir?: string; run?: string; doctor?: boolean; json?: boolean; serve?: boolean; port: string; apiKey?: string; serveHost?: string;
 }
 
 const COPY = ['auto', 'rsync', 'scp'] as const;
@@ -27,6 +28,7 @@ export const deployVerb = (program: Command) => program
   .option('--port <n>', 'with --serve: the port on the board', '8080')
   .option('--api-key <key>', 'with --serve: require this Bearer key and listen on the network (default: $NANOMIND_API_KEY; without a key: the board\'s loopback only)')
   .option('--serve-host <addr>', 'with --serve: the address to bind on the board (default 0.0.0.0 with a key, else 127.0.0.1)')
+  .option('--doctor', 'afterwards, run `nanomind doctor` on the board: its probes, and each brick on its backend vs the CPU')
   .option('--json', 'print the result as JSON')
   .action(async (dir: string, f: DeployFlags) => {
     const { deploy } = await import('../deploy/index.js');
@@ -38,7 +40,7 @@ export const deployVerb = (program: Command) => program
       result = await deploy({
         bundle: dir, to: f.to, skipRuntime: f.skipRuntime, runtimeDir: f.runtimeDir,
         ssh: { identity: f.identity, knownHosts: f.knownHosts, config: f.sshConfig, copy: f.copy as (typeof COPY)[number] },
-        run: f.run === undefined ? undefined : ['run', '{bundle}', '--prompt', f.run],
+        run: f.run === undefined ? undefined : ['run', '{bundle}', '--prompt', f.run], doctor: f.doctor,
         serve: f.serve ? {
           port: parseNumber('--port', f.port, { min: 1, integer: true })!, host: f.serveHost,
           apiKey: f.apiKey ?? (process.env.NANOMIND_API_KEY || undefined),
@@ -61,6 +63,7 @@ export const deployVerb = (program: Command) => program
       out += `  runtime: ${r.runtime.action === 'skip' ? 'not checked (--skip-runtime)' : r.runtime.action === 'up-to-date' ? `nanomind ${r.runtime.remote} (up to date)` : `installed nanomind ${r.runtime.remote}`}\n`;
       if (r.run) out += `  run: exit ${r.run.exitCode}\n`;
       if (r.serve) out += `  serve: ${r.serve.url}/ (${r.serve.mode === 'systemd' ? 'systemd user unit nanomind-serve.service' : `pid ${r.serve.pid}`}${r.serve.stopped ? `, replaced ${r.serve.stopped === 'unit' ? 'the running unit' : `pid ${r.serve.stopped}`}` : ''}; log: ${r.serve.log})\n`;
+      if (r.doctor) out += '\ndoctor on the board\n' + renderDoctor(r.doctor as DoctorReport);
       for (const n of r.notes) out += `note: ${n}\n`;
       return out;
     });

@@ -10,6 +10,7 @@ import { chatVerb } from './chat.js';
 import { compileVerb } from './compile.js';
 import { demoVerb } from './demo.js';
 import { deployVerb } from './deploy.js';
+import { doctorVerb } from './doctor.js';
 import { evalVerb } from './eval.js';
 import { inspectVerb } from './inspect.js';
 import { partitionVerb } from './partition.js';
@@ -28,7 +29,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-  for (const verb of [demoVerb, pullVerb, inspectVerb, partitionVerb, quantizeVerb, compileVerb, planVerb, runVerb, chatVerb, serveVerb, benchVerb, evalVerb, deployVerb]) verb(program);
+  for (const verb of [demoVerb, pullVerb, inspectVerb, partitionVerb, quantizeVerb, compileVerb, planVerb, runVerb, chatVerb, serveVerb, benchVerb, evalVerb, deployVerb, doctorVerb]) verb(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

@@ -9,7 +9,12 @@ import { readBricksManifest, type BrickEntry, type BricksManifest, type TensorSp
 import { readJsonFile } from '../formats/json-file.js';
 import { dtypeInfo, dtypeFromName } from '../onnx/dtype.js';
 import { loadModel } from '../onnx/model-io.js';
+import type { GraphProto } from 'onnx-buf';
+import { Graph } from '../onnx/graph.js';
+import { inferTypes } from '../onnx/shape-infer.js';
+import { estimateFlops } from '../onnx/stats.js';
 import { encoderRows } from './encoder-rows.js';
+import { staticEncoderInput } from '../formats/encoder-input.js';
 import { detectFormat, isWeightFormat, type WeightFormat } from './formats.js';
 
 export interface KvInfo {
@@ -30,8 +35,17 @@ export interface BrickInfo {
   readonly params: number;
   /** Bytes of the weights as stored (in `format`). */
   readonly weightBytes: number;
-  /** FLOPs per image / clip (encoders) or per token (embed, decoder), weights only. */
+  /**
+   * FLOPs per call of an encoder (one image / clip at the size its configs fix, attention included) or
+   * per token (embed, decoder: weights only; the cost model adds attention over the context).
+   */
   readonly flops: number;
+  /** Where `flops` came from: bricks.json, or shape inference at the config's input size. */
+  readonly flopsFrom?: string;
+  /** An encoder's interface with dynamic dims made static from its configs (what an NPU file is built with). */
+  readonly staticShapes?: Readonly<Record<string, readonly number[]>>;
+  /** Which config values fixed them. */
+  readonly staticFrom?: string;
   readonly perToken: boolean;
   /** Width of the embeddings the brick produces or consumes (`hidden`). */
   readonly hidden?: number;
@@ -75,9 +89,13 @@ async function analyzeBrick(dir: string, entry: BrickEntry, configs: Parameters<
   const format = isWeightFormat(declared) ? declared : detectFormat(g.node, g.initializer);
   const ops = new Set(g.node.map((n) => n.opType));
   const opset = Number(loaded.model.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 0);
+  const fixed = staticEncoderInput(entry, configs);
+  const specialized = fixed.shape && fixed.from ? specialize(g, entry, fixed.shape) : undefined;
   const dynamic = new Set<string>();
-  for (const t of [...entry.inputs, ...entry.outputs])
+  for (const t of [...entry.inputs, ...entry.outputs]) {
+    if (specialized?.shapes[t.name]) continue;
     for (const d of t.shape ?? [null]) if (d === null || (typeof d === 'string' && !isBatch(d))) dynamic.add(d === null ? `${t.name}:?` : d);
+  }
   const perToken = entry.kind === 'decoder' || entry.kind === 'embed';
   const last = (t: TensorSpec | undefined) => { const d = t?.shape?.[t.shape.length - 1]; return typeof d === 'number' ? d : undefined; };
   const pastKeys = entry.inputs.filter((i) => /^past_key_values\.\d+\.(key|value)$/.test(i.name));
@@ -91,9 +109,29 @@ async function analyzeBrick(dir: string, entry: BrickEntry, configs: Parameters<
   const hidden = entry.kind === 'decoder' ? last(entry.inputs.find((i) => i.name === 'inputs_embeds')) : last(out);
   return {
     entry, format, formatFrom: isWeightFormat(declared) ? 'manifest' : 'detected', ops, opset, dynamicDims: [...dynamic],
-    params: entry.params, weightBytes: entry.bytes, flops: entry.flops ? entry.flops.value : entry.kind === 'embed' ? 0 : 2 * entry.params, perToken, hidden, tokens: rows?.rows, tokensFrom: rows?.from, kv,
+    params: entry.params, weightBytes: entry.bytes, perToken, hidden, tokens: rows?.rows, tokensFrom: rows?.from, kv,
+    ...(specialized
+      ? { flops: specialized.flops, flopsFrom: `shape inference at ${entry.inputs[0]!.name} [${fixed.shape!.join(', ')}]`, staticShapes: specialized.shapes, staticFrom: fixed.from }
+      : { flops: entry.flops ? entry.flops.value : entry.kind === 'embed' ? 0 : 2 * entry.params, flopsFrom: entry.flops ? 'bricks.json' : 'estimate: 2 × params' }),
     vocab: entry.kind === 'decoder' ? last(entry.outputs.find((o) => o.name === 'logits')) : undefined,
   };
+}
+
+/**
+ * An encoder at the input size its configs fix: every interface tensor's concrete shape (the outputs by
+ * shape inference) and the FLOPs of one call at that size. Undefined when an output stays symbolic.
+ * (bricks.json's figure for such a brick was estimated with its dynamic dims at 1, i.e. a 1×1 image.)
+ */
+function specialize(proto: GraphProto, entry: BrickEntry, input: readonly number[]): { shapes: Record<string, readonly number[]>; flops: number } | undefined {
+  const g = new Graph({ ...proto, output: proto.output.map((o) => ({ ...o, type: undefined })) } as GraphProto);
+  const types = inferTypes(g, { inputShapes: { [entry.inputs[0]!.name]: [...input] } });
+  const shapes: Record<string, readonly number[]> = { [entry.inputs[0]!.name]: input };
+  for (const t of [...entry.inputs.slice(1), ...entry.outputs]) {
+    const s = (types.get(t.name)?.shape ?? t.shape ?? [null]).map((d, i) => (typeof d === 'number' ? d : typeof t.shape?.[i] === 'string' && isBatch(t.shape[i] as string) ? 1 : undefined));
+    if (!s.every((d): d is number => d !== undefined)) return undefined;
+    shapes[t.name] = s;
+  }
+  return { shapes, flops: estimateFlops(g, g.nodes, types, false) };
 }
 
 /**

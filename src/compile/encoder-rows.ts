@@ -12,6 +12,7 @@ import type { GraphProto } from 'onnx-buf';
 import type { BrickEntry } from '../formats/bricks.js';
 import { Graph } from '../onnx/graph.js';
 import { inferTypes } from '../onnx/shape-infer.js';
+import { staticEncoderInput } from '../formats/encoder-input.js';
 
 export interface EncoderRows { readonly rows: number; readonly from: string }
 
@@ -43,27 +44,15 @@ export function encoderRows(entry: BrickEntry, graph: GraphProto, configs: { con
   const input = entry.inputs[0];
   if (!out || !input?.shape) return fromConfig(entry, configs);
 
-  const audio = entry.kind === 'audio';
-  const pre = configs.preprocessor, cfg = configs.config;
   // Concrete input dims: the brick's own where static, else what the processor produces.
-  const fromProcessor: (number | undefined)[] = audio
-    ? [1, positive(pre?.feature_size) ?? positive(cfg?.audio_config?.num_mel_bins), positive(pre?.nb_max_frames)]
-    : [1, positive(cfg?.vision_config?.num_channels) ?? 3, positive(pre?.size?.height) ?? positive(pre?.crop_size?.height) ?? positive(cfg?.vision_config?.image_size),
-      positive(pre?.size?.width) ?? positive(pre?.crop_size?.width) ?? positive(cfg?.vision_config?.image_size)];
-  const usedConfig: string[] = [];
-  const concrete = input.shape.map((d, i) => {
-    if (positive(d)) return d as number;
-    if (i === 0 || isBatch(d)) return 1;
-    if (input.shape!.length === fromProcessor.length && fromProcessor[i] !== undefined) { usedConfig.push(`${d ?? '?'}=${fromProcessor[i]}`); return fromProcessor[i]!; }
-    return undefined;
-  });
-  if (concrete.every((d) => d !== undefined) && entry.kind !== 'projector') {
+  const fixed = staticEncoderInput(entry, configs);
+  if (fixed.shape && entry.kind !== 'projector') {
     // The declared output type keeps its symbolic dim; infer on a copy that leaves the outputs untyped.
     const g = new Graph({ ...graph, output: graph.output.map((o) => ({ ...o, type: undefined })) } as GraphProto);
-    const rows = rowsOfShape(inferTypes(g, { inputShapes: { [input.name]: concrete as number[] } }).get(out.name)?.shape);
+    const rows = rowsOfShape(inferTypes(g, { inputShapes: { [input.name]: [...fixed.shape] } }).get(out.name)?.shape);
     if (rows) {
-      const how = usedConfig.length ? `, dynamic dims from ${audio ? 'preprocessor_config.json / config.json audio frames' : 'preprocessor_config.json / config.json image size'} (${usedConfig.join(', ')})` : '';
-      return { rows, from: `shape inference of '${out.name}' with ${input.name} [${concrete.join(', ')}]${how}` };
+      const how = fixed.from ? `, dynamic dims from ${fixed.from}` : '';
+      return { rows, from: `shape inference of '${out.name}' with ${input.name} [${fixed.shape.join(', ')}]${how}` };
     }
   }
   return fromConfig(entry, configs);

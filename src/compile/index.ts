@@ -92,7 +92,8 @@ export async function compile(o: CompileOptions): Promise<CompileResult> {
         o.onStage?.(`lower ${p.brick} for the NPU`);
         const acc = target.accelerators.find((a) => a.id === p.accelerator)!;
         const r = await writeRknnOnnx(set.dir, b, tmp, val(acc.maxOpset) ?? 19);
-        artifacts.push({ kind: 'rknn-onnx', ...(await entry(tmp, r.file)), status: 'ready' });
+        artifacts.push({ kind: 'rknn-onnx', ...(await entry(tmp, r.file)), status: 'ready',
+          ...(b.staticFrom ? { note: `static shapes ${r.inputs.map((i) => `${i.name} [${i.shape.join(', ')}]`).join(', ')}: dynamic dims fixed from ${b.staticFrom}` } : {}) });
         const quantize = p.format === 'w8a8' && b.format !== 'w8a8';
         // placement offers w8a8 for a float brick only with --calib
         const calib = quantize ? await writeRealCalibration(set.dir, b.entry, r.inputs, resolve(o.calib === 'builtin' ? EMBEDDED_CALIB_SET : o.calib!), tmp) : undefined;

@@ -28,7 +28,8 @@ export interface RknnBrick {
   readonly inputs: readonly { readonly name: string; readonly shape: readonly number[] }[];
 }
 
-const staticShape = (t: TensorSpec, what: string): number[] => (t.shape ?? []).map((d) => {
+/** The tensor's static shape: as analyzed from the configs (an encoder's image size) when known, else its own dims. */
+const staticShape = (t: TensorSpec, what: string, b?: BrickInfo): number[] => b?.staticShapes?.[t.name] ? [...b.staticShapes[t.name]!] : (t.shape ?? []).map((d) => {
   if (typeof d === 'number') return d;
   if (typeof d === 'string' && /batch/i.test(d)) return 1;
   throw fail('E_RKNN_SHAPE', `${what}: dim ${JSON.stringify(d)} of '${t.name}' has no static value`, { hint: 'the NPU needs static shapes; keep this brick off it with --place' });
@@ -41,12 +42,12 @@ export async function writeRknnOnnx(srcDir: string, b: BrickInfo, outDir: string
   const opset = Number(model.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 0);
   if (opset > maxOpset) throw fail('E_RKNN_OPSET', `brick '${b.entry.name}': opset ${opset} > ${maxOpset}, the highest rknn-toolkit2 reads`, { hint: 're-export the model at a lower opset' });
   const g = model.graph!;
-  const inputs = b.entry.inputs.map((t) => ({ name: t.name, shape: staticShape(t, `brick '${b.entry.name}'`) }));
+  const inputs = b.entry.inputs.map((t) => ({ name: t.name, shape: staticShape(t, `brick '${b.entry.name}'`, b) }));
   const casts: NodeProto[] = [];
   g.input = g.input.map((vi): ValueInfoProto => {
     const spec = b.entry.inputs.find((t) => t.name === vi.name);
     if (!spec) return vi;
-    const shape = staticShape(spec, `brick '${b.entry.name}'`);
+    const shape = staticShape(spec, `brick '${b.entry.name}'`, b);
     if (spec.dtype !== 'int64') return makeValueInfo(vi.name, spec.dtype as never, shape);
     // Rename the int32 feed and cast it back, so every consumer inside still sees the int64 name.
     const feed = `${vi.name}_int32`;
@@ -56,7 +57,7 @@ export async function writeRknnOnnx(srcDir: string, b: BrickInfo, outDir: string
   g.node = [...casts, ...g.node];
   g.output = g.output.map((vi) => {
     const spec = b.entry.outputs.find((t) => t.name === vi.name);
-    return spec ? makeValueInfo(vi.name, spec.dtype as never, staticShape(spec, `brick '${b.entry.name}'`)) : vi;
+    return spec ? makeValueInfo(vi.name, spec.dtype as never, staticShape(spec, `brick '${b.entry.name}'`, b)) : vi;
   });
   const file = b.entry.file.replace(/\.onnx$/, '') + '.rknn.onnx';
   await saveModel(model, join(outDir, file), { sourceDir: loaded.dir });

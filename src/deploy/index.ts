@@ -12,6 +12,7 @@
  *   6. --run       nanomind on the board, output streamed back                       (remote.ts)
  *   7. --serve     stop the old `nanomind serve`, start the new one (systemd user unit or
  *                  detached process), wait for its /health                           (service.ts)
+ *      --doctor    `nanomind doctor <bundle> --json` on the board, its report parsed into the result
  */
 import { randomBytes } from 'node:crypto';
 import { fail } from '../errors.js';
@@ -36,6 +37,8 @@ export interface DeployOptions {
   readonly runtimeDir?: string;
   /** nanomind arguments to run on the board afterwards; `{bundle}` is the deployed path. */
   readonly run?: readonly string[];
+  /** Afterwards run `nanomind doctor` on the deployed bundle and return its report (not with `run`). */
+  readonly doctor?: boolean;
   /** Command prefix that starts nanomind on the board (default: the installed runtime). */
   readonly remoteNanomind?: readonly string[];
   /** Afterwards, (re)start `nanomind serve` on the board as a service (service.ts). */
@@ -69,10 +72,13 @@ export interface DeployResult {
   readonly runtime: { readonly action: 'skip' | 'up-to-date' | 'installed'; readonly local: string; readonly remote: string };
   readonly run?: Pick<RemoteRun, 'command' | 'exitCode'> & { readonly stdout: string };
   readonly serve?: ServeStarted;
+  /** With `doctor`: the board's `nanomind doctor --json` report (machine probes, and each brick vs the CPU). */
+  readonly doctor?: unknown;
   readonly notes: readonly string[];
 }
 
 export async function deploy(o: DeployOptions): Promise<DeployResult> {
+  if (o.run && o.doctor) throw fail('E_USAGE', '--run and --doctor both run a command on the board; pick one');
   const target = parseTarget(o.to);
   const local = await loadDeployable(o.bundle);
   const t = o.transport ?? transportFor(target, o.ssh);
@@ -143,14 +149,24 @@ async function deployWith(t: Transport, o: DeployOptions, target: Target, local:
   }
 
   let run: DeployResult['run'];
-  if (o.run) {
-    o.onStage?.('running');
-    const r = await runRemote(t, o.run, target.path, {
+  let doctor: unknown;
+  const argv = o.doctor ? DOCTOR_ARGV : o.run;
+  if (argv) {
+    o.onStage?.(o.doctor ? 'doctor' : 'running');
+    const r = await runRemote(t, argv, target.path, {
       nanomind: o.remoteNanomind, runtimeDir, signal: o.signal,
-      onStdout: (s) => o.onOutput?.('stdout', s), onStderr: (s) => o.onOutput?.('stderr', s),
+      // The doctor's JSON is parsed here, not streamed; its stderr (probe warnings) still is.
+      onStdout: o.doctor ? undefined : (s) => o.onOutput?.('stdout', s), onStderr: (s) => o.onOutput?.('stderr', s),
     });
     run = { command: r.command, exitCode: r.exitCode, stdout: r.stdout };
     if (r.exitCode !== 0) notes.push(`the remote command exited with ${r.exitCode}`);
+    if (o.doctor && r.exitCode === 0) {
+      try {
+        doctor = JSON.parse(r.stdout);
+      } catch {
+        throw fail('E_DEPLOY_REMOTE', `nanomind doctor on the board printed something other than its JSON report`, { notes: r.stdout.split('\n').slice(0, 5) });
+      }
+    }
   }
 
   let serve: ServeStarted | undefined;
@@ -167,9 +183,12 @@ async function deployWith(t: Transport, o: DeployOptions, target: Target, local:
     unchanged: local.files.filter((f) => state.live.get(f.rel) === f.sha256).map((f) => f.rel),
     resumed: plan.keep.filter((f) => state.live.get(f.rel) !== f.sha256).map((f) => f.rel),
     bytesTransferred: plan.send.filter((f) => sent.includes(f.rel)).reduce((s, f) => s + f.bytes, 0),
-    verified, runtime, run, serve, notes,
+    verified, runtime, run, serve, ...(doctor === undefined ? {} : { doctor }), notes,
   };
 }
+
+/** What `deploy --doctor` runs on the board. */
+export const DOCTOR_ARGV: readonly string[] = ['doctor', '{bundle}', '--json'];
 
 export { parseTarget, type Target } from './target.js';
 export { openRemoteSession, runRemote, transportFor } from './remote.js';

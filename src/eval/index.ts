@@ -11,6 +11,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fail } from '../errors.js';
 import { openModel, type RuntimeModel } from '../run/model.js';
+import { brickBackends } from '../run/brick-set.js';
 import { runPrompt } from '../run/run.js';
 import { resolveInside } from '../util/files.js';
 import { EMBEDDED_EVAL_SET, EMBEDDED_MODEL } from './embedded.js';
@@ -38,6 +39,8 @@ export interface EvalReport {
   readonly answers: readonly EvalAnswer[];
   /** The runtime's notices (e.g. bricks placed on an accelerator this machine lacks). */
   readonly notices: readonly string[];
+  /** The backend every brick ran on. */
+  readonly backends: Readonly<Record<string, string>>;
   readonly ms: number;
 }
 
@@ -135,7 +138,7 @@ export async function evaluate(o: EvalOptions = {}): Promise<EvalReport> {
     return {
       model: modelPath, set: setDir, n: answers.length,
       accuracy: { overall: acc(answers)!, typed: acc(answers.filter((a) => a.modality === 'typed')), spoken: acc(answers.filter((a) => a.modality === 'spoken')) },
-      byType: group((a) => a.type), byTypeAndModality: group((a) => `${a.type}/${a.modality}`), answers, notices: m.notices, ms: performance.now() - t0,
+      byType: group((a) => a.type), byTypeAndModality: group((a) => `${a.type}/${a.modality}`), answers, notices: m.notices, backends: brickBackends(m.set), ms: performance.now() - t0,
     };
   } finally {
     await m?.close();

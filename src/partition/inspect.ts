@@ -1,8 +1,11 @@
 /** `inspect`: what a model (any layout partition takes) holds, and the bricks partition would cut from it. */
-import { relative, resolve } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
 import { isNanomindError } from '../errors.js';
 import type { BrickKind } from '../formats/names.js';
 import type { BrickEntry, TensorSpec } from '../formats/bricks.js';
+import { staticEncoderInput, type Configs as EncoderConfigs } from '../formats/encoder-input.js';
+import { readJsonFile } from '../formats/json-file.js';
 import { extractModel } from '../onnx/extract.js';
 import { Graph, mergeTypes } from '../onnx/graph.js';
 import { loadModel } from '../onnx/model-io.js';
@@ -48,12 +51,22 @@ export interface InspectOptions {
   readonly splitProjector?: boolean;
 }
 
+/** config.json and preprocessor_config.json, raw, from the first folder that has each. */
+async function readMediaConfigs(dirs: readonly string[]): Promise<EncoderConfigs> {
+  const first = async (name: string) => {
+    for (const d of dirs) if (await stat(join(d, name)).catch(() => undefined)) return await readJsonFile(join(d, name), 'E_CONFIG_INVALID') as Record<string, unknown>;
+    return undefined;
+  };
+  return { config: await first('config.json'), preprocessor: await first('preprocessor_config.json') };
+}
+
 const flopsUnit = (kind: BrickKind): string => (kind === 'vision' || kind === 'projector' ? 'image' : kind === 'audio' ? 'clip' : 'token');
 
 /** Inspects a model in any layout partition takes, detecting bricks exactly as partition does (model-input.ts, detect.ts). */
 export async function inspectModel(path: string, opts: InspectOptions = {}): Promise<InspectReport> {
   const layout = await resolveModelLayout(path, opts.dtype);
   const config = await readModelConfig(configDirs(layout.root));
+  const mediaConfigs = await readMediaConfigs(configDirs(layout.root));
   const notes: string[] = [...layout.notices];
   const files: InspectedFile[] = [];
   const bricks: InspectedBrick[] = [];
@@ -79,6 +92,12 @@ export async function inspectModel(path: string, opts: InspectOptions = {}): Pro
       producer: `${src.model.producerName} ${src.model.producerVersion}`.trim(), ...io, ...stats,
     });
     const concrete = Object.fromEntries(io.inputs.map((i) => [i.name, (i.shape ?? []).map((d) => (typeof d === 'number' ? d : 1))]));
+    // An encoder with dynamic image / audio dims is counted at the size its processor config fixes (one call).
+    const fixed = t.kind === 'vision' || t.kind === 'audio' ? staticEncoderInput({ kind: t.kind, inputs: io.inputs }, mediaConfigs) : undefined;
+    if (fixed?.shape && fixed.from) {
+      concrete[io.inputs[0]!.name] = [...fixed.shape];
+      notes.push(`${t.kind} FLOPs per ${flopsUnit(t.kind!)} at ${io.inputs[0]!.name} [${fixed.shape.join(', ')}]: dynamic dims from ${fixed.from}`);
+    }
     const concreteTypes = inferTypes(g, { inputShapes: concrete });
     const describe = (cut: BrickCut): InspectedBrick => {
       const piece = extractModel(src.model, g, { graphName: cut.name, inputs: cut.inputs, outputs: cut.outputs });

@@ -8,7 +8,7 @@
  */
 import type { BrickEntry, TensorSpec } from '../formats/bricks.js';
 
-export type BackendId = 'ort-cpu';
+export type BackendId = 'ort-cpu' | 'ort-webgpu' | 'rknn';
 
 /** Typed arrays a tensor may live in; float16 is raw Uint16 bits, as in ORT JS. */
 export type TensorData =
@@ -27,6 +27,10 @@ export type Feeds = Readonly<Record<string, TensorLike>>;
 export interface BackendOptions {
   /** Intra-op threads per session; absent = the backend's default. */
   readonly threads?: number;
+  /** A vendor file converted from the brick (a bundle's `.rknn` artifact), relative to the brick's folder. */
+  readonly artifact?: string;
+  /** NPU cores from the plan's affinity ('0_1_2'). */
+  readonly coreMask?: string;
 }
 
 export interface RunOptions {

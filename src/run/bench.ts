@@ -20,6 +20,7 @@ import { fail } from '../errors.js';
 import { ChatSession, type GenerateResult } from './generation/chat-session.js';
 import type { MediaKind } from './inputs/chat-template.js';
 import { openModel, type RuntimeModel } from './model.js';
+import { brickBackends } from './brick-set.js';
 import { toneWav } from './inputs/wav.js';
 import { peakRssMb, runImageStream } from './run.js';
 import { decoderThreadsBesideWorker } from './workers/encoder-client.js';
@@ -55,7 +56,7 @@ export interface BenchRun {
 
 export interface BenchResult {
   readonly machine: { readonly cpu: string; readonly cores: number; readonly memoryGb: number; readonly node: string; readonly os: string };
-  readonly model: { readonly dir: string; readonly bricks: readonly string[]; readonly media: string | null };
+  readonly model: { readonly dir: string; readonly bricks: readonly string[]; readonly backends: Readonly<Record<string, string>>; readonly media: string | null };
   readonly settings: { readonly runs: number; readonly promptTokens: number; readonly newTokens: number; readonly threads: number | null };
   /** Prompt tokens as fed: text tokens + the encoder's rows. */
   readonly promptTokens: number;
@@ -194,7 +195,7 @@ async function measure(m: RuntimeModel, o: BenchOptions, s: { runs: number; prom
   const brickNames = [...new Set(list.flatMap((r) => Object.keys(r.bricks)))].filter((k) => list.some((r) => r.bricks[k]! > 0));
   return {
     machine: machine(),
-    model: { dir: set.dir, bricks: set.manifest.bricks.map((b) => b.name), media: media ? `${media.kind} ${media.synthetic ? '(synthetic)' : media.file}` : null },
+    model: { dir: set.dir, bricks: set.manifest.bricks.map((b) => b.name), backends: brickBackends(set), media: media ? `${media.kind} ${media.synthetic ? '(synthetic)' : media.file}` : null },
     settings: { runs: s.runs, promptTokens: s.promptTokens, newTokens: s.newTokens, threads: o.threads ?? null },
     promptTokens: ids.length,
     encodeMs: media ? pick('encodeMs') : null,

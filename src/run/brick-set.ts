@@ -12,7 +12,7 @@ import { fail } from '../errors.js';
 import { isReplaceRows, readBricksManifest, type BrickEntry, type KvCacheMode, type BricksManifest, type TensorSpec } from '../formats/bricks.js';
 import { readJsonFile } from '../formats/json-file.js';
 import { TENSOR, type BrickKind } from '../formats/names.js';
-import { elementCount, type Backend, type BackendOptions, type BrickSession, type Feeds, type RunOptions, type TensorLike } from './backend.js';
+import { elementCount, type Backend, type BackendId, type BackendOptions, type BrickSession, type Feeds, type RunOptions, type TensorLike } from './backend.js';
 import { resolveBackend, DEFAULT_BACKENDS, type SkippedBackend } from './backends/index.js';
 import { checkFeeds, isTensorLike, resolveDims, tensor, toFloat32 } from './feeds.js';
 import { decoderInputs, type DecoderInputs } from './generation/decoder-inputs.js';
@@ -23,6 +23,15 @@ export interface OpenBrickSetOptions extends BackendOptions {
   readonly checkHashes?: boolean;
   /** Backends to try, in order (default ['ort-cpu']). */
   readonly backends?: readonly string[];
+  /** Per brick name, the backends to try for that brick instead of `backends` (a bundle's placement). */
+  readonly placement?: Readonly<Record<string, BrickPlacement>>;
+}
+
+export interface BrickPlacement {
+  readonly backends: readonly string[];
+  /** The converted file an NPU backend opens, and the plan's NPU core mask. */
+  readonly artifact?: string;
+  readonly coreMask?: string;
 }
 
 export interface EncoderRole {
@@ -71,8 +80,11 @@ export interface EncodeResult {
 export interface BrickSet {
   readonly dir: string;
   readonly manifest: BricksManifest;
+  /** The default backend (bricks without a placement of their own). */
   readonly backend: Backend;
   readonly skippedBackends: readonly SkippedBackend[];
+  /** The backend each brick runs on, and the placed backends skipped for it (with reasons). */
+  readonly placed: Readonly<Record<string, { readonly backend: BackendId; readonly skipped: readonly SkippedBackend[] }>>;
   readonly decoder: DecoderRole;
   readonly embed?: BrickEntry;
   readonly encoders: readonly EncoderRole[];
@@ -94,9 +106,21 @@ export interface BrickSet {
   close(): Promise<void>;
 }
 
+/** Backend id per brick (every brick of the set), for stats. */
+export const brickBackends = (set: BrickSet): Record<string, BackendId> =>
+  Object.fromEntries(Object.entries(set.placed).map(([k, v]) => [k, v.backend]));
+
 export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}): Promise<BrickSet> {
   const manifest = await readBricksManifest(dir, { checkHashes: opts.checkHashes ?? true });
   const { backend, skipped } = await resolveBackend(opts.backends ?? DEFAULT_BACKENDS);
+  const placed: Record<string, { backend: BackendId; skipped: readonly SkippedBackend[] }> = {};
+  const backendOf = new Map<string, Backend>();
+  for (const b of manifest.bricks) {
+    const own = opts.placement?.[b.name];
+    const r = own ? await resolveBackend(own.backends) : { backend, skipped: [] };
+    placed[b.name] = { backend: r.backend.id, skipped: r.skipped };
+    backendOf.set(b.name, r.backend);
+  }
   const config = await readConfigs(dir, manifest);
   const seq2seq = findSeq2SeqRole(manifest, config);
   const roles = seq2seq ? seq2seqRoles(seq2seq) : findRoles(manifest, config);
@@ -109,7 +133,7 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
   };
 
   const set: BrickSet = {
-    dir, manifest, backend, skippedBackends: skipped, ...roles, seq2seq,
+    dir, manifest, backend, skippedBackends: skipped, placed, ...roles, seq2seq,
     encoder(which) {
       const e = roles.encoders.find((x) => (typeof which === 'number' ? x.placeholderTokenId === which : x.kind === which));
       if (!e) throw fail('E_BRICKS_ROLE', `this brick set has no ${typeof which === 'number' ? `encoder for placeholder token ${which}` : `'${which}' encoder`}`,
@@ -119,7 +143,8 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
     session(name) {
       let s = sessions.get(name);
       if (!s) {
-        s = backend.open(entry(name), dir, { threads: opts.threads });
+        const own = opts.placement?.[name];
+        s = (backendOf.get(name) ?? backend).open(entry(name), dir, { threads: opts.threads, artifact: own?.artifact, coreMask: own?.coreMask });
         s.catch(() => sessions.delete(name));
         sessions.set(name, s);
       }

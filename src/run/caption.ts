@@ -19,6 +19,7 @@ import { asDeclared, generateSeq2Seq } from './generation/seq2seq.js';
 import { createStreamDecoder } from './inputs/tokenizer.js';
 import type { RuntimeModel, Turn } from './model.js';
 import { peakRssMb, samplingFor, type GenerationFlags, type RunResult } from './run.js';
+import { brickBackends } from './brick-set.js';
 
 export interface CaptionResult extends RunResult {
   /** The task prompt's token ids (what the encoder reads after the image rows). */
@@ -82,7 +83,7 @@ export async function caption(m: RuntimeModel, turn: Turn & { inputIds?: readonl
       ttftMs: mergeMs + s.encodeMs + s.prefillMs, prefillTokPerS: merged.rows / ((s.encodeMs + mergeMs) / 1000),
       decodeTokPerS: s.newTokens > 1 ? (s.newTokens - 1) / (s.decodeMs / 1000) : 0,
       promptTokens: promptIds.length, newTokens: s.newTokens, encodeMs: mergeMs + s.encodeMs, totalMs: mergeMs + s.totalMs,
-      bricks: Object.fromEntries(Object.entries(after).map(([k, x]) => [k, x - (before[k] ?? 0)])), peakRssMb: peakRssMb(),
+      bricks: Object.fromEntries(Object.entries(after).map(([k, x]) => [k, x - (before[k] ?? 0)])), backends: brickBackends(m.set), peakRssMb: peakRssMb(),
     },
   };
 }

@@ -12,7 +12,7 @@ import { noKvCacheNotice } from '../formats/kv-cache.js';
 import type { Feeds, TensorLike } from './backend.js';
 import { loadFamilyProcessor, type FamilyProcessor } from './inputs/families/index.js';
 import { florence2TaskPrompts, type TaskPrompts } from './inputs/families/florence2.js';
-import { openBrickSet, type BrickSet, type EncodeResult, type EncoderRole } from './brick-set.js';
+import { openBrickSet, type BrickPlacement, type BrickSet, type EncodeResult, type EncoderRole } from './brick-set.js';
 import { tensor } from './feeds.js';
 import { audioFeatures, loadFeatureExtractorConfig, type WhisperFeatureConfig } from './inputs/audio.js';
 import { loadPromptBuilder, type ChatMessage, type ContentPart, type MediaKind, type PromptBuilder } from './inputs/chat-template.js';
@@ -72,10 +72,8 @@ const exists = async (p: string) => (await stat(p).catch(() => undefined))?.isFi
 export async function openModel(dir: string, opts: OpenModelOptions = {}): Promise<RuntimeModel> {
   const bundle = (await exists(join(dir, BUNDLE_FILE))) ? await readBundle(dir, { checkHashes: opts.checkHashes ?? true }) : undefined;
   // A bundle's hashes were just checked; its bricks.json copy lists the same files.
-  const set = await openBrickSet(dir, { threads: opts.threads, checkHashes: bundle ? false : opts.checkHashes });
-  const available = new Set<string>([set.backend.id]);
-  const notices = (bundle?.manifest.bricks ?? []).filter((b) => !available.has(b.backend)).map((b) =>
-    `brick '${b.name}' is placed on ${b.accelerator} (${b.backend}), which this machine cannot run; using its portable ONNX on ${set.backend.id}`);
+  const set = await openBrickSet(dir, { threads: opts.threads, checkHashes: bundle ? false : opts.checkHashes, placement: bundle && bundlePlacement(bundle) });
+  const notices = placementNotices(bundle, set);
   const kv = noKvCacheNotice(set.manifest.bricks);
   if (kv) notices.push(kv);
   try {
@@ -134,6 +132,30 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
     await set.close();
     throw e;
   }
+}
+
+/**
+ * The backends each bundle brick may open on, best first, then its portable ONNX on the CPU: a GPU brick on
+ * ort-webgpu; an NPU brick on rknn when its .rknn artifact is ready (with the plan's core mask). rkllm
+ * decoders run their ONNX on the CPU: RKLLM generates whole answers, which the token-step generator above
+ * the brick set does not drive yet.
+ */
+function bundlePlacement(b: Bundle): Record<string, BrickPlacement> {
+  return Object.fromEntries(b.manifest.bricks.map((x) => {
+    const rknn = x.backend === 'rknn' ? x.artifacts.find((a) => a.kind === 'rknn' && a.status === 'ready' && a.path) : undefined;
+    if (rknn) return [x.name, { backends: ['rknn', 'ort-cpu'], artifact: rknn.path, coreMask: b.plan.affinity.find((a) => a.brick === x.name)?.coreMask }];
+    return [x.name, { backends: x.backend === 'ort-webgpu' ? ['ort-webgpu', 'ort-cpu'] : ['ort-cpu'] }];
+  }));
+}
+
+/** One line per bundle brick that does not run on the backend it is placed on. */
+function placementNotices(bundle: Bundle | undefined, set: BrickSet): string[] {
+  return (bundle?.manifest.bricks ?? []).filter((b) => set.placed[b.name]?.backend !== b.backend).map((b) => {
+    const p = set.placed[b.name]!;
+    const why = p.skipped.find((s) => s.id === b.backend)?.reason
+      ?? (b.backend === 'rknn' ? 'its .rknn file is not converted yet' : b.backend === 'rkllm' ? 'RKLLM decoders are not driven by this runtime yet' : undefined);
+    return `brick '${b.name}' is placed on ${b.accelerator} (${b.backend}), which this machine cannot run${why ? ` (${why})` : ''}; using its portable ONNX on ${p.backend}`;
+  });
 }
 
 /** Input names a processor and an export may spell differently (transformers.js' Qwen2-VL encoder: grid_thw). */

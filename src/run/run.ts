@@ -9,6 +9,7 @@ import { ChatSession, type GenerateRequest, type GenerateResult, type Generation
 import type { SamplingOptions } from './generation/sampling.js';
 import { createStreamDecoder } from './inputs/tokenizer.js';
 import { prepareTurn, type RuntimeModel, type Turn } from './model.js';
+import { brickBackends } from './brick-set.js';
 import { startEncoderWorker, type EncoderWorker } from './workers/encoder-client.js';
 
 export interface GenerationFlags {
@@ -32,6 +33,8 @@ export interface RunStats {
   readonly encodeMs: number;
   readonly totalMs: number;
   readonly bricks: Readonly<Record<string, number>>;
+  /** The backend every brick runs on (ort-cpu, ort-webgpu, …). */
+  readonly backends: Readonly<Record<string, string>>;
   readonly peakRssMb: number;
 }
 
@@ -51,10 +54,10 @@ export function samplingFor(m: RuntimeModel, s: SamplingOptions | undefined): Sa
 
 export const peakRssMb = (): number => process.resourceUsage().maxRSS / 1024;
 
-export function runStats(g: GenerationStats, encodeMs: number, bricks: Record<string, number>): RunStats {
+export function runStats(g: GenerationStats, encodeMs: number, bricks: Record<string, number>, backends: Record<string, string>): RunStats {
   return {
     ttftMs: g.ttftMs + encodeMs, prefillTokPerS: g.prefillTokPerS, decodeTokPerS: g.decodeTokPerS,
-    promptTokens: g.promptTokens, newTokens: g.newTokens, encodeMs, totalMs: g.totalMs + encodeMs, bricks, peakRssMb: peakRssMb(),
+    promptTokens: g.promptTokens, newTokens: g.newTokens, encodeMs, totalMs: g.totalMs + encodeMs, bricks, backends, peakRssMb: peakRssMb(),
   };
 }
 
@@ -72,7 +75,7 @@ async function answer(m: RuntimeModel, session: ChatSession, req: GenerateReques
   const after = m.set.brickMs();
   const bricks = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]));
   const text = r.text ?? m.tokenizer?.decode(r.tokens, { skipSpecialTokens: true }) ?? '';
-  return { text: text.trim(), tokens: r.tokens, stopReason: r.stopReason, stats: runStats(r.stats, encodeMs, bricks) };
+  return { text: text.trim(), tokens: r.tokens, stopReason: r.stopReason, stats: runStats(r.stats, encodeMs, bricks, brickBackends(m.set)) };
 }
 
 /** `nanomind run`: one prompt (text, images, audio) or raw ids, one answer. */
@@ -137,7 +140,11 @@ export async function runImageStream(m: RuntimeModel, images: readonly string[],
   const placeholder = m.set.encoder('vision').placeholderTokenId;
   const hidden = m.set.hidden;
   if (!hidden) throw fail('E_BRICKS_ROLE', 'the decoder width is unknown; cannot size feature slots');
-  const overlap = g.overlap ?? true;
+  // The worker opens its own ORT sessions; ORT's WebGPU provider crashes (SIGSEGV, measured with
+  // onnxruntime-node 1.30) when a worker thread opens WebGPU sessions beside the main thread's, so an
+  // encoder placed off the CPU runs on this thread, in turn (`overlap: false` in the result).
+  const encoderOnCpu = m.set.encoder('vision').chain.every((b) => (m.set.placed[b.name]?.backend ?? 'ort-cpu') === 'ort-cpu');
+  const overlap = (g.overlap ?? true) && encoderOnCpu;
   const t0 = performance.now();
   // ORT opens sessions synchronously on the calling thread: the decoder's open here while the worker opens the encoder's.
   const starting = overlap ? startEncoderWorker({ dir: m.dir, threads: g.encoderThreads }) : undefined;

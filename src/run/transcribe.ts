@@ -11,6 +11,7 @@ import { generateSeq2Seq, whisperPrefix } from './generation/seq2seq.js';
 import { createStreamDecoder } from './inputs/tokenizer.js';
 import type { RuntimeModel, Turn } from './model.js';
 import { peakRssMb, samplingFor, type GenerationFlags, type RunResult } from './run.js';
+import { brickBackends } from './brick-set.js';
 
 export async function transcribe(m: RuntimeModel, turn: Turn & { inputIds?: readonly number[] }, g: GenerationFlags = {}): Promise<RunResult> {
   const role = m.set.seq2seq;
@@ -44,7 +45,7 @@ export async function transcribe(m: RuntimeModel, turn: Turn & { inputIds?: read
       ttftMs: s.encodeMs + s.prefillMs, prefillTokPerS: s.prefixTokens / (s.prefillMs / 1000),
       decodeTokPerS: s.newTokens > 1 ? (s.newTokens - 1) / (s.decodeMs / 1000) : 0,
       promptTokens: s.prefixTokens, newTokens: s.newTokens, encodeMs: s.encodeMs, totalMs: s.totalMs,
-      bricks: Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)])), peakRssMb: peakRssMb(),
+      bricks: Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)])), backends: brickBackends(m.set), peakRssMb: peakRssMb(),
     },
   };
 }

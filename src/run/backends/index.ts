@@ -6,8 +6,10 @@
 import { fail } from '../../errors.js';
 import type { Backend, BackendId } from '../backend.js';
 import { ortCpu } from './ort-cpu.js';
+import { ortWebgpu } from './ort-webgpu.js';
+import { rknnBackend } from './rknn-backend.js';
 
-export const BACKENDS = { 'ort-cpu': ortCpu } as const satisfies Record<BackendId, Backend>;
+export const BACKENDS = { 'ort-cpu': ortCpu, 'ort-webgpu': ortWebgpu, rknn: rknnBackend } as const satisfies Record<BackendId, Backend>;
 
 export const DEFAULT_BACKENDS: readonly BackendId[] = ['ort-cpu'];
 

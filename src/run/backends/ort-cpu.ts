@@ -26,8 +26,9 @@ import { ORT_LOG } from '../../onnx/ort-log.js';
 type Ort = typeof import('onnxruntime-node');
 
 let loading: Promise<Ort> | undefined;
-const loadOrt = (): Promise<Ort> =>
-  (loading ??= import('onnxruntime-node').then((m) => ((m as { default?: Ort }).default ?? m) as Ort));
+/** onnxruntime-node, imported once (ort-webgpu shares it). */
+export const loadOrt = (): Promise<Ort> =>
+  (loading ??= import('onnxruntime-node').then((m) => ((m as { default?: Ort }).default ?? m) as Ort).catch((e) => { loading = undefined; throw e; }));
 
 export const ortCpu: Backend = {
   id: 'ort-cpu',
@@ -39,12 +40,20 @@ export const ortCpu: Backend = {
         return { ok: false, reason: 'this onnxruntime-node build has no CPU execution provider' };
       return { ok: true };
     } catch (e) {
-      loading = undefined;
       return { ok: false, reason: `onnxruntime-node does not load: ${(e as Error).message}` };
     }
   },
 
-  async open(brick: BrickEntry, dir: string, opts: BackendOptions = {}): Promise<BrickSession> {
+  open: (brick, dir, opts) => openOrtBrick('cpu', brick, dir, opts),
+};
+
+/**
+ * Opens a brick on one ORT execution provider ('cpu' or 'webgpu'); the session is the same class for both.
+ * `describeOpenError` lets a provider turn ORT's open failure into its own clearer error.
+ */
+export async function openOrtBrick(ep: 'cpu' | 'webgpu', brick: BrickEntry, dir: string, opts: BackendOptions = {},
+  describeOpenError?: (e: Error, file: string) => Error): Promise<BrickSession> {
+  {
     if (opts.threads !== undefined && !(Number.isSafeInteger(opts.threads) && opts.threads >= 0))
       throw fail('E_BAD_OPTION', `threads must be an integer ≥ 0 (0 = ORT's default), got ${opts.threads}`);
     const ort = await loadOrt();
@@ -53,7 +62,7 @@ export const ortCpu: Backend = {
     try {
       session = await ort.InferenceSession.create(file, {
         ...ORT_LOG,
-        executionProviders: ['cpu'],
+        executionProviders: [ep],
         graphOptimizationLevel: 'all',
         executionMode: 'sequential',
         // Bricks run one after another; parallelism lives inside each op.
@@ -61,6 +70,7 @@ export const ortCpu: Backend = {
         ...(opts.threads ? { intraOpNumThreads: opts.threads } : {}),
       });
     } catch (e) {
+      if (describeOpenError) throw describeOpenError(e as Error, file);
       throw fail('E_BRICK_OPEN', `brick '${brick.name}': ONNX Runtime cannot load ${brick.file}: ${(e as Error).message}`, { file }, e);
     }
     const missing = brick.inputs.filter((i) => !session.inputNames.includes(i.name)).map((i) => i.name);
@@ -70,8 +80,8 @@ export const ortCpu: Backend = {
         { file, hint: 'the brick file and bricks.json disagree; partition again' });
     }
     return new OrtBrickSession(ort, brick, session);
-  },
-};
+  }
+}
 
 class OrtBrickSession implements BrickSession {
   readonly brick: string;

@@ -1,0 +1,90 @@
+/*
+ * A contract double of librkllmrt.so (airockchip/rknn-llm rkllm.h at 33f17354): the same symbols and struct
+ * layouts, a known computation, and a log of every call and argument for test/backends/rkllm.test.ts.
+ * Not Rockchip's code: written from the documented layouts.
+ *
+ * Generation: the "next token" after a prompt is f(prompt) = (sum of the input ids, or round(100 * sum of the
+ * embedding values)) + history, then each following token is the previous + 1, up to max_new_tokens; each
+ * is streamed with text "<id>". With keep_history the double remembers the running sum (as a KV cache
+ * would) and adds it to the next prompt's. Log lines go to $RKLLM_DOUBLE_LOG.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <stdarg.h>
+#include <unistd.h>
+
+typedef struct { int32_t base_domain_id; int8_t embed_flash; int8_t enabled_cpus_num; uint32_t enabled_cpus_mask; uint8_t reserved[106]; } RKLLMExtendParam;
+typedef struct {
+  const char *model_path; int32_t max_context_len, max_new_tokens, top_k, n_keep;
+  float top_p, temperature, repeat_penalty, frequency_penalty, presence_penalty;
+  int32_t mirostat; float mirostat_tau, mirostat_eta; bool skip_special_token, is_async;
+  const char *img_start, *img_end, *img_content; RKLLMExtendParam extend_param;
+} RKLLMParam;
+typedef struct { float *embed; size_t n_tokens; } RKLLMEmbedInput;
+typedef struct { int32_t *input_ids; size_t n_tokens; } RKLLMTokenInput;
+typedef struct { char *prompt; float *image_embed; size_t n_image_tokens; } RKLLMMultiModelInput;
+typedef struct { int input_type; union { const char *prompt_input; RKLLMEmbedInput embed_input; RKLLMTokenInput token_input; RKLLMMultiModelInput multimodal_input; }; } RKLLMInput;
+typedef struct { int mode; void *lora_params; void *prompt_cache_params; int keep_history; } RKLLMInferParam;
+typedef struct { const float *hidden_states; int embd_size; int num_tokens; } RKLLMResultLastHiddenLayer;
+typedef struct { const float *logits; int vocab_size; int num_tokens; } RKLLMResultLogits;
+typedef struct { const char *text; int32_t token_id; RKLLMResultLastHiddenLayer last_hidden_layer; RKLLMResultLogits logits; } RKLLMResult;
+typedef void (*LLMResultCallback)(RKLLMResult *result, void *userdata, int state);
+
+static FILE *logf_;
+static void say(const char *fmt, ...) {
+  if (!logf_) { const char *p = getenv("RKLLM_DOUBLE_LOG"); logf_ = p ? fopen(p, "a") : stderr; }
+  va_list ap; va_start(ap, fmt); vfprintf(logf_, fmt, ap); va_end(ap); fputc('\n', logf_); fflush(logf_);
+}
+
+typedef struct { int magic; LLMResultCallback cb; int max_new; long history; volatile int abort; int hidden; } Handle;
+#define MAGIC 0x11a1
+
+RKLLMParam rkllm_createDefaultParam(void) {
+  RKLLMParam p; memset(&p, 0, sizeof p);
+  p.max_context_len = 512; p.max_new_tokens = 4; p.top_k = 40; p.top_p = 0.9f; p.temperature = 0.8f; p.repeat_penalty = 1.1f;
+  p.skip_special_token = false; p.is_async = true; p.extend_param.base_domain_id = 0; p.extend_param.enabled_cpus_num = 4; p.extend_param.enabled_cpus_mask = 0xf0;
+  p.extend_param.reserved[105] = 0x5a; /* a sentinel the binding must carry through untouched */
+  return p;
+}
+
+int rkllm_init(void **handle, RKLLMParam *p, LLMResultCallback cb) {
+  say("sizes extend=%zu param=%zu input=%zu infer=%zu result=%zu param.extend_param@%zu input.union@%zu",
+      sizeof(RKLLMExtendParam), sizeof(RKLLMParam), sizeof(RKLLMInput), sizeof(RKLLMInferParam), sizeof(RKLLMResult),
+      offsetof(RKLLMParam, extend_param), offsetof(RKLLMInput, prompt_input));
+  say("rkllm_init model=%s max_context=%d max_new=%d top_k=%d temperature=%.2f skip_special=%d is_async=%d base_domain=%d cpus=%d mask=0x%x sentinel=0x%x callback=%s",
+      p->model_path ? p->model_path : "(null)", p->max_context_len, p->max_new_tokens, p->top_k, p->temperature, p->skip_special_token, p->is_async,
+      p->extend_param.base_domain_id, p->extend_param.enabled_cpus_num, p->extend_param.enabled_cpus_mask, p->extend_param.reserved[105], cb ? "set" : "null");
+  if (!p->model_path || access(p->model_path, R_OK) != 0) return -1;
+  Handle *h = calloc(1, sizeof *h); h->magic = MAGIC; h->cb = cb; h->max_new = p->max_new_tokens;
+  *handle = h; return 0;
+}
+
+int rkllm_run(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *userdata) {
+  Handle *h = handle;
+  if (!h || h->magic != MAGIC) { say("rkllm_run handle=bad"); return -1; }
+  long sum = 0; size_t n = 0;
+  if (in->input_type == 1) { n = in->token_input.n_tokens; for (size_t i = 0; i < n; i++) sum += in->token_input.input_ids[i]; }
+  else if (in->input_type == 2) { n = in->embed_input.n_tokens; double s = 0; for (size_t i = 0; i < n * 4; i++) s += in->embed_input.embed[i]; sum = lround(100 * s); }
+  else { say("rkllm_run input_type=%d unsupported", in->input_type); return -1; }
+  say("rkllm_run input_type=%d n_tokens=%zu sum=%ld mode=%d keep_history=%d history=%ld", in->input_type, n, sum, ip->mode, ip->keep_history, h->history);
+  long tok = sum + h->history; char text[32];
+  for (int i = 0; i < h->max_new; i++) {
+    if (h->abort) { say("rkllm_run aborted after=%d", i); break; }
+    RKLLMResult r; memset(&r, 0, sizeof r);
+    snprintf(text, sizeof text, "<%ld>", tok + i); r.text = text; r.token_id = (int32_t)(tok + i);
+    h->cb(&r, userdata, 0);
+  }
+  h->cb(NULL, userdata, 2);
+  h->history = ip->keep_history ? h->history + sum : 0;
+  h->abort = 0;
+  return 0;
+}
+
+int rkllm_abort(void *handle) { Handle *h = handle; say("rkllm_abort handle=%s", h && h->magic == MAGIC ? "ok" : "bad"); if (!h || h->magic != MAGIC) return -1; h->abort = 1; return 0; }
+int rkllm_clear_kv_cache(void *handle, int keep) { Handle *h = handle; say("rkllm_clear_kv_cache keep_system_prompt=%d", keep); if (!h || h->magic != MAGIC) return -1; h->history = 0; return 0; }
+int rkllm_destroy(void *handle) { Handle *h = handle; say("rkllm_destroy handle=%s", h && h->magic == MAGIC ? "ok" : "bad"); if (!h || h->magic != MAGIC) return -1; h->magic = 0; free(h); return 0; }
