@@ -135,7 +135,11 @@ const FAMILIES = [
     { name: 'llava_onevision', cls: tjs.AutoModelForImageTextToText, build: (d) => llava.buildTinyLlava(d), image: [32, 32], noProcessor: true },
     { name: 'gemma3', cls: tjs.AutoModelForImageTextToText, build: (d) => gemma.buildTinyGemma3Vlm(d, { seed: 1 }), image: [32, 32], resampler: 'sharp-affine' },
   ].map((v) => ({ ...v, kind: 'vlm', dtypes: ALL, build: async (d) => { await v.build(d); await variants.writeDtypeVariants(join(d, 'onnx'), ['vision_encoder', 'embed_tokens', 'decoder_model_merged'], variants.ALL_VARIANTS, { fp16Io: 'float32' }); } })),
-  { name: 'whisper', kind: 'asr', dtypes: [['fp32', ''], ['fp16', 'fp16'], ['q8', 'quantized']], build: (d) => whisper.buildTinyWhisper(d) },
+  // The fixture writes fp16 and q8 itself; the hub's other variants come from the shared variant writer.
+  { name: 'whisper', kind: 'asr', dtypes: ALL, build: async (d) => {
+    await whisper.buildTinyWhisper(d);
+    await variants.writeDtypeVariants(join(d, 'onnx'), ['encoder_model', 'decoder_model_merged'], ['q4', 'q4f16', 'int8', 'uint8', 'bnb4'], { fp16Io: 'float32' });
+  } },
   // The fixture writes every hub variant itself (writeDtypeVariants, float32 I/O); the 32×32 image needs no resize.
   { name: 'florence2', kind: 'vision-seq2seq', dtypes: ALL, build: (d) => florence.buildTinyFlorence2(d), image: [32, 32] },
 ].filter((f) => !only || only.has(f.name.replace(' (GQA)', '')));
