@@ -3,6 +3,7 @@
  * the chain of bricks (with the merge bricks.json describes) on the same seeded random inputs, and every
  * output the two share is compared.
  */
+import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import ort from 'onnxruntime-node';
 import { join } from 'node:path';
 import { fail } from '../errors.js';

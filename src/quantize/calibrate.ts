@@ -4,6 +4,7 @@
  * linked, copied only across filesystems), which runs one sample at a time, every output folded into bounded accumulators
  * (./stats.ts) and dropped. Histogram methods take a second pass over the range the first pass found.
  */
+import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import { create, toBinary } from '@bufbuild/protobuf';
 import { copyFile, link, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -5,6 +5,7 @@
  * audio preprocessing), and the answer's token ids followed by the first stop id, so an exact match
  * means the same answer and nothing after it.
  */
+import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
