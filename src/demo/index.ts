@@ -13,6 +13,7 @@ import { evaluate, loadEvalSet, type EvalAnswer } from '../eval/index.js';
 import { fail } from '../errors.js';
 import { partition } from '../partition/index.js';
 import { quantizeBricks } from '../quantize/index.js';
+import { makeTemp, removeTemp } from '../util/temp.js';
 
 export interface DemoStage { readonly name: string; readonly ms: number; readonly detail: string }
 export interface DemoBrick {
@@ -57,7 +58,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   const picked = PICKS.map((p) => items.find((i) => i.modality === p.modality && i.type === p.type))
     .filter((i): i is NonNullable<typeof i> => !!i);
   if (!picked.length) throw fail('E_EVAL_SET', `${setDir}: no examples for the demo`);
-  const dir = o.out ? resolve(o.out) : await mkdtemp(join(tmpdir(), 'nanomind-demo-'));
+  const dir = o.out ? resolve(o.out) : await makeTemp('demo');
   const stages: DemoStage[] = [];
   const timed = async <T>(name: string, fn: () => Promise<T>, detail: (r: T) => string): Promise<T> => {
     o.onStage?.(name);
@@ -85,6 +86,6 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       examples, correct: examples.filter((e) => e.ok).length, totalMs: performance.now() - started,
     };
   } finally {
-    if (!o.out) await rm(dir, { recursive: true, force: true });
+    if (!o.out) await removeTemp(dir);
   }
 }

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fail } from '../errors.js';
+import { forgetTemp, removeTemp, trackTemp } from '../util/temp.js';
 
 /**
  * Runs `fill(tmpDir)` and moves the result to `out`. An existing `out` is replaced only when it holds
@@ -24,6 +25,7 @@ export async function writeDirAtomically<T>(out: string, marker: string, fill: (
   const tag = `${process.pid}-${randomBytes(4).toString('hex')}`;
   const tmp = join(dirname(target), `.${basename(target)}.tmp-${tag}`);
   await mkdir(tmp);
+  trackTemp(tmp);
   try {
     const result = await fill(tmp);
     if (existing) {
@@ -34,9 +36,10 @@ export async function writeDirAtomically<T>(out: string, marker: string, fill: (
     } else {
       await rename(tmp, target);
     }
+    forgetTemp(tmp);
     return result;
   } catch (e) {
-    await rm(tmp, { recursive: true, force: true });
+    await removeTemp(tmp);
     throw e;
   }
 }

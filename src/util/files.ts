@@ -1,10 +1,22 @@
 /** Path safety and hashing for files named by manifests and models (no protobuf: the runtime uses this). */
 import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { open, realpath } from 'node:fs/promises';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { fail } from '../errors.js';
 
 const CHUNK = 16 << 20;
+
+/**
+ * Refuses a file whose real location (symlinks followed) is outside `dir`'s: a symlink in a model
+ * folder pointing elsewhere escapes the folder as a `../` external-data path would.
+ */
+export async function realInside(dir: string, path: string, what: string): Promise<void> {
+  const [root, real] = await Promise.all([realpath(dir), realpath(path)]);
+  const rel = relative(root, real);
+  if (rel === '' || rel.startsWith('..') || isAbsolute(rel))
+    throw fail('E_PATH_ESCAPE', `${what}: ${path} is a link to ${real}, outside ${dir}`,
+      { hint: 'copy the file into the model folder instead of linking to it' });
+}
 
 /** Resolves a relative path from a model or manifest, refusing any that leaves `dir`. */
 export function resolveInside(dir: string, location: string, what: string): string {
