@@ -20,13 +20,14 @@ import { runVerb } from './run.js';
 
 export const VERSION = '0.1.0';
 
-export function buildProgram(): Command {
+/** The program; with `json`, commander's own error text is not printed (main prints the error as JSON). */
+export function buildProgram(opts: { json?: boolean } = {}): Command {
   const program = new Command('nanomind')
     .description('compile and run large multimodal models as bricks on small boards')
     .version(VERSION)
-    .showHelpAfterError('(run with --help for usage)')
+    .showHelpAfterError(opts.json ? false : '(run with --help for usage)')
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    .configureOutput({ writeErr: (s) => { if (!opts.json) process.stderr.write(s); } });
   for (const verb of [demoVerb, pullVerb, inspectVerb, partitionVerb, quantizeVerb, compileVerb, planVerb, runVerb, chatVerb, benchVerb, evalVerb, deployVerb]) verb(program);
   for (const c of program.commands) c.exitOverride();
   return program;
@@ -34,13 +35,19 @@ export function buildProgram(): Command {
 
 export async function main(argv: readonly string[]): Promise<number> {
   const json = argv.includes('--json');
+  // No verb at all is a usage error (docs/cli.md): the help goes to stderr and the exit code is 2.
+  if (argv.length <= 2) {
+    process.stderr.write(buildProgram().helpInformation());
+    return 2;
+  }
   try {
-    await buildProgram().parseAsync([...argv]);
+    await buildProgram({ json }).parseAsync([...argv]);
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return 0;
-      if (json) process.stdout.write(JSON.stringify({ error: { code: 'E_USAGE', message: e.message.replace(/^error: /, '') } }) + '\n');
+      // Same shape as any other error under --json (commander printed the text form already otherwise).
+      if (json) process.stdout.write(JSON.stringify({ error: { code: 'E_USAGE', message: e.message.replace(/^error: /, ''), hint: 'run with --help for usage' } }, null, 2) + '\n');
       return 2;
     }
     if (isNanomindError(e)) {

@@ -45,7 +45,7 @@ export const quantizeVerb = (program: Command) => program
       result = await quantizeBricks({
         dir, out: f.out, recipe: f.recipe, overrides: parseBrickOverrides(f.brick), calib,
         calibMethod: f.calibMethod as 'minmax', algorithm: f.algo as 'awq', compareAlgorithms: f.compare, symmetric: !f.asymmetric,
-        accuracyLevel: parseNumber('--accuracy-level', f.accuracyLevel, { min: 0, integer: true }),
+        accuracyLevel: parseNumber('--accuracy-level', f.accuracyLevel, { min: 0, max: 4, integer: true }),
         heldOut: parseNumber('--held-out', f.heldOut, { min: 1, integer: true }),
         newTokens: parseNumber('--tokens', f.tokens, { min: 0, integer: true }),
         evaluate: f.eval !== false, evalSet: typeof f.eval === 'string' ? f.eval : undefined, sweep: typeof f.sweep === 'string' ? parseSweepGrid(f.sweep) : f.sweep,

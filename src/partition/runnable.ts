@@ -2,8 +2,7 @@
  * What the runtime commands accept besides a brick set or bundle: a model (an onnx-community folder or
  * a monolithic .onnx), partitioned into a temp brick set for the one run, as `eval` and `run` need.
  */
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { BRICKS_FILE } from '../formats/bricks.js';
 import { BUNDLE_FILE } from '../formats/bundle.js';

@@ -12,8 +12,8 @@
  * scratch (encoder and full prefill): the time prefix reuse saves. With a vision encoder, a stream of
  * images is answered with encoding overlapped with decoding (the TABM ring) and one after another.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { cpus, arch, platform, tmpdir, totalmem } from 'node:os';
+import { writeFile } from 'node:fs/promises';
+import { cpus, arch, platform, totalmem } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { fail } from '../errors.js';

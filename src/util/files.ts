@@ -1,10 +1,22 @@
 /** Path safety and hashing for files named by manifests and models (no protobuf: the runtime uses this). */
 import { createHash } from 'node:crypto';
-import { open, realpath } from 'node:fs/promises';
-import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { open, realpath, stat } from 'node:fs/promises';
+import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import { fail } from '../errors.js';
 
 const CHUNK = 16 << 20;
+
+/**
+ * Checks, before any work, that `file` (named by `flag`, e.g. `--svg`) can be written: its folder
+ * exists and it is not itself a folder. Output files are written whole or not at all by their writers.
+ */
+export async function checkOutputFile(file: string, flag: string): Promise<void> {
+  const parent = await stat(dirname(resolve(file))).catch(() => undefined);
+  if (!parent?.isDirectory())
+    throw fail('E_OUTPUT_PATH', `${flag} ${file}: the folder ${dirname(resolve(file))} does not exist`, { hint: 'create it first, or choose another path' });
+  const st = await stat(file).catch(() => undefined);
+  if (st && !st.isFile()) throw fail('E_OUTPUT_PATH', `${flag} ${file}: is a ${st.isDirectory() ? 'directory' : 'special file'}`, { hint: `give ${flag} a file name, e.g. ${file.replace(/\/$/, '')}/plan.${flag === '--svg' ? 'svg' : 'json'}` });
+}
 
 /**
  * Refuses a file whose real location (symlinks followed) is outside `dir`'s: a symlink in a model
