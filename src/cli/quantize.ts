@@ -39,7 +39,7 @@ export const quantizeVerb = (program: Command) => program
     if (!CALIB_METHODS.includes(f.calibMethod as never)) throw fail('E_USAGE', `--calib-method '${f.calibMethod}': expected ${CALIB_METHODS.join(', ')}`);
     if (f.algo !== 'awq' && f.algo !== 'rtn') throw fail('E_USAGE', `--algo '${f.algo}': expected awq or rtn`);
     const calib = f.calib === undefined ? undefined : /^\d+$/.test(f.calib) ? parseNumber('--calib', f.calib, { min: 1, integer: true }) : f.calib;
-    const progress = stageProgress(8, f.json);
+    const progress = stageProgress(undefined, f.json);
     let result: QuantizeResult;
     try {
       result = await quantizeBricks({

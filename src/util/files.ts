@@ -19,11 +19,23 @@ export async function checkOutputFile(file: string, flag: string): Promise<void>
 }
 
 /**
+ * The folder links may point into: `dir` itself, or for a Hugging Face cache snapshot
+ * (`models--ORG--NAME/snapshots/REV/...`, whose files are links to `../../blobs/SHA`) the repo's cache
+ * folder `models--ORG--NAME`.
+ */
+export function linkRoot(dir: string): string {
+  const parts = dir.split(sep);
+  for (let i = parts.length - 2; i >= 1; i--)
+    if (parts[i] === 'snapshots' && parts[i - 1].startsWith('models--')) return parts.slice(0, i).join(sep) || sep;
+  return dir;
+}
+
+/**
  * Refuses a file whose real location (symlinks followed) is outside `dir`'s: a symlink in a model
  * folder pointing elsewhere escapes the folder as a `../` external-data path would.
  */
 export async function realInside(dir: string, path: string, what: string): Promise<void> {
-  const [root, real] = await Promise.all([realpath(dir), realpath(path)]);
+  const [root, real] = await Promise.all([realpath(linkRoot(resolve(dir))), realpath(path)]);
   const rel = relative(root, real);
   if (rel === '' || rel.startsWith('..') || isAbsolute(rel))
     throw fail('E_PATH_ESCAPE', `${what}: ${path} is a link to ${real}, outside ${dir}`,

@@ -5,10 +5,11 @@
  * Oracle: the corpus' own expected codes, and the file system.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EMBEDDED_MODEL } from '../../src/eval/embedded.js';
 import { BIN } from '../cli-helper.js';
 import { writeCorpus, type CorpusCase } from './corpus.js';
 
@@ -66,6 +67,20 @@ describe('malformed and hostile inputs', () => {
     await Promise.all([worker(), worker()]);
     expect(failures).toEqual([]);
   }, 120_000);
+
+  it('a Hugging Face cache snapshot (files linking to ../../blobs) is not an escape', async () => {
+    const repo = join(root, 'hf', 'models--org--tiny');
+    await mkdir(join(repo, 'blobs'), { recursive: true });
+    await mkdir(join(repo, 'snapshots', 'abc123'), { recursive: true });
+    await copyFile(join(EMBEDDED_MODEL, 'monolithic', 'model.onnx'), join(repo, 'blobs', 'f00d'));
+    await symlink(join('..', '..', 'blobs', 'f00d'), join(repo, 'snapshots', 'abc123', 'model.onnx'));
+    const r = await cli(['inspect', join(repo, 'snapshots', 'abc123')]);
+    expect(r.code, r.stderr).toBe(0);
+    // The same link from a folder that is not a cache snapshot is refused.
+    await mkdir(join(repo, 'plain'));
+    await symlink(join('..', 'blobs', 'f00d'), join(repo, 'plain', 'model.onnx'));
+    expect((await cli(['inspect', join(repo, 'plain')])).stderr).toMatch(/^error\[E_PATH_ESCAPE\] /);
+  });
 
   it('under --json, the error JSON and nothing else; inspect lists every problem of an invalid graph', async () => {
     for (const c of cases.filter((x) => x.name === 'undefined-input' || x.name === 'tokenizer-wrong-types')) {
