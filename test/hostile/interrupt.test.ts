@@ -48,4 +48,23 @@ describe('Ctrl-C', () => {
     expect(r.code).toBe(130);
     expect(await readdir(outs)).toEqual([]);
   }, 60_000);
+
+  it('a program with its own SIGINT handler (a server) keeps control; the temp folder is still removed', async () => {
+    const tmp = join(root, 'tmp-own');
+    await mkdir(tmp);
+    const script = `
+      const { makeTemp } = await import(${JSON.stringify(join(import.meta.dirname, '..', '..', 'dist', 'util', 'temp.js'))});
+      const dir = await makeTemp('own');
+      process.on('SIGINT', () => { console.log('own handler'); setTimeout(() => process.exit(0), 20); });
+      process.kill(process.pid, 'SIGINT');
+      setTimeout(() => {}, 5000);`;
+    const out = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+      const c = spawn(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, TMPDIR: tmp } });
+      let stdout = '';
+      c.stdout.on('data', (d) => { stdout += d; });
+      c.on('exit', (code) => resolve({ code, stdout }));
+    });
+    expect(out).toEqual({ code: 0, stdout: 'own handler\n' });
+    expect(await readdir(tmp)).toEqual([]);
+  });
 });
