@@ -68,6 +68,21 @@ describe('malformed and hostile inputs', () => {
     expect(failures).toEqual([]);
   }, 120_000);
 
+  it('chat, bench and eval (which partition a model folder first) refuse them the same way', async () => {
+    const failures: string[] = [];
+    const picked = cases.filter((c) => ['raw-data-short', 'symlinked-model', 'tokenizer-not-json', 'config-wrong-types'].includes(c.name));
+    expect(picked).toHaveLength(4);
+    for (const c of picked)
+      for (const verb of ['chat', 'bench', 'eval']) {
+        const r = await cli([verb, c.path], `${verb}-${c.name}`);
+        const where = `${verb} ${c.name}`;
+        if (r.code !== 1 || !r.stderr.startsWith(`error[${c.expect}] `)) failures.push(`${where}: exit ${r.code}: ${r.stderr.slice(0, 300)}`);
+        if (/internal error|\n\s+at /.test(r.stderr)) failures.push(`${where}: stack trace`);
+        if (r.left.length) failures.push(`${where}: left ${r.left.join(', ')}`);
+      }
+    expect(failures).toEqual([]);
+  }, 60_000);
+
   it('a Hugging Face cache snapshot (files linking to ../../blobs) is not an escape', async () => {
     const repo = join(root, 'hf', 'models--org--tiny');
     await mkdir(join(repo, 'blobs'), { recursive: true });

@@ -3,9 +3,9 @@
  * folder or file that every command reading models must refuse with one error line and exit 1.
  * `expect` is the error code the case must produce at intake.
  */
-import { copyFile, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { create, toBinary } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { ModelProtoSchema, NodeProtoSchema, type ModelProto } from 'onnx-buf';
 import { GraphBuilder, makeTensor } from '../../src/onnx/builder.js';
 import { EMBEDDED_MODEL } from '../../src/eval/embedded.js';
@@ -68,6 +68,21 @@ export async function writeCorpus(root: string, outside: string): Promise<Corpus
   await mkdir(join(root, 'symlinked-model'));
   await symlink(join(outside, 'model.onnx'), join(root, 'symlinked-model', 'model.onnx'));
   cases.push({ name: 'symlinked-model', path: join(root, 'symlinked-model'), expect: 'E_PATH_ESCAPE', verbs: ['inspect', 'partition', 'run'] });
+
+  // A real model whose image input declares an absurd static shape: verification must not allocate it.
+  {
+    const dir = join(root, 'absurd-input-shape');
+    await mkdir(dir);
+    const m = fromBinary(ModelProtoSchema, await readFile(join(EMBEDDED_MODEL, 'monolithic', 'model.onnx')));
+    const px = m.graph!.input.find((i) => i.name === 'pixel_values')!;
+    const shape = (px.type!.value.value as { shape: { dim: { value: unknown }[] } }).shape;
+    shape.dim[2].value = { case: 'dimValue', value: 10_000_000n };
+    shape.dim[3].value = { case: 'dimValue', value: 10_000_000n };
+    await writeFile(join(dir, 'model.onnx'), toBinary(ModelProtoSchema, m));
+    for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'preprocessor_config.json'])
+      await copyFile(join(EMBEDDED_MODEL, f), join(dir, f));
+    cases.push({ name: 'absurd-input-shape', path: dir, expect: 'E_VERIFY_SHAPE', verbs: ['partition', 'run'] });
+  }
 
   // The embedded model's split folder with one tokenizer / config / processor file broken.
   const aux: Record<string, { expect: string; file: string; text?: string; link?: true }> = {
