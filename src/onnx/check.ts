@@ -7,8 +7,9 @@
  *   element count that is a safe integer, and inline data exactly as long as the dims say (raw_data
  *   bytes, or entries of the typed field); external data is checked against its file by model-io.ts.
  * - graphs: every node input is defined (graph input, initializer, a node output, or the enclosing
- *   graph's values for If/Loop/Scan bodies), every graph output is produced, and every node's domain is
- *   declared in opset_import (or is a model-local function's domain).
+ *   graph's values for If/Loop/Scan bodies), each value has one producer, every graph output is
+ *   produced, and every node's domain (the default one too) is declared in opset_import (or is a
+ *   model-local function's domain). Cycles are found by Graph's topological sort (E_ONNX_GRAPH).
  */
 import { TensorProto_DataLocation, type GraphProto, type ModelProto, type TensorProto } from 'onnx-buf';
 import { fail } from '../errors.js';
@@ -19,7 +20,7 @@ const DEFAULT_DOMAINS = new Set(['', 'ai.onnx']);
 /** Every problem of `model`, one line each, naming the tensor, node or value. */
 export function modelProblems(model: ModelProto): string[] {
   const problems: string[] = [];
-  const domains = new Set([...model.opsetImport.map((o) => o.domain), ...model.functions.map((f) => f.domain)]);
+  const domains = new Set([...model.opsetImport.map((o) => o.domain || 'ai.onnx'), ...model.functions.map((f) => f.domain)]);
   if (model.graph) graphProblems(model.graph, new Set(), domains, problems, '');
   return problems;
 }
@@ -36,11 +37,21 @@ function graphProblems(g: GraphProto, outer: ReadonlySet<string>, domains: Reado
   const at = where ? `${where}: ` : '';
   for (const t of g.initializer) tensorProblems(t, `${at}initializer '${t.name}'`, out);
   const defined = new Set<string>([...outer, ...g.input.map((i) => i.name), ...g.initializer.map((t) => t.name)]);
-  for (const n of g.node) for (const o of n.output) if (o) defined.add(o);
+  const producer = new Map<string, string>();
+  g.node.forEach((n, i) => {
+    for (const o of n.output) {
+      if (!o) continue;
+      const name = n.name || `#${i}`;
+      if (producer.has(o)) out.push(`${at}value '${o}' is produced by two nodes ('${producer.get(o)}' and '${name}')`);
+      else if (defined.has(o) && !outer.has(o)) out.push(`${at}node '${name}' (${n.opType}) overwrites graph input or initializer '${o}'`);
+      producer.set(o, name);
+    }
+  });
+  for (const o of producer.keys()) defined.add(o);
   g.node.forEach((n, i) => {
     const node = `${at}node '${n.name || `#${i}`}' (${n.opType})`;
-    if (!DEFAULT_DOMAINS.has(n.domain) && !domains.has(n.domain))
-      out.push(`${node}: domain '${n.domain}' is not declared in opset_import`);
+    if (!domains.has(DEFAULT_DOMAINS.has(n.domain) ? 'ai.onnx' : n.domain))
+      out.push(`${node}: domain '${n.domain || 'ai.onnx'}' is not declared in opset_import`);
     for (const v of n.input) if (v && !defined.has(v)) out.push(`${node}: input '${v}' is not defined by any graph input, initializer or node`);
     for (const a of n.attribute) {
       if (a.t) tensorProblems(a.t, `${node} attribute '${a.name}'`, out);

@@ -44,7 +44,7 @@ const argsFor = (verb: string, c: CorpusCase, json: boolean): string[] => [
 describe('malformed and hostile inputs', () => {
   it('the corpus has every kind of case the issue lists', () => {
     expect(cases.map((c) => c.name)).toEqual(expect.arrayContaining(['raw-data-short', 'negative-dims', 'overflowing-dims', 'absurd-shape-no-data',
-      'constant-claims-more', 'undefined-input', 'unproduced-output', 'undeclared-domain', 'symlinked-model', 'tokenizer-not-json', 'config-wrong-types', 'preprocessor-wrong-types']));
+      'constant-claims-more', 'undefined-input', 'unproduced-output', 'undeclared-domain', 'duplicate-producer', 'cycle', 'symlinked-model', 'tokenizer-not-json', 'config-wrong-types', 'preprocessor-wrong-types']));
   });
 
   it('each case, through each command that reads models: one error line, exit 1, nothing written', async () => {

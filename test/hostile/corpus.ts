@@ -6,7 +6,7 @@
 import { copyFile, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import { ModelProtoSchema, NodeProtoSchema, type ModelProto } from 'onnx-buf';
+import { ModelProtoSchema, NodeProtoSchema, OperatorSetIdProtoSchema, type ModelProto } from 'onnx-buf';
 import { GraphBuilder, makeTensor } from '../../src/onnx/builder.js';
 import { EMBEDDED_MODEL } from '../../src/eval/embedded.js';
 
@@ -46,6 +46,15 @@ const MODEL_CASES: Record<string, { expect: string; edit: (m: ModelProto) => voi
   'undefined-input': { expect: 'E_ONNX_INVALID', edit: (m) => { m.graph!.node[0].input[1] = 'nowhere'; } },
   'unproduced-output': { expect: 'E_ONNX_INVALID', edit: (m) => { m.graph!.output[0].name = 'ghost'; } },
   'undeclared-domain': { expect: 'E_ONNX_INVALID', edit: (m) => { m.graph!.node[0].domain = 'com.example.evil'; } },
+  'duplicate-producer': { expect: 'E_ONNX_INVALID', edit: (m) => { m.graph!.node.push(create(NodeProtoSchema, { name: 'again', opType: 'Relu', input: ['x'], output: [m.graph!.node[0].output[0]] })); } },
+  'no-default-opset': { expect: 'E_ONNX_INVALID', edit: (m) => { m.opsetImport = m.opsetImport.filter((o) => o.domain !== '' && o.domain !== 'ai.onnx'); m.opsetImport.push(create(OperatorSetIdProtoSchema, { domain: 'com.microsoft', version: 1n })); } },
+  cycle: {
+    expect: 'E_ONNX_GRAPH',
+    edit: (m) => { // add's output feeds a Relu whose output feeds the MatMul that add reads
+      m.graph!.node.push(create(NodeProtoSchema, { name: 'loop', opType: 'Relu', input: [m.graph!.node[1].output[0]], output: ['back'] }));
+      m.graph!.node[0].input[0] = 'back';
+    },
+  },
   'two-problems': { expect: 'E_ONNX_INVALID', edit: (m) => { m.graph!.node[0].domain = 'com.example.evil'; m.graph!.node[1].input[1] = 'nowhere'; } },
 };
 
