@@ -37,7 +37,7 @@ export const deployVerb = (program: Command) => program
         run: f.run === undefined ? undefined : ['run', '{bundle}', '--prompt', f.run],
         probeFreeKb: parseNumber('NANOMIND_PROBE_FREE_KB', process.env.NANOMIND_PROBE_FREE_KB, { min: 0 }),
         onStage: (s) => progress?.stage(s),
-        onReadiness: (rows) => { if (!f.json) process.stderr.write(renderReadiness(rows)); progress = stageProgress(undefined, f.json); },
+        onReadiness: (rows) => { if (!f.json) process.stderr.write(renderReadiness(rows)); progress = stageProgress(4, f.json); },
         onFile: (rel) => progress?.stage(`sent ${rel}`),
         // Remote output streams through as it comes; with --json it is in the result instead.
         onOutput: (stream, s) => { if (!f.json) (stream === 'stdout' ? process.stdout : process.stderr).write(s); },

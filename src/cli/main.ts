@@ -20,14 +20,13 @@ import { runVerb } from './run.js';
 
 export const VERSION = '0.1.0';
 
-/** The program; with `json`, commander's own error text is not printed (main prints the error as JSON). */
-export function buildProgram(opts: { json?: boolean } = {}): Command {
+export function buildProgram(): Command {
   const program = new Command('nanomind')
     .description('compile and run large multimodal models as bricks on small boards')
     .version(VERSION)
-    .showHelpAfterError(opts.json ? false : '(run with --help for usage)')
+    .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
-    .configureOutput({ writeErr: (s) => { if (!opts.json) process.stderr.write(s); } });
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   for (const verb of [demoVerb, pullVerb, inspectVerb, partitionVerb, quantizeVerb, compileVerb, planVerb, runVerb, chatVerb, benchVerb, evalVerb, deployVerb]) verb(program);
   for (const c of program.commands) c.exitOverride();
   return program;
@@ -41,7 +40,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 2;
   }
   try {
-    await buildProgram({ json }).parseAsync([...argv]);
+    const program = buildProgram();
+    // Under --json the error is printed once, as JSON, below: commander's own text is silenced.
+    if (json) for (const c of [program, ...program.commands]) c.showHelpAfterError(false).configureOutput({ writeErr: () => {} });
+    await program.parseAsync([...argv]);
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) {

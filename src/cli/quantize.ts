@@ -18,7 +18,7 @@ export const quantizeVerb = (program: Command) => program
   .requiredOption('-o, --out <dir>', 'output brick set (written atomically)')
   .option('--recipe <name>', 'hybrid | npu-int8 | cpu-q4 | all-fp16 | fp32', 'hybrid')
   .option('--brick <kind=format>', 'override one brick by kind or name, e.g. decoder=w4a16-g128 (fp32, fp16, w8a8, w8a16[-gN], w4a16-gN)', collect, [])
-  .option('--calib <N|builtin|DIR>', "calibration: N seeded random samples; builtin (the embedded model's calibration questions); a folder of questions with eval.jsonl (as `nanomind eval` reads it); or a folder of <input>[.<k>].npy files (default: 16)")
+  .option('--calib <N|DIR>', 'calibration: N seeded random samples, or a directory of <input>[.<k>].npy files (default: 16)')
   .option('--calib-method <m>', 'activation ranges for w8a8: minmax | percentile | entropy', 'minmax')
   .option('--algo <a>', '4-bit weights: awq (activation-aware, needs calibration) | rtn (round to nearest)', 'awq')
   .option('--no-compare', 'do not also quantize 4-bit bricks with the other algorithm for the report')

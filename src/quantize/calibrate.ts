@@ -4,10 +4,10 @@
  * linked, copied only across filesystems), which runs one sample at a time, every output folded into bounded accumulators
  * (./stats.ts) and dropped. Histogram methods take a second pass over the range the first pass found.
  */
-import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import { create, toBinary } from '@bufbuild/protobuf';
 import { copyFile, link, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import ort from 'onnxruntime-node';
 import { GraphProtoSchema, ModelProtoSchema, type ModelProto } from 'onnx-buf';
 import { makeValueInfo } from '../onnx/builder.js';

@@ -5,9 +5,9 @@
  * audio preprocessing), and the answer's token ids followed by the first stop id, so an exact match
  * means the same answer and nothing after it.
  */
-import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import ort from 'onnxruntime-node';
 import { EMBEDDED_EVAL_SET } from '../eval/embedded.js';
 import { loadEvalSet as loadQuestionSet } from '../eval/index.js';

@@ -8,9 +8,9 @@
  * decoder over the whole sequence each step with an empty cache (slow, but obviously correct and
  * independent of the runtime), which the tests use as the reference.
  */
-import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
+import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import ort from 'onnxruntime-node';
 import { fail } from '../errors.js';
 import type { BricksManifest } from '../formats/bricks.js';

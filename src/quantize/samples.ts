@@ -10,9 +10,9 @@
  * N(0, 1); prompts are the placeholder rows each merge needs followed by built-in questions tokenized
  * with the set's tokenizer.json (random text ids when the set has none).
  */
-import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import ort from 'onnxruntime-node';
 import { fail } from '../errors.js';
 import type { BrickEntry, BricksManifest, TensorSpec } from '../formats/bricks.js';
