@@ -21,6 +21,9 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
+// ONNX Runtime telemetry off for this script and every process it starts (src/util/no-telemetry.ts).
+process.env.ORT_DISABLE_TELEMETRY = '1';
+
 const here = new URL('.', import.meta.url).pathname;
 const dist = join(here, '..', 'dist');
 const { values: a } = parseArgs({

@@ -12,6 +12,9 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
+// ONNX Runtime telemetry off for this script and every process it starts (src/util/no-telemetry.ts).
+process.env.ORT_DISABLE_TELEMETRY = '1';
+
 const here = new URL('.', import.meta.url).pathname;
 const { positionals, values } = parseArgs({ allowPositionals: true, options: { gb: { type: 'string', default: '1' }, keep: { type: 'string' }, runs: { type: 'string', default: '3' }, verify: { type: 'boolean', default: false }, images: { type: 'string', default: '16' }, 'max-tokens': { type: 'string', default: '16' }, threads: { type: 'string' } } });
 const machine = `${cpus()[0]?.model ?? 'cpu'} × ${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;

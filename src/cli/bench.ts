@@ -45,7 +45,7 @@ export const benchVerb = (program: Command) => program
     const { bench } = await import('../run/bench.js');
     const runs = parseNumber('--runs', f.runs, { min: 1, integer: true });
     const runnable = await withRunnableDir(model);
-    const progress = stageProgress(8, f.json);
+    const progress = stageProgress(undefined, f.json);
     let r: BenchResult;
     try {
       r = await bench({
@@ -70,7 +70,7 @@ async function calibrate(f: BenchFlags): Promise<void> {
     threads: parseNumber('--threads', f.threads, { min: 1, integer: true }),
   };
   const { calibrateHost, writeTargetFile } = await import('../compile/calibrate.js');
-  const progress = stageProgress(4, f.json);
+  const progress = stageProgress(undefined, f.json);
   let profile: TargetProfile;
   try {
     profile = await calibrateHost({ ...opts, onStage: (s) => progress.stage(s) });

@@ -11,7 +11,7 @@ interface ChatFlags {
 
 export const chatVerb = (program: Command) => program
   .command('chat [model]')
-  .description('chat with a brick set or bundle in the terminal (line by line when stdin is not a terminal)')
+  .description('chat with a brick set, bundle or model folder in the terminal (line by line when stdin is not a terminal); [model] is required unless --remote')
   .option('--system <text>', 'system message')
   .option('--max-tokens <n>', 'new tokens per answer at most', '256')
   .option('--temperature <t>', "0 = greedy (default: the model's generation_config, greedy if none)")

@@ -41,7 +41,7 @@ export const compileVerb = (program: Command) => program
   .action(async (dir: string, f: CompileFlags) => {
     if (!OBJECTIVES.includes(f.objective)) throw fail('E_USAGE', `--objective '${f.objective}': expected ${OBJECTIVES.join(', ')}`);
     const { compile } = await import('../compile/index.js');
-    const progress = stageProgress(6, f.json);
+    const progress = stageProgress(undefined, f.json);
     let r: CompileResult;
     try {
       r = await compile({

@@ -11,7 +11,7 @@ export const demoVerb = (program: Command) => program
   .option('--json', 'print the result as JSON')
   .action(async (f: DemoFlags) => {
     const { runDemo } = await import('../demo/index.js');
-    const progress = stageProgress(4, f.json);
+    const progress = stageProgress(undefined, f.json);
     const result = await runDemo({ out: f.out, onStage: (s) => progress.stage(s) }).finally(() => progress.stop());
     emit(result, f.json, (r) => {
       let out = 'nanomind demo: the embedded shapes-vlm model (trained; image + typed or spoken question → short answer)\n\n';

@@ -47,7 +47,7 @@ export const deployVerb = (program: Command) => program
         } : undefined,
         probeFreeKb: parseNumber('NANOMIND_PROBE_FREE_KB', process.env.NANOMIND_PROBE_FREE_KB, { min: 0 }),
         onStage: (s) => progress?.stage(s),
-        onReadiness: (rows) => { if (!f.json) process.stderr.write(renderReadiness(rows)); progress = stageProgress(4 + (f.run === undefined ? 0 : 1) + (f.serve ? 1 : 0), f.json); },
+        onReadiness: (rows) => { if (!f.json) process.stderr.write(renderReadiness(rows)); progress = stageProgress(undefined, f.json); },
         onFile: (rel) => progress?.stage(`sent ${rel}`),
         // Remote output streams through as it comes; with --json it is in the result instead.
         onOutput: (stream, s) => { if (!f.json) (stream === 'stdout' ? process.stdout : process.stderr).write(s); },

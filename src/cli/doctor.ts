@@ -15,8 +15,9 @@ export const doctorVerb = (program: Command) => program
   .option('--json', 'print the report as JSON')
   .action(async (bundle: string | undefined, f: DoctorFlags) => {
     const { probeMachine, checkBundle } = await import('../run/doctor.js');
-    const machine = await probeMachine();
+    // The bundle first: a bad path is one error line, before any backend probe prints (Dawn warns on stderr).
     const bricks = bundle ? await checkBundle(bundle, { threads: parseNumber('--threads', f.threads, { min: 1, integer: true }) }) : undefined;
+    const machine = await probeMachine();
     emit<DoctorReport>({ machine, ...(bricks ? { bundle: bricks } : {}) }, f.json, renderDoctor);
   });
 

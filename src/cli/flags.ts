@@ -18,11 +18,20 @@ export function parseCuts(items: readonly string[]): Partial<Record<BrickKind, s
   return cuts;
 }
 
-export function parseNumber(name: string, value: string | undefined, opts: { min?: number; integer?: boolean } = {}): number | undefined {
+/**
+ * A numeric flag, checked: a number (an integer with `integer`), ≥ `min` (> `min` with `minExclusive`),
+ * ≤ `max`. Out of range is a usage error (exit 2), as the library's own range checks would be exit 1.
+ */
+export function parseNumber(name: string, value: string | undefined, opts: { min?: number; max?: number; minExclusive?: boolean; integer?: boolean } = {}): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (!Number.isFinite(n) || (opts.integer && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min))
-    throw fail('E_USAGE', `${name} '${value}': expected ${opts.integer ? 'an integer' : 'a number'}${opts.min !== undefined ? ` ≥ ${opts.min}` : ''}`);
+  const low = opts.min === undefined || (opts.minExclusive ? n > opts.min : n >= opts.min);
+  const high = opts.max === undefined || n <= opts.max;
+  if (value.trim() === '' || !Number.isFinite(n) || (opts.integer && !Number.isInteger(n)) || !low || !high) {
+    const range = opts.min !== undefined && opts.max !== undefined ? ` in ${opts.minExclusive ? '(' : '['}${opts.min}, ${opts.max}]`
+      : opts.min !== undefined ? ` ${opts.minExclusive ? '>' : '≥'} ${opts.min}` : opts.max !== undefined ? ` ≤ ${opts.max}` : '';
+    throw fail('E_USAGE', `${name} '${value}': expected ${opts.integer ? 'an integer' : 'a number'}${range}`);
+  }
   return n;
 }
 
@@ -36,9 +45,9 @@ export function samplingFlags(f: SamplingFlags): SamplingOptions | undefined {
   const s = {
     temperature: parseNumber('--temperature', f.temperature, { min: 0 }),
     topK: parseNumber('--top-k', f.topK, { min: 0, integer: true }),
-    topP: parseNumber('--top-p', f.topP, { min: 0 }),
-    repetitionPenalty: parseNumber('--repetition-penalty', f.repetitionPenalty, { min: 0 }),
-    seed: parseNumber('--seed', f.seed, { min: 0, integer: true }),
+    topP: parseNumber('--top-p', f.topP, { min: 0, max: 1, minExclusive: true }),
+    repetitionPenalty: parseNumber('--repetition-penalty', f.repetitionPenalty, { min: 0, minExclusive: true }),
+    seed: parseNumber('--seed', f.seed, { min: 0, max: 2 ** 32 - 1, integer: true }),
   };
   const given = Object.fromEntries(Object.entries(s).filter(([, v]) => v !== undefined));
   return Object.keys(given).length ? { temperature: 1, ...given } : undefined;

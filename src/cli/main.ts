@@ -36,13 +36,22 @@ export function buildProgram(): Command {
 
 export async function main(argv: readonly string[]): Promise<number> {
   const json = argv.includes('--json');
+  // No verb at all is a usage error (docs/cli.md): the help goes to stderr and the exit code is 2.
+  if (argv.length <= 2) {
+    process.stderr.write(buildProgram().helpInformation());
+    return 2;
+  }
   try {
-    await buildProgram().parseAsync([...argv]);
+    const program = buildProgram();
+    // Under --json the error is printed once, as JSON, below: commander's own text is silenced.
+    if (json) for (const c of [program, ...program.commands]) c.showHelpAfterError(false).configureOutput({ writeErr: () => {} });
+    await program.parseAsync([...argv]);
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return 0;
-      if (json) process.stdout.write(JSON.stringify({ error: { code: 'E_USAGE', message: e.message.replace(/^error: /, '') } }) + '\n');
+      // Same shape as any other error under --json (commander printed the text form already otherwise).
+      if (json) process.stdout.write(JSON.stringify({ error: { code: 'E_USAGE', message: e.message.replace(/^error: /, ''), hint: 'run with --help for usage' } }, null, 2) + '\n');
       return 2;
     }
     if (isNanomindError(e)) {

@@ -21,7 +21,7 @@ export const partitionVerb = (program: Command) => program
   .option('--json', 'print the result as JSON')
   .action(async (model: string, f: PartitionFlags) => {
     const { partition } = await import('../partition/index.js');
-    const progress = stageProgress(6, f.json);
+    const progress = stageProgress(undefined, f.json);
     let result: PartitionResult;
     try {
       result = await partition({

@@ -39,13 +39,13 @@ export const quantizeVerb = (program: Command) => program
     if (!CALIB_METHODS.includes(f.calibMethod as never)) throw fail('E_USAGE', `--calib-method '${f.calibMethod}': expected ${CALIB_METHODS.join(', ')}`);
     if (!['auto', 'awq', 'rtn'].includes(f.algo)) throw fail('E_USAGE', `--algo '${f.algo}': expected auto, awq or rtn`);
     const calib = f.calib === undefined ? undefined : /^\d+$/.test(f.calib) ? parseNumber('--calib', f.calib, { min: 1, integer: true }) : f.calib;
-    const progress = stageProgress(8, f.json);
+    const progress = stageProgress(undefined, f.json);
     let result: QuantizeResult;
     try {
       result = await quantizeBricks({
         dir, out: f.out, recipe: f.recipe, overrides: parseBrickOverrides(f.brick), calib,
         calibMethod: f.calibMethod as 'minmax', algorithm: f.algo as 'awq', compareAlgorithms: f.compare, symmetric: !f.asymmetric,
-        accuracyLevel: parseNumber('--accuracy-level', f.accuracyLevel, { min: 0, integer: true }),
+        accuracyLevel: parseNumber('--accuracy-level', f.accuracyLevel, { min: 0, max: 4, integer: true }),
         heldOut: parseNumber('--held-out', f.heldOut, { min: 1, integer: true }),
         newTokens: parseNumber('--tokens', f.tokens, { min: 0, integer: true }),
         evaluate: f.eval !== false, evalSet: typeof f.eval === 'string' ? f.eval : undefined, sweep: typeof f.sweep === 'string' ? parseSweepGrid(f.sweep) : f.sweep,

@@ -7,6 +7,7 @@
 import { join } from 'node:path';
 import { readBricksManifest, type BrickEntry, type BricksManifest, type TensorSpec } from '../formats/bricks.js';
 import { readJsonFile } from '../formats/json-file.js';
+import { fail } from '../errors.js';
 import { dtypeInfo, dtypeFromName } from '../onnx/dtype.js';
 import { loadModel } from '../onnx/model-io.js';
 import type { GraphProto } from 'onnx-buf';
@@ -76,6 +77,10 @@ export async function analyzeBrickSet(dir: string, opts: { maxContext?: number }
   const preFile = manifest.files.find((f) => f.path === 'preprocessor_config.json');
   const preprocessor = preFile ? await readJsonFile(join(dir, preFile.path), 'E_CONFIG_INVALID') as Record<string, any> : undefined;
   const maxPos = config?.text_config?.max_position_embeddings ?? config?.max_position_embeddings;
+  // A KV cache longer than the positions the model was trained on would produce garbage past them.
+  if (opts.maxContext !== undefined && typeof maxPos === 'number' && opts.maxContext > maxPos)
+    throw fail('E_USAGE', `--max-context ${opts.maxContext}: the model has ${maxPos} positions (max_position_embeddings in config.json)`,
+      { hint: `use --max-context ${maxPos} or less` });
   const maxContext = opts.maxContext ?? (typeof maxPos === 'number' ? Math.min(maxPos, 4096) : 2048);
   const bricks: BrickInfo[] = [];
   for (const entry of manifest.bricks) bricks.push(await analyzeBrick(dir, entry, { config, preprocessor }));

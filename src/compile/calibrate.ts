@@ -14,6 +14,7 @@
  * Each timed ORT run follows one untimed warm-up. Power, battery and storage are not measured (null), and
  * memoryEfficiency (decode bandwidth over the read rate) is carried over from targets/host.json.
  */
+import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import { mkdir, stat } from 'node:fs/promises';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { dirname, resolve } from 'node:path';

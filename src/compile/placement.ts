@@ -87,6 +87,13 @@ export function formatsOn(b: BrickInfo, acc: AcceleratorProfile, target: TargetP
 
 export function place(set: BrickSetInfo, target: TargetProfile, o: { objective?: Objective; overrides?: readonly PlaceOverride[]; workload: Workload; calibrated?: boolean }): PlacementResult {
   const objective = o.objective ?? 'balanced';
+  // A --place naming no brick or no accelerator of this target is a typo, not an infeasible placement.
+  for (const p of o.overrides ?? []) {
+    if (!set.bricks.some((b) => b.entry.name === p.brick || b.entry.kind === p.brick))
+      throw fail('E_USAGE', `--place ${p.brick}=${p.accelerator}: unknown brick '${p.brick}' (bricks: ${set.bricks.map((b) => b.entry.name).join(', ')})`);
+    if (!target.accelerators.some((a) => a.id === p.accelerator))
+      throw fail('E_USAGE', `--place ${p.brick}=${p.accelerator}: unknown accelerator '${p.accelerator}' (${target.name} has: ${target.accelerators.map((a) => a.id).join(', ')})`);
+  }
   const notes: string[] = [];
   const options: Choice[][] = [];
   const alternatives = new Map<string, Alternative[]>();

@@ -5,7 +5,9 @@
 import { randomBytes } from 'node:crypto';
 import { rename, rm, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { fail } from '../errors.js';
 import { readBundle, type Bundle } from '../formats/bundle.js';
+import { checkOutputFile } from '../util/files.js';
 import { simulateBundle, type Scenario, type SimResult } from './simulate.js';
 import { chromeTrace, ganttSvg } from './timeline.js';
 
@@ -27,6 +29,8 @@ export interface PlanReport {
 }
 
 export async function planReport(o: PlanOptions): Promise<PlanReport> {
+  if (o.svg) await checkOutputFile(o.svg, '--svg');
+  if (o.trace) await checkOutputFile(o.trace, '--trace');
   const bundle = await readBundle(resolve(o.dir));
   if (!o.simulate && !o.svg && !o.trace) return { bundle, wrote: [] };
   const sim = await simulateBundle(bundle, { scenario: o.scenario, batteryMah: o.batteryMah });
@@ -44,6 +48,6 @@ async function writeAtomic(file: string, text: string): Promise<void> {
     await rename(tmp, file);
   } catch (e) {
     await rm(tmp, { force: true });
-    throw e;
+    throw fail('E_OUTPUT_PATH', `${file}: cannot write (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, {}, e);
   }
 }

@@ -4,8 +4,7 @@
  * Runtime) → quantize (the paper's hybrid recipe) → compile for the RK3588 profile → the included
  * runtime answers a few held-out examples (typed and spoken questions about an image) from the bundle.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { compile } from '../compile/index.js';
 import { EMBEDDED_EVAL_SET, EMBEDDED_MODEL } from '../eval/embedded.js';
@@ -13,6 +12,10 @@ import { evaluate, loadEvalSet, type EvalAnswer } from '../eval/index.js';
 import { fail } from '../errors.js';
 import { partition } from '../partition/index.js';
 import { quantizeBricks } from '../quantize/index.js';
+import { makeTemp, removeTemp } from '../util/temp.js';
+import { checkOutputDir } from '../formats/atomic-dir.js';
+import { BRICKS_FILE } from '../formats/bricks.js';
+import { BUNDLE_FILE } from '../formats/bundle.js';
 
 export interface DemoStage { readonly name: string; readonly ms: number; readonly detail: string }
 export interface DemoBrick {
@@ -57,7 +60,8 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   const picked = PICKS.map((p) => items.find((i) => i.modality === p.modality && i.type === p.type))
     .filter((i): i is NonNullable<typeof i> => !!i);
   if (!picked.length) throw fail('E_EVAL_SET', `${setDir}: no examples for the demo`);
-  const dir = o.out ? resolve(o.out) : await mkdtemp(join(tmpdir(), 'nanomind-demo-'));
+  if (o.out) await checkDemoOut(resolve(o.out));
+  const dir = o.out ? resolve(o.out) : await makeTemp('demo');
   const stages: DemoStage[] = [];
   const timed = async <T>(name: string, fn: () => Promise<T>, detail: (r: T) => string): Promise<T> => {
     o.onStage?.(name);
@@ -85,6 +89,14 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       examples, correct: examples.filter((e) => e.ok).length, totalMs: performance.now() - started,
     };
   } finally {
-    if (!o.out) await rm(dir, { recursive: true, force: true });
+    if (!o.out) await removeTemp(dir);
   }
+}
+
+/** All of `-o DIR`'s outputs are checked before any is written, so a refusal leaves nothing behind. */
+async function checkDemoOut(dir: string): Promise<void> {
+  const st = await stat(dir).catch(() => undefined);
+  if (st && !st.isDirectory()) throw fail('E_OUTPUT_EXISTS', `${dir} exists and is not a directory`, { hint: 'choose another -o path' });
+  for (const [sub, marker] of [['bricks', BRICKS_FILE], ['bricks-q', BRICKS_FILE], ['bundle', BUNDLE_FILE]] as const)
+    await checkOutputDir(join(dir, sub), marker);
 }

@@ -5,12 +5,12 @@
  * (only the command construction is tested).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fail, type NanomindError } from '../errors.js';
 import { shq, type Target } from './target.js';
 import { run, type Command, type ExecResult, type PushFile, type PushOptions, type Transport } from './transport.js';
+import { makeTemp, removeTemp } from '../util/temp.js';
 
 type AdbTarget = Extract<Target, { kind: 'adb' }>;
 
@@ -45,7 +45,7 @@ export function adbTransport(t: AdbTarget, o: { tmpDir?: string } = {}): Transpo
     target: t,
     method: 'adb push',
     async sh(script, args, x = {}) {
-      const dir = await mkdtemp(join(tmpdir(), 'nanomind-adb-'));
+      const dir = await makeTemp('adb');
       const remote = `${o.tmpDir ?? ADB_TMP}/nanomind-${randomBytes(4).toString('hex')}.sh`;
       try {
         await writeFile(join(dir, 'script.sh'), script);
@@ -53,7 +53,7 @@ export function adbTransport(t: AdbTarget, o: { tmpDir?: string } = {}): Transpo
         if (p.exitCode !== 0) throw classifyAdbFailure(t, p, 'pushing a script');
         return await run(adbShellScriptCommand(t, remote, args), { ...x, missing: ADB_HINT });
       } finally {
-        await rm(dir, { recursive: true, force: true });
+        await removeTemp(dir);
       }
     },
     async useMethod() {},

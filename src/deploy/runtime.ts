@@ -5,13 +5,12 @@
  * binaries in their npm packages, so the install needs the npm registry but no compiler.
  */
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { fail } from '../errors.js';
 import type { Transport } from './transport.js';
+import { makeTemp, removeTemp } from '../util/temp.js';
 
 export const DEFAULT_RUNTIME_DIR = '.nanomind/runtime';
 
@@ -49,7 +48,7 @@ export const remoteNanomindCommand = (runtimeDir: string): string[] => ['node', 
 
 export async function installRuntime(t: Transport, o: { runtimeDir: string; root?: string; signal?: AbortSignal; onOutput?: (s: string) => void }): Promise<string> {
   const root = o.root ?? PACKAGE_ROOT;
-  const tmp = await mkdtemp(join(tmpdir(), 'nanomind-pack-'));
+  const tmp = await makeTemp('pack');
   try {
     const cmd = packCommand(root, tmp);
     const packed = await execa(cmd.file, cmd.args, { cwd: cmd.cwd, reject: false, cancelSignal: o.signal });
@@ -65,6 +64,6 @@ export async function installRuntime(t: Transport, o: { runtimeDir: string; root
         { notes: r.stderr.trim().split('\n').slice(-10), hint: 'the board needs Node >= 20 with npm and access to the npm registry; or install nanomind there yourself and pass --skip-runtime' });
     return installed;
   } finally {
-    await rm(tmp, { recursive: true, force: true });
+    await removeTemp(tmp);
   }
 }

@@ -100,7 +100,7 @@ export async function pull(o: PullOptions): Promise<PullResult> {
   const store = o.out ? dirStore(o.out) : cacheStore(o.cacheDir ?? hubCacheDir(env), o.repo);
   const ctx = { repo: o.repo, revision, hasToken: !!token };
   const offline = o.offline ?? truthy(env.HF_HUB_OFFLINE);
-  if (offline) return fromStore(store, o, revision, 'HF_HUB_OFFLINE is set');
+  if (offline) return fromStore(store, o, revision, o.offline ? '--offline was given' : 'HF_HUB_OFFLINE is set');
 
   // The library throws HubApiError without the response headers; keep the last failure's X-Error-Code.
   let lastFailure: HubFailure | undefined;

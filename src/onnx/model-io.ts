@@ -15,9 +15,10 @@ import {
   TensorProto_DataLocation, type GraphProto, type ModelProto, type TensorProto,
 } from 'onnx-buf';
 import { fail } from '../errors.js';
-import { resolveInside } from '../util/files.js';
+import { realInside, resolveInside } from '../util/files.js';
 
 export { resolveInside, sha256File } from '../util/files.js';
+import { checkModel } from './check.js';
 import { DT, dtypeName, storageBytes } from './dtype.js';
 
 export interface OnnxFile {
@@ -47,6 +48,7 @@ export function parseModel(bytes: Uint8Array, file: string): ModelProto {
   if (!model.graph || model.irVersion <= 0n || model.opsetImport.length === 0)
     throw fail('E_ONNX_PARSE', `${file}: not a valid ONNX model (no graph, IR version or opset import)`,
       { file, hint: 'the file may be truncated or not an ONNX protobuf' });
+  checkModel(model, file);
   return model;
 }
 
@@ -111,6 +113,7 @@ export async function checkExternalData(m: OnnxFile): Promise<void> {
         throw fail('E_ONNX_EXTERNAL', `${what}: external data file '${ref.location}' is missing`,
           { file: path, hint: `copy ${basename(ref.location)} next to ${basename(m.file)}` });
       }
+      await realInside(m.dir, path, what);
       sizes.set(path, size);
     }
     const need = t.dataType === DT.STRING ? -1 : storageBytes(t.dataType, tensorElementCount(t));

@@ -2,6 +2,7 @@
  * Plain `{type, data, dims}` records (the runtime's TensorLike) as `ort.Tensor` feeds for the compiler
  * stages that run ONNX Runtime directly; an `ort.Tensor` passes through (wrapping never copies data).
  */
+import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import ort from 'onnxruntime-node';
 import type { TensorLike } from '../run/backend.js';
 

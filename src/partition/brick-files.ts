@@ -7,6 +7,7 @@ import type { BrickKind } from '../formats/names.js';
 import { Graph, valueInfoType } from '../onnx/graph.js';
 import { allTensors, externalRef, loadModel, resolveInside, saveModel, sha256File, type OnnxFile } from '../onnx/model-io.js';
 import { estimateFlops, graphStats } from '../onnx/stats.js';
+import { realInside } from '../util/files.js';
 import { inferTypes } from '../onnx/shape-infer.js';
 import { kvCacheMode } from './kv-share.js';
 
@@ -72,6 +73,7 @@ export async function copyAuxFiles(dirs: readonly string[], out: string): Promis
       const src = join(d, name);
       const st = await stat(src).catch(() => undefined);
       if (!st?.isFile()) continue;
+      await realInside(d, src, name);
       await copyFile(src, join(out, name));
       files.push({ path: name, sha256: await sha256File(src), bytes: st.size });
       break;

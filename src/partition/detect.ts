@@ -59,7 +59,7 @@ export function detectBricks(g: Graph, opts: DetectOptions = {}): Detection {
   const isFloat = (v: string): boolean => FLOAT.has(g.typeOf(v).dtype ?? '');
   for (const [kind, v] of Object.entries(cuts))
     if (!g.producer.has(v) && !roots.includes(v))
-      throw fail('E_PARTITION_CUT', `--cut ${kind}=${v}: the graph has no value named '${v}'`, { hint: 'list value names with `nanomind inspect --json`' });
+      throw fail('E_PARTITION_CUT', `--cut ${kind}=${v}: the graph has no value named '${v}'`, { hint: 'list value names with `nanomind inspect MODEL --values`' });
 
   const ids = roots.find((r) => r === TENSOR.inputIds) ?? roots.find((r) => /input_ids/.test(r));
   const encInputs: { kind: 'vision' | 'audio'; input: string }[] = [];

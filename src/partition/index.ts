@@ -12,6 +12,7 @@ import { Graph, mergeTypes } from '../onnx/graph.js';
 import { loadModel, type OnnxFile } from '../onnx/model-io.js';
 import { inferTypes } from '../onnx/shape-infer.js';
 import { copyAuxFiles, interfaceOf, sourceEntry, writeBrick } from './brick-files.js';
+import { checkIntakeFiles } from './intake-files.js';
 import { detectBricks, type CutOverrides } from './detect.js';
 import { configDirs, readModelConfig, resolveModelLayout } from './model-input.js';
 import { addKvCache } from './kv-rewrite.js';
@@ -103,6 +104,9 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
     }
     const kv = noKvCacheNotice(bricks);
     if (kv) notes.push(kv);
+    // Tokenizer and processor files are checked as the runtime reads them, before the (slow) verification.
+    const files = await copyAuxFiles(cfgDirs, tmp);
+    await checkIntakeFiles(tmp, new Set(bricks.map((b) => b.kind)));
     if (original) {
       o.onStage?.('verify');
       const io = interfaceOf(original.model);
@@ -114,7 +118,6 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
         throw fail('E_VERIFY_MISMATCH', `brick chain differs from the original: max relative difference ${verify.maxRelDiff.toExponential(2)} > tolerance ${verify.tolerance}`,
           { hint: 'the cut may be wrong; try --cut, or raise --tolerance if the difference is numerical noise', notes: verify.outputs.map((x) => `${x.name}: max abs ${x.maxAbsDiff}, rel ${x.maxRelDiff}`) });
     }
-    const files = await copyAuxFiles(cfgDirs, tmp);
     const m: BricksManifest = {
       format: BRICKS_FORMAT, version: BRICKS_VERSION,
       model: { id: config.id ?? basename(layout.form === 'monolithic' ? layout.file : input).replace(/\.onnx$/, ''), layout: layout.form === 'monolithic' ? 'monolithic' : 'split', source: input },

@@ -30,7 +30,11 @@ export interface InspectedFile extends GraphStats {
   readonly producer: string;
   readonly inputs: readonly TensorSpec[];
   readonly outputs: readonly TensorSpec[];
+  /** With `values`: every value a node produces, in graph order, as `--cut brick=VALUE` takes them. */
+  readonly values?: readonly InspectedValue[];
 }
+
+export interface InspectedValue { readonly name: string; readonly op: string; readonly node: string; readonly dtype: string; readonly shape: TensorSpec['shape'] }
 
 export interface InspectReport {
   readonly path: string;
@@ -49,6 +53,8 @@ export interface InspectOptions {
   readonly cuts?: CutOverrides;
   readonly dtype?: string;
   readonly splitProjector?: boolean;
+  /** List every node output (the names `--cut` takes). */
+  readonly values?: boolean;
 }
 
 /** config.json and preprocessor_config.json, raw, from the first folder that has each. */
@@ -90,6 +96,10 @@ export async function inspectModel(path: string, opts: InspectOptions = {}): Pro
       file, irVersion: Number(src.model.irVersion),
       opsets: Object.fromEntries(src.model.opsetImport.map((o) => [o.domain || 'ai.onnx', Number(o.version)])),
       producer: `${src.model.producerName} ${src.model.producerVersion}`.trim(), ...io, ...stats,
+      ...(opts.values ? { values: g.nodes.flatMap((n) => n.output.filter(Boolean).map((v) => {
+        const t = g.types.get(v);
+        return { name: v, op: n.opType, node: n.name, dtype: t?.dtype ?? 'unknown', shape: t?.shape ? [...t.shape] : null };
+      })) } : {}),
     });
     const concrete = Object.fromEntries(io.inputs.map((i) => [i.name, (i.shape ?? []).map((d) => (typeof d === 'number' ? d : 1))]));
     // An encoder with dynamic image / audio dims is counted at the size its processor config fixes (one call).

@@ -15,6 +15,7 @@ import { fail } from '../errors.js';
 import { readJsonFile } from '../formats/json-file.js';
 import { DTYPE_FALLBACK, SPLIT_FILES, TENSOR, splitOnnxName, type DtypeSuffix } from '../formats/names.js';
 import { loadModel } from '../onnx/model-io.js';
+import { realInside } from '../util/files.js';
 import { interfaceOf } from './brick-files.js';
 import { isEncoderDecoderLayout, type SplitFile, type SplitLayout } from './split-layout.js';
 import { findEncoderDecoderLayout, type EncoderDecoderLayout } from './encoder-decoder.js';
@@ -52,7 +53,18 @@ const layoutError = (dir: string, what: string, files: readonly string[] = []) =
 const onnxNames = async (dir: string): Promise<string[]> =>
   (await readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('.onnx')).sort();
 
+/** The layout of `path`; for a folder, every model file it uses must really live inside it (no link out). */
 export async function resolveModelLayout(path: string, dtype?: string): Promise<ModelLayout> {
+  const layout = await findLayout(path, dtype);
+  if ((await stat(resolve(path))).isDirectory()) {
+    const files = layout.form === 'split' ? layout.split.files.map((f) => f.file)
+      : layout.form === 'encoder-decoder' ? [layout.pair.encoder, layout.pair.decoder] : [layout.file];
+    for (const f of files) await realInside(layout.root, f, 'model file');
+  }
+  return layout;
+}
+
+async function findLayout(path: string, dtype?: string): Promise<ModelLayout> {
   const abs = resolve(path);
   const st = await stat(abs).catch(() => undefined);
   if (!st) throw fail('E_FILE_NOT_FOUND', `${path}: no such file or directory`, { file: abs });
@@ -141,6 +153,8 @@ export async function readModelConfig(dirs: readonly string[]): Promise<ModelCon
     const file = join(d, 'config.json');
     if (!(await stat(file).catch(() => undefined))) continue;
     const c = await readJsonFile(file, 'E_CONFIG_INVALID') as Record<string, any>;
+    const problems = configProblems(c);
+    if (problems.length) throw fail('E_CONFIG_INVALID', `${file}: ${problems[0]}`, { file, notes: problems, hint: 'the file is corrupt or not a Hugging Face config.json' });
     const num = (...vals: unknown[]) => vals.find((v) => typeof v === 'number') as number | undefined;
     return {
       id: typeof c._name_or_path === 'string' && c._name_or_path ? c._name_or_path : undefined,
@@ -149,4 +163,29 @@ export async function readModelConfig(dirs: readonly string[]): Promise<ModelCon
     };
   }
   return { tokenIds: {} };
+}
+
+/** Keys nanomind reads from config.json (here and in the runtime's processors) and the type each must have. */
+const CONFIG_INTS = ['vocab_size', 'image_token_index', 'image_token_id', 'audio_token_index', 'audio_token_id', 'max_position_embeddings', 'num_hidden_layers', 'hidden_size'];
+const CONFIG_STRINGS = ['model_type', '_name_or_path'];
+
+/** Every wrongly typed key of a config.json (and of its text_config / vision_config). */
+function configProblems(c: unknown): string[] {
+  if (!c || typeof c !== 'object' || Array.isArray(c)) return ['expected a JSON object'];
+  const out: string[] = [];
+  const check = (o: Record<string, unknown>, at: string) => {
+    for (const k of CONFIG_INTS)
+      if (o[k] !== undefined && o[k] !== null && !(Number.isSafeInteger(o[k]) && (o[k] as number) >= 0)) out.push(`${at}${k}: expected a non-negative integer, got ${JSON.stringify(o[k])?.slice(0, 40)}`);
+    for (const k of CONFIG_STRINGS)
+      if (o[k] !== undefined && o[k] !== null && typeof o[k] !== 'string') out.push(`${at}${k}: expected a string, got ${JSON.stringify(o[k])?.slice(0, 40)}`);
+  };
+  const cfg = c as Record<string, unknown>;
+  check(cfg, '');
+  for (const sub of ['text_config', 'vision_config', 'audio_config']) {
+    const v = cfg[sub];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== 'object' || Array.isArray(v)) out.push(`${sub}: expected an object`);
+    else check(v as Record<string, unknown>, `${sub}.`);
+  }
+  return out;
 }

@@ -2,11 +2,11 @@
  * What the runtime commands accept besides a brick set or bundle: a model (an onnx-community folder or
  * a monolithic .onnx), partitioned into a temp brick set for the one run, as `eval` and `run` need.
  */
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { BRICKS_FILE } from '../formats/bricks.js';
 import { BUNDLE_FILE } from '../formats/bundle.js';
+import { makeTemp, removeTemp } from '../util/temp.js';
 
 export interface Runnable {
   /** A brick set or bundle directory. */
@@ -35,12 +35,12 @@ export async function runnableDir(path: string): Promise<Runnable> {
     : !!st?.isDirectory() && !(await isFile(join(dir, BRICKS_FILE))) && !(await isFile(join(dir, BUNDLE_FILE))) && (await holdsOnnx(dir));
   if (!model) return { dir, adopted: false, cleanup: async () => {} };
   const { partition } = await import('./index.js');
-  const tmp = await mkdtemp(join(tmpdir(), 'nanomind-model-'));
+  const tmp = await makeTemp('model');
   try {
     await partition({ input: dir, out: join(tmp, 'bricks') });
   } catch (e) {
-    await rm(tmp, { recursive: true, force: true });
+    await removeTemp(tmp);
     throw e;
   }
-  return { dir: join(tmp, 'bricks'), adopted: true, cleanup: () => rm(tmp, { recursive: true, force: true }) };
+  return { dir: join(tmp, 'bricks'), adopted: true, cleanup: () => removeTemp(tmp) };
 }

@@ -3,9 +3,10 @@
  * bricks with the canonical interfaces, so they are copied byte for byte (a `--dtype` suffix picks the
  * variant), and only `--split-projector` cuts anything (the projector out of the vision encoder).
  */
-import { readFile, readdir } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fail } from '../errors.js';
+import { readJsonFile } from '../formats/json-file.js';
 import type { BrickEntry, Connection } from '../formats/bricks.js';
 import { TENSOR, splitOnnxName, type BrickKind } from '../formats/names.js';
 import { extractModel } from '../onnx/extract.js';
@@ -30,7 +31,9 @@ export async function isEncoderDecoderLayout(dir: string): Promise<boolean> {
     const stems = (await readdir(d).catch(() => [] as string[])).map((f) => splitOnnxName(f)?.stem).filter(Boolean);
     if (stems.includes('encoder_model') && stems.some((s) => /^decoder_(model|model_merged|with_past_model)$/.test(s!))) return true;
   }
-  const config = await readFile(join(dir, 'config.json'), 'utf8').then((t) => JSON.parse(t) as Record<string, any>, () => undefined);
+  const file = join(dir, 'config.json');
+  // A config.json that is there but not JSON is refused here, as readModelConfig refuses it.
+  const config = (await stat(file).catch(() => undefined))?.isFile() ? await readJsonFile(file, 'E_CONFIG_INVALID') as Record<string, any> | null : undefined;
   return config?.is_encoder_decoder === true || config?.text_config?.is_encoder_decoder === true;
 }
 

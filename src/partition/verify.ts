@@ -3,6 +3,7 @@
  * the chain of bricks (with the merge bricks.json describes) on the same seeded random inputs, and every
  * output the two share is compared.
  */
+import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import ort from 'onnxruntime-node';
 import { join } from 'node:path';
 import { fail } from '../errors.js';
@@ -29,6 +30,8 @@ export interface VerifyOptions {
 
 /** Suffix of the outputs compared on the second, one-token step that reads the KV cache of the first. */
 export const CACHED_STEP = ' (next token, cached)';
+/** Elements of one random verification input at most (1 GiB of float32). */
+export const MAX_VERIFY_ELEMENTS = 2 ** 28;
 
 const sessionOptions: ort.InferenceSession.SessionOptions = { ...ORT_LOG, intraOpNumThreads: 2, graphOptimizationLevel: 'all' };
 
@@ -54,7 +57,12 @@ export async function verifyBricks(o: VerifyOptions): Promise<VerifyReport> {
   });
   const randomFloat = (spec: TensorSpec, seq: number): ort.Tensor => {
     const dims = sizeOf(spec, seq);
-    return new ort.Tensor('float32', Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, normal), dims);
+    const n = dims.reduce((a, b) => a * b, 1);
+    // A declared shape no real input has (a hostile or broken export) must not become a RangeError or an OOM.
+    if (n > MAX_VERIFY_ELEMENTS)
+      throw fail('E_VERIFY_SHAPE', `input '${spec.name}' of shape [${dims.join(', ')}] has ${n} elements, over the ${MAX_VERIFY_ELEMENTS} nanomind verifies with`,
+        { hint: 'check the input shapes the model declares (nanomind inspect), or skip the check with --no-verify' });
+    return new ort.Tensor('float32', Float32Array.from({ length: n }, normal), dims);
   };
 
   // 1. Encoders first: their feature rows decide how many placeholder tokens the prompt holds.

@@ -7,6 +7,7 @@
 import { create, toBinary } from '@bufbuild/protobuf';
 import { copyFile, link, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import ort from 'onnxruntime-node';
 import { GraphProtoSchema, ModelProtoSchema, type ModelProto } from 'onnx-buf';
 import { makeValueInfo } from '../onnx/builder.js';

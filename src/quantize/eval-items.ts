@@ -7,6 +7,7 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import ort from 'onnxruntime-node';
 import { EMBEDDED_EVAL_SET } from '../eval/embedded.js';
 import { loadEvalSet as loadQuestionSet } from '../eval/index.js';

@@ -10,6 +10,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
+import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import ort from 'onnxruntime-node';
 import { fail } from '../errors.js';
 import { isReplaceRows, type BricksManifest } from '../formats/bricks.js';

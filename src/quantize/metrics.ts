@@ -3,6 +3,7 @@
  * inputs; the primary output (logits for a decoder, else the first output) is compared over all
  * samples at once, in float64: cosine similarity, SQNR (dB) and max abs error.
  */
+import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import ort from 'onnxruntime-node';
 import type { AccuracyFigures } from '../formats/quantized.js';
 import type { BrickEntry } from '../formats/bricks.js';

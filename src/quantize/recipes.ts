@@ -25,13 +25,16 @@ export const RECIPES: Readonly<Record<string, Recipe>> = {
 
 export type BrickOverrides = Readonly<Record<string, string>>;
 
-/** `kind=format` / `name=format` items → overrides (formats checked). */
+/**
+ * `kind=format` / `name=format` items → overrides. Formats are checked by planFormats after the brick
+ * names, which only the brick set knows: `--brick nonsense=w4` names the unknown brick first.
+ */
 export function parseBrickOverrides(items: readonly string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const item of items) {
     const eq = item.indexOf('=');
     if (eq <= 0 || eq === item.length - 1) throw fail('E_USAGE', `--brick '${item}': expected KIND=FORMAT, e.g. decoder=w4a16-g128`);
-    out[item.slice(0, eq)] = parseFormat(item.slice(eq + 1)).name;
+    out[item.slice(0, eq)] = item.slice(eq + 1);
   }
   return out;
 }
@@ -43,6 +46,7 @@ export function planFormats(bricks: readonly BrickEntry[], recipe: string, overr
   for (const key of Object.keys(overrides))
     if (!bricks.some((b) => b.name === key) && !BRICK_KINDS.includes(key as BrickKind))
       throw fail('E_USAGE', `--brick ${key}=…: no brick or brick kind '${key}' (bricks: ${bricks.map((b) => b.name).join(', ')})`);
+  for (const format of Object.values(overrides)) parseFormat(format); // E_QUANT_FORMAT, after the names
   return new Map(bricks.map((b) => [b.name, parseFormat(overrides[b.name] ?? overrides[b.kind] ?? r[b.kind]).name]));
 }
 

@@ -15,6 +15,7 @@
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import ort from 'onnxruntime-node';
 import { fail } from '../errors.js';
 import { isReplaceRows, type BrickEntry, type BricksManifest, type TensorSpec } from '../formats/bricks.js';

@@ -12,8 +12,8 @@
  * scratch (encoder and full prefill): the time prefix reuse saves. With a vision encoder, a stream of
  * images is answered with encoding overlapped with decoding (the TABM ring) and one after another.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { cpus, arch, platform, tmpdir, totalmem } from 'node:os';
+import { writeFile } from 'node:fs/promises';
+import { cpus, arch, platform, totalmem } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { fail } from '../errors.js';
@@ -24,6 +24,7 @@ import { brickBackends } from './brick-set.js';
 import { toneWav } from './inputs/wav.js';
 import { peakRssMb, runImageStream } from './run.js';
 import { decoderThreadsBesideWorker } from './workers/encoder-client.js';
+import { makeTemp, removeTemp } from '../util/temp.js';
 
 export interface BenchOptions {
   /** Brick set or bundle folder. */
@@ -97,12 +98,12 @@ export async function bench(o: BenchOptions): Promise<BenchResult> {
   for (const [name, v, min] of [['runs', runs, 1], ['promptTokens', promptTokens, 1], ['newTokens', newTokens, 1], ['streamImages', o.streamImages ?? 4, 0]] as const)
     if (!(Number.isSafeInteger(v) && v >= min)) throw fail('E_BAD_OPTION', `${name} must be an integer ≥ ${min}, got ${v}`);
   const m = await openModel(o.dir, { threads: o.threads });
-  const tmp = await mkdtemp(join(tmpdir(), 'nanomind-bench-'));
+  const tmp = await makeTemp('bench');
   try {
     return await measure(m, o, { runs, promptTokens, newTokens, tmp });
   } finally {
     await m.close();
-    await rm(tmp, { recursive: true, force: true });
+    await removeTemp(tmp);
   }
 }
 

@@ -15,6 +15,7 @@
  * The module is imported lazily so that a board whose onnxruntime-node binary fails to load can still
  * probe and use other backends.
  */
+import '../../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import { join } from 'node:path';
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { fail } from '../../errors.js';

@@ -45,7 +45,8 @@ export function readWav(bytes: Uint8Array, name = '<wav buffer>'): WavAudio {
     const size = dv.getUint32(at + 4, true);
     const body = at + 8;
     if (id === 'fmt ') {
-      if (size < 16 || body + 16 > bytes.length) throw bad(`fmt chunk is ${size} bytes, needs at least 16`);
+      if (size < 16) throw bad(`fmt chunk is ${size} bytes, needs at least 16`);
+      if (body + 16 > bytes.length) throw bad(`the file ends inside its fmt chunk (${bytes.length} bytes in all)`);
       let format = dv.getUint16(body, true);
       if (format === FORMAT_EXTENSIBLE) {
         if (size < 40 || body + 26 > bytes.length) throw bad('WAVE_FORMAT_EXTENSIBLE fmt chunk is truncated');

@@ -10,6 +10,7 @@
  * A worker is always ended through `terminate()`: it asks the worker to close its sessions and, if it
  * has not exited within a few seconds, stops it. `liveEncoderWorkers()` counts workers not yet exited.
  */
+import '../../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { fail } from '../../errors.js';

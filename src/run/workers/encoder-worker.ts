@@ -7,6 +7,7 @@
  * are served one at a time, in arrival order. The ring's state machine stays on the main thread: this
  * thread only writes the slot bytes a request names, and the main thread commits the slot on the reply.
  */
+import '../../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import { parentPort, workerData } from 'node:worker_threads';
 import { fail } from '../../errors.js';
 import { openBrickSet, type BrickSet, type EncoderRole } from '../brick-set.js';

@@ -1,0 +1,61 @@
+/**
+ * Temp folders a command creates (`nanomind-*` in the temp dir, `.OUT.tmp-*` beside an output) are
+ * removed on success and failure by their owner's `finally`, and on Ctrl-C / SIGTERM here: a signal
+ * ends the process without running `finally` blocks, so every such folder is registered while it
+ * lives. The signal handlers are installed only while something is registered; on a signal they remove
+ * what is registered, then exit with the conventional code (130 / 143) unless the program has its own
+ * handler for that signal (a server shutting down gracefully), which then decides.
+ */
+import { rmSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const live = new Set<string>();
+const SIGNALS = [['SIGINT', 130], ['SIGTERM', 143]] as const;
+const handlers = new Map<NodeJS.Signals, () => void>();
+
+function onSignal(sig: NodeJS.Signals, code: number): void {
+  for (const d of live) rmSync(d, { recursive: true, force: true });
+  live.clear();
+  uninstall();
+  if (process.listenerCount(sig) === 0) process.exit(code);
+}
+
+function install(): void {
+  if (handlers.size) return;
+  for (const [sig, code] of SIGNALS) {
+    const h = () => onSignal(sig, code);
+    handlers.set(sig, h);
+    process.on(sig, h);
+  }
+}
+
+function uninstall(): void {
+  for (const [sig, h] of handlers) process.off(sig, h);
+  handlers.clear();
+}
+
+/** Registers `dir` for removal if the process is interrupted; returns it. */
+export function trackTemp(dir: string): string {
+  live.add(dir);
+  install();
+  return dir;
+}
+
+/** Forgets `dir` (it was renamed into place or handed over). */
+export function forgetTemp(dir: string): void {
+  live.delete(dir);
+  if (!live.size) uninstall();
+}
+
+/** Removes `dir` and forgets it. */
+export async function removeTemp(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+  forgetTemp(dir);
+}
+
+/** A fresh `nanomind-<what>-XXXXXX` folder in the temp dir, removed on Ctrl-C unless removed before. */
+export async function makeTemp(what: string): Promise<string> {
+  return trackTemp(await mkdtemp(join(tmpdir(), `nanomind-${what}-`)));
+}
