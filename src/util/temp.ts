@@ -3,8 +3,9 @@
  * removed on success and failure by their owner's `finally`, and on Ctrl-C / SIGTERM here: a signal
  * ends the process without running `finally` blocks, so every such folder is registered while it
  * lives. The signal handlers are installed only while something is registered; on a signal they remove
- * what is registered, then exit with the conventional code (130 / 143) unless the program has its own
- * handler for that signal (a server shutting down gracefully), which then decides.
+ * what is registered, then exit with the conventional code (130 / 143) — unless the program has its own
+ * handler for that signal (a server shutting down gracefully): then nothing is removed here, the program
+ * finishes what it is doing and its own `finally` removes its folders.
  */
 import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -16,10 +17,19 @@ const SIGNALS = [['SIGINT', 130], ['SIGTERM', 143]] as const;
 const handlers = new Map<NodeJS.Signals, () => void>();
 
 function onSignal(sig: NodeJS.Signals, code: number): void {
+  // A program with its own handler (a server stopping gracefully) is still using its folders — a running
+  // answer may open another brick — and removes them in its own `finally` (or they go at exit, onExit).
+  if (process.listenerCount(sig) > 1) return;
   for (const d of live) rmSync(d, { recursive: true, force: true });
   live.clear();
   uninstall();
-  if (process.listenerCount(sig) === 0) process.exit(code);
+  process.exit(code);
+}
+
+/** Whatever is still registered when the process exits (a signal handler's process.exit included) goes. */
+function onExit(): void {
+  for (const d of live) rmSync(d, { recursive: true, force: true });
+  live.clear();
 }
 
 function install(): void {
@@ -29,11 +39,13 @@ function install(): void {
     handlers.set(sig, h);
     process.on(sig, h);
   }
+  process.on('exit', onExit);
 }
 
 function uninstall(): void {
   for (const [sig, h] of handlers) process.off(sig, h);
   handlers.clear();
+  process.off('exit', onExit);
 }
 
 /** Registers `dir` for removal if the process is interrupted; returns it. */
