@@ -4,18 +4,24 @@
  * use_cache_branch If subgraphs) calibrated on WAVs, Florence-2 (vision + embed + BART encoder + merged
  * decoder, prepend merge) calibrated on PNGs; both through the model's own processor.
  *
- * Oracle for "the quantized bundle runs right": a plain onnxruntime-node loop written here (refGreedy),
+ * Oracles for "the quantized bundle runs right": (1) transformers.js 4.3.1 on the bundle's own files
+ * (its brick files keep their hub names), for the accuracy_level-0 bundles of both families and Whisper's
+ * default bundle; (2) a plain onnxruntime-node loop written here (refGreedy),
  * which shares no code with the runtime's generateSeq2Seq: no KV cache at all — every step re-runs the
  * decoder over the whole decoder sequence with empty past tensors and use_cache_branch = false — and the
  * generation_config rules (suppress / begin_suppress, forced bos / eos, no_repeat_ngram_size) applied
  * here as transformers.js defines them. Its inputs (input_features, pixel_values, the task prompt's ids)
  * are the runtime processor's, which test/run/whisper.test.ts and test/families/florence2.test.ts check
- * against transformers.js. The quantizer's own figures are only sanity-checked.
+ * against transformers.js. Exact tokens at accuracy_level 0; at the default level 4 (int8 activations,
+ * whose kernels differ between the runtime's one-row cached steps and the reference's full passes) each
+ * runtime token must be within a tie of the reference's best. The quantizer's own figures are only
+ * sanity-checked. Refusals are checked by code.
  */
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
+import { AutoFeatureExtractor, AutoModelForSpeechSeq2Seq, AutoProcessor, Florence2ForConditionalGeneration, RawImage, type Tensor } from '@huggingface/transformers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compile } from '../../src/compile/index.js';
 import { readBricksManifest, type BrickEntry } from '../../src/formats/bricks.js';
@@ -32,6 +38,7 @@ import { encodeWavPcm16 } from '../../src/run/inputs/wav.js';
 import { openModel } from '../../src/run/model.js';
 import { runPrompt } from '../../src/run/run.js';
 import { code } from '../error-codes.js';
+import { transformersJsRoot } from '../families/helpers.js';
 
 const NEW_TOKENS = 4;
 /**
@@ -40,6 +47,9 @@ const NEW_TOKENS = 4;
  * measured: 0.049 on Florence-2's default bundle, 0 elsewhere).
  */
 const TIE = 0.1;
+const tjs = transformersJsRoot('nanomind-quant-seq2seq-tjs-');
+/** The PCM of each WAV written here (int16 / 32768), for transformers.js' feature extractor. */
+const pcm = new Map<string, Float32Array>();
 let root: string;
 beforeAll(async () => { root = await mkdtemp(join(tmpdir(), 'nanomind-quant-seq2seq-')); });
 afterAll(async () => { await rm(root, { recursive: true, force: true }); });
@@ -47,9 +57,12 @@ afterAll(async () => { await rm(root, { recursive: true, force: true }); });
 /** Four 0.5 s two-tone clips: three calibrate, the last is held out. */
 async function wavFolder(dir: string): Promise<string> {
   await mkdir(dir, { recursive: true });
-  for (const [k, [f1, f2]] of ([[440, 1234], [180, 3100], [300, 700], [900, 2200]] as const).entries())
-    await writeFile(join(dir, `clip-${k}.wav`), encodeWavPcm16(Int16Array.from({ length: 8000 }, (_, i) =>
-      Math.round(12000 * Math.sin((2 * Math.PI * f1 * i) / 16000) + 4000 * Math.sin((2 * Math.PI * f2 * i) / 16000))), 16000));
+  for (const [k, [f1, f2]] of ([[440, 1234], [180, 3100], [300, 700], [900, 2200]] as const).entries()) {
+    const samples = Int16Array.from({ length: 8000 }, (_, i) =>
+      Math.round(12000 * Math.sin((2 * Math.PI * f1 * i) / 16000) + 4000 * Math.sin((2 * Math.PI * f2 * i) / 16000)));
+    await writeFile(join(dir, `clip-${k}.wav`), encodeWavPcm16(samples, 16000));
+    pcm.set(join(dir, `clip-${k}.wav`), Float32Array.from(samples, (v) => v / 32768));
+  }
   return dir;
 }
 
@@ -159,9 +172,9 @@ async function refGreedy(bundle: string, o: { features?: Float32Array; featureDi
  * `exact`: the same greedy tokens. Otherwise (MatMulNBits accuracy_level 4 quantizes activations to int8
  * in kernels that differ between one row, the runtime's cached step, and many, the reference's full
  * pass): with the reference fed the runtime's tokens, each of them, eos included, is within `TIE` of the
- * reference's best logit at its step. Returns the largest gap (in deviations of the step's logits).
+ * reference's best logit at its step. Returns the runtime's tokens, then its eos when it stopped on one.
  */
-async function expectRuns(bundle: string, file: string, kind: 'audio' | 'image', exact: boolean): Promise<number> {
+async function expectRuns(bundle: string, file: string, kind: 'audio' | 'image', exact: boolean): Promise<number[]> {
   const m = await openModel(bundle);
   try {
     const turn = kind === 'image' ? { images: [{ file }], prompt: '<CAPTION>' } : { audio: [{ file }] };
@@ -172,19 +185,49 @@ async function expectRuns(bundle: string, file: string, kind: 'audio' | 'image',
       ? { pixels: data, pixelDims: [...input.dims], promptIds: (r as { promptIds?: readonly number[] }).promptIds }
       : { features: data, featureDims: [...input.dims] };
     expect(r.tokens.length).toBeGreaterThan(0);
+    const eos = m.set.seq2seq!.decoding.eosTokenIds[0]!;
+    const withEos = [...r.tokens, ...(r.stopReason === 'eos' ? [eos] : [])];
     if (exact) {
       expect([...r.tokens]).toEqual((await refGreedy(bundle, inputs)).tokens);
-      return 0;
+      return withEos;
     }
-    const eos = m.set.seq2seq!.decoding.eosTokenIds[0]!;
-    const forced = await refGreedy(bundle, inputs, [...r.tokens, ...(r.stopReason === 'eos' ? [eos] : [])]);
+    const forced = await refGreedy(bundle, inputs, withEos);
     expect(forced.tokens).toEqual([...r.tokens]);
-    const worst = Math.max(...forced.gaps);
-    expect(worst).toBeLessThan(TIE);
-    return worst;
+    expect(Math.max(...forced.gaps)).toBeLessThan(TIE);
+    return withEos;
   } finally {
     await m.close();
   }
+}
+
+/**
+ * transformers.js on the bundle's own files: the bricks keep their hub names (encoder_model.onnx,
+ * decoder_model_merged.onnx, …), so onnx/<brick file> plus the bundle's config, tokenizer and processor
+ * files is a folder it loads. Its greedy tokens (eos included when it stopped), after the prefix.
+ */
+async function transformersJs(bundle: string, tag: string, file: string, kind: 'audio' | 'image'): Promise<number[]> {
+  const dir = join(tjs.dir(), tag);
+  await mkdir(join(dir, 'onnx'), { recursive: true });
+  const m = await readBricksManifest(bundle);
+  for (const b of m.bricks) for (const f of [b.file, ...b.dataFiles]) await copyFile(join(bundle, f), join(dir, 'onnx', f));
+  for (const f of m.files) await copyFile(join(bundle, f.path), join(dir, f.path));
+  type Gen = { generate: (o: Record<string, unknown>) => Promise<Tensor>; dispose: () => Promise<void> };
+  if (kind === 'audio') {
+    const fe = await AutoFeatureExtractor.from_pretrained(tag);
+    const model = await AutoModelForSpeechSeq2Seq.from_pretrained(tag, { dtype: 'fp32' }) as unknown as Gen;
+    try {
+      const { input_features } = await fe(pcm.get(file)!) as { input_features: Tensor };
+      const out = await model.generate({ inputs: input_features, max_new_tokens: NEW_TOKENS, language: 'en', task: 'transcribe' });
+      return Array.from(out.data as BigInt64Array, Number).slice(4); // after <|startoftranscript|> <|en|> <|transcribe|> <|notimestamps|>
+    } finally { await model.dispose(); }
+  }
+  const processor = await AutoProcessor.from_pretrained(tag, {});
+  const model = await Florence2ForConditionalGeneration.from_pretrained(tag, { dtype: 'fp32' }) as unknown as Gen;
+  try {
+    const inputs = await processor(await RawImage.read(file), '<CAPTION>') as Record<string, unknown>;
+    const out = await model.generate({ ...inputs, max_new_tokens: NEW_TOKENS });
+    return Array.from(out.data as BigInt64Array, Number).slice(1); // after the decoder start token
+  } finally { await model.dispose(); }
 }
 
 interface Family { readonly name: string; readonly build: (dir: string) => Promise<unknown>; readonly kind: 'audio' | 'image'; readonly media: (dir: string) => Promise<string>; readonly encoder: string }
@@ -226,7 +269,12 @@ describe.each(FAMILIES.map((f) => [f.name, f] as const))('%s (encoder-decoder)',
       const bundle = join(root, `${tag}-bundle`);
       await compile({ bricks: q.out, target: 'rk3588', out: bundle, rknn: 'skip' });
       expect((await readdir(bundle)).includes('calibration')).toBe(false); // nothing made up for rknn-toolkit2
-      await expectRuns(bundle, held, f.kind, level === 0);
+      const got = await expectRuns(bundle, held, f.kind, level === 0);
+      // Also transformers.js on the same files: exactly, where no int8-compute kernel choice is involved
+      // (accuracy_level 0), and on Whisper's default bundle. On Florence-2's default bundle it gives the
+      // no-cache reference's tokens (measured: [0, 85, 85, 2]; the runtime's cached step picks 119, 0.049
+      // deviations below 85, which the tie check above admits).
+      if (level === 0 || f.kind === 'audio') expect(got).toEqual(await transformersJs(bundle, tag, held, f.kind));
     }
 
     // refusals, one code each: no real inputs; an eval set / sweep (decoder-only chains)
