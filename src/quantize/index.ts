@@ -131,8 +131,10 @@ export async function quantizeBricks(o: QuantizeOptions): Promise<QuantizeResult
       if (evaluate && !fromDir) notes.push('one calibration file: nothing held out, so no accuracy figures');
       const runs = await runSeq2Seq(dir, m, files, { maxNewTokens: Math.max(1, newTokens), record: true });
       const cut = files.length - fromDir;
-      calib = runs.samples.slice(0, cut);
-      held = runs.samples.slice(cut);
+      // a sample per brick run (the decoder's every step), split by file: no held-out step of a calibration file
+      calib = runs.samples.slice(0, cut).flat();
+      held = runs.samples.slice(cut).flat();
+      notes.push(`encoder-decoder calibration: ${cut} file(s) calibrate, ${fromDir} held out; a brick's samples are its runs during greedy generation (${Math.max(1, newTokens)} tokens at most), the decoder's every step`);
       heldFiles = files.slice(cut);
       floatSeq2Seq = runs.tokens.slice(cut);
       heldSource = 'dir';

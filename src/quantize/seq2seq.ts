@@ -2,12 +2,13 @@
  * Calibration inputs, held-out inputs and greedy tokens of an encoder-decoder brick set (Whisper;
  * Florence-2), taken from the runtime itself rather than from a second seq2seq loop: every WAV (Whisper)
  * or image (Florence-2, task '<CAPTION>') of `--calib DIR` goes through `runPrompt` → transcribe /
- * caption → generateSeq2Seq, with the brick set's `run` observed. A brick's sample is the first feeds
- * the runtime gave it for that file: the audio encoder its processor's input_features; the vision
- * brick its pixel_values; the embed brick the task prompt's ids; the BART encoder the image rows + prompt
- * embeddings and their mask; the decoder its first step (the whole prefix over the real encoder output,
- * empty past, use_cache_branch false, the branch that projects the cross-attention K/V). The tokens of
- * the same runs are the end-to-end figures' float side; the quantized set is run the same way.
+ * caption → generateSeq2Seq, with the brick set's `run` observed. Every run of a brick is one sample of
+ * it: the audio encoder its processor's input_features; the vision brick its pixel_values; the embed
+ * brick the task prompt's ids, then each decoder step's ids; the BART encoder the image rows + prompt
+ * embeddings and their mask; the decoder every step: the first (the whole prefix over the real encoder
+ * output, empty past, use_cache_branch false, the branch that projects the cross-attention K/V) and the
+ * cached ones (one token, the real past, use_cache_branch true). The tokens of the same runs are the
+ * end-to-end figures' float side; the quantized set is run the same way.
  */
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -55,8 +56,8 @@ function ortCopy(f: RunFeeds): Feeds {
 export interface Seq2SeqRuns {
   /** Generated tokens per file (greedy), then -1 when an eos ended them. */
   readonly tokens: number[][];
-  /** Per file: the first feeds of every brick (present when `record` was asked). */
-  readonly samples: Sample[];
+  /** Per file: sample k holds the k-th run's feeds of every brick that ran k times or more (when `record` was asked). */
+  readonly samples: Sample[][];
 }
 
 /** Runs each file through the runtime's own encoder-decoder generation on `dir` (greedy). */
@@ -64,23 +65,27 @@ export async function runSeq2Seq(dir: string, m: BricksManifest, files: readonly
   const model = await openModel(dir);
   try {
     if (!model.set.seq2seq) throw fail('E_QUANT_INPUT', `${dir}: the runtime finds no encoder-decoder roles in this brick set`);
-    let seen: Map<string, Feeds> | undefined;
+    let seen: Map<string, Feeds[]> | undefined;
     const inner = model.set;
     const run: BrickSet['run'] = async (name, feeds, opts) => {
-      if (seen && !seen.has(name)) seen.set(name, ortCopy(feeds));
+      if (seen) seen.set(name, [...(seen.get(name) ?? []), ortCopy(feeds)]);
       return inner.run(name, feeds, opts);
     };
     const set = new Proxy(inner, { get: (t, p) => (p === 'run' ? run : Reflect.get(t, p, t)) });
     const observed = new Proxy(model, { get: (t, p) => (p === 'set' ? set : Reflect.get(t, p, t)) }) as RuntimeModel;
     const kind = seq2seqMediaKind(m);
-    const tokens: number[][] = [], samples: Sample[] = [];
+    const tokens: number[][] = [], samples: Sample[][] = [];
     for (const file of files) {
       seen = o.record ? new Map() : undefined;
       const turn: Turn = kind === 'image' ? { images: [{ file }], prompt: SEQ2SEQ_IMAGE_TASK } : { audio: [{ file }] };
       const r = await runPrompt(observed, turn, { maxNewTokens: o.maxNewTokens, sampling: { temperature: 0 } });
       // -1 marks the eos that ended the answer, so an early stop on one side counts as a disagreement
       tokens.push([...r.tokens, ...(r.stopReason === 'eos' ? [-1] : [])]);
-      if (seen) samples.push({ feeds: seen });
+      if (seen) {
+        const runs = [...seen];
+        const n = Math.max(...runs.map(([, f]) => f.length));
+        samples.push(Array.from({ length: n }, (_, k) => ({ feeds: new Map(runs.filter(([, f]) => f[k]).map(([b, f]) => [b, f[k]!])) })));
+      }
     }
     return { tokens, samples };
   } finally {

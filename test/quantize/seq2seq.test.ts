@@ -44,7 +44,7 @@ const NEW_TOKENS = 4;
 /**
  * Logit gap allowed between the runtime's token and the reference's best under int8-compute kernels, in
  * standard deviations of that step's logits (a wrong token sits one to three deviations below the best;
- * measured: 0.049 on Florence-2's default bundle, 0 elsewhere).
+ * measured: up to 0.049 on Florence-2's default bundle, 0 on Whisper's).
  */
 const TIE = 0.1;
 const tjs = transformersJsRoot('nanomind-quant-seq2seq-tjs-');
@@ -250,11 +250,15 @@ describe.each(FAMILIES.map((f) => [f.name, f] as const))('%s (encoder-decoder)',
     const runs = [{ recipe: 'hybrid', level: 4 }, { recipe: 'npu-int8', level: 4 }, { recipe: 'hybrid', level: 0 }] as const;
     for (const { recipe, level } of runs) {
       const tag = `${name}-${recipe}-${level}`;
-      const q = await quantizeBricks({ dir: bricks, out: join(root, tag), recipe, calib, heldOut: 1, newTokens: NEW_TOKENS, accuracyLevel: level });
+      const q = await quantizeBricks({ dir: bricks, out: join(root, tag), recipe, calib, heldOut: 1, newTokens: NEW_TOKENS, accuracyLevel: level,
+        ...(level === 0 ? { algorithm: 'rtn' as const, compareAlgorithms: false } : {}) }); // the exact-kernel run only feeds the token oracles
       expect(q.report.bricks.map((b) => b.format)).toEqual(kinds.map((k) => RECIPES[recipe][k]));
-      expect(q.report.calibration).toMatchObject({ source: 'dir', samples: 3, heldOut: 1 });
-      // every brick measured against its float brick on the held-out file's real inputs
-      for (const b of q.report.bricks) expect(b.heldOut?.samples, b.name).toBe(1);
+      // a sample per brick run: 3 files calibrate, 1 is held out; every brick measured against its float
+      // brick on the held-out file's real inputs, the encoders once, the decoder at every step (first and cached)
+      expect(q.report.calibration.source).toBe('dir');
+      expect(q.report.calibration.samples).toBeGreaterThan(3 * 2);
+      for (const b of q.report.bricks) if (b.kind !== 'decoder' && b.kind !== 'embed') expect(b.heldOut?.samples, b.name).toBe(1);
+      expect(q.report.bricks.find((b) => b.kind === 'decoder')!.heldOut!.samples).toBeGreaterThan(1);
       const dec = q.report.bricks.find((b) => b.kind === 'decoder')!;
       expect(dec.rewritten.MatMulNBits).toBeGreaterThan(0);
       expect(dec.notes.some((n) => /If subgraph/.test(n))).toBe(true);
@@ -271,12 +275,16 @@ describe.each(FAMILIES.map((f) => [f.name, f] as const))('%s (encoder-decoder)',
       expect((await readdir(bundle)).includes('calibration')).toBe(false); // nothing made up for rknn-toolkit2
       const got = await expectRuns(bundle, held, f.kind, level === 0);
       // Also transformers.js on the same files: exactly, where no int8-compute kernel choice is involved
-      // (accuracy_level 0), and on Whisper's default bundle. On Florence-2's default bundle it gives the
-      // no-cache reference's tokens (measured: [0, 85, 85, 2]; the runtime's cached step picks 119, 0.049
-      // deviations below 85, which the tie check above admits).
+      // (accuracy_level 0), and on Whisper's default bundle. Florence-2's default bundle has steps whose
+      // top two logits are within 0.05 deviations (measured 0.049, and 0.0014 after a calibration change),
+      // where the int8 kernel of a one-row cached step and of a full pass pick differently: the tie check covers it.
       if (level === 0 || f.kind === 'audio') expect(got).toEqual(await transformersJs(bundle, tag, held, f.kind));
     }
 
+    // without inputs, only an unmeasured round-to-nearest set (nothing to calibrate, nothing to compare)
+    const plain = await quantizeBricks({ dir: bricks, out: join(root, `${name}-rtn`), evaluate: false, algorithm: 'rtn' });
+    expect(plain.report.bricks.find((b) => b.kind === 'decoder')!).toMatchObject({ algorithm: 'rtn', heldOut: null });
+    expect(plain.report.endToEnd).toBeNull();
     // refusals, one code each: no real inputs; an eval set / sweep (decoder-only chains)
     expect(await code(quantizeBricks({ dir: bricks, out: join(root, `${name}-x`) }))).toBe('E_QUANT_CALIB');
     expect(await code(quantizeBricks({ dir: bricks, out: join(root, `${name}-x`), recipe: 'npu-int8', calib: 2 }))).toBe('E_QUANT_CALIB');
