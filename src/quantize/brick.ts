@@ -114,6 +114,10 @@ export async function quantizeBrick(j: BrickJob): Promise<BrickJobResult> {
     const g = await toGatherBlockQuantized(edit, p);
     rewritten.GatherBlockQuantized = g.count;
     notes.push(...g.skipped);
+    const nested = subgraphMatMuls(src.model.graph!.node);
+    // Optimum's merged decoder computes the cross-attention K/V inside its use_cache_branch If: those
+    // weights are read from the outer graph by subgraph nodes this rewrite does not reach, so they stay float.
+    if (nested) notes.push(`${nested} MatMul/Gemm node(s) inside If subgraphs (e.g. cross-attention K/V projections) are left float`);
     if (!rewritten.MatMulNBits && !g.count) notes.push(`no MatMul/Gemm weight or embedding table to quantize; the brick stays float`);
   }
   const model = edit.build({ dropFloatValueInfo: j.format.kind === 'fp16' });
@@ -123,4 +127,14 @@ export async function quantizeBrick(j: BrickJob): Promise<BrickJobResult> {
   // NPU-targeted outputs must be loadable by rknn-toolkit2.
   const rknn = acceleratorFor(j.format, j.brick.kind) === 'npu' ? checkRknn(model) : undefined;
   return { file, algorithm, rewritten, notes, awq, rknn };
+}
+
+/** MatMul / Gemm nodes inside the subgraphs (If / Loop bodies) of `nodes`, at any depth. */
+function subgraphMatMuls(nodes: readonly NodeProto[], nested = false): number {
+  let n = 0;
+  for (const x of nodes) {
+    if (nested && (x.opType === 'MatMul' || x.opType === 'Gemm')) n++;
+    for (const a of x.attribute) for (const g of a.g ? [a.g, ...a.graphs] : a.graphs) n += subgraphMatMuls(g.node, true);
+  }
+  return n;
 }

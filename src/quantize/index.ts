@@ -14,7 +14,7 @@ import { sha256File } from '../onnx/model-io.js';
 import { describeBrick } from '../partition/brick-files.js';
 import { brickDiskBytes, quantizeBrick, type WeightAlgorithm } from './brick.js';
 import { acceleratorFor, parseFormat } from './format-spec.js';
-import { endToEnd, loadEvalSet, runtimeGreedy, type EvalItem, type GreedyGenerator, type Prompt } from './greedy.js';
+import { agreement, endToEnd, loadEvalSet, runtimeGreedy, type EvalItem, type GreedyGenerator, type Prompt } from './greedy.js';
 import { evalItemsFromQuestions, questionSetDir } from './eval-items.js';
 import { EMBEDDED_CALIB_SET } from '../eval/embedded.js';
 import { compareBrick, compareBricks, primaryOutput } from './metrics.js';
@@ -23,6 +23,7 @@ import { planFormats } from './recipes.js';
 import { REPORT_FILE, SWEEP_FILE, type AlgorithmComparison, type AlgorithmPick, type BrickReport, type QuantReport } from './report.js';
 import { buildSamples, ENCODER_KINDS, type Sample } from './samples.js';
 import type { CalibMethod } from './stats.js';
+import { isSeq2SeqSet, runSeq2Seq, seq2seqMediaFiles, seq2seqMediaKind } from './seq2seq.js';
 import { checkGrid, runSweep, type SweepGrid } from './sweep.js';
 
 export interface QuantizeOptions {
@@ -81,10 +82,12 @@ export async function quantizeBricks(o: QuantizeOptions): Promise<QuantizeResult
   const already = m.bricks.filter((b) => (b as QuantizedBrickEntry).format && (b as QuantizedBrickEntry).format !== 'fp32');
   if (already.length) throw fail('E_QUANT_INPUT', `${dir}: brick(s) ${already.map((b) => `'${b.name}'`).join(', ')} are already quantized`,
     { hint: 'quantize the float brick set partition wrote' });
-  // Calibration and accuracy runs feed decoder-only bricks; an encoder-decoder (Whisper) set is not handled yet.
-  if (m.connections.some((c) => c.cross))
-    throw fail('E_QUANT_INPUT', `${dir}: encoder-decoder (cross-attention) brick sets cannot be quantized yet`,
-      { hint: 'partition the model\'s own _fp16 / _quantized files instead: nanomind partition DIR --dtype quantized' });
+  // Encoder-decoder sets (Whisper, Florence-2) are calibrated and measured through the runtime's own
+  // seq2seq generation on real clips / images (./seq2seq.ts); eval sets and sweeps assume a decoder-only chain.
+  const seq2seq = isSeq2SeqSet(m);
+  if (seq2seq && (o.evalSet || o.sweep))
+    throw fail('E_QUANT_INPUT', `${dir}: --eval and --sweep are not available for encoder-decoder (cross-attention) brick sets`,
+      { hint: 'quantize with --calib DIR (WAVs / images); the report gives per-brick figures and greedy token agreement' });
   const recipe = o.recipe ?? 'hybrid';
   const formats = planFormats(m.bricks, recipe, o.overrides);
   if (typeof o.sweep === 'object') checkGrid(m, o.sweep);
@@ -106,6 +109,13 @@ export async function quantizeBricks(o: QuantizeOptions): Promise<QuantizeResult
       hint: '--calib DIR: a folder of images / WAVs (prepared by the model\'s own processor), a question set (eval.jsonl) or <input>.<k>.npy files; --calib builtin for the embedded model',
     });
   const needCalib = evaluate || [...specs.values()].some((s) => s.kind === 'qdq' || (s.kind === 'nbits' && s.bits === 4 && algorithm === 'awq'));
+  if (seq2seq && needCalib && !calibDir) {
+    const media = seq2seqMediaKind(m) === 'image' ? 'images' : 'WAV clips';
+    throw fail('E_QUANT_CALIB', `${dir}: an encoder-decoder set is calibrated and measured on real ${media} through its own processor, and --calib gave none`, {
+      hint: `--calib DIR: a folder of ${media}; or --no-eval --algo rtn for an unmeasured round-to-nearest set`,
+    });
+  }
+  const newTokens = o.newTokens ?? 8;
   const notes: string[] = [];
   let heldSource: 'dir' | 'random' = 'random';
 
@@ -113,7 +123,22 @@ export async function quantizeBricks(o: QuantizeOptions): Promise<QuantizeResult
     const scratch = join(tmp, '.scratch');
     await mkdir(scratch, { recursive: true });
     let calib: Sample[] = [], held: Sample[] = [];
-    if (needCalib) {
+    let heldFiles: string[] = [], floatSeq2Seq: number[][] = [];
+    if (needCalib && seq2seq) {
+      const files = await seq2seqMediaFiles(m, calibDir!);
+      o.onStage?.(`calibration inputs (${files.length} ${seq2seqMediaKind(m)} file(s) through the float set's own generation)`);
+      const fromDir = evaluate && files.length >= 2 ? Math.max(1, Math.min(heldOutCount, Math.floor(files.length / 4))) : 0;
+      if (evaluate && !fromDir) notes.push('one calibration file: nothing held out, so no accuracy figures');
+      const runs = await runSeq2Seq(dir, m, files, { maxNewTokens: Math.max(1, newTokens), record: true });
+      const cut = files.length - fromDir;
+      // a sample per brick run (the decoder's every step), split by file: no held-out step of a calibration file
+      calib = runs.samples.slice(0, cut).flat();
+      held = runs.samples.slice(cut).flat();
+      notes.push(`encoder-decoder calibration: ${cut} file(s) calibrate, ${fromDir} held out; a brick's samples are its runs during greedy generation (${Math.max(1, newTokens)} tokens at most), the decoder's every step`);
+      heldFiles = files.slice(cut);
+      floatSeq2Seq = runs.tokens.slice(cut);
+      heldSource = 'dir';
+    } else if (needCalib) {
       o.onStage?.(`calibration inputs (${calibDir ?? `${calibCount} random`})`);
       const set = await buildSamples(dir, m, { count: calibDir ? Infinity : calibCount, seed, calibDir, threads: o.threads });
       calib = set.samples;
@@ -201,12 +226,18 @@ export async function quantizeBricks(o: QuantizeOptions): Promise<QuantizeResult
     await writeBricksManifest(tmp, manifest);
 
     let e2e: QuantReport['endToEnd'] = null;
-    const newTokens = o.newTokens ?? 8;
     const canGenerate = m.bricks.some((b) => b.kind === 'decoder');
-    const prompts = held.length ? held.map((s) => promptOf(m, s)) : [];
+    const prompts = held.length && !seq2seq ? held.map((s) => promptOf(m, s)) : [];
     const evalSet = o.evalSet ? await loadEvalItems(dir, o.evalSet) : undefined;
     let floatTokens: Awaited<ReturnType<typeof endToEnd>>['floatTokens'] | undefined;
-    if (evaluate && canGenerate && newTokens > 0 && prompts.length) {
+    if (seq2seq && evaluate && newTokens > 0 && heldFiles.length) {
+      o.onStage?.('end to end (greedy, the runtime\'s encoder-decoder generation)');
+      const q = await runSeq2Seq(tmp, manifest, heldFiles, { maxNewTokens: newTokens });
+      e2e = {
+        ...agreement(floatSeq2Seq, q.tokens), accuracy: null, floatAccuracy: null, evalTokenAgreement: null,
+        prompts: heldFiles.length, newTokens, generator: 'runtime-seq2seq',
+      };
+    } else if (evaluate && canGenerate && newTokens > 0 && prompts.length) {
       o.onStage?.('end to end (greedy)');
       const r = await endToEnd({ float: { dir, manifest: m }, quant: { dir: tmp, manifest }, prompts, evalSet, newTokens, generate: o.generate });
       floatTokens = r.floatTokens;

@@ -3,7 +3,7 @@
  * → `compile --target rk3588` → the runtime, on brick sets partitioned from every family fixture (fp32):
  * text-only Optimum exports, onnxruntime-genai GroupQueryAttention exports, Qwen2-VL / Qwen2.5-VL
  * (grid_thw, 3-D mRoPE position_ids), SmolVLM (pixel_attention_mask, num_images), Gemma 3 (token_type_ids,
- * num_logits_to_keep), LLaVA; Whisper (encoder-decoder) is refused with one clear error.
+ * num_logits_to_keep), LLaVA. The encoder-decoder families (Whisper, Florence-2) are in ./seq2seq.test.ts.
  *
  * Oracle for "the quantized bundle still runs": the runtime (openModel's processor + chat template →
  * KV-cache generation) must produce the same greedy tokens as a plain ONNX Runtime loop that re-runs
@@ -23,14 +23,12 @@ import { buildTinyLlava } from '../../src/fixtures/llava.js';
 import { buildTinyQwen2Vl } from '../../src/fixtures/qwen2-vl.js';
 import { buildTinySmolVlm } from '../../src/fixtures/smolvlm.js';
 import { buildTextFamily } from '../../src/fixtures/text-families.js';
-import { buildTinyWhisper } from '../../src/fixtures/whisper-asr.js';
 import { partition } from '../../src/partition/index.js';
 import { preparePrompt } from '../../src/quantize/eval-items.js';
 import { ortGreedyNoCache, runtimeGreedy } from '../../src/quantize/greedy.js';
 import { quantizeBricks } from '../../src/quantize/index.js';
 import { RECIPES } from '../../src/quantize/recipes.js';
 import { openModel } from '../../src/run/model.js';
-import { code } from '../error-codes.js';
 
 const PROMPT = 'What is in the picture?';
 const NEW_TOKENS = 3;
@@ -141,17 +139,5 @@ describe('phi3 hub variants (GroupQueryAttention)', () => {
     const qd = q.report.bricks.find((b) => b.kind === 'decoder')!;
     expect(qd.rewritten.MatMulNBits).toBe(0);
     expect(qd.notes.some((n) => /MatMulNBits/.test(n))).toBe(true);
-  }, 30_000);
-});
-
-describe('whisper (encoder-decoder)', () => {
-  it('quantize refuses the cross-attention set with one clear error; compile takes the float set', async () => {
-    const src = join(root, 'whisper');
-    await buildTinyWhisper(src);
-    const bricks = join(root, 'whisper-bricks');
-    await partition({ input: src, out: bricks });
-    expect(await code(quantizeBricks({ dir: bricks, out: join(root, 'whisper-q') }))).toBe('E_QUANT_INPUT');
-    const r = await compile({ bricks, target: 'rk3588', out: join(root, 'whisper-bundle'), rknn: 'skip' });
-    expect(r.manifest.bricks.length).toBeGreaterThan(1);
   }, 30_000);
 });
