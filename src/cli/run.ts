@@ -57,7 +57,7 @@ export const runVerb = (program: Command) => program
         const r = await runImageStream(m, files, f.prompt ?? '', { maxNewTokens, sampling, stopStrings: f.stop, overlap: f.overlap,
           onAnswer: f.json ? undefined : (i, a) => process.stdout.write(`${files[i]}: ${a.text}\n`) });
         if (f.json) emit(r, true, () => '');
-        else process.stderr.write(`${files.length} images in ${(r.totalMs / 1000).toFixed(2)} s (${r.imagesPerS.toFixed(2)} images/s, ${r.overlap ? 'encoder ∥ decoder' : 'sequential'})\n`);
+        else process.stderr.write(`${files.length} images in ${(r.totalMs / 1000).toFixed(2)} s (${r.imagesPerS.toFixed(2)} images/s, ${r.overlap ? 'encoder ∥ decoder' : 'sequential'}; ${r.handoff.copiesPerRequest} copies, ${(r.handoff.bytesCopiedPerRequest / 1e6).toFixed(2)} MB per image)\n`);
         return;
       }
       const tensors = await readInputTensors(Object.fromEntries(f.input.map(splitInput)));

@@ -4,7 +4,8 @@
  * decoder answers image N on this thread.
  */
 import { fail } from '../errors.js';
-import { TokenRingBuffer, slotBytesFor, type RingStats, type WriteLease } from './buffers/ring-buffer.js';
+import { TokenRingBuffer, slotBytesFor, type RingStats } from './buffers/ring-buffer.js';
+import type { RingBufferPlan } from '../formats/bundle.js';
 import { ChatSession, type GenerateRequest, type GenerateResult, type GenerationStats } from './generation/chat-session.js';
 import type { SamplingOptions } from './generation/sampling.js';
 import { createStreamDecoder } from './inputs/tokenizer.js';
@@ -107,15 +108,32 @@ export interface ImageStreamOptions extends GenerationFlags {
    * false: each image is encoded and answered in turn on this thread (the comparison mode).
    */
   readonly overlap?: boolean;
-  /** Ring slots (default 2: one being read by the decoder, one being written by the encoder). */
+  /** Ring slots; default: plan.json's ring for the vision encoder, else 2 (one read by the decoder, one written by the encoder). */
   readonly slots?: number;
+  /**
+   * The ring the compiler planned (slots, feature rows per image); default: the bundle's plan.json entry
+   * whose `from` is a brick of the vision chain. Without one, the first image's rows size the slots.
+   */
+  readonly ringPlan?: Pick<RingBufferPlan, 'slots' | 'tokens'>;
   /** Intra-op threads of the encoder worker (default: half the cores, at least 1); the decoder keeps the model's. */
   readonly encoderThreads?: number;
   readonly onAnswer?: (i: number, r: RunResult) => void;
 }
 
+/**
+ * The copies of one image's feature rows on their way from the encoder's output to the decoder's input
+ * embeddings. onnxruntime-node rejects SharedArrayBuffer-backed tensors, so a worker's encoder output
+ * is copied into the shared slot (1); the merge into the decoder's embeddings is a copy in every mode (1).
+ */
+export interface HandoffStats {
+  readonly copies: number;
+  readonly bytesCopied: number;
+  /** Wall ms of the copy into the ring slot; 0 when the encoder wrote into the slot itself; null: not timed apart. */
+  readonly slotCopyMs: number | null;
+}
+
 export interface StreamResult {
-  readonly answers: readonly (RunResult & { readonly image: string })[];
+  readonly answers: readonly (RunResult & { readonly image: string; readonly handoff: HandoffStats })[];
   /** Wall time of the whole stream, the encoder worker's start included. */
   readonly totalMs: number;
   readonly imagesPerS: number;
@@ -123,16 +141,24 @@ export interface StreamResult {
   /** Overlap only: starting the worker and opening its encoder sessions (part of totalMs), and its threads. */
   readonly encoderStartupMs: number | null;
   readonly encoderThreads: number | null;
-  /** The ring after the stream (every slot FREE again). */
-  readonly ring: RingStats;
+  /** The ring after the stream (every slot FREE again), and what sized it. */
+  readonly ring: RingStats & { readonly sizedFrom: 'plan.json' | 'options' | 'first image' };
+  /** Per request, averaged over the stream: copies, bytes copied and ms spent in the slot copy. */
+  readonly handoff: { readonly copiesPerRequest: number; readonly bytesCopiedPerRequest: number; readonly slotCopyMsPerRequest: number | null };
+}
+
+/** plan.json's ring whose producer is a brick of the vision encoder chain. */
+export function visionRingPlan(m: RuntimeModel): RingBufferPlan | undefined {
+  const chain = new Set(m.set.encoder('vision').chain.map((b) => b.name));
+  return m.bundle?.plan.ringBuffers.find((r) => chain.has(r.from.slice(0, r.from.indexOf('.'))));
 }
 
 /**
  * Answers one question per image. With `overlap`, the vision encoder runs in a worker thread
- * (./workers/encoder-worker.ts) that fills the slots of a shared TABM ring while this thread decodes
- * from them; the ring's state machine stays here: this thread acquires a slot, the worker writes its
- * bytes, this thread commits it on the reply. Without `overlap`, each image is encoded (straight into
- * slot memory) and answered in turn. Same answers either way; only the wall time differs.
+ * (./workers/encoder-worker.ts) that claims, fills and commits the slots of a shared TABM ring itself
+ * while this thread reads and releases them: the two threads meet only in the ring's state words.
+ * Without `overlap`, each image is encoded (straight into slot memory) and answered in turn. Same
+ * answers either way; only the wall time differs.
  */
 export async function runImageStream(m: RuntimeModel, images: readonly string[], prompt: string, g: ImageStreamOptions = {}): Promise<StreamResult> {
   if (!m.prompts) throw fail('E_TOKENIZER', `${m.dir}: no tokenizer / chat template for text prompts`);
@@ -153,60 +179,52 @@ export async function runImageStream(m: RuntimeModel, images: readonly string[],
   try {
     for (const b of [m.set.embed, m.set.decoder.brick]) if (b) await m.set.session(b.name);
     worker = await starting;
-    const r = await stream(m, images, prompt, g, { hidden, placeholder, shared: overlap, encoder: streamEncoder(m, placeholder, worker) });
+    const r = await stream(m, images, prompt, g, { hidden, placeholder, worker });
     const totalMs = performance.now() - t0;
+    const timed = r.answers.flatMap((a) => (a.handoff.slotCopyMs === null ? [] : [a.handoff.slotCopyMs]));
+    const mean = (xs: readonly number[]) => xs.reduce((n, x) => n + x, 0) / xs.length;
     return {
       answers: r.answers, totalMs, imagesPerS: images.length / (totalMs / 1000), overlap,
       encoderStartupMs: worker?.startupMs ?? null, encoderThreads: worker?.threads ?? null, ring: r.ring,
+      handoff: { copiesPerRequest: mean(r.answers.map((a) => a.handoff.copies)), bytesCopiedPerRequest: mean(r.answers.map((a) => a.handoff.bytesCopied)),
+        slotCopyMsPerRequest: timed.length ? mean(timed) : null },
     };
   } finally {
     await (worker ?? await starting?.catch(() => undefined))?.terminate();
   }
 }
 
-interface StreamEncoder {
-  /** Encodes the first image before the ring exists: its rows size the slots. */
-  first(file: string): Promise<{ rows: number; ms: number; features?: Float32Array }>;
-  /** Shares a shared ring's memory with the encoder. */
-  attach(buffer: SharedArrayBuffer): void;
-  into(file: string, lease: WriteLease): Promise<{ rows: number; ms: number }>;
-}
-
-/** The worker, or this thread's vision brick writing straight into slot memory. */
-function streamEncoder(m: RuntimeModel, placeholder: number, worker: EncoderWorker | undefined): StreamEncoder {
-  if (worker) return { first: (f) => worker.encode(f), attach: (b) => worker.attach(b), into: (f, lease) => worker.encode(f, lease) };
-  return {
-    first: async (f) => m.set.encode(placeholder, await m.mediaInput('image', { file: f })),
-    attach: () => undefined,
-    into: async (f, lease) => m.set.encode(placeholder, await m.mediaInput('image', { file: f }), { into: lease.view('float32') }),
-  };
-}
-
 async function stream(m: RuntimeModel, images: readonly string[], prompt: string, g: ImageStreamOptions,
-  o: { hidden: number; placeholder: number; shared: boolean; encoder: StreamEncoder }) {
-  const { hidden, placeholder } = o;
+  o: { hidden: number; placeholder: number; worker: EncoderWorker | undefined }) {
+  const { hidden, placeholder, worker } = o;
   const session = new ChatSession(m.set);
-  const first = await o.encoder.first(images[0]!);
-  const rows = first.rows;
-  const ring = new TokenRingBuffer({ slots: g.slots ?? 2, slotBytes: slotBytesFor({ tokens: rows, hidden, dtype: 'float32' }), shared: o.shared });
-  if (ring.buffer instanceof SharedArrayBuffer) o.encoder.attach(ring.buffer);
+  const plan = g.ringPlan ?? visionRingPlan(m);
+  const sizedFrom = g.ringPlan ? 'options' as const : plan ? 'plan.json' as const : 'first image' as const;
+  // Without a plan, the first image is encoded before the ring exists: its rows size the slots.
+  const first = plan ? undefined : worker ? await worker.encode(images[0]!)
+    : await m.set.encode(placeholder, await m.mediaInput('image', { file: images[0]! }));
+  const rows = plan?.tokens ?? first!.rows;
+  // The decoder takes float32 rows whatever dtype the plan sized for, so slots hold float32.
+  const ring = new TokenRingBuffer({ slots: g.slots ?? plan?.slots ?? 2, slotBytes: slotBytesFor({ tokens: rows, hidden, dtype: 'float32' }), shared: !!worker });
   const ids = m.prompts!.encode([{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: prompt }] }],
     { addGenerationPrompt: true, counts: { image: rows } }).ids;
-  const answers: (RunResult & { image: string })[] = [];
+  const answers: (RunResult & { image: string; handoff: HandoffStats })[] = [];
+  const rowBytes = rows * hidden * 4;
 
-  const encodeOne = async (i: number): Promise<void> => {
+  /** This thread's producer: the first image's rows (copied in), or the vision brick writing into the slot. */
+  const encodeHere = async (i: number): Promise<void> => {
     const lease = await ring.acquireWrite();
     try {
-      let ms = first.ms;
-      if (i === 0) lease.view('float32', rows * hidden).set(first.features!);
-      else {
-        const r = await o.encoder.into(images[i]!, lease);
-        if (r.rows !== rows)
-          throw fail('E_MERGE_COUNT', `${images[i]}: ${r.rows} feature rows, but the stream's first image gave ${rows}`,
-            { file: images[i], hint: 'every image of a stream must give the same number of feature rows' });
-        ms = r.ms;
+      if (i === 0 && first?.features) {
+        const f = first.features, t = performance.now();
+        lease.view('float32', f.length).set(f);
+        lease.commit({ tokens: first.rows, dims: [first.rows, hidden], dtype: 'float32', numbers: [first.ms, performance.now() - t, f.byteLength] });
+        return;
       }
-      lease.commit({ tokens: rows, dims: [rows, hidden], dtype: 'float32', tag: String(ms) });
+      const r = await m.set.encode(placeholder, await m.mediaInput('image', { file: images[i]! }), { into: lease.view('float32') });
+      // EncodeResult.direct: the encoder's last brick wrote into the slot itself (no copy); otherwise the
+      // brick set copied its output in, inside the encoder's ms (not timed apart: NaN).
+      lease.commit({ tokens: r.rows, dims: [r.rows, hidden], dtype: 'float32', numbers: [r.ms, r.direct ? 0 : NaN, r.direct ? 0 : r.features.byteLength] });
     } catch (e) {
       lease.abort();
       throw e;
@@ -215,35 +233,40 @@ async function stream(m: RuntimeModel, images: readonly string[], prompt: string
   const answerOne = async (i: number): Promise<void> => {
     const lease = await ring.acquireRead();
     try {
-      // The session copies the slot rows into its own arena, so the decoder never reads shared memory.
-      const r = await answer(m, session, { inputIds: ids, features: { [placeholder]: lease.view('float32', rows * hidden) } }, Number(lease.meta.tag), g);
-      answers.push({ ...r, image: images[i]! });
+      if (lease.meta.tokens !== rows)
+        throw fail('E_MERGE_COUNT', `${images[i]}: ${lease.meta.tokens} feature rows, but the ring was sized for ${rows} (${sizedFrom})`,
+          { file: images[i], hint: 'every image of a stream must give the same number of feature rows' });
+      const [encodeMs = 0, slotCopyMs = 0, slotBytes = 0] = lease.meta.numbers ?? [];
+      // The session copies the slot rows into its own arena (the merge), so the decoder never reads shared memory.
+      const r = await answer(m, session, { inputIds: ids, features: { [placeholder]: lease.view('float32', rows * hidden) } }, encodeMs, g);
+      const handoff = { copies: (slotBytes > 0 ? 1 : 0) + 1, bytesCopied: slotBytes + rowBytes, slotCopyMs: Number.isNaN(slotCopyMs) ? null : slotCopyMs };
+      answers.push({ ...r, image: images[i]!, handoff });
       g.onAnswer?.(i, r);
     } finally {
       lease.release();
     }
   };
 
-  if (o.shared) {
-    // A failing side closes the ring (waking the other) and both stop before their next image.
-    let stop = false;
-    const loop = async (step: (i: number) => Promise<void>) => {
+  if (worker) {
+    // The worker claims and commits the slots itself; this thread only reads and releases them.
+    if (first) await encodeHere(0);
+    const produced = worker.stream(ring.handle(), images.slice(first ? 1 : 0));
+    const consumed = (async () => {
       try {
-        for (const i of images.keys()) { if (stop) return; await step(i); }
+        for (const i of images.keys()) await answerOne(i);
       } catch (e) {
-        stop = true;
-        ring.close(String(e));
+        ring.close(String(e)); // wakes the worker if it waits for a slot; it stops before its next image
         throw e;
       }
-    };
-    const settled = await Promise.allSettled([loop(encodeOne), loop(answerOne)]);
+    })();
+    const settled = await Promise.allSettled([produced, consumed]);
     const errors = settled.flatMap((s) => (s.status === 'rejected' ? [s.reason as unknown] : []));
     // The side that failed first closed the ring; the other then only reports E_TABM_CLOSED.
     if (errors.length) throw errors.find((e) => (e as { code?: string }).code !== 'E_TABM_CLOSED') ?? errors[0];
   } else {
-    for (const i of images.keys()) { await encodeOne(i); await answerOne(i); }
+    for (const i of images.keys()) { await encodeHere(i); await answerOne(i); }
   }
-  return { answers, ring: ring.stats() };
+  return { answers, ring: { ...ring.stats(), sizedFrom } };
 }
 
 function concat(a: Float32Array | undefined, b: Float32Array): Float32Array {

@@ -14,6 +14,7 @@ import '../../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { fail } from '../../errors.js';
+import type { RingHandle } from '../buffers/ring-buffer.js';
 import { fromWire, type EncoderWorkerData, type FromWorker, type ToWorker } from './protocol.js';
 import { compiledWorker } from '../../util/worker-file.js';
 
@@ -43,6 +44,12 @@ export interface EncoderWorker {
   attach(buffer: SharedArrayBuffer): void;
   /** Preprocesses and encodes one image file; with `slot`, the rows are written into that region of the attached buffer. */
   encode(file: string, slot?: SlotRegion): Promise<EncodedImage>;
+  /**
+   * Encodes `files` in order into a shared ring: the worker claims, fills and commits the slots itself
+   * (slot meta `numbers`: encoder ms, copy ms, bytes copied). Resolves once the last slot is committed;
+   * on failure the worker closes the ring and this rejects with its error.
+   */
+  stream(ring: RingHandle, files: readonly string[]): Promise<{ count: number }>;
   /** Closes the worker's sessions and ends the thread; safe to call more than once. */
   terminate(): Promise<void>;
 }
@@ -70,7 +77,8 @@ export async function startEncoderWorker(o: EncoderWorkerOptions): Promise<Encod
   const w = new Worker(workerFile(), { workerData });
   live.add(w);
 
-  const pending = new Map<number, { resolve(r: EncodedImage): void; reject(e: unknown): void }>();
+  // Each request's entry casts the reply back to its own kind ('encoded' → EncodedImage, 'streamed' → count).
+  const pending = new Map<number, { resolve(r: EncodedImage | { count: number }): void; reject(e: unknown): void }>();
   let nextId = 0;
   let gone: Error | undefined;
   let onReady: { resolve(ms: number): void; reject(e: unknown): void } | undefined;
@@ -85,6 +93,12 @@ export async function startEncoderWorker(o: EncoderWorkerOptions): Promise<Encod
         const p = pending.get(msg.id);
         pending.delete(msg.id);
         p?.resolve({ rows: msg.rows, dims: msg.dims, ms: msg.ms, features: msg.features });
+        break;
+      }
+      case 'streamed': {
+        const p = pending.get(msg.id);
+        pending.delete(msg.id);
+        p?.resolve({ count: msg.count });
         break;
       }
       case 'failed': {
@@ -131,8 +145,16 @@ export async function startEncoderWorker(o: EncoderWorkerOptions): Promise<Encod
       if (gone || closing) return Promise.reject(gone ?? fail('E_WORKER', 'the encoder worker was terminated'));
       const id = nextId++;
       return new Promise<EncodedImage>((resolve, reject) => {
-        pending.set(id, { resolve, reject });
+        pending.set(id, { resolve: (r) => resolve(r as EncodedImage), reject });
         send({ type: 'encode', id, file, byteOffset: slot?.byteOffset, byteLength: slot?.byteLength });
+      });
+    },
+    stream(ring, files) {
+      if (gone || closing) return Promise.reject(gone ?? fail('E_WORKER', 'the encoder worker was terminated'));
+      const id = nextId++;
+      return new Promise<{ count: number }>((resolve, reject) => {
+        pending.set(id, { resolve: (r) => resolve(r as { count: number }), reject });
+        send({ type: 'stream', id, ring, files });
       });
     },
     terminate,
