@@ -6,7 +6,7 @@
 import { fail } from '../errors.js';
 import { availableParallelism } from 'node:os';
 import { TokenRingBuffer, slotBytesFor, type ReadLease, type RingStats } from './buffers/ring-buffer.js';
-import type { PowerMonitor, PowerReport, PowerState } from './power/policy.js';
+import { decoderThreadsFor, type PowerMonitor, type PowerReport, type PowerState } from './power/policy.js';
 import type { RingBufferPlan } from '../formats/bundle.js';
 import { ChatSession, type GenerateRequest, type GenerateResult, type GenerationStats } from './generation/chat-session.js';
 import type { SamplingOptions } from './generation/sampling.js';
@@ -253,10 +253,8 @@ async function stream(m: RuntimeModel, images: readonly string[], prompt: string
   const baseThreads = g.decoderThreads ?? (o.overlap ? decoderThreadsBesideWorker() : availableParallelism());
   let decoderThreads: number | undefined; // undefined: as the model was opened
   const applyPower = async () => {
-    if (!power || power.policy.state === 'critical') return;
-    const want = power.policy.state === 'proportional' ? Math.max(1, Math.round(power.policy.alpha * baseThreads)) : baseThreads;
-    if (decoderThreads === undefined && power.policy.state === 'unconstrained') return;
-    if (want === decoderThreads) return;
+    const want = power && decoderThreadsFor(power.policy, baseThreads, decoderThreads);
+    if (want === undefined || want === decoderThreads) return;
     decoderThreads = want;
     await m.set.release(m.set.decoder.brick.name, { threads: want });
   };

@@ -109,3 +109,13 @@ export function powerMonitor(o: { dir?: string; thresholds: PowerThresholds; onT
 /** The one log line of a transition. */
 export const transitionLine = (t: PowerTransition): string =>
   `power: ${t.from} → ${t.to} (${t.why}${t.to === 'proportional' ? `, α = ${t.alpha.toFixed(2)}` : ''}) at ${t.atMs} ms`;
+
+/**
+ * Decoder intra-op threads for the policy's state: `base` unconstrained, α × `base` (at least 1)
+ * proportional; critical keeps what it had (the cascade's cut is in the encoders).
+ */
+export function decoderThreadsFor(p: PowerPolicy, base: number, current: number | undefined): number | undefined {
+  if (p.state === 'critical') return current;
+  if (p.state === 'unconstrained') return current === undefined ? undefined : base;
+  return Math.max(1, Math.round(p.alpha * base));
+}
