@@ -43,5 +43,9 @@ describe('nanomind run --images --power-supply', () => {
     const seq = JSON.parse((await cli(...args, '--power-supply', none, '--no-overlap')).stdout);
     for (const r of [c, free]) expect(r.answers.map((a: { tokens: number[] }) => a.tokens)).toEqual(seq.answers.map((a: { tokens: number[] }) => a.tokens));
     expect(c.handoff.copiesPerRequest).toBeGreaterThanOrEqual(1);
-  }, 60_000);
+    // bench runs its image stream under the same policy and reports it.
+    const b = await cli('bench', dir, '--runs', '1', '--new-tokens', '2', '--prompt-tokens', '4', '--stream-images', '2', '--power-supply', low, '--json');
+    expect(b.code).toBe(0);
+    expect(JSON.parse(b.stdout).power).toMatchObject({ state: 'critical', transitions: [{ to: 'critical', batteryPercent: 5 }] });
+  }, 90_000);
 });
