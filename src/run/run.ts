@@ -5,6 +5,7 @@
  */
 import { fail } from '../errors.js';
 import { availableParallelism } from 'node:os';
+import { cpusOnThisMachine, threadAffinity } from './affinity.js';
 import { TokenRingBuffer, slotBytesFor, type ReadLease, type RingStats } from './buffers/ring-buffer.js';
 import { decoderThreadsFor, type PowerMonitor, type PowerReport, type PowerState } from './power/policy.js';
 import type { RingBufferPlan } from '../formats/bundle.js';
@@ -117,8 +118,10 @@ export interface ImageStreamOptions extends GenerationFlags {
    * whose `from` is a brick of the vision chain. Without one, the first image's rows size the slots.
    */
   readonly ringPlan?: Pick<RingBufferPlan, 'slots' | 'tokens'>;
-  /** Intra-op threads of the encoder worker (default: half the cores, at least 1); the decoder keeps the model's. */
+  /** Intra-op threads of the encoder worker (default: plan.json's affinity threads, else half the cores); the decoder keeps the model's. */
   readonly encoderThreads?: number;
+  /** Linux: CPUs the encoder worker runs on (default: plan.json's cpuList for the vision brick, on the cores this machine has). */
+  readonly encoderCpus?: readonly number[];
   readonly onAnswer?: (i: number, r: RunResult) => void;
   /** The battery-aware policy, sampled before each image; absent: unconstrained throughout. */
   readonly power?: PowerMonitor;
@@ -152,6 +155,11 @@ export interface StreamResult {
   readonly ring: RingStats & { readonly sizedFrom: 'plan.json' | 'options' | 'first image'; readonly rings: number };
   /** Per request, averaged over the stream: copies, bytes copied and ms spent in the slot copy. */
   readonly handoff: { readonly copiesPerRequest: number; readonly bytesCopiedPerRequest: number; readonly slotCopyMsPerRequest: number | null };
+  /** Where the encoder worker ran (its thread's CPUs after pinning, threads, and why) and this thread's CPUs (the decoder). */
+  readonly placement: {
+    readonly encoder: { readonly cpus: readonly number[] | null; readonly threads: number | null; readonly why: string };
+    readonly decoder: { readonly cpus: readonly number[] | null };
+  };
   /** With a power policy: its state, α and transitions; encoder workers started; images encoded ahead and dropped at a turn to critical. */
   readonly power: (PowerReport & { readonly workersStarted: number; readonly reencoded: number }) | null;
 }
@@ -188,12 +196,13 @@ export async function runImageStream(m: RuntimeModel, images: readonly string[],
   const overlap = (g.overlap ?? true) && encoderOnCpu;
   const t0 = performance.now();
   const workers: EncoderWorker[] = [];
+  const place = encoderPlacement(m, g);
   if (g.power) await g.power.sample(); // the state for the first image decides whether a worker starts
   // ORT opens sessions synchronously on the calling thread: the decoder's open here while the worker opens the encoder's.
-  let starting = overlap && g.power?.policy.state !== 'critical' ? startEncoderWorker({ dir: m.dir, threads: g.encoderThreads }) : undefined;
+  let starting = overlap && g.power?.policy.state !== 'critical' ? startEncoderWorker({ dir: m.dir, threads: place.threads, cpus: place.cpus }) : undefined;
   starting?.catch(() => undefined); // awaited below; this only keeps an early failure from counting as unhandled
   const startWorker = async (): Promise<EncoderWorker> => {
-    const w = await (starting ?? startEncoderWorker({ dir: m.dir, threads: g.encoderThreads }));
+    const w = await (starting ?? startEncoderWorker({ dir: m.dir, threads: place.threads, cpus: place.cpus }));
     starting = undefined;
     workers.push(w);
     return w;
@@ -211,11 +220,27 @@ export async function runImageStream(m: RuntimeModel, images: readonly string[],
       handoff: { copiesPerRequest: mean(r.answers.map((a) => a.handoff.copies)), bytesCopiedPerRequest: mean(r.answers.map((a) => a.handoff.bytesCopied)),
         slotCopyMsPerRequest: timed.length ? mean(timed) : null },
       power: g.power ? { ...g.power.policy.report(), workersStarted: workers.length, reencoded: r.reencoded } : null,
+      placement: {
+        encoder: { cpus: workers[0]?.cpus ?? null, threads: workers[0]?.threads ?? null, why: workers.length ? place.why : 'no encoder worker (on this thread)' },
+        decoder: { cpus: process.platform === 'linux' ? threadAffinity() : null },
+      },
     };
   } finally {
     for (const w of workers) await w.terminate();
     await (await starting?.catch(() => undefined))?.terminate();
   }
+}
+
+/** The encoder worker's CPUs and threads: the options, else plan.json's affinity for a brick of the vision chain. */
+function encoderPlacement(m: RuntimeModel, g: ImageStreamOptions): { cpus?: readonly number[]; threads?: number; why: string } {
+  if (g.encoderCpus) return { cpus: g.encoderCpus, threads: g.encoderThreads, why: 'encoderCpus option' };
+  const chain = m.set.encoder('vision').chain.map((b) => b.name);
+  const a = m.bundle?.plan.affinity.find((x) => chain.includes(x.brick) && x.cpuList);
+  if (!a?.cpuList) return { threads: g.encoderThreads, why: 'not pinned: plan.json has no cpuList for the vision brick' };
+  if (process.platform !== 'linux') return { threads: g.encoderThreads, why: `not pinned: CPU affinity is set on Linux only` };
+  const r = cpusOnThisMachine(a.cpuList);
+  const threads = g.encoderThreads ?? (a.threads && r.cpus ? Math.min(a.threads, r.cpus.length) : undefined);
+  return { cpus: r.cpus, threads, why: `${a.brick} on ${a.accelerator}: ${r.why}` };
 }
 
 /** How an image was answered: worker ∥ decoder, one after another on this thread, or the critical-state cascade. */

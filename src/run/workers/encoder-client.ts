@@ -23,6 +23,8 @@ export interface EncoderWorkerOptions {
   readonly dir: string;
   /** Intra-op threads of the worker's encoder sessions (default `defaultEncoderThreads()`). */
   readonly threads?: number;
+  /** Linux: the CPUs the worker and its sessions' thread pools run on (plan.json's cluster); default: not pinned. */
+  readonly cpus?: readonly number[];
 }
 
 export interface EncodedImage {
@@ -40,6 +42,8 @@ export interface EncoderWorker {
   readonly threads: number;
   /** Worker start: module loading + opening the encoder sessions. */
   readonly startupMs: number;
+  /** The CPUs the worker's thread may run on (as the kernel reports after pinning); null off Linux. */
+  readonly cpus: readonly number[] | null;
   /** Shares the ring's memory with the worker (once, before `encode` with a slot). */
   attach(buffer: SharedArrayBuffer): void;
   /** Preprocesses and encodes one image file; with `slot`, the rows are written into that region of the attached buffer. */
@@ -72,7 +76,7 @@ const workerFile = (): URL => compiledWorker(import.meta.url, './encoder-worker.
 export async function startEncoderWorker(o: EncoderWorkerOptions): Promise<EncoderWorker> {
   const threads = o.threads ?? defaultEncoderThreads();
   if (!(Number.isSafeInteger(threads) && threads >= 1)) throw fail('E_BAD_OPTION', `encoderThreads must be an integer ≥ 1, got ${threads}`);
-  const workerData: EncoderWorkerData = { dir: o.dir, kind: 'vision', threads };
+  const workerData: EncoderWorkerData = { dir: o.dir, kind: 'vision', threads, cpus: o.cpus ? [...o.cpus] : undefined };
   const t0 = performance.now();
   const w = new Worker(workerFile(), { workerData });
   live.add(w);
@@ -81,13 +85,13 @@ export async function startEncoderWorker(o: EncoderWorkerOptions): Promise<Encod
   const pending = new Map<number, { resolve(r: EncodedImage | { count: number }): void; reject(e: unknown): void }>();
   let nextId = 0;
   let gone: Error | undefined;
-  let onReady: { resolve(ms: number): void; reject(e: unknown): void } | undefined;
-  const ready = new Promise<number>((resolve, reject) => { onReady = { resolve, reject }; });
+  let onReady: { resolve(r: { ms: number; cpus: readonly number[] | null }): void; reject(e: unknown): void } | undefined;
+  const ready = new Promise<{ ms: number; cpus: readonly number[] | null }>((resolve, reject) => { onReady = { resolve, reject }; });
   const send = (msg: ToWorker) => w.postMessage(msg);
 
   w.on('message', (msg: FromWorker) => {
     switch (msg.type) {
-      case 'ready': onReady?.resolve(performance.now() - t0); break;
+      case 'ready': onReady?.resolve({ ms: performance.now() - t0, cpus: msg.cpus }); break;
       case 'startup-failed': gone ??= fromWire(msg.error); onReady?.reject(gone); break;
       case 'encoded': {
         const p = pending.get(msg.id);
@@ -131,15 +135,15 @@ export async function startEncoderWorker(o: EncoderWorkerOptions): Promise<Encod
     await exited;
   })());
 
-  let startupMs: number;
+  let startupMs: number, cpus: readonly number[] | null;
   try {
-    startupMs = await ready;
+    ({ ms: startupMs, cpus } = await ready);
   } catch (e) {
     await terminate();
     throw e;
   }
   return {
-    threads, startupMs,
+    threads, startupMs, cpus,
     attach: (buffer) => send({ type: 'attach', buffer }),
     encode(file, slot) {
       if (gone || closing) return Promise.reject(gone ?? fail('E_WORKER', 'the encoder worker was terminated'));

@@ -12,6 +12,7 @@ import '../../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry
 import { parentPort, workerData } from 'node:worker_threads';
 import { fail } from '../../errors.js';
 import { TokenRingBuffer } from '../buffers/ring-buffer.js';
+import { pinThread, threadAffinity } from '../affinity.js';
 import { openBrickSet, type BrickSet, type EncoderRole } from '../brick-set.js';
 import { tensor } from '../feeds.js';
 import { loadImageProcessorConfig, preprocessImage, type ImageProcessorConfig } from '../inputs/image.js';
@@ -26,6 +27,9 @@ interface Ready { readonly set: BrickSet; readonly enc: EncoderRole; readonly cf
 
 async function start(): Promise<Ready> {
   const t0 = performance.now();
+  // Pinned before any session exists: ORT's intra-op threads are created with the sessions and inherit the mask.
+  if (data.cpus) pinThread(data.cpus);
+  const cpus = process.platform === 'linux' ? threadAffinity() : null;
   // The main thread has checked the hashes already.
   const set = await openBrickSet(data.dir, { checkHashes: false, threads: data.threads });
   try {
@@ -33,7 +37,7 @@ async function start(): Promise<Ready> {
     const cfg = await loadImageProcessorConfig(data.dir);
     // Only the encoder chain is opened here: the decoder lives on the main thread.
     for (const b of enc.chain) await set.session(b.name);
-    post({ type: 'ready', ms: performance.now() - t0 });
+    post({ type: 'ready', ms: performance.now() - t0, cpus });
     return { set, enc, cfg };
   } catch (e) {
     await set.close();

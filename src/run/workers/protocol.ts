@@ -13,6 +13,8 @@ export interface EncoderWorkerData {
   readonly kind: 'vision';
   /** Intra-op threads of the worker's ORT sessions. */
   readonly threads: number;
+  /** Linux: pin the worker thread to these CPUs before it opens its sessions (their thread pools inherit it). */
+  readonly cpus?: readonly number[];
 }
 
 export type ToWorker =
@@ -28,7 +30,8 @@ export type ToWorker =
   | { readonly type: 'close' };
 
 export type FromWorker =
-  | { readonly type: 'ready'; readonly ms: number }
+  /** `cpus`: where the worker's thread (and so its sessions' pools) may run; null off Linux. */
+  | { readonly type: 'ready'; readonly ms: number; readonly cpus: readonly number[] | null }
   | { readonly type: 'startup-failed'; readonly error: WireError }
   | { readonly type: 'encoded'; readonly id: number; readonly rows: number; readonly dims: readonly number[]; readonly ms: number;
       readonly features?: Float32Array }
