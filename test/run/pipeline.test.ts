@@ -104,7 +104,7 @@ describe('runImageStream', () => {
     expect(base.ring.sizedFrom).toBe('first image');
     // A bundle's plan.json ring (as compile writes it: from the vision chain's output, rows per image).
     const from = `${enc.chain[enc.chain.length - 1]!.name}.out`;
-    const bundle = { plan: { ringBuffers: [{ from, to: 'decoder', slots: 3, slotBytes: rowBytes, tokens: rows, hidden: m.set.hidden!, dtype: 'float32', why: 'test' }] } };
+    const bundle = { plan: { affinity: [], ringBuffers: [{ from, to: 'decoder', slots: 3, slotBytes: rowBytes, tokens: rows, hidden: m.set.hidden!, dtype: 'float32', why: 'test' }] } };
     const planned = { ...m, bundle } as unknown as RuntimeModel;
     const par = await runImageStream(planned, images, 'What colour?', opts);
     expect(par.ring).toMatchObject({ sizedFrom: 'plan.json', slots: 3, slotBytes: rowBytes, free: 3, committed: images.length });
