@@ -80,7 +80,7 @@ export interface BenchResult {
     readonly freshTtftMs: Spread;
     readonly savedMs: number;
   };
-  /** The power policy the overlapped stream ran under: state, α and transitions (null: none given). */
+  /** The power policy the overlapped stream ran under: state, α and transitions (null: none given, or no image stream). */
   readonly power: PowerReport | null;
   readonly imageStream: {
     readonly images: number;
@@ -214,7 +214,7 @@ async function measure(m: RuntimeModel, o: BenchOptions, s: { runs: number; prom
       savedMs: median(fresh) - median(reused),
     },
     imageStream,
-    power: o.power?.policy.report() ?? null,
+    power: imageStream && o.power ? o.power.policy.report() : null,
     runs: list,
   };
 }
