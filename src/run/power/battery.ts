@@ -38,6 +38,9 @@ export async function readBattery(dir: string = SYSFS_POWER_SUPPLY): Promise<Bat
     if (type === 'Battery') {
       const cap = await read(join(dir, name, 'capacity'));
       const n = cap === undefined ? NaN : Number(cap);
+      // The real sysfs can hold a battery whose capacity is unreadable (a phantom or a driver without it):
+      // it is skipped there; a folder given on purpose (--power-supply) must be well formed.
+      if (!(Number.isFinite(n) && n >= 0 && n <= 100) && dir === SYSFS_POWER_SUPPLY) continue;
       if (!(Number.isFinite(n) && n >= 0 && n <= 100))
         throw fail('E_POWER_SUPPLY', `${join(dir, name, 'capacity')}: '${cap ?? '(missing)'}' is not a percentage`, { file: join(dir, name, 'capacity') });
       const st = (await read(join(dir, name, 'status'))) ?? 'Unknown';
