@@ -18,6 +18,8 @@ import type { ChatMessage, MediaKind } from '../run/inputs/chat-template.js';
 import { prepareTurn, type RuntimeModel } from '../run/model.js';
 import { brickBackends } from '../run/brick-set.js';
 import { peakRssMb, samplingFor } from '../run/run.js';
+import { availableParallelism } from 'node:os';
+import { decoderThreadsFor, transitionLine, type PowerMonitor, type PowerReport } from '../run/power/policy.js';
 
 export interface ConversationOptions {
   readonly system?: string;
@@ -27,6 +29,14 @@ export interface ConversationOptions {
   readonly stopStrings?: readonly string[];
   /** Tokens the session's arena and KV cache hold (default: the model's context, at most 4096). */
   readonly maxContext?: number;
+  /**
+   * The battery-aware policy, sampled before each turn: proportional gives the decoder α of
+   * `decoderThreads`; critical releases the encoder sessions once a turn's media are encoded (the
+   * decoder and its KV cache stay).
+   */
+  readonly power?: PowerMonitor;
+  /** Decoder threads at α = 1 (default: this machine's cores). */
+  readonly decoderThreads?: number;
 }
 
 export type ChatCommand =
@@ -85,6 +95,8 @@ export interface TurnStats {
   readonly peakRssMb: number;
   readonly contextTokens: number;
   readonly maxContext: number;
+  /** With a power policy: its state after this turn's sample, α, and every transition so far. */
+  readonly power?: PowerReport;
 }
 
 export interface TurnResult {
@@ -113,6 +125,8 @@ export class Conversation {
   private readonly session: ChatSession;
   private messages: ChatMessage[] = [];
   private encoded: Record<number, Float32Array> = {};
+  /** Decoder threads the power policy set (undefined: as the model was opened). */
+  private decoderThreads: number | undefined;
   private pending: { image: string[]; audio: string[] } = { image: [], audio: [] };
   private last: TurnStats | undefined;
   private lastIds: readonly number[] = [];
@@ -151,6 +165,12 @@ export class Conversation {
   /** One user message (with the pending attachments) → one streamed answer. */
   async send(text: string, o: SendOptions = {}): Promise<TurnResult> {
     const m = this.model;
+    const power = this.options.power;
+    if (power) {
+      await power.sample();
+      const want = decoderThreadsFor(power.policy, this.options.decoderThreads ?? availableParallelism(), this.decoderThreads);
+      if (want !== undefined && want !== this.decoderThreads) await m.set.release(m.set.decoder.brick.name, { threads: (this.decoderThreads = want) });
+    }
     const before = m.set.brickMs();
     const attached = this.pending;
     this.pending = { image: [], audio: [] };
@@ -158,6 +178,8 @@ export class Conversation {
       prompt: text, system: this.options.system,
       images: attached.image.map((file) => ({ file })), audio: attached.audio.map((file) => ({ file })),
     }, this.messages, this.encoded);
+    // Critical: the cascade's encoders ran only because this turn needed them; their memory goes back now.
+    if (power?.policy.state === 'critical') for (const e of m.set.encoders) for (const b of e.chain) await m.set.release(b.name);
     const r = await this.session.generate({ inputIds: p.inputIds, features: p.features, mropePositions: p.mropePositions }, {
       maxNewTokens: this.options.maxNewTokens, sampling: samplingFor(m, this.options.sampling), stopStrings: this.options.stopStrings,
       decode: (ids) => m.tokenizer!.decode(ids, { skipSpecialTokens: true }),
@@ -172,7 +194,7 @@ export class Conversation {
     this.turns++;
     const after = m.set.brickMs();
     const bricks = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)] as const).filter(([, v]) => v > 0));
-    this.last = turnStats(r.stats, p.encodeMs, bricks, this.context, brickBackends(m.set));
+    this.last = { ...turnStats(r.stats, p.encodeMs, bricks, this.context, brickBackends(m.set)), ...(power ? { power: power.policy.report() } : {}) };
     return { text: answer.trim(), tokens: r.tokens, stopReason: r.stopReason, stats: this.last };
   }
 
@@ -232,6 +254,8 @@ export function formatStats(s: TurnStats): string {
     `bricks: ${Object.entries(s.bricks).map(([k, v]) => `${k} ${fmt(v)} ms`).join(', ') || '-'}`,
     `backends: ${Object.entries(s.backends).map(([k, v]) => `${k} ${v}`).join(', ') || '-'}`,
     `context ${s.contextTokens}/${s.maxContext} tokens · peak RSS ${fmt(s.peakRssMb, 0)} MB`,
+    ...(s.power ? [`power ${s.power.state} (battery ${s.power.batteryPercent ?? '-'}${s.power.batteryPercent === null ? '' : '%'}, α ${fmt(s.power.alpha, 2)}), ${s.power.transitions.length} transition(s)`,
+      ...s.power.transitions.map(transitionLine)] : []),
   ];
   return lines.join('\n');
 }

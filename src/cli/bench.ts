@@ -1,3 +1,5 @@
+import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { TargetProfile } from '../compile/targets.js';
 import { fail } from '../errors.js';
@@ -8,7 +10,7 @@ import { stageProgress } from './progress.js';
 import { withRunnableDir } from './open-model.js';
 
 interface BenchFlags {
-  runs?: string; promptTokens?: string; newTokens?: string; image?: string; audio?: string; threads?: string; streamImages?: string; json?: boolean;
+  runs?: string; promptTokens?: string; newTokens?: string; image?: string; audio?: string; threads?: string; streamImages?: string; json?: boolean; powerSupply?: string; againstPlan?: boolean;
   calibrate?: boolean; out?: string; mib?: string;
 }
 
@@ -30,6 +32,8 @@ export const benchVerb = (program: Command) => program
   .option('--calibrate', 'measure this machine (memory read, fp32 and int8 matmul, launch overhead) and write a target profile')
   .option('-o, --out <file>', 'with --calibrate: the profile to write, atomically (default: host.json in the current directory)')
   .option('--mib <n>', 'with --calibrate: MiB each memory-read thread sums (default: 256)')
+  .option('--against-plan', "a bundle: run plan.json's reference request and show the plan's predictions beside the measurements (±25 %)")
+  .option('--power-supply <dir>', 'where the battery is read for the image stream (default /sys/class/power_supply)')
   .option('--json', 'print the result as JSON')
   .action(async (model: string | undefined, f: BenchFlags, cmd: Command) => {
     const given = (key: string) => cmd.getOptionValueSource(key) === 'cli';
@@ -44,6 +48,14 @@ export const benchVerb = (program: Command) => program
     if (wrong.length) throw fail('E_USAGE', `bench: ${wrong.join(', ')} only apply with --calibrate`);
     const { bench } = await import('../run/bench.js');
     const runs = parseNumber('--runs', f.runs, { min: 1, integer: true });
+    const { powerMonitor, thresholdsFrom, transitionLine } = await import('../run/power/policy.js');
+    // Thresholds from the bundle's plan.json when bench runs a bundle (compile's defaults otherwise).
+    const { readBundle, BUNDLE_FILE } = await import('../formats/bundle.js');
+    const plan = existsSync(join(model, BUNDLE_FILE)) ? (await readBundle(model, { checkHashes: false })).plan : undefined;
+    if (f.againstPlan && !plan) throw fail('E_USAGE', `bench --against-plan: ${model} is not a compiled bundle (no ${BUNDLE_FILE})`, { hint: 'nanomind compile <bricks> --target host.json -o bundle' });
+    // The plan's reference request: its prompt tokens and output tokens (images come with the model).
+    if (f.againstPlan && plan) { f.promptTokens = String(plan.workload.promptTokens); f.newTokens = String(plan.workload.outputTokens); }
+    const power = powerMonitor({ dir: f.powerSupply, thresholds: thresholdsFrom(plan?.powerPolicy), onTransition: (t) => process.stderr.write(`${transitionLine(t)}\n`) });
     const runnable = await withRunnableDir(model);
     const progress = stageProgress(undefined, f.json);
     let r: BenchResult;
@@ -54,11 +66,17 @@ export const benchVerb = (program: Command) => program
         newTokens: parseNumber('--new-tokens', f.newTokens, { min: 1, integer: true }),
         streamImages: parseNumber('--stream-images', f.streamImages, { min: 0, integer: true }),
         threads: parseNumber('--threads', f.threads, { min: 1, integer: true }),
-        onStage: (s) => progress.stage(s),
+        onStage: (s) => progress.stage(s), power,
       });
     } finally {
       progress.stop();
       await runnable.cleanup();
+    }
+    if (f.againstPlan && plan) {
+      const { planVsMeasured, renderPlanCheck } = await import('../run/plan-check.js');
+      const check = planVsMeasured(plan, r);
+      emit({ ...r, againstPlan: check }, f.json, (x) => `${renderBench(x)}\n\n${renderPlanCheck(check)}`);
+      return;
     }
     emit(r, f.json, renderBench);
   });

@@ -6,7 +6,7 @@ import { openRuntimeModel } from './open-model.js';
 
 interface ChatFlags {
   system?: string; maxTokens?: string; temperature?: string; topK?: string; topP?: string; repetitionPenalty?: string;
-  seed?: string; stop: string[]; threads?: string; context?: string; json?: boolean; remote?: string;
+  seed?: string; stop: string[]; threads?: string; context?: string; json?: boolean; remote?: string; powerSupply?: string;
 }
 
 export const chatVerb = (program: Command) => program
@@ -23,6 +23,7 @@ export const chatVerb = (program: Command) => program
   .option('--threads <n>', 'CPU threads per brick (default: ONNX Runtime decides)')
   .option('--context <n>', "tokens the conversation may hold (default: the model's, at most 4096)")
   .option('--json', 'without a terminal: one JSON line per answer ({text, tokens, stopReason, stats})')
+  .option('--power-supply <dir>', 'where the battery is read (default /sys/class/power_supply; a test folder laid out the same)')
   .option('--remote <url>', 'chat with a bundle deployed on a board: ssh://user@host[:port]/path (runs there, UI here)')
   .action(async (model: string | undefined, f: ChatFlags) => {
     if (f.remote) {
@@ -45,9 +46,20 @@ export const chatVerb = (program: Command) => program
       throw fail('E_USAGE', `${model}: ${vision ? 'a vision' : 'a speech-to-text'} (encoder-decoder) model does not chat`,
         { hint: vision ? `run one task on one image: nanomind run ${model} --image picture.png --prompt '<CAPTION>'` : `transcribe with: nanomind run ${model} --audio clip.wav` });
     }
-    const conversation = new Conversation(opened.model, options);
+    const { powerMonitor, thresholdsFrom, transitionLine } = await import('../run/power/policy.js');
+    const tty = process.stdin.isTTY && process.stdout.isTTY && !f.json;
+    // Thresholds from the bundle's plan.json; transitions on stderr in line mode, in /stats always.
+    let thresholds;
     try {
-      if (process.stdin.isTTY && process.stdout.isTTY && !f.json) {
+      thresholds = thresholdsFrom(opened.model.bundle?.plan.powerPolicy);
+    } catch (e) {
+      await opened.close();
+      throw e;
+    }
+    const power = powerMonitor({ dir: f.powerSupply, thresholds, onTransition: tty ? undefined : (t) => process.stderr.write(`${transitionLine(t)}\n`) });
+    const conversation = new Conversation(opened.model, { ...options, power, decoderThreads: threads });
+    try {
+      if (tty) {
         const { runChatUi } = await import('../chat/app.js');
         await runChatUi(conversation, basename(resolve(model)));
       } else {

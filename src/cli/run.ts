@@ -10,7 +10,7 @@ import { openRuntimeModel } from './open-model.js';
 interface RunFlags {
   prompt?: string; system?: string; image: string[]; audio: string[]; images?: string[]; inputIds?: string; input: string[];
   maxTokens?: string; temperature?: string; topK?: string; topP?: string; repetitionPenalty?: string; seed?: string;
-  stop: string[]; threads?: string; overlap: boolean; json?: boolean; language?: string; task?: string;
+  stop: string[]; threads?: string; overlap: boolean; json?: boolean; language?: string; task?: string; powerSupply?: string;
 }
 
 const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg', '.webp', '.gif', '.bmp', '.tif', '.tiff']);
@@ -37,6 +37,7 @@ export const runVerb = (program: Command) => program
   .option('--stop <text>', 'stop when the answer contains this text (repeatable)', collect, [])
   .option('--threads <n>', 'CPU threads per brick (default: ONNX Runtime decides)')
   .option('--no-overlap', 'with --images: encode and answer one image at a time (for comparison)')
+  .option('--power-supply <dir>', 'with --images: where the battery is read (default /sys/class/power_supply; a test folder laid out the same)')
   .option('--json', 'print {text, tokens, stats} as JSON instead of streaming')
   .action(async (model: string, f: RunFlags) => {
     const { readInputTensors } = await import('../run/model.js');
@@ -54,10 +55,14 @@ export const runVerb = (program: Command) => program
       const onText = f.json ? undefined : (t: string) => { process.stdout.write(t); };
       if (f.images) {
         const files = await expandImages(f.images);
-        const r = await runImageStream(m, files, f.prompt ?? '', { maxNewTokens, sampling, stopStrings: f.stop, overlap: f.overlap,
+        const { powerMonitor, thresholdsFrom, transitionLine } = await import('../run/power/policy.js');
+        // Thresholds from the bundle's plan.json (compile's defaults for a bare brick set); one stderr line per transition.
+        const power = powerMonitor({ dir: f.powerSupply, thresholds: thresholdsFrom(m.bundle?.plan.powerPolicy),
+          onTransition: (t) => process.stderr.write(`${transitionLine(t)}\n`) });
+        const r = await runImageStream(m, files, f.prompt ?? '', { maxNewTokens, sampling, stopStrings: f.stop, overlap: f.overlap, power,
           onAnswer: f.json ? undefined : (i, a) => process.stdout.write(`${files[i]}: ${a.text}\n`) });
         if (f.json) emit(r, true, () => '');
-        else process.stderr.write(`${files.length} images in ${(r.totalMs / 1000).toFixed(2)} s (${r.imagesPerS.toFixed(2)} images/s, ${r.overlap ? 'encoder ∥ decoder' : 'sequential'})\n`);
+        else process.stderr.write(`${files.length} images in ${(r.totalMs / 1000).toFixed(2)} s (${r.imagesPerS.toFixed(2)} images/s, ${r.overlap ? 'encoder ∥ decoder' : 'sequential'}; ${r.handoff.copiesPerRequest} copies, ${(r.handoff.bytesCopiedPerRequest / 1e6).toFixed(2)} MB per image)\n`);
         return;
       }
       const tensors = await readInputTensors(Object.fromEntries(f.input.map(splitInput)));

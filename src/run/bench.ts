@@ -23,6 +23,7 @@ import { openModel, type RuntimeModel } from './model.js';
 import { brickBackends } from './brick-set.js';
 import { toneWav } from './inputs/wav.js';
 import { peakRssMb, runImageStream } from './run.js';
+import type { PowerMonitor, PowerReport } from './power/policy.js';
 import { decoderThreadsBesideWorker } from './workers/encoder-client.js';
 import { makeTemp, removeTemp } from '../util/temp.js';
 
@@ -40,6 +41,8 @@ export interface BenchOptions {
   /** Images in the overlap-vs-sequential stream (default 4; 0 skips it). */
   readonly streamImages?: number;
   readonly onStage?: (stage: string) => void;
+  /** The battery-aware policy: the overlapped image stream runs under it (a critical battery makes it the cascade). */
+  readonly power?: PowerMonitor;
 }
 
 export interface Spread { readonly median: number; readonly min: number; readonly max: number }
@@ -77,6 +80,8 @@ export interface BenchResult {
     readonly freshTtftMs: Spread;
     readonly savedMs: number;
   };
+  /** The power policy the overlapped stream ran under: state, α and transitions (null: none given, or no image stream). */
+  readonly power: PowerReport | null;
   readonly imageStream: {
     readonly images: number;
     readonly overlapImagesPerS: number;
@@ -177,7 +182,8 @@ async function measure(m: RuntimeModel, o: BenchOptions, s: { runs: number; prom
       for (let i = 0; i < Math.min(s.runs, 3); i++)
         for (const overlap of [true, false]) {
           o.onStage?.(`image stream ${overlap ? 'overlapped' : 'sequential'} ${i + 1}`);
-          const r = await runImageStream(overlap ? beside : m, files, question, { overlap, maxNewTokens: s.newTokens, sampling: { temperature: 0 } });
+          const r = await runImageStream(overlap ? beside : m, files, question, { overlap, maxNewTokens: s.newTokens, sampling: { temperature: 0 },
+            power: overlap ? o.power : undefined });
           rates[overlap ? 'overlap' : 'sequential'].push(r.imagesPerS);
           if (overlap) {
             rates.start.push(r.encoderStartupMs ?? 0);
@@ -208,6 +214,7 @@ async function measure(m: RuntimeModel, o: BenchOptions, s: { runs: number; prom
       savedMs: median(fresh) - median(reused),
     },
     imageStream,
+    power: imageStream && o.power ? o.power.policy.report() : null,
     runs: list,
   };
 }

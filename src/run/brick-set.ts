@@ -103,6 +103,13 @@ export interface BrickSet {
   encode(which: number | BrickKind, input: TensorLike | Feeds, opts?: { into?: Float32Array }): Promise<EncodeResult>;
   /** Cumulative wall milliseconds per brick since opening. */
   brickMs(): Record<string, number>;
+  /**
+   * Closes one brick's session so its memory is returned (the power policy's cascade); the next
+   * `session(name)` opens it again, with `next.threads` intra-op threads when given.
+   */
+  release(name: string, next?: { threads?: number }): Promise<void>;
+  /** Bricks whose sessions are open (or opening) now. */
+  openBricks(): string[];
   close(): Promise<void>;
 }
 
@@ -125,6 +132,7 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
   const seq2seq = findSeq2SeqRole(manifest, config);
   const roles = seq2seq ? seq2seqRoles(seq2seq) : findRoles(manifest, config);
   const sessions = new Map<string, Promise<BrickSession>>();
+  const threadsOf = new Map<string, number>();
   const ms: Record<string, number> = {};
   const entry = (name: string): BrickEntry => {
     const b = manifest.bricks.find((x) => x.name === name);
@@ -144,7 +152,7 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
       let s = sessions.get(name);
       if (!s) {
         const own = opts.placement?.[name];
-        s = (backendOf.get(name) ?? backend).open(entry(name), dir, { threads: opts.threads, artifact: own?.artifact, coreMask: own?.coreMask });
+        s = (backendOf.get(name) ?? backend).open(entry(name), dir, { threads: threadsOf.get(name) ?? opts.threads, artifact: own?.artifact, coreMask: own?.coreMask });
         s.catch(() => sessions.delete(name));
         sessions.set(name, s);
       }
@@ -198,6 +206,14 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
       return { features, dims: t.dims, rows, direct, ms: performance.now() - t0 };
     },
     brickMs: () => ({ ...ms }),
+    async release(name, next) {
+      entry(name);
+      if (next?.threads !== undefined) threadsOf.set(name, next.threads);
+      const s = sessions.get(name);
+      sessions.delete(name);
+      await (await s?.catch(() => undefined))?.close();
+    },
+    openBricks: () => [...sessions.keys()],
     async close() {
       const all = [...sessions.values()];
       sessions.clear();

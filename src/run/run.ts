@@ -4,13 +4,17 @@
  * decoder answers image N on this thread.
  */
 import { fail } from '../errors.js';
-import { TokenRingBuffer, slotBytesFor, type RingStats, type WriteLease } from './buffers/ring-buffer.js';
+import { availableParallelism } from 'node:os';
+import { cpusOnThisMachine, threadAffinity } from './affinity.js';
+import { TokenRingBuffer, slotBytesFor, type ReadLease, type RingStats } from './buffers/ring-buffer.js';
+import { decoderThreadsFor, type PowerMonitor, type PowerReport, type PowerState } from './power/policy.js';
+import type { RingBufferPlan } from '../formats/bundle.js';
 import { ChatSession, type GenerateRequest, type GenerateResult, type GenerationStats } from './generation/chat-session.js';
 import type { SamplingOptions } from './generation/sampling.js';
 import { createStreamDecoder } from './inputs/tokenizer.js';
 import { prepareTurn, type RuntimeModel, type Turn } from './model.js';
 import { brickBackends } from './brick-set.js';
-import { startEncoderWorker, type EncoderWorker } from './workers/encoder-client.js';
+import { decoderThreadsBesideWorker, startEncoderWorker, type EncoderWorker } from './workers/encoder-client.js';
 
 export interface GenerationFlags {
   readonly maxNewTokens?: number;
@@ -107,32 +111,77 @@ export interface ImageStreamOptions extends GenerationFlags {
    * false: each image is encoded and answered in turn on this thread (the comparison mode).
    */
   readonly overlap?: boolean;
-  /** Ring slots (default 2: one being read by the decoder, one being written by the encoder). */
+  /** Ring slots; default: plan.json's ring for the vision encoder, else 2 (one read by the decoder, one written by the encoder). */
   readonly slots?: number;
-  /** Intra-op threads of the encoder worker (default: half the cores, at least 1); the decoder keeps the model's. */
+  /**
+   * The ring the compiler planned (slots, feature rows per image); default: the bundle's plan.json entry
+   * whose `from` is a brick of the vision chain. Without one, the first image's rows size the slots.
+   */
+  readonly ringPlan?: Pick<RingBufferPlan, 'slots' | 'tokens'>;
+  /** Intra-op threads of the encoder worker (default: plan.json's affinity threads, else half the cores); the decoder keeps the model's. */
   readonly encoderThreads?: number;
+  /** Linux: CPUs the encoder worker runs on (default: plan.json's cpuList for the vision brick, on the cores this machine has). */
+  readonly encoderCpus?: readonly number[];
   readonly onAnswer?: (i: number, r: RunResult) => void;
+  /** The battery-aware policy, sampled before each image; absent: unconstrained throughout. */
+  readonly power?: PowerMonitor;
+  /** Decoder intra-op threads at α = 1, which proportional scales (default: the cores the worker leaves). */
+  readonly decoderThreads?: number;
+}
+
+/**
+ * The copies of one image's feature rows on their way from the encoder's output to the decoder's input
+ * embeddings. onnxruntime-node rejects SharedArrayBuffer-backed tensors, so a worker's encoder output
+ * is copied into the shared slot (1); the merge into the decoder's embeddings is a copy in every mode (1).
+ */
+export interface HandoffStats {
+  readonly copies: number;
+  readonly bytesCopied: number;
+  /** Wall ms of the copy into the ring slot; 0 when the encoder wrote into the slot itself; null: not timed apart. */
+  readonly slotCopyMs: number | null;
 }
 
 export interface StreamResult {
-  readonly answers: readonly (RunResult & { readonly image: string })[];
+  readonly answers: readonly (RunResult & { readonly image: string; readonly handoff: HandoffStats; readonly mode: StreamMode;
+    readonly power: { readonly state: PowerState; readonly alpha: number } | null })[];
   /** Wall time of the whole stream, the encoder worker's start included. */
   readonly totalMs: number;
   readonly imagesPerS: number;
   readonly overlap: boolean;
-  /** Overlap only: starting the worker and opening its encoder sessions (part of totalMs), and its threads. */
+  /** Overlap only: starting the worker(s) and opening their encoder sessions (part of totalMs), and their threads. */
   readonly encoderStartupMs: number | null;
   readonly encoderThreads: number | null;
-  /** The ring after the stream (every slot FREE again). */
-  readonly ring: RingStats;
+  /** The ring after the stream (every slot FREE again), and what sized it. */
+  readonly ring: RingStats & { readonly sizedFrom: 'plan.json' | 'options' | 'first image'; readonly rings: number };
+  /** Per request, averaged over the stream: copies, bytes copied and ms spent in the slot copy. */
+  readonly handoff: { readonly copiesPerRequest: number; readonly bytesCopiedPerRequest: number; readonly slotCopyMsPerRequest: number | null };
+  /** Where the encoder worker ran (its thread's CPUs after pinning, threads, and why) and this thread's CPUs (the decoder). */
+  readonly placement: {
+    readonly encoder: { readonly cpus: readonly number[] | null; readonly threads: number | null; readonly why: string };
+    readonly decoder: { readonly cpus: readonly number[] | null };
+  };
+  /** With a power policy: its state, α and transitions; encoder workers started; images encoded ahead and dropped at a turn to critical. */
+  readonly power: (PowerReport & { readonly workersStarted: number; readonly reencoded: number }) | null;
+}
+
+/** plan.json's ring whose producer is a brick of the vision encoder chain. */
+export function visionRingPlan(m: RuntimeModel): RingBufferPlan | undefined {
+  const chain = new Set(m.set.encoder('vision').chain.map((b) => b.name));
+  return m.bundle?.plan.ringBuffers.find((r) => chain.has(r.from.slice(0, r.from.indexOf('.'))));
 }
 
 /**
  * Answers one question per image. With `overlap`, the vision encoder runs in a worker thread
- * (./workers/encoder-worker.ts) that fills the slots of a shared TABM ring while this thread decodes
- * from them; the ring's state machine stays here: this thread acquires a slot, the worker writes its
- * bytes, this thread commits it on the reply. Without `overlap`, each image is encoded (straight into
- * slot memory) and answered in turn. Same answers either way; only the wall time differs.
+ * (./workers/encoder-worker.ts) that claims, fills and commits the slots of a shared TABM ring itself
+ * while this thread reads and releases them: the two threads meet only in the ring's state words.
+ * Without `overlap`, each image is encoded (straight into slot memory) and answered in turn. Same
+ * answers either way; only the wall time differs.
+ *
+ * With `power`, the battery is sampled before each image (./power/policy.ts): unconstrained keeps the
+ * pipeline; proportional keeps it but paces images to α of the rate and gives the decoder α of its
+ * threads; critical stops the worker (its encoder sessions, and their memory, go with it), throws away
+ * rows it encoded ahead, and runs a cascade on this thread: encode, release the encoder sessions,
+ * answer. The decoder and its KV cache stay throughout. Going back up starts a new worker and ring.
  */
 export async function runImageStream(m: RuntimeModel, images: readonly string[], prompt: string, g: ImageStreamOptions = {}): Promise<StreamResult> {
   if (!m.prompts) throw fail('E_TOKENIZER', `${m.dir}: no tokenizer / chat template for text prompts`);
@@ -146,105 +195,216 @@ export async function runImageStream(m: RuntimeModel, images: readonly string[],
   const encoderOnCpu = m.set.encoder('vision').chain.every((b) => (m.set.placed[b.name]?.backend ?? 'ort-cpu') === 'ort-cpu');
   const overlap = (g.overlap ?? true) && encoderOnCpu;
   const t0 = performance.now();
+  const workers: EncoderWorker[] = [];
+  const place = encoderPlacement(m, g);
+  if (g.power) await g.power.sample(); // the state for the first image decides whether a worker starts
   // ORT opens sessions synchronously on the calling thread: the decoder's open here while the worker opens the encoder's.
-  const starting = overlap ? startEncoderWorker({ dir: m.dir, threads: g.encoderThreads }) : undefined;
+  let starting = overlap && g.power?.policy.state !== 'critical' ? startEncoderWorker({ dir: m.dir, threads: place.threads, cpus: place.cpus }) : undefined;
   starting?.catch(() => undefined); // awaited below; this only keeps an early failure from counting as unhandled
-  let worker: EncoderWorker | undefined;
+  const startWorker = async (): Promise<EncoderWorker> => {
+    const w = await (starting ?? startEncoderWorker({ dir: m.dir, threads: place.threads, cpus: place.cpus }));
+    starting = undefined;
+    workers.push(w);
+    return w;
+  };
   try {
     for (const b of [m.set.embed, m.set.decoder.brick]) if (b) await m.set.session(b.name);
-    worker = await starting;
-    const r = await stream(m, images, prompt, g, { hidden, placeholder, shared: overlap, encoder: streamEncoder(m, placeholder, worker) });
+    const r = await stream(m, images, prompt, g, { hidden, placeholder, overlap, startWorker });
     const totalMs = performance.now() - t0;
+    const timed = r.answers.flatMap((a) => (a.handoff.slotCopyMs === null ? [] : [a.handoff.slotCopyMs]));
+    const mean = (xs: readonly number[]) => xs.reduce((n, x) => n + x, 0) / xs.length;
     return {
       answers: r.answers, totalMs, imagesPerS: images.length / (totalMs / 1000), overlap,
-      encoderStartupMs: worker?.startupMs ?? null, encoderThreads: worker?.threads ?? null, ring: r.ring,
+      encoderStartupMs: workers.length ? workers.reduce((n, w) => n + w.startupMs, 0) : null, encoderThreads: workers[0]?.threads ?? null,
+      ring: r.ring,
+      handoff: { copiesPerRequest: mean(r.answers.map((a) => a.handoff.copies)), bytesCopiedPerRequest: mean(r.answers.map((a) => a.handoff.bytesCopied)),
+        slotCopyMsPerRequest: timed.length ? mean(timed) : null },
+      power: g.power ? { ...g.power.policy.report(), workersStarted: workers.length, reencoded: r.reencoded } : null,
+      placement: {
+        encoder: { cpus: workers[0]?.cpus ?? null, threads: workers[0]?.threads ?? null, why: workers.length ? place.why : 'no encoder worker (on this thread)' },
+        decoder: { cpus: process.platform === 'linux' ? threadAffinity() : null },
+      },
     };
   } finally {
-    await (worker ?? await starting?.catch(() => undefined))?.terminate();
+    for (const w of workers) await w.terminate();
+    await (await starting?.catch(() => undefined))?.terminate();
   }
 }
 
-interface StreamEncoder {
-  /** Encodes the first image before the ring exists: its rows size the slots. */
-  first(file: string): Promise<{ rows: number; ms: number; features?: Float32Array }>;
-  /** Shares a shared ring's memory with the encoder. */
-  attach(buffer: SharedArrayBuffer): void;
-  into(file: string, lease: WriteLease): Promise<{ rows: number; ms: number }>;
+/** The encoder worker's CPUs and threads: the options, else plan.json's affinity for a brick of the vision chain. */
+function encoderPlacement(m: RuntimeModel, g: ImageStreamOptions): { cpus?: readonly number[]; threads?: number; why: string } {
+  if (g.encoderCpus) return { cpus: g.encoderCpus, threads: g.encoderThreads, why: 'encoderCpus option' };
+  const chain = m.set.encoder('vision').chain.map((b) => b.name);
+  const a = m.bundle?.plan.affinity.find((x) => chain.includes(x.brick) && x.cpuList);
+  if (!a?.cpuList) return { threads: g.encoderThreads, why: 'not pinned: plan.json has no cpuList for the vision brick' };
+  if (process.platform !== 'linux') return { threads: g.encoderThreads, why: `not pinned: CPU affinity is set on Linux only` };
+  const r = cpusOnThisMachine(a.cpuList);
+  const threads = g.encoderThreads ?? (a.threads && r.cpus ? Math.min(a.threads, r.cpus.length) : undefined);
+  return { cpus: r.cpus, threads, why: `${a.brick} on ${a.accelerator}: ${r.why}` };
 }
 
-/** The worker, or this thread's vision brick writing straight into slot memory. */
-function streamEncoder(m: RuntimeModel, placeholder: number, worker: EncoderWorker | undefined): StreamEncoder {
-  if (worker) return { first: (f) => worker.encode(f), attach: (b) => worker.attach(b), into: (f, lease) => worker.encode(f, lease) };
-  return {
-    first: async (f) => m.set.encode(placeholder, await m.mediaInput('image', { file: f })),
-    attach: () => undefined,
-    into: async (f, lease) => m.set.encode(placeholder, await m.mediaInput('image', { file: f }), { into: lease.view('float32') }),
-  };
-}
+/** How an image was answered: worker ∥ decoder, one after another on this thread, or the critical-state cascade. */
+export type StreamMode = 'pipeline' | 'sequential' | 'cascade';
 
 async function stream(m: RuntimeModel, images: readonly string[], prompt: string, g: ImageStreamOptions,
-  o: { hidden: number; placeholder: number; shared: boolean; encoder: StreamEncoder }) {
+  o: { hidden: number; placeholder: number; overlap: boolean; startWorker: () => Promise<EncoderWorker> }) {
   const { hidden, placeholder } = o;
   const session = new ChatSession(m.set);
-  const first = await o.encoder.first(images[0]!);
-  const rows = first.rows;
-  const ring = new TokenRingBuffer({ slots: g.slots ?? 2, slotBytes: slotBytesFor({ tokens: rows, hidden, dtype: 'float32' }), shared: o.shared });
-  if (ring.buffer instanceof SharedArrayBuffer) o.encoder.attach(ring.buffer);
-  const ids = m.prompts!.encode([{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: prompt }] }],
-    { addGenerationPrompt: true, counts: { image: rows } }).ids;
-  const answers: (RunResult & { image: string })[] = [];
+  const plan = g.ringPlan ?? visionRingPlan(m);
+  const sizedFrom = g.ringPlan ? 'options' as const : plan ? 'plan.json' as const : 'first image' as const;
+  const power = g.power;
+  const encoderBricks = m.set.encoder('vision').chain.map((b) => b.name);
+  const answers: (RunResult & { image: string; handoff: HandoffStats; mode: StreamMode; power: { state: PowerState; alpha: number } | null })[] = [];
+  let rows = plan?.tokens;
+  let ids: number[] = [];
+  const rings: TokenRingBuffer[] = [];
+  let reencoded = 0;
+  // Sampled for images below this index (each image's battery is read once, before it).
+  let sampledBefore = power ? 1 : 0;
+  const newRing = (shared: boolean) => {
+    const r = new TokenRingBuffer({ slots: g.slots ?? plan?.slots ?? 2, slotBytes: slotBytesFor({ tokens: rows!, hidden, dtype: 'float32' }), shared });
+    rings.push(r);
+    return r;
+  };
+  const setRows = (r: number) => {
+    rows = r;
+    ids = [...m.prompts!.encode([{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: prompt }] }],
+      { addGenerationPrompt: true, counts: { image: r } }).ids];
+  };
+  if (rows !== undefined) setRows(rows);
 
-  const encodeOne = async (i: number): Promise<void> => {
+  // Proportional: the decoder gets α of its threads (its session reopens; the KV cache lives in the
+  // ChatSession and stays), and each image is followed by a pause that brings the rate down to α.
+  const baseThreads = g.decoderThreads ?? (o.overlap ? decoderThreadsBesideWorker() : availableParallelism());
+  let decoderThreads: number | undefined; // undefined: as the model was opened
+  const applyPower = async () => {
+    const want = power && decoderThreadsFor(power.policy, baseThreads, decoderThreads);
+    if (want === undefined || want === decoderThreads) return;
+    decoderThreads = want;
+    await m.set.release(m.set.decoder.brick.name, { threads: want });
+  };
+  let lastDone = performance.now();
+  const pace = async () => {
+    const now = performance.now();
+    if (power?.policy.state === 'proportional') {
+      const a = Math.max(0.1, power.policy.alpha); // a floor, so a battery just above T_low still makes progress
+      await new Promise((r) => setTimeout(r, (now - lastDone) * (1 / a - 1)));
+    }
+    lastDone = performance.now();
+  };
+
+  /** Encodes image i on this thread into a slot of `ring` (the vision brick writes into slot memory when it can). */
+  const encodeHere = async (ring: TokenRingBuffer, i: number, first?: EncodedRows): Promise<void> => {
     const lease = await ring.acquireWrite();
     try {
-      let ms = first.ms;
-      if (i === 0) lease.view('float32', rows * hidden).set(first.features!);
-      else {
-        const r = await o.encoder.into(images[i]!, lease);
-        if (r.rows !== rows)
-          throw fail('E_MERGE_COUNT', `${images[i]}: ${r.rows} feature rows, but the stream's first image gave ${rows}`,
-            { file: images[i], hint: 'every image of a stream must give the same number of feature rows' });
-        ms = r.ms;
+      if (first?.features) {
+        const f = first.features, t = performance.now();
+        lease.view('float32', f.length).set(f);
+        lease.commit({ tokens: first.rows, dims: [first.rows, hidden], dtype: 'float32', numbers: [first.ms, performance.now() - t, f.byteLength] });
+        return;
       }
-      lease.commit({ tokens: rows, dims: [rows, hidden], dtype: 'float32', tag: String(ms) });
+      const r = await m.set.encode(placeholder, await m.mediaInput('image', { file: images[i]! }), { into: lease.view('float32') });
+      // EncodeResult.direct: the encoder's last brick wrote into the slot itself (no copy); otherwise the
+      // brick set copied its output in, inside the encoder's ms (not timed apart: NaN).
+      lease.commit({ tokens: r.rows, dims: [r.rows, hidden], dtype: 'float32', numbers: [r.ms, r.direct ? 0 : NaN, r.direct ? 0 : r.features.byteLength] });
     } catch (e) {
       lease.abort();
       throw e;
     }
   };
-  const answerOne = async (i: number): Promise<void> => {
-    const lease = await ring.acquireRead();
+  const answerOne = async (ring: TokenRingBuffer, i: number, mode: StreamMode, lease?: ReadLease): Promise<void> => {
+    lease ??= await ring.acquireRead();
     try {
-      // The session copies the slot rows into its own arena, so the decoder never reads shared memory.
-      const r = await answer(m, session, { inputIds: ids, features: { [placeholder]: lease.view('float32', rows * hidden) } }, Number(lease.meta.tag), g);
-      answers.push({ ...r, image: images[i]! });
+      if (lease.meta.tokens !== rows)
+        throw fail('E_MERGE_COUNT', `${images[i]}: ${lease.meta.tokens} feature rows, but the ring was sized for ${rows} (${sizedFrom})`,
+          { file: images[i], hint: 'every image of a stream must give the same number of feature rows' });
+      const [encodeMs = 0, slotCopyMs = 0, slotBytes = 0] = lease.meta.numbers ?? [];
+      // The session copies the slot rows into its own arena (the merge), so the decoder never reads shared memory.
+      const r = await answer(m, session, { inputIds: ids, features: { [placeholder]: lease.view('float32', rows! * hidden) } }, encodeMs, g);
+      const handoff = { copies: (slotBytes > 0 ? 1 : 0) + 1, bytesCopied: slotBytes + rows! * hidden * 4, slotCopyMs: Number.isNaN(slotCopyMs) ? null : slotCopyMs };
+      answers.push({ ...r, image: images[i]!, handoff, mode, power: power ? { state: power.policy.state, alpha: power.policy.alpha } : null });
       g.onAnswer?.(i, r);
     } finally {
       lease.release();
     }
   };
+  const critical = () => power?.policy.state === 'critical';
 
-  if (o.shared) {
-    // A failing side closes the ring (waking the other) and both stop before their next image.
-    let stop = false;
-    const loop = async (step: (i: number) => Promise<void>) => {
-      try {
-        for (const i of images.keys()) { if (stop) return; await step(i); }
-      } catch (e) {
-        stop = true;
-        ring.close(String(e));
-        throw e;
-      }
-    };
-    const settled = await Promise.allSettled([loop(encodeOne), loop(answerOne)]);
-    const errors = settled.flatMap((s) => (s.status === 'rejected' ? [s.reason as unknown] : []));
-    // The side that failed first closed the ring; the other then only reports E_TABM_CLOSED.
-    if (errors.length) throw errors.find((e) => (e as { code?: string }).code !== 'E_TABM_CLOSED') ?? errors[0];
-  } else {
-    for (const i of images.keys()) { await encodeOne(i); await answerOne(i); }
+  /** Worker ∥ decoder from image `from` until the end or until the battery turns critical; returns the next image. */
+  const pipeline = async (from: number): Promise<number> => {
+    const worker = await o.startWorker();
+    try {
+      const first = rows === undefined ? await worker.encode(images[from]!) : undefined;
+      if (first) setRows(first.rows);
+      const ring = newRing(true);
+      if (first) await encodeHere(ring, from, first);
+      const produced = worker.stream(ring.handle(), images.slice(first ? from + 1 : from));
+      let next = from, stoppedForPower = false;
+      const consumed = (async () => {
+        try {
+          for (; next < images.length; next++) {
+            if (power && next >= sampledBefore) {
+              await power.sample();
+              sampledBefore = next + 1;
+              if (critical()) { stoppedForPower = true; ring.close('power: critical, cascade from here'); return; }
+            }
+            await applyPower();
+            await answerOne(ring, next, 'pipeline');
+            await pace();
+          }
+        } catch (e) {
+          ring.close(String(e)); // wakes the worker if it waits for a slot; it stops before its next image
+          throw e;
+        }
+      })();
+      const settled = await Promise.allSettled([produced, consumed]);
+      const errors = settled.flatMap((s) => (s.status === 'rejected' ? [s.reason as unknown] : []))
+        .filter((e) => !(stoppedForPower && (e as { code?: string }).code === 'E_TABM_CLOSED'));
+      // The side that failed first closed the ring; the other then only reports E_TABM_CLOSED.
+      if (errors.length) throw errors.find((e) => (e as { code?: string }).code !== 'E_TABM_CLOSED') ?? errors[0];
+      // Rows the worker encoded ahead under the old state are dropped: the cascade encodes them again.
+      // (tryAcquireRead on a closed, drained ring throws E_TABM_CLOSED: ask for READY slots first.)
+      for (let l; ring.stats().ready > 0 && (l = ring.tryAcquireRead());) { l.release(); reencoded++; }
+      return next;
+    } finally {
+      await worker.terminate(); // its encoder sessions close with it
+    }
+  };
+
+  /** Image i on this thread: encode, (cascade: release the encoder sessions,) answer. */
+  let here: TokenRingBuffer | undefined;
+  const oneHere = async (i: number): Promise<void> => {
+    const mode: StreamMode = critical() ? 'cascade' : 'sequential';
+    let first: EncodedRows | undefined;
+    if (rows === undefined) {
+      first = await m.set.encode(placeholder, await m.mediaInput('image', { file: images[i]! }));
+      setRows(first.rows);
+    }
+    here ??= newRing(false);
+    await applyPower();
+    await encodeHere(here, i, first);
+    if (mode === 'cascade') for (const b of encoderBricks) await m.set.release(b);
+    await answerOne(here, i, mode);
+    await pace();
+  };
+
+  for (let i = 0; i < images.length;) {
+    if (power && i >= sampledBefore) { await power.sample(); sampledBefore = i + 1; }
+    if (o.overlap && !critical()) { i = await pipeline(i); continue; }
+    await oneHere(i++);
   }
-  return { answers, ring: ring.stats() };
+  // One ring per pipeline run (and one on this thread): counts summed, the peak over all.
+  const all = rings.map((r) => r.stats());
+  const sum = (k: 'free' | 'writing' | 'ready' | 'reading' | 'pendingWrites' | 'pendingReads' | 'committed' | 'released') => all.reduce((n, x) => n + x[k], 0);
+  return {
+    answers, reencoded,
+    ring: { slots: all[0]!.slots, slotBytes: all[0]!.slotBytes, free: sum('free'), writing: sum('writing'), ready: sum('ready'), reading: sum('reading'),
+      pendingWrites: sum('pendingWrites'), pendingReads: sum('pendingReads'), committed: sum('committed'), released: sum('released'),
+      peakOccupied: Math.max(...all.map((x) => x.peakOccupied)), rings: rings.length, sizedFrom },
+  };
 }
+
+interface EncodedRows { readonly rows: number; readonly ms: number; readonly features?: Float32Array }
 
 function concat(a: Float32Array | undefined, b: Float32Array): Float32Array {
   if (!a) return b;

@@ -63,9 +63,9 @@ describe('bench', () => {
     const args = [join(import.meta.dirname, '..', '..', 'bin', 'nanomind.js')];
     const { stdout } = await exec(cmd, [...args, 'bench', dir, '--runs', '2', '--prompt-tokens', '12', '--new-tokens', '4', '--json'], { env: { ...process.env, CI: 'true' } });
     const r = JSON.parse(stdout);
-    expect(Object.keys(r).sort()).toEqual(['bricks', 'decodeTokPerS', 'encodeMs', 'imageStream', 'machine', 'model', 'peakRssMb', 'prefillTokPerS',
+    expect(Object.keys(r).sort()).toEqual(['bricks', 'decodeTokPerS', 'encodeMs', 'imageStream', 'machine', 'model', 'peakRssMb', 'power', 'prefillTokPerS',
       'prefixReuse', 'promptTokens', 'runs', 'settings', 'totalMs', 'ttftMs'].sort());
-    expect([r.encodeMs, r.imageStream, r.model.media, r.promptTokens]).toEqual([null, null, null, 12]);
+    expect([r.encodeMs, r.imageStream, r.model.media, r.promptTokens, r.power]).toEqual([null, null, null, 12, null]);
     for (const s of [r.ttftMs, r.prefillTokPerS, r.decodeTokPerS, r.totalMs, r.bricks.decoder]) positiveSpread(s);
     expect(r.prefixReuse.reusedTokens).toBeGreaterThanOrEqual(12);
     const bad = await exec(cmd, [...args, 'bench', dir, '--prompt-tokens', '600', '--json']).catch((e) => e);

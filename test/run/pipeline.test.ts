@@ -95,6 +95,36 @@ describe('runImageStream', () => {
     expect(wide.ring.free).toBe(images.length);
   });
 
+  it('sizes the ring from plan.json, counts the copies of each hand-off, and refuses rows the plan did not size for', async () => {
+    const enc = m.set.encoder('vision');
+    const rows = (await m.set.encode(enc.placeholderTokenId, await m.mediaInput('image', { file: images[0]! }))).rows;
+    const rowBytes = rows * m.set.hidden! * 4;
+    const opts = { maxNewTokens: 4, sampling: { temperature: 0 }, encoderThreads: 1 } as const;
+    const base = await runImageStream(m, images, 'What colour?', opts);
+    expect(base.ring.sizedFrom).toBe('first image');
+    // A bundle's plan.json ring (as compile writes it: from the vision chain's output, rows per image).
+    const from = `${enc.chain[enc.chain.length - 1]!.name}.out`;
+    const bundle = { plan: { affinity: [], ringBuffers: [{ from, to: 'decoder', slots: 3, slotBytes: rowBytes, tokens: rows, hidden: m.set.hidden!, dtype: 'float32', why: 'test' }] } };
+    const planned = { ...m, bundle } as unknown as RuntimeModel;
+    const par = await runImageStream(planned, images, 'What colour?', opts);
+    expect(par.ring).toMatchObject({ sizedFrom: 'plan.json', slots: 3, slotBytes: rowBytes, free: 3, committed: images.length });
+    expect(tokensOf(par)).toEqual(tokensOf(base));
+    // Worker: ORT output → shared slot (ORT refuses SharedArrayBuffer tensors), then slot → decoder embeddings.
+    for (const a of par.answers) {
+      expect(a.handoff).toMatchObject({ copies: 2, bytesCopied: 2 * rowBytes });
+      expect(a.handoff.slotCopyMs).toBeGreaterThanOrEqual(0);
+    }
+    expect(par.handoff).toMatchObject({ copiesPerRequest: 2, bytesCopiedPerRequest: 2 * rowBytes });
+    // On this thread the slot is an ordinary ArrayBuffer; the brick set says whether ORT wrote into it.
+    const seq = await runImageStream(planned, images, 'What colour?', { ...opts, overlap: false });
+    expect(tokensOf(seq)).toEqual(tokensOf(base));
+    for (const a of seq.answers.slice(1)) expect([1, 2]).toContain(a.handoff.copies);
+    // A plan that promised more rows than the encoder gives: E_MERGE_COUNT; fewer: the slot is too small.
+    await expect(runImageStream(m, images, 'x', { ...opts, ringPlan: { slots: 2, tokens: rows + 1 } })).rejects.toMatchObject({ code: 'E_MERGE_COUNT' });
+    await expect(runImageStream(m, images, 'x', { ...opts, ringPlan: { slots: 2, tokens: rows - 1 } })).rejects.toMatchObject({ code: 'E_TABM_OVERFLOW' });
+    expect(liveEncoderWorkers()).toBe(0);
+  }, 60_000);
+
   it('an unreadable image in the middle of the stream: E_IMAGE from the worker, the worker ended, no hang', async () => {
     const stream = [images[0]!, images[1]!, notAnImage, images[2]!, images[3]!];
     const answered: number[] = [];

@@ -1,19 +1,25 @@
 /**
  * Token-aware buffer manager (TABM, NANOMIND §4): a ring of embedding slots carved out of ONE
- * ArrayBuffer (or SharedArrayBuffer, so a worker thread given `ring.buffer` writes the same bytes),
- * through which one brick hands `[tokens, hidden]` embeddings to the next without copying.
+ * ArrayBuffer (or SharedArrayBuffer), through which one brick hands `[tokens, hidden]` embeddings to
+ * the next.
  *
- * Each slot moves FREE → ALLOCATED_FOR_WRITE → READY_TO_READ → ALLOCATED_FOR_READ → FREE.
- * A producer that finds no FREE slot waits (back-pressure), a consumer that finds no READY slot waits,
- * and READY slots are handed out in commit order. The state machine lives on the thread that owns the
- * ring; workers only touch the bytes at a lease's `byteOffset`/`byteLength`.
+ * Each slot moves FREE → ALLOCATED_FOR_WRITE → READY_TO_READ → ALLOCATED_FOR_READ → FREE. The state
+ * of every slot is a word in a second buffer (`control`), changed only with `Atomics.compareExchange`,
+ * so any thread holding the ring's `handle()` (a worker opens it with `TokenRingBuffer.open`) claims,
+ * writes, commits and releases slots itself: no message to the owner per slot. A producer that finds
+ * no FREE slot waits (back-pressure), a consumer that finds no READY slot waits; a waiting thread
+ * sleeps on the control buffer's epoch word (`Atomics.waitAsync`) and every transition bumps that word
+ * and `Atomics.notify`s it. READY slots are handed out in commit order: a commit takes a sequence
+ * number, and a reader only claims the slot whose number is next.
  *
- * Waiters are served in arrival order and a freed slot goes straight to the first waiter, so a late
- * `tryAcquireWrite` can never overtake a caller that has been waiting.
+ * On one thread, waiters are served in arrival order and a late `tryAcquireWrite` never overtakes a
+ * waiting caller; across threads there is no such queue (whichever thread's compareExchange wins).
  */
 import { fail } from '../../errors.js';
 
 export type SlotState = 'FREE' | 'ALLOCATED_FOR_WRITE' | 'READY_TO_READ' | 'ALLOCATED_FOR_READ';
+const STATES: readonly SlotState[] = ['FREE', 'ALLOCATED_FOR_WRITE', 'READY_TO_READ', 'ALLOCATED_FOR_READ'];
+const FREE = 0, WRITING = 1, READY = 2, READING = 3;
 
 /** float16/bfloat16 have no typed array on Node 20: their views are the raw Uint16 bits. */
 export type SlotDtype =
@@ -30,6 +36,7 @@ const VIEW: Record<SlotDtype, ViewCtor & { BYTES_PER_ELEMENT: number }> = {
   float32: Float32Array, float16: Uint16Array, bfloat16: Uint16Array, float64: Float64Array,
   int8: Int8Array, uint8: Uint8Array, int16: Int16Array, uint16: Uint16Array, int32: Int32Array, uint32: Uint32Array,
 };
+const DTYPES = Object.keys(VIEW) as SlotDtype[];
 
 // Slots start on 8-byte boundaries so every dtype above can be viewed in place, whatever slotBytes is.
 const ALIGN = 8;
@@ -37,9 +44,22 @@ const ALIGN = 8;
 export interface RingConfig {
   readonly slots: number;
   readonly slotBytes: number;
-  /** Back the ring with a SharedArrayBuffer so worker threads can read and write slots. */
+  /** Back the ring (data and state words) with SharedArrayBuffers so worker threads can use it. */
   readonly shared?: boolean;
 }
+
+/** What another thread needs to open the same ring (`TokenRingBuffer.open`); structured-clonable. */
+export interface RingHandle {
+  readonly slots: number;
+  readonly slotBytes: number;
+  readonly buffer: SharedArrayBuffer;
+  readonly control: SharedArrayBuffer;
+}
+
+/** Most dims and numbers a slot's meta holds, and the longest tag in UTF-8 bytes. */
+export const META_MAX_DIMS = 8;
+export const META_MAX_NUMBERS = 4;
+export const META_MAX_TAG_BYTES = 120;
 
 export interface SlotMeta {
   readonly tokens: number;
@@ -47,6 +67,8 @@ export interface SlotMeta {
   readonly tag?: string;
   /** When given, commit checks that `dims` fit in the slot at this element size. */
   readonly dtype?: SlotDtype;
+  /** Numbers the producer passes along with the rows (e.g. its timings), at most META_MAX_NUMBERS. */
+  readonly numbers?: readonly number[];
 }
 
 export interface AcquireOptions {
@@ -78,7 +100,7 @@ export interface RingStats {
   readonly free: number; readonly writing: number; readonly ready: number; readonly reading: number;
   /** Most slots ever out of FREE at once: what a plan's slot count must cover. */
   readonly peakOccupied: number;
-  /** Acquisitions waiting now, and totals since creation. */
+  /** Acquisitions waiting now (every thread), and totals since creation. */
   readonly pendingWrites: number; readonly pendingReads: number; readonly committed: number; readonly released: number;
 }
 
@@ -93,6 +115,24 @@ export function slotBytesFor(a: { tokens: number; hidden: number; dtype: SlotDty
 
 const isCount = (n: number): boolean => Number.isSafeInteger(n) && n > 0;
 
+// Node 20 has Atomics.waitAsync (V8 ≥ 8.7); the ES2022 lib this project compiles against does not declare it.
+type WaitAsync = (a: Int32Array, index: number, value: number) => { async: false; value: string } | { async: true; value: Promise<string> };
+const waitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
+
+// Control buffer layout. Int32 words: a header, then per slot [state, commit seq, owner lease id, tag bytes].
+const EPOCH = 0, CLOSED = 1, READ_NEXT = 2, COMMIT_NEXT = 3, COMMITTED = 4, RELEASED = 5, PEAK = 6,
+  PENDING_W = 7, PENDING_R = 8, LEASE_ID = 9, CURSOR = 10, HEADER = 16, PER_SLOT = 4;
+// Then per slot Float64 meta: tokens, ndims, dims…, dtype index (-1: none), count of numbers, numbers…
+const META_WORDS = 2 + META_MAX_DIMS + 2 + META_MAX_NUMBERS;
+
+interface Layout { ints: number; metaOffset: number; tagOffset: number; total: number }
+function layout(slots: number): Layout {
+  const ints = HEADER + slots * PER_SLOT;
+  const metaOffset = Math.ceil((ints * 4) / 8) * 8;
+  const tagOffset = metaOffset + slots * META_WORDS * 8;
+  return { ints, metaOffset, tagOffset, total: tagOffset + slots * META_MAX_TAG_BYTES };
+}
+
 interface Waiter<L> {
   resolve(lease: L): void;
   reject(err: unknown): void;
@@ -100,100 +140,166 @@ interface Waiter<L> {
 
 export class TokenRingBuffer {
   readonly buffer: ArrayBuffer | SharedArrayBuffer;
+  /** The state words; a SharedArrayBuffer when the ring is shared. */
+  readonly control: ArrayBuffer | SharedArrayBuffer;
   readonly slots: number;
   readonly slotBytes: number;
   readonly stride: number;
-  private readonly state: SlotState[];
-  private readonly meta: (SlotMeta | undefined)[];
-  // The lease object that currently owns each slot; a stale lease (committed, released, aborted) no
-  // longer matches and so cannot act on a slot that has since been handed to someone else.
-  private readonly owner: (object | undefined)[];
-  private readonly freeQ: number[];
-  private readonly readyQ: number[] = [];
+  private readonly w: Int32Array;
+  private readonly metaWords: Float64Array;
+  private readonly tags: Uint8Array;
   private readonly writeWaiters: Waiter<WriteLease>[] = [];
   private readonly readWaiters: Waiter<ReadLease>[] = [];
-  private peak = 0;
-  private committed = 0;
-  private released = 0;
   private closedReason: Error | undefined;
+  private sleeping = false;
+  private keepAlive: ReturnType<typeof setInterval> | undefined;
 
-  constructor(cfg: RingConfig) {
+  constructor(cfg: RingConfig, existing?: { buffer: SharedArrayBuffer; control: SharedArrayBuffer }) {
     if (!isCount(cfg.slots) || !isCount(cfg.slotBytes))
       throw fail('E_TABM_CONFIG', `ring needs positive integer slots and slotBytes, got ${cfg.slots} × ${cfg.slotBytes}`);
     this.slots = cfg.slots;
     this.slotBytes = cfg.slotBytes;
     this.stride = Math.ceil(cfg.slotBytes / ALIGN) * ALIGN;
     const total = this.stride * cfg.slots;
-    this.buffer = cfg.shared ? new SharedArrayBuffer(total) : new ArrayBuffer(total);
-    this.state = new Array<SlotState>(cfg.slots).fill('FREE');
-    this.meta = new Array<SlotMeta | undefined>(cfg.slots).fill(undefined);
-    this.owner = new Array<object | undefined>(cfg.slots).fill(undefined);
-    this.freeQ = Array.from({ length: cfg.slots }, (_, i) => i);
+    const lay = layout(cfg.slots);
+    if (existing) {
+      if (existing.buffer.byteLength !== total || existing.control.byteLength !== lay.total)
+        throw fail('E_TABM_CONFIG', `ring handle does not match ${cfg.slots} × ${cfg.slotBytes}-byte slots`);
+      this.buffer = existing.buffer;
+      this.control = existing.control;
+    } else {
+      this.buffer = cfg.shared ? new SharedArrayBuffer(total) : new ArrayBuffer(total);
+      this.control = cfg.shared ? new SharedArrayBuffer(lay.total) : new ArrayBuffer(lay.total);
+    }
+    this.w = new Int32Array(this.control, 0, lay.ints);
+    this.metaWords = new Float64Array(this.control, lay.metaOffset, cfg.slots * META_WORDS);
+    this.tags = new Uint8Array(this.control, lay.tagOffset, cfg.slots * META_MAX_TAG_BYTES);
   }
+
+  /** Another thread's view of a shared ring: same slots, same state words. */
+  static open(h: RingHandle): TokenRingBuffer {
+    return new TokenRingBuffer({ slots: h.slots, slotBytes: h.slotBytes, shared: true }, { buffer: h.buffer, control: h.control });
+  }
+
+  /** What to send to a worker so it can `open` this ring. */
+  handle(): RingHandle {
+    if (!(this.buffer instanceof SharedArrayBuffer) || !(this.control instanceof SharedArrayBuffer))
+      throw fail('E_TABM_CONFIG', 'only a shared ring ({ shared: true }) can be opened by another thread');
+    return { slots: this.slots, slotBytes: this.slotBytes, buffer: this.buffer, control: this.control };
+  }
+
+  get shared(): boolean { return this.control instanceof SharedArrayBuffer; }
 
   slotState(slot: number): SlotState {
-    const s = this.state[slot];
-    if (s === undefined) throw fail('E_TABM_STATE', `slot ${slot} does not exist (ring has ${this.slots})`);
-    return s;
+    if (!Number.isSafeInteger(slot) || slot < 0 || slot >= this.slots)
+      throw fail('E_TABM_STATE', `slot ${slot} does not exist (ring has ${this.slots})`);
+    return STATES[Atomics.load(this.w, this.word(slot, 0))]!;
   }
 
-  /** A FREE slot for writing now, or undefined when none is free (or others are already waiting). */
+  /** A FREE slot for writing now, or undefined when none is free (or others on this thread are already waiting). */
   tryAcquireWrite(): WriteLease | undefined {
     this.checkOpen();
     if (this.writeWaiters.length > 0) return undefined;
-    const slot = this.freeQ.shift();
-    return slot === undefined ? undefined : this.grantWrite(slot);
+    return this.claimWrite();
   }
 
   /** Waits while every slot is busy: this is the back-pressure that slows a fast producer. */
   acquireWrite(opts: AcquireOptions = {}): Promise<WriteLease> {
-    return this.acquire(this.writeWaiters, () => this.tryAcquireWrite(), opts, 'write');
+    return this.acquire(this.writeWaiters, PENDING_W, () => this.tryAcquireWrite(), opts, 'write');
   }
 
-  /** The oldest committed slot now, or undefined when none is READY (or others are already waiting). */
+  /** The oldest committed slot now, or undefined when none is READY (or others on this thread are already waiting). */
   tryAcquireRead(): ReadLease | undefined {
     if (this.readWaiters.length > 0) return undefined;
-    const slot = this.readyQ.shift();
-    if (slot === undefined) {
-      this.checkOpen();
-      return undefined;
-    }
-    return this.grantRead(slot);
+    const l = this.claimRead();
+    if (!l) this.checkOpen();
+    return l;
   }
 
   /** Waits until a slot is committed; slots come out in the order they were committed. */
   acquireRead(opts: AcquireOptions = {}): Promise<ReadLease> {
-    return this.acquire(this.readWaiters, () => this.tryAcquireRead(), opts, 'read');
+    return this.acquire(this.readWaiters, PENDING_R, () => this.tryAcquireRead(), opts, 'read');
   }
 
   /**
-   * Wakes every stage blocked on the ring at shutdown: pending and future acquisitions reject with
-   * E_TABM_CLOSED, except reads while committed slots remain, so a consumer can drain what was produced.
-   * (Readers only ever wait when nothing is READY, so every waiting reader is rejected here.)
+   * Wakes every stage blocked on the ring (on every thread) at shutdown: pending and future
+   * acquisitions reject with E_TABM_CLOSED, except reads while committed slots remain, so a consumer
+   * can drain what was produced. Leases already held still commit, abort and release.
    */
   close(reason = 'ring closed'): void {
     if (this.closedReason) return;
     this.closedReason = fail('E_TABM_CLOSED', reason);
-    for (const w of this.writeWaiters.splice(0)) w.reject(this.closedReason);
-    for (const w of this.readWaiters.splice(0)) w.reject(this.closedReason);
+    Atomics.store(this.w, CLOSED, 1);
+    this.changed();
   }
 
+  get closed(): boolean { return this.closedReason !== undefined || Atomics.load(this.w, CLOSED) === 1; }
+
   stats(): RingStats {
-    const count = (s: SlotState) => this.state.filter((x) => x === s).length;
+    const n = [0, 0, 0, 0];
+    for (let s = 0; s < this.slots; s++) n[Atomics.load(this.w, this.word(s, 0))]!++;
     return {
       slots: this.slots, slotBytes: this.slotBytes,
-      free: count('FREE'), writing: count('ALLOCATED_FOR_WRITE'), ready: count('READY_TO_READ'),
-      reading: count('ALLOCATED_FOR_READ'), peakOccupied: this.peak,
-      pendingWrites: this.writeWaiters.length, pendingReads: this.readWaiters.length,
-      committed: this.committed, released: this.released,
+      free: n[FREE]!, writing: n[WRITING]!, ready: n[READY]!, reading: n[READING]!,
+      peakOccupied: Atomics.load(this.w, PEAK),
+      pendingWrites: Atomics.load(this.w, PENDING_W), pendingReads: Atomics.load(this.w, PENDING_R),
+      committed: Atomics.load(this.w, COMMITTED), released: Atomics.load(this.w, RELEASED),
     };
   }
 
+  private word(slot: number, field: number): number { return HEADER + slot * PER_SLOT + field; }
+
   private checkOpen(): void {
     if (this.closedReason) throw this.closedReason;
+    if (Atomics.load(this.w, CLOSED) === 1) throw (this.closedReason = fail('E_TABM_CLOSED', 'ring closed by another thread'));
   }
 
-  private acquire<L>(queue: Waiter<L>[], tryNow: () => L | undefined, opts: AcquireOptions, what: string): Promise<L> {
+  /** Every transition: bump the epoch and wake sleepers on other threads, then serve this thread's waiters. */
+  private changed(): void {
+    Atomics.add(this.w, EPOCH, 1);
+    if (this.shared) Atomics.notify(this.w, EPOCH);
+    this.serve();
+  }
+
+  /** Hands slots to this thread's waiters in arrival order; sleeps on the epoch word while some still wait. */
+  private serve(): void {
+    const seen = Atomics.load(this.w, EPOCH);
+    while (this.writeWaiters.length) {
+      const l = this.claimWrite();
+      if (!l) break;
+      this.writeWaiters.shift()!.resolve(l);
+    }
+    while (this.readWaiters.length) {
+      const l = this.claimRead();
+      if (!l) break;
+      this.readWaiters.shift()!.resolve(l);
+    }
+    this.letGoIfIdle();
+    if (this.closed) {
+      const err = this.closedReason ?? (this.closedReason = fail('E_TABM_CLOSED', 'ring closed by another thread'));
+      for (const q of [this.writeWaiters, this.readWaiters] as Waiter<unknown>[][]) for (const x of q.splice(0)) x.reject(err);
+      this.letGoIfIdle();
+      return;
+    }
+    if (!this.shared || this.sleeping || (!this.writeWaiters.length && !this.readWaiters.length)) return;
+    // Another thread's transition bumps the epoch: 'not-equal' (it already did) or a wake-up both re-serve.
+    const r = waitAsync(this.w, EPOCH, seen);
+    if (!r.async) { queueMicrotask(() => this.serve()); return; }
+    this.sleeping = true;
+    // A pending waitAsync does not keep Node's event loop alive: without this timer a thread whose only
+    // work is waiting for a slot would exit instead of waking.
+    this.keepAlive ??= setInterval(() => undefined, 2 ** 30);
+    void r.value.then(() => { this.sleeping = false; this.serve(); });
+  }
+
+  /** Nobody on this thread waits: the keep-alive timer goes (a left-over waitAsync then holds nothing). */
+  private letGoIfIdle(): void {
+    if (this.writeWaiters.length || this.readWaiters.length || this.keepAlive === undefined) return;
+    clearInterval(this.keepAlive);
+    this.keepAlive = undefined;
+  }
+
+  private acquire<L>(queue: Waiter<L>[], pendingWord: number, tryNow: () => L | undefined, opts: AcquireOptions, what: string): Promise<L> {
     const { signal, timeoutMs } = opts;
     if (timeoutMs !== undefined && !(timeoutMs >= 0))
       return Promise.reject(fail('E_BAD_OPTION', `timeoutMs must be ≥ 0, got ${timeoutMs}`));
@@ -210,11 +316,13 @@ export class TokenRingBuffer {
       const settle = () => {
         if (timer !== undefined) clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
+        Atomics.sub(this.w, pendingWord, 1);
       };
       const leave = (err: Error) => {
         const i = queue.indexOf(waiter);
         if (i >= 0) queue.splice(i, 1);
         settle();
+        this.letGoIfIdle();
         reject(err);
       };
       const onAbort = () => leave(aborted(what, signal!));
@@ -223,80 +331,110 @@ export class TokenRingBuffer {
         reject: (e) => { settle(); reject(e); },
       };
       queue.push(waiter);
+      Atomics.add(this.w, pendingWord, 1);
       signal?.addEventListener('abort', onAbort, { once: true });
       if (timeoutMs !== undefined)
         timer = setTimeout(() => leave(fail('E_TABM_TIMEOUT', `no slot to ${what} within ${timeoutMs} ms`)), timeoutMs);
+      this.serve();
     });
   }
 
-  private occupy(): void {
-    const busy = this.slots - this.freeQ.length;
-    if (busy > this.peak) this.peak = busy;
+  /** compareExchange FREE → ALLOCATED_FOR_WRITE on the first FREE slot from the cursor (so slots are used round-robin). */
+  private claimWrite(): WriteLease | undefined {
+    const start = Atomics.load(this.w, CURSOR);
+    for (let k = 0; k < this.slots; k++) {
+      const slot = (start + k) % this.slots;
+      if (Atomics.compareExchange(this.w, this.word(slot, 0), FREE, WRITING) !== FREE) continue;
+      Atomics.store(this.w, CURSOR, (slot + 1) % this.slots);
+      const id = this.own(slot);
+      this.notePeak();
+      return this.writeLease(slot, id);
+    }
+    return undefined;
   }
 
-  private grantWrite(slot: number): WriteLease {
-    this.state[slot] = 'ALLOCATED_FOR_WRITE';
-    this.occupy();
-    const lease: WriteLease = {
+  /** compareExchange READY_TO_READ → ALLOCATED_FOR_READ on the slot whose commit number is next. */
+  private claimRead(): ReadLease | undefined {
+    for (;;) {
+      const next = Atomics.load(this.w, READ_NEXT);
+      let slot = -1;
+      for (let s = 0; s < this.slots; s++)
+        if (Atomics.load(this.w, this.word(s, 0)) === READY && Atomics.load(this.w, this.word(s, 1)) === next) { slot = s; break; }
+      if (slot < 0) return undefined;
+      if (Atomics.compareExchange(this.w, this.word(slot, 0), READY, READING) !== READY) continue; // another thread won it
+      Atomics.add(this.w, READ_NEXT, 1);
+      const id = this.own(slot);
+      return this.readLease(slot, id);
+    }
+  }
+
+  private own(slot: number): number {
+    const id = Atomics.add(this.w, LEASE_ID, 1) + 1;
+    Atomics.store(this.w, this.word(slot, 2), id);
+    return id;
+  }
+
+  private notePeak(): void {
+    let busy = 0;
+    for (let s = 0; s < this.slots; s++) if (Atomics.load(this.w, this.word(s, 0)) !== FREE) busy++;
+    for (let p = Atomics.load(this.w, PEAK); busy > p; p = Atomics.load(this.w, PEAK))
+      if (Atomics.compareExchange(this.w, PEAK, p, busy) === p) break;
+  }
+
+  private writeLease(slot: number, id: number): WriteLease {
+    return {
       ...this.region(slot),
-      view: (dtype, n) => this.view(slot, lease, 'ALLOCATED_FOR_WRITE', dtype, n),
+      view: (dtype, n) => this.view(slot, id, WRITING, dtype, n),
       commit: (meta) => {
-        this.own(slot, lease, 'ALLOCATED_FOR_WRITE', 'commit');
+        this.check(slot, id, WRITING, 'commit');
         this.checkMeta(slot, meta);
-        this.owner[slot] = undefined;
-        this.meta[slot] = Object.freeze({ ...meta, dims: Object.freeze([...meta.dims]) });
-        this.state[slot] = 'READY_TO_READ';
-        this.committed++;
-        const reader = this.readWaiters.shift();
-        if (reader) reader.resolve(this.grantRead(slot));
-        else this.readyQ.push(slot);
+        this.writeMeta(slot, meta);
+        Atomics.store(this.w, this.word(slot, 1), Atomics.add(this.w, COMMIT_NEXT, 1));
+        Atomics.store(this.w, this.word(slot, 2), 0);
+        Atomics.add(this.w, COMMITTED, 1);
+        // The meta and the rows are written before this store: a reader that sees READY sees them.
+        Atomics.store(this.w, this.word(slot, 0), READY);
+        this.changed();
       },
       abort: () => {
-        this.own(slot, lease, 'ALLOCATED_FOR_WRITE', 'abort');
+        this.check(slot, id, WRITING, 'abort');
         this.toFree(slot);
       },
     };
-    this.owner[slot] = lease;
-    return lease;
   }
 
-  private grantRead(slot: number): ReadLease {
-    this.state[slot] = 'ALLOCATED_FOR_READ';
-    const lease: ReadLease = {
+  private readLease(slot: number, id: number): ReadLease {
+    return {
       ...this.region(slot),
-      meta: this.meta[slot]!,
-      view: (dtype, n) => this.view(slot, lease, 'ALLOCATED_FOR_READ', dtype, n),
+      meta: this.readMeta(slot),
+      view: (dtype, n) => this.view(slot, id, READING, dtype, n),
       release: () => {
-        this.own(slot, lease, 'ALLOCATED_FOR_READ', 'release');
-        this.released++;
+        this.check(slot, id, READING, 'release');
+        Atomics.add(this.w, RELEASED, 1);
         this.toFree(slot);
       },
     };
-    this.owner[slot] = lease;
-    return lease;
   }
 
   private toFree(slot: number): void {
-    this.owner[slot] = undefined;
-    this.meta[slot] = undefined;
-    this.state[slot] = 'FREE';
-    const writer = this.writeWaiters.shift();
-    if (writer) writer.resolve(this.grantWrite(slot));
-    else this.freeQ.push(slot);
+    Atomics.store(this.w, this.word(slot, 2), 0);
+    Atomics.store(this.w, this.word(slot, 0), FREE);
+    this.changed();
   }
 
   private region(slot: number) {
     return { slot, byteOffset: slot * this.stride, byteLength: this.slotBytes };
   }
 
-  private own(slot: number, lease: object, want: SlotState, action: string): void {
-    if (this.owner[slot] !== lease || this.state[slot] !== want)
-      throw fail('E_TABM_STATE', `cannot ${action} slot ${slot}: this lease no longer holds it (slot is ${this.state[slot]})`,
+  private check(slot: number, id: number, want: number, action: string): void {
+    const state = Atomics.load(this.w, this.word(slot, 0));
+    if (Atomics.load(this.w, this.word(slot, 2)) !== id || state !== want)
+      throw fail('E_TABM_STATE', `cannot ${action} slot ${slot}: this lease no longer holds it (slot is ${STATES[state]})`,
         { hint: 'a lease is good for exactly one commit/abort (write) or one release (read)' });
   }
 
-  private view<D extends SlotDtype>(slot: number, lease: object, want: SlotState, dtype: D, n?: number): SlotViewTypes[D] {
-    this.own(slot, lease, want, 'view');
+  private view<D extends SlotDtype>(slot: number, id: number, want: number, dtype: D, n?: number): SlotViewTypes[D] {
+    this.check(slot, id, want, 'view');
     if (!isDtype(dtype)) throw fail('E_BAD_OPTION', `unknown slot dtype '${dtype}'`);
     const ctor = VIEW[dtype];
     const count = n ?? Math.floor(this.slotBytes / ctor.BYTES_PER_ELEMENT);
@@ -311,11 +449,43 @@ export class TokenRingBuffer {
   private checkMeta(slot: number, meta: SlotMeta): void {
     if (!Number.isSafeInteger(meta.tokens) || meta.tokens < 0 || !meta.dims.every((d) => Number.isSafeInteger(d) && d >= 0))
       throw fail('E_BAD_OPTION', `slot ${slot}: bad meta tokens=${meta.tokens} dims=[${meta.dims.join(', ')}]`);
+    if (meta.dims.length > META_MAX_DIMS || (meta.numbers?.length ?? 0) > META_MAX_NUMBERS
+      || new TextEncoder().encode(meta.tag ?? '').length > META_MAX_TAG_BYTES)
+      throw fail('E_BAD_OPTION', `slot ${slot}: meta holds at most ${META_MAX_DIMS} dims, ${META_MAX_NUMBERS} numbers and a ${META_MAX_TAG_BYTES}-byte tag`);
     if (meta.dtype === undefined) return;
     if (!isDtype(meta.dtype)) throw fail('E_BAD_OPTION', `unknown slot dtype '${meta.dtype}'`);
     const bytes = meta.dims.reduce((a, d) => a * d, 1) * VIEW[meta.dtype].BYTES_PER_ELEMENT;
     if (bytes > this.slotBytes)
       throw fail('E_TABM_OVERFLOW', `slot ${slot}: [${meta.dims.join(', ')}] ${meta.dtype} needs ${bytes} bytes, slot has ${this.slotBytes}`);
+  }
+
+  // Meta crosses threads through the control buffer, so a reader on another thread sees what was committed.
+  private writeMeta(slot: number, meta: SlotMeta): void {
+    const m = this.metaWords.subarray(slot * META_WORDS, (slot + 1) * META_WORDS);
+    m.fill(0);
+    m[0] = meta.tokens;
+    m[1] = meta.dims.length;
+    meta.dims.forEach((d, i) => { m[2 + i] = d; });
+    m[2 + META_MAX_DIMS] = meta.dtype === undefined ? -1 : DTYPES.indexOf(meta.dtype);
+    m[3 + META_MAX_DIMS] = meta.numbers?.length ?? 0;
+    meta.numbers?.forEach((x, i) => { m[4 + META_MAX_DIMS + i] = x; });
+    const tag = meta.tag === undefined ? undefined : new TextEncoder().encode(meta.tag);
+    this.tags.set(tag ?? [], slot * META_MAX_TAG_BYTES);
+    Atomics.store(this.w, this.word(slot, 3), tag ? tag.length : -1);
+  }
+
+  private readMeta(slot: number): SlotMeta {
+    const m = this.metaWords.subarray(slot * META_WORDS, (slot + 1) * META_WORDS);
+    const dtypeIdx = m[2 + META_MAX_DIMS]!;
+    const nNumbers = m[3 + META_MAX_DIMS]!;
+    const tagLen = Atomics.load(this.w, this.word(slot, 3));
+    const meta: { -readonly [K in keyof SlotMeta]: SlotMeta[K] } = {
+      tokens: m[0]!, dims: Object.freeze(Array.from(m.subarray(2, 2 + m[1]!))),
+    };
+    if (tagLen >= 0) meta.tag = new TextDecoder().decode(this.tags.slice(slot * META_MAX_TAG_BYTES, slot * META_MAX_TAG_BYTES + tagLen));
+    if (dtypeIdx >= 0) meta.dtype = DTYPES[dtypeIdx];
+    if (nNumbers > 0) meta.numbers = Object.freeze(Array.from(m.subarray(4 + META_MAX_DIMS, 4 + META_MAX_DIMS + nNumbers)));
+    return Object.freeze(meta);
   }
 }
 

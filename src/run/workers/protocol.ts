@@ -5,6 +5,7 @@
  * bug and travels as name/message/stack.
  */
 import { NanomindError, type ErrorCode } from '../../errors.js';
+import type { RingHandle } from '../buffers/ring-buffer.js';
 
 export interface EncoderWorkerData {
   /** Brick set or bundle folder (the main thread has already checked its hashes). */
@@ -12,6 +13,8 @@ export interface EncoderWorkerData {
   readonly kind: 'vision';
   /** Intra-op threads of the worker's ORT sessions. */
   readonly threads: number;
+  /** Linux: pin the worker thread to these CPUs before it opens its sessions (their thread pools inherit it). */
+  readonly cpus?: readonly number[];
 }
 
 export type ToWorker =
@@ -19,13 +22,20 @@ export type ToWorker =
   | { readonly type: 'attach'; readonly buffer: SharedArrayBuffer }
   /** Without a region, the rows come back in the reply (transferred). */
   | { readonly type: 'encode'; readonly id: number; readonly file: string; readonly byteOffset?: number; readonly byteLength?: number }
+  /**
+   * Encode these files in order into the ring: the worker claims each slot, writes its rows and commits
+   * it through the ring's shared state words; the only reply is 'streamed' (or 'failed') at the end.
+   */
+  | { readonly type: 'stream'; readonly id: number; readonly ring: RingHandle; readonly files: readonly string[] }
   | { readonly type: 'close' };
 
 export type FromWorker =
-  | { readonly type: 'ready'; readonly ms: number }
+  /** `cpus`: where the worker's thread (and so its sessions' pools) may run; null off Linux. */
+  | { readonly type: 'ready'; readonly ms: number; readonly cpus: readonly number[] | null }
   | { readonly type: 'startup-failed'; readonly error: WireError }
   | { readonly type: 'encoded'; readonly id: number; readonly rows: number; readonly dims: readonly number[]; readonly ms: number;
       readonly features?: Float32Array }
+  | { readonly type: 'streamed'; readonly id: number; readonly count: number }
   | { readonly type: 'failed'; readonly id: number; readonly error: WireError };
 
 export type WireError =
