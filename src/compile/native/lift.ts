@@ -1,0 +1,196 @@
+/**
+ * The lift: recognises a Llama / Qwen2 / Qwen3-style decoder brick exported the Optimum / transformers.js
+ * way (plain MatMul projections with `[in, out]` float weights, RMSNorm from basic ops, rotary in-graph,
+ * Concat KV cache) and packs its weights for the native engine (../../formats/native-weights.ts).
+ *
+ * Recognition is by module path, which these exporters keep in node names (`/model/layers.3/self_attn/q_proj/MatMul`)
+ * and in the names of the norm initializers (`model.layers.3.input_layernorm.weight`); every projection must then
+ * have the shape config.json implies, every layer must have all of them, and the graph may hold no op outside
+ * the list such a decoder uses. Anything else throws E_NATIVE_LIFT with what was missing, and the caller keeps
+ * the brick on ONNX Runtime. Not lifted yet: onnxruntime-genai builder graphs (GroupQueryAttention,
+ * MatMulNBits), Gemma's (1 + w) norms and scaled embeddings, sliding windows, mRoPE.
+ */
+import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { NodeProto, TensorProto } from 'onnx-buf';
+import { fail } from '../../errors.js';
+import { DT } from '../../onnx/dtype.js';
+import { allTensors, loadModel, tensorBytes } from '../../onnx/model-io.js';
+import {
+  LAYER_TENSORS, NATIVE_FORMAT_VERSION, quantizeRows, type LayerTensor, type NativeBits, type NativeConfig,
+} from '../../formats/native-weights.js';
+
+/** Ops an Optimum-style Llama/Qwen decoder is made of; anything else means a structure the engine does not run. */
+const KNOWN_OPS = new Set(['MatMul', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'Sqrt', 'Reciprocal', 'ReduceMean', 'Sigmoid', 'Softmax',
+  'Transpose', 'Reshape', 'Concat', 'Slice', 'Neg', 'Unsqueeze', 'Squeeze', 'Shape', 'Gather', 'Cast', 'Range', 'Cos', 'Sin',
+  'Expand', 'Where', 'And', 'LessOrEqual', 'Less', 'Greater', 'Equal', 'Constant', 'ConstantOfShape', 'ScatterND', 'Trilu',
+  'Identity', 'Not', 'Or', 'Max', 'Min', 'IsNaN', 'Tile', 'SimplifiedLayerNormalization']);
+
+const PROJ = /layers\.(\d+)[./](?:self_attn|mlp)[./](q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)\b/;
+const NORM = /layers\.(\d+)[./](?:(input_layernorm|post_attention_layernorm)|self_attn[./](q_norm|k_norm))[./]weight$/;
+const FINAL_NORM = /(?:^|[./])norm[./]weight$/;
+
+export interface HfTextConfig {
+  readonly hidden_size: number; readonly num_hidden_layers: number; readonly num_attention_heads: number;
+  readonly num_key_value_heads?: number; readonly head_dim?: number; readonly intermediate_size: number;
+  readonly vocab_size: number; readonly rms_norm_eps: number; readonly rope_theta?: number; readonly model_type: string;
+  readonly rope_scaling?: { rope_type?: string; type?: string; factor?: number; low_freq_factor?: number; high_freq_factor?: number; original_max_position_embeddings?: number } | null;
+  readonly hidden_act?: string;
+}
+
+export interface LiftResult { readonly config: NativeConfig; readonly weights: Uint8Array }
+
+const SUPPORTED_TYPES = new Set(['llama', 'qwen2', 'qwen3', 'mistral']);
+
+/** Rotary inverse frequencies with HF's rope scaling ('default' and 'llama3'). */
+export function invFreq(cfg: HfTextConfig, d: number): number[] {
+  const theta = cfg.rope_theta ?? 10000;
+  const base = Array.from({ length: d / 2 }, (_, j) => 1 / theta ** ((2 * j) / d));
+  const rs = cfg.rope_scaling;
+  const kind = rs?.rope_type ?? rs?.type ?? 'default';
+  if (kind === 'default') return base;
+  if (kind !== 'llama3') throw fail('E_NATIVE_LIFT', `rope_scaling type '${kind}' is not supported by the native engine`);
+  const factor = rs!.factor ?? 8, lo = rs!.low_freq_factor ?? 1, hi = rs!.high_freq_factor ?? 4, old = rs!.original_max_position_embeddings ?? 8192;
+  return base.map((f) => {
+    const wavelen = (2 * Math.PI) / f;
+    if (wavelen < old / hi) return f;
+    if (wavelen > old / lo) return f / factor;
+    const smooth = (old / wavelen - lo) / (hi - lo);
+    return (1 - smooth) * (f / factor) + smooth * f;
+  });
+}
+
+export async function liftDecoder(file: string, cfg: HfTextConfig, bits: NativeBits): Promise<LiftResult> {
+  const why = (msg: string, notes?: string[]) => fail('E_NATIVE_LIFT', `${file}: ${msg}`, { file, notes, hint: 'this decoder stays on ONNX Runtime' });
+  if (!SUPPORTED_TYPES.has(cfg.model_type)) throw why(`model_type '${cfg.model_type}' is not a Llama / Qwen2 / Qwen3 decoder`);
+  if ((cfg.hidden_act ?? 'silu') !== 'silu') throw why(`hidden_act '${cfg.hidden_act}' (the engine runs SwiGLU with SiLU)`);
+  const m = await loadModel(file);
+  const g = m.model.graph!;
+  const unknown = [...new Set(g.node.map((n) => n.opType).filter((t) => !KNOWN_OPS.has(t)))];
+  if (unknown.length) throw why(`ops the engine does not model: ${unknown.join(', ')}`);
+  const inits = new Map<string, TensorProto>();
+  for (const t of allTensors(g)) inits.set(t.name, t);
+  const floats = async (t: TensorProto): Promise<Float32Array> => {
+    if (t.dataType !== DT.FLOAT) throw why(`initializer '${t.name}' is not float32`);
+    const b = await tensorBytes(t, m.dir);
+    return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+  };
+  const consumers = new Map<string, NodeProto[]>();
+  for (const n of g.node) for (const i of n.input) consumers.set(i, [...(consumers.get(i) ?? []), n]);
+
+  const L = cfg.num_hidden_layers, h = cfg.hidden_size, H = cfg.num_attention_heads, KV = cfg.num_key_value_heads ?? H;
+  const d = cfg.head_dim ?? h / H, I = cfg.intermediate_size, V = cfg.vocab_size;
+  const want: Record<string, [number, number]> = {
+    q_proj: [h, H * d], k_proj: [h, KV * d], v_proj: [h, KV * d], o_proj: [H * d, h], gate_proj: [h, I], up_proj: [h, I], down_proj: [I, h],
+  };
+  type Proj = { w: TensorProto; bias?: TensorProto };
+  const proj = Array.from({ length: L }, () => new Map<string, Proj>());
+  let lmHead: TensorProto | undefined, embed: TensorProto | undefined;
+  for (const n of g.node) {
+    if (n.opType === 'Gather' && inits.get(n.input[0]!)?.dims.length === 2) embed = inits.get(n.input[0]!);
+    if (n.opType !== 'MatMul') continue;
+    const w = inits.get(n.input[1]!);
+    if (!w) continue;
+    if (/lm_head/.test(n.name) || /lm_head/.test(w.name)) { lmHead = w; continue; }
+    const hit = PROJ.exec(n.name) ?? PROJ.exec(w.name);
+    if (!hit) continue;
+    const layer = Number(hit[1]), kind = hit[2]!;
+    if (layer >= L) throw why(`${n.name}: layer ${layer} but config.json has ${L} layers`);
+    const [inF, outF] = want[kind]!;
+    if (w.dims.map(Number).join(',') !== `${inF},${outF}`) throw why(`${kind} of layer ${layer} is [${w.dims.join(', ')}], config.json implies [${inF}, ${outF}]`);
+    const add = (consumers.get(n.output[0]!) ?? []).find((c) => c.opType === 'Add');
+    const biasName = add?.input.find((i) => i !== n.output[0]);
+    const bias = biasName ? inits.get(biasName) : undefined;
+    proj[layer]!.set(kind, { w, bias: bias && bias.dims.length === 1 && Number(bias.dims[0]) === outF ? bias : undefined });
+  }
+  const norms = Array.from({ length: L }, () => new Map<string, TensorProto>());
+  let finalNorm: TensorProto | undefined;
+  for (const [name, t] of inits) {
+    const hit = NORM.exec(name);
+    if (hit) { norms[Number(hit[1])]?.set(hit[2] ?? hit[3]!, t); continue; }
+    if (FINAL_NORM.test(name) && !/layers\./.test(name) && t.dims.length === 1 && Number(t.dims[0]) === h) finalNorm = t;
+  }
+  const missing: string[] = [];
+  const qkNorm = norms[0]!.has('q_norm');
+  const attnBias = proj[0]!.get('q_proj')?.bias !== undefined;
+  for (let l = 0; l < L; l++) {
+    for (const k of Object.keys(want)) if (!proj[l]!.has(k)) missing.push(`layers.${l} ${k}`);
+    for (const k of ['input_layernorm', 'post_attention_layernorm', ...(qkNorm ? ['q_norm', 'k_norm'] : [])]) if (!norms[l]!.has(k)) missing.push(`layers.${l} ${k}`);
+    if (attnBias) for (const k of ['q_proj', 'k_proj', 'v_proj']) if (!proj[l]!.get(k)?.bias) missing.push(`layers.${l} ${k} bias`);
+  }
+  if (!finalNorm) missing.push('final norm');
+  if (!lmHead) missing.push('lm_head');
+  else if (lmHead.dims.map(Number).join(',') !== `${h},${V}`) missing.push(`lm_head [${h}, ${V}] (found [${lmHead.dims.join(', ')}])`);
+  const takes = g.input.some((i) => i.name === 'input_ids') ? 'input_ids' : 'inputs_embeds';
+  if (takes === 'input_ids' && (!embed || embed.dims.map(Number).join(',') !== `${V},${h}`)) missing.push(`embedding table [${V}, ${h}]`);
+  if (missing.length) throw why(`not a complete Llama/Qwen decoder: ${missing.length} part(s) missing`, missing.slice(0, 12));
+  if ([h, I, H * d].some((k) => k % 32 !== 0)) throw why(`hidden ${h}, intermediate ${I} and heads × head_dim ${H * d} must be multiples of 32`);
+
+  // Layout: 64-byte aligned tensors in engine order.
+  const parts: Uint8Array[] = [];
+  let at = 0;
+  const push = (b: Uint8Array): number => {
+    const pad = (64 - (at % 64)) % 64;
+    if (pad) parts.push(new Uint8Array(pad));
+    at += pad;
+    const off = at;
+    parts.push(b);
+    at += b.byteLength;
+    return off;
+  };
+  const f32 = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  /** [in, out] float weights → rows [out][in], quantized. */
+  const rows = async (ts: TensorProto[], inF: number): Promise<Uint8Array> => {
+    const outs = ts.map((t) => Number(t.dims[1]));
+    const n = outs.reduce((a, b) => a + b, 0);
+    const m = new Float32Array(n * inF);
+    let r0 = 0;
+    for (const t of ts) {
+      const w = await floats(t), out = Number(t.dims[1]);
+      for (let i = 0; i < inF; i++) for (let o = 0; o < out; o++) m[(r0 + o) * inF + i] = w[i * out + o]!;
+      r0 += out;
+    }
+    return quantizeRows(bits, m, n, inF);
+  };
+  const offsets: number[] = [];
+  for (let l = 0; l < L; l++) {
+    const p = proj[l]!, nm = norms[l]!;
+    const o: Record<LayerTensor, number> = { attn_norm: -1, q_norm: -1, k_norm: -1, wqkv: -1, bqkv: -1, wo: -1, ffn_norm: -1, wgu: -1, wdown: -1 };
+    o.attn_norm = push(f32(await floats(nm.get('input_layernorm')!)));
+    if (qkNorm) { o.q_norm = push(f32(await floats(nm.get('q_norm')!))); o.k_norm = push(f32(await floats(nm.get('k_norm')!))); }
+    o.wqkv = push(await rows(['q_proj', 'k_proj', 'v_proj'].map((k) => p.get(k)!.w), h));
+    if (attnBias) {
+      const bs = await Promise.all(['q_proj', 'k_proj', 'v_proj'].map((k) => floats(p.get(k)!.bias!)));
+      const b = new Float32Array(bs.reduce((a, x) => a + x.length, 0));
+      let k = 0;
+      for (const x of bs) { b.set(x, k); k += x.length; }
+      o.bqkv = push(f32(b));
+    }
+    o.wo = push(await rows([p.get('o_proj')!.w], H * d));
+    o.ffn_norm = push(f32(await floats(nm.get('post_attention_layernorm')!)));
+    o.wgu = push(await rows([p.get('gate_proj')!.w, p.get('up_proj')!.w], h));
+    o.wdown = push(await rows([p.get('down_proj')!.w], I));
+    offsets.push(...LAYER_TENSORS.map((k) => o[k]));
+  }
+  offsets.push(push(f32(await floats(finalNorm!))));
+  offsets.push(push(await rows([lmHead!], h)));
+  const embedOffset = takes === 'input_ids' ? push(f32(await floats(embed!))) : -1;
+  const weights = new Uint8Array(at);
+  let k = 0;
+  for (const p of parts) { weights.set(p, k); k += p.byteLength; }
+  const config: NativeConfig = {
+    formatVersion: NATIVE_FORMAT_VERSION, family: cfg.model_type, bits, hidden: h, layers: L, heads: H, kvHeads: KV, headDim: d,
+    intermediate: I, vocab: V, rmsEps: cfg.rms_norm_eps, qkNorm, attnBias, invFreq: invFreq(cfg, d), takes, embedOffset, offsets,
+    bytes: weights.byteLength, sha256: createHash('sha256').update(weights).digest('hex'),
+  };
+  return { config, weights };
+}
+
+/** Writes `<brick>.nmq` and `<brick>.native.json` next to the brick file. */
+export async function writeNative(dir: string, brick: string, r: LiftResult): Promise<{ config: string; weights: string }> {
+  const files = { config: `${brick}.native.json`, weights: `${brick}.nmq` };
+  await writeFile(join(dir, files.weights), r.weights);
+  await writeFile(join(dir, files.config), `${JSON.stringify({ ...r.config, weightsFile: files.weights }, null, 2)}\n`);
+  return files;
+}
