@@ -127,7 +127,55 @@ export async function liftDecoder(file: string, cfg: HfTextConfig, bits: NativeB
   if (missing.length) throw why(`not a complete Llama/Qwen decoder: ${missing.length} part(s) missing`, missing.slice(0, 12));
   if ([h, I, H * d].some((k) => k % 32 !== 0)) throw why(`hidden ${h}, intermediate ${I} and heads × head_dim ${H * d} must be multiples of 32`);
 
-  // Layout: 64-byte aligned tensors in engine order.
+  const loadLayer = async (l: number): Promise<DecoderLayerWeights> => {
+    const p = proj[l]!, nm = norms[l]!;
+    const get = async (k: string) => floats(p.get(k)!.w);
+    const bias = async (k: string) => (attnBias ? floats(p.get(k)!.bias!) : undefined);
+    return {
+      inputNorm: await floats(nm.get('input_layernorm')!), postNorm: await floats(nm.get('post_attention_layernorm')!),
+      q: await get('q_proj'), k: await get('k_proj'), v: await get('v_proj'), o: await get('o_proj'),
+      gate: await get('gate_proj'), up: await get('up_proj'), down: await get('down_proj'),
+      qBias: await bias('q_proj'), kBias: await bias('k_proj'), vBias: await bias('v_proj'),
+      ...(qkNorm ? { qNorm: await floats(nm.get('q_norm')!), kNorm: await floats(nm.get('k_norm')!) } : {}),
+    };
+  };
+  const layers: DecoderLayerWeights[] = [];
+  for (let l = 0; l < L; l++) layers.push(await loadLayer(l));
+  const shape: DecoderShape = {
+    family: cfg.model_type, hidden: h, layers: L, heads: H, kvHeads: KV, headDim: d, intermediate: I, vocab: V,
+    rmsEps: cfg.rms_norm_eps, invFreq: invFreq(cfg, d),
+  };
+  return packDecoder(shape, {
+    layers, finalNorm: await floats(finalNorm!), lmHead: await floats(lmHead!),
+    ...(takes === 'input_ids' ? { embed: await floats(embed!) } : {}),
+  }, bits);
+}
+
+/** One layer's float weights as exported: projections `[in, out]`, norms and biases 1-D. */
+export interface DecoderLayerWeights {
+  readonly inputNorm: Float32Array; readonly postNorm: Float32Array;
+  readonly q: Float32Array; readonly k: Float32Array; readonly v: Float32Array; readonly o: Float32Array;
+  readonly gate: Float32Array; readonly up: Float32Array; readonly down: Float32Array;
+  readonly qBias?: Float32Array; readonly kBias?: Float32Array; readonly vBias?: Float32Array;
+  readonly qNorm?: Float32Array; readonly kNorm?: Float32Array;
+}
+export interface DecoderWeights {
+  readonly layers: readonly DecoderLayerWeights[];
+  readonly finalNorm: Float32Array;
+  /** [hidden, vocab] */
+  readonly lmHead: Float32Array;
+  /** [vocab, hidden]; present when the brick takes input_ids. */
+  readonly embed?: Float32Array;
+}
+export interface DecoderShape {
+  readonly family: string; readonly hidden: number; readonly layers: number; readonly heads: number; readonly kvHeads: number;
+  readonly headDim: number; readonly intermediate: number; readonly vocab: number; readonly rmsEps: number; readonly invFreq: readonly number[];
+}
+
+/** Packs float decoder weights in the engine's order (64-byte aligned tensors, projections quantized by rows). */
+export function packDecoder(sh: DecoderShape, w: DecoderWeights, bits: NativeBits): LiftResult {
+  const { hidden: h, heads: H, headDim: d, intermediate: I } = sh;
+  const qkNorm = w.layers[0]?.qNorm !== undefined, attnBias = w.layers[0]?.qBias !== undefined;
   const parts: Uint8Array[] = [];
   let at = 0;
   const push = (b: Uint8Array): number => {
@@ -140,49 +188,45 @@ export async function liftDecoder(file: string, cfg: HfTextConfig, bits: NativeB
     return off;
   };
   const f32 = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-  /** [in, out] float weights → rows [out][in], quantized. */
-  const rows = async (ts: TensorProto[], inF: number): Promise<Uint8Array> => {
-    const outs = ts.map((t) => Number(t.dims[1]));
-    const n = outs.reduce((a, b) => a + b, 0);
+  /** [in, out] float weights (concatenated along out) → rows [out][in], quantized. */
+  const rows = (ts: Float32Array[], inF: number): Uint8Array => {
+    const n = ts.reduce((a, t) => a + t.length / inF, 0);
     const m = new Float32Array(n * inF);
     let r0 = 0;
     for (const t of ts) {
-      const w = await floats(t), out = Number(t.dims[1]);
-      for (let i = 0; i < inF; i++) for (let o = 0; o < out; o++) m[(r0 + o) * inF + i] = w[i * out + o]!;
+      const out = t.length / inF;
+      for (let i = 0; i < inF; i++) for (let o = 0; o < out; o++) m[(r0 + o) * inF + i] = t[i * out + o]!;
       r0 += out;
     }
     return quantizeRows(bits, m, n, inF);
   };
   const offsets: number[] = [];
-  for (let l = 0; l < L; l++) {
-    const p = proj[l]!, nm = norms[l]!;
+  for (const p of w.layers) {
     const o: Record<LayerTensor, number> = { attn_norm: -1, q_norm: -1, k_norm: -1, wqkv: -1, bqkv: -1, wo: -1, ffn_norm: -1, wgu: -1, wdown: -1 };
-    o.attn_norm = push(f32(await floats(nm.get('input_layernorm')!)));
-    if (qkNorm) { o.q_norm = push(f32(await floats(nm.get('q_norm')!))); o.k_norm = push(f32(await floats(nm.get('k_norm')!))); }
-    o.wqkv = push(await rows(['q_proj', 'k_proj', 'v_proj'].map((k) => p.get(k)!.w), h));
+    o.attn_norm = push(f32(p.inputNorm));
+    if (qkNorm) { o.q_norm = push(f32(p.qNorm!)); o.k_norm = push(f32(p.kNorm!)); }
+    o.wqkv = push(rows([p.q, p.k, p.v], h));
     if (attnBias) {
-      const bs = await Promise.all(['q_proj', 'k_proj', 'v_proj'].map((k) => floats(p.get(k)!.bias!)));
-      const b = new Float32Array(bs.reduce((a, x) => a + x.length, 0));
-      let k = 0;
-      for (const x of bs) { b.set(x, k); k += x.length; }
+      const b = new Float32Array(p.qBias!.length + p.kBias!.length + p.vBias!.length);
+      b.set(p.qBias!); b.set(p.kBias!, p.qBias!.length); b.set(p.vBias!, p.qBias!.length + p.kBias!.length);
       o.bqkv = push(f32(b));
     }
-    o.wo = push(await rows([p.get('o_proj')!.w], H * d));
-    o.ffn_norm = push(f32(await floats(nm.get('post_attention_layernorm')!)));
-    o.wgu = push(await rows([p.get('gate_proj')!.w, p.get('up_proj')!.w], h));
-    o.wdown = push(await rows([p.get('down_proj')!.w], I));
+    o.wo = push(rows([p.o], H * d));
+    o.ffn_norm = push(f32(p.postNorm));
+    o.wgu = push(rows([p.gate, p.up], h));
+    o.wdown = push(rows([p.down], I));
     offsets.push(...LAYER_TENSORS.map((k) => o[k]));
   }
-  offsets.push(push(f32(await floats(finalNorm!))));
-  offsets.push(push(await rows([lmHead!], h)));
-  const embedOffset = takes === 'input_ids' ? push(f32(await floats(embed!))) : -1;
+  offsets.push(push(f32(w.finalNorm)));
+  offsets.push(push(rows([w.lmHead], h)));
+  const embedOffset = w.embed ? push(f32(w.embed)) : -1;
   const weights = new Uint8Array(at);
   let k = 0;
   for (const p of parts) { weights.set(p, k); k += p.byteLength; }
   const config: NativeConfig = {
-    formatVersion: NATIVE_FORMAT_VERSION, family: cfg.model_type, bits, hidden: h, layers: L, heads: H, kvHeads: KV, headDim: d,
-    intermediate: I, vocab: V, rmsEps: cfg.rms_norm_eps, qkNorm, attnBias, invFreq: invFreq(cfg, d), takes, embedOffset, offsets,
-    bytes: weights.byteLength, sha256: createHash('sha256').update(weights).digest('hex'),
+    formatVersion: NATIVE_FORMAT_VERSION, family: sh.family, bits, hidden: h, layers: sh.layers, heads: H, kvHeads: sh.kvHeads, headDim: d,
+    intermediate: I, vocab: sh.vocab, rmsEps: sh.rmsEps, qkNorm, attnBias, invFreq: [...sh.invFreq], takes: w.embed ? 'input_ids' : 'inputs_embeds',
+    embedOffset, offsets, bytes: weights.byteLength, sha256: createHash('sha256').update(weights).digest('hex'),
   };
   return { config, weights };
 }
