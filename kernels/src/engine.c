@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#define NM_Q4_ROWS 4 /* rows per AVX2 Q4 tile */
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define NM_X86 1
@@ -40,7 +41,9 @@ void nm_quantize_act(const float *x, nm_a8_block *out, int s, int k) {
       nm_a8_block *o = out + (size_t)r * nb + b;
       o->d = amax / 127.f;
       const float id = amax > 0 ? 127.f / amax : 0.f;
-      for (int j = 0; j < NM_QK; j++) o->qs[j] = (int8_t)lrintf(v[j] * id);
+      int sum = 0;
+      for (int j = 0; j < NM_QK; j++) sum += (o->qs[j] = (int8_t)lrintf(v[j] * id));
+      o->s = o->d * (float)sum;
     }
 }
 
@@ -83,28 +86,48 @@ NM_AVX2 static inline float hsum(__m256 v) {
   r = _mm_add_ss(r, _mm_movehdup_ps(r));
   return _mm_cvtss_f32(r);
 }
-NM_AVX2 static float dot_q4_avx2(const nm_q4_block *w, const nm_a8_block *a, int nb) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  const __m256i lo = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
-  int b = 0;
-  for (; b + 1 < nb; b += 2) {
-    for (int u = 0; u < 2; u++) {
-      const __m128i raw = _mm_loadu_si128((const __m128i *)w[b + u].qs);
-      __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo);
-      q = _mm256_sub_epi8(q, eight);
-      const __m256i x = _mm256_loadu_si256((const __m256i *)a[b + u].qs);
-      const __m256 d = _mm256_set1_ps(_cvtsh_ss(w[b + u].d) * a[b + u].d);
-      if (u == 0) acc0 = _mm256_fmadd_ps(d, mul_sum_i8(q, x), acc0);
-      else acc1 = _mm256_fmadd_ps(d, mul_sum_i8(q, x), acc1);
+/* Q4 x int8: nibbles stay unsigned (0..15) so maddubs takes them directly; sum((q - 8) x) = sum(q x) - 8 sum(x),
+ * and the second term is the activation block's precomputed s. R rows share every activation load. */
+NM_AVX2 static inline __m256 q4_block(const nm_q4_block *w, __m256i x, __m256i lo) {
+  const __m128i raw = _mm_loadu_si128((const __m128i *)w->qs);
+  const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo);
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1)));
+}
+NM_AVX2 static void dot_q4_rows_avx2(const uint8_t *w, size_t stride, int rows, const nm_a8_block *a, int nb, float *out, size_t out_stride) {
+  const __m256i lo = _mm256_set1_epi8(0x0f);
+  if (rows == NM_Q4_ROWS) {
+    __m256 acc[NM_Q4_ROWS];
+    float corr[NM_Q4_ROWS] = { 0, 0, 0, 0 };
+    for (int r = 0; r < NM_Q4_ROWS; r++) acc[r] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+      const __m256i x = _mm256_loadu_si256((const __m256i *)a[b].qs);
+      const float da = a[b].d, sa = a[b].s;
+      for (int r = 0; r < NM_Q4_ROWS; r++) {
+        const nm_q4_block *wb = (const nm_q4_block *)(w + r * stride) + b;
+        const float dw = _cvtsh_ss(wb->d);
+        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * da), q4_block(wb, x, lo), acc[r]);
+        corr[r] += dw * sa;
+      }
     }
+    for (int r = 0; r < NM_Q4_ROWS; r++) out[r * out_stride] = hsum(acc[r]) - 8.f * corr[r];
+    return;
   }
-  for (; b < nb; b++) {
-    const __m128i raw = _mm_loadu_si128((const __m128i *)w[b].qs);
-    __m256i q = _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo), eight);
-    const __m256i x = _mm256_loadu_si256((const __m256i *)a[b].qs);
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(w[b].d) * a[b].d), mul_sum_i8(q, x), acc0);
+  for (int r = 0; r < rows; r++) {
+    __m256 acc = _mm256_setzero_ps();
+    float corr = 0;
+    for (int b = 0; b < nb; b++) {
+      const nm_q4_block *wb = (const nm_q4_block *)(w + r * stride) + b;
+      const float dw = _cvtsh_ss(wb->d);
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[b].d), q4_block(wb, _mm256_loadu_si256((const __m256i *)a[b].qs), lo), acc);
+      corr += dw * a[b].s;
+    }
+    out[r * out_stride] = hsum(acc) - 8.f * corr;
   }
-  return hsum(_mm256_add_ps(acc0, acc1));
+}
+NM_AVX2 static float dot_q4_avx2(const nm_q4_block *w, const nm_a8_block *a, int nb) {
+  float y;
+  dot_q4_rows_avx2((const uint8_t *)w, 0, 1, a, nb, &y, 1);
+  return y;
 }
 NM_AVX2 static float dot_q8_avx2(const nm_q8_block *w, const nm_a8_block *a, int nb) {
   __m256 acc = _mm256_setzero_ps();
@@ -119,13 +142,15 @@ NM_AVX2 static float dot_q8_avx2(const nm_q8_block *w, const nm_a8_block *a, int
 
 typedef float (*dot_fn)(const void *, const nm_a8_block *, int);
 static dot_fn dot_q4 = (dot_fn)dot_q4_c, dot_q8 = (dot_fn)dot_q8_c;
+typedef void (*rows_fn)(const uint8_t *, size_t, int, const nm_a8_block *, int, float *, size_t);
+static rows_fn rows_q4 = NULL; /* NULL: one dot per row */
 static const char *simd_name = "portable";
 static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
 static void pick_simd(void) {
 #ifdef NM_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !getenv("NANOMIND_KERNELS_PORTABLE")) {
-    dot_q4 = (dot_fn)dot_q4_avx2; dot_q8 = (dot_fn)dot_q8_avx2; simd_name = "avx2";
+    dot_q4 = (dot_fn)dot_q4_avx2; dot_q8 = (dot_fn)dot_q8_avx2; rows_q4 = dot_q4_rows_avx2; simd_name = "avx2";
   }
 #endif
 }
@@ -221,6 +246,14 @@ static void mm_job(void *c_, int lo, int hi) {
   const mm_ctx *c = c_;
   const int nb = c->k / NM_QK;
   const dot_fn dot = c->fmt == NM_Q4 ? dot_q4 : dot_q8;
+  if (c->fmt == NM_Q4 && rows_q4) {
+    for (int t = 0; t < c->s; t++)
+      for (int r = lo; r < hi; r += NM_Q4_ROWS) {
+        const int rows = hi - r < NM_Q4_ROWS ? hi - r : NM_Q4_ROWS;
+        rows_q4(c->w + (size_t)r * c->row, c->row, rows, c->x + (size_t)t * nb, nb, c->y + (size_t)t * c->n + r, 1);
+      }
+    return;
+  }
   for (int r = lo; r < hi; r++) {
     const void *wr = c->w + (size_t)r * c->row;
     for (int t = 0; t < c->s; t++) c->y[(size_t)t * c->n + r] = dot(wr, c->x + (size_t)t * nb, nb);
