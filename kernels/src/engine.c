@@ -3,6 +3,7 @@
 #include "engine.h"
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,10 +185,12 @@ static void *worker(void *arg) {
   for (;;) {
     int spins = 0;
     while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit)) {
-      if (++spins < 20000) {
+      if (++spins < 4000) {
 #ifdef NM_X86
         _mm_pause();
 #endif
+        /* on a busy machine the thread that would post the next job may be waiting for this core */
+        if ((spins & 255) == 0) sched_yield();
         continue;
       }
       pthread_mutex_lock(&p->mu);
@@ -233,10 +236,11 @@ static void pool_run(nm_pool *p, job_fn fn, void *ctx, int n, int chunk) {
   pthread_cond_broadcast(&p->cv);
   pthread_mutex_unlock(&p->mu);
   run_chunks(p);
-  while (atomic_load(&p->done) < p->threads - 1) {
+  for (int spins = 0; atomic_load(&p->done) < p->threads - 1; spins++) {
 #ifdef NM_X86
     _mm_pause();
 #endif
+    if ((spins & 63) == 63) sched_yield(); /* let a descheduled worker check in */
   }
 }
 
