@@ -3,19 +3,24 @@
  * way (plain MatMul projections with `[in, out]` float weights, RMSNorm from basic ops, rotary in-graph,
  * Concat KV cache) and packs its weights for the native engine (../../formats/native-weights.ts).
  *
+ * Also onnxruntime-genai's model builder layout (src/fixtures/gqa-decoder.ts): `/model/layers.3/attn/qkv_proj/MatMul`
+ * (fused or not), GroupQueryAttention with rotary inside (checked: do_rotary 1, not interleaved, no local window,
+ * no softcap, scale 1/sqrt(head_dim)), SimplifiedLayerNormalization / SkipSimplifiedLayerNormalization, and its q4
+ * files' MatMulNBits (dequantized, then packed again in the engine's blocks).
+ *
  * Recognition is by module path, which these exporters keep in node names (`/model/layers.3/self_attn/q_proj/MatMul`)
  * and in the names of the norm initializers (`model.layers.3.input_layernorm.weight`); every projection must then
  * have the shape config.json implies, every layer must have all of them, and the graph may hold no op outside
  * the list such a decoder uses. Anything else throws E_NATIVE_LIFT with what was missing, and the caller keeps
- * the brick on ONNX Runtime. Not lifted yet: onnxruntime-genai builder graphs (GroupQueryAttention,
- * MatMulNBits), Gemma's (1 + w) norms and scaled embeddings, sliding windows, mRoPE.
+ * the brick on ONNX Runtime. Not lifted: Gemma's (1 + w) norms and scaled embeddings, LongRoPE, sliding windows, mRoPE.
  */
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NodeProto, TensorProto } from 'onnx-buf';
 import { fail } from '../../errors.js';
-import { DT } from '../../onnx/dtype.js';
+import { DT, halfToFloat } from '../../onnx/dtype.js';
+import { dequantizeBlocks } from '../../quantize/block-quant.js';
 import { allTensors, loadModel, tensorBytes } from '../../onnx/model-io.js';
 import {
   LAYER_TENSORS, NATIVE_FORMAT_VERSION, quantizeRows, type LayerTensor, type NativeBits, type NativeConfig,
@@ -25,11 +30,13 @@ import {
 const KNOWN_OPS = new Set(['MatMul', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'Sqrt', 'Reciprocal', 'ReduceMean', 'Sigmoid', 'Softmax',
   'Transpose', 'Reshape', 'Concat', 'Slice', 'Neg', 'Unsqueeze', 'Squeeze', 'Shape', 'Gather', 'Cast', 'Range', 'Cos', 'Sin',
   'Expand', 'Where', 'And', 'LessOrEqual', 'Less', 'Greater', 'Equal', 'Constant', 'ConstantOfShape', 'ScatterND', 'Trilu',
-  'Identity', 'Not', 'Or', 'Max', 'Min', 'IsNaN', 'Tile', 'SimplifiedLayerNormalization']);
+  'Identity', 'Not', 'Or', 'Max', 'Min', 'IsNaN', 'Tile', 'SimplifiedLayerNormalization',
+  // onnxruntime-genai builder graphs
+  'SkipSimplifiedLayerNormalization', 'GroupQueryAttention', 'ReduceSum', 'MatMulNBits']);
 
-const PROJ = /layers\.(\d+)[./](?:self_attn|mlp)[./](q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)\b/;
-const NORM = /layers\.(\d+)[./](?:(input_layernorm|post_attention_layernorm)|self_attn[./](q_norm|k_norm))[./]weight$/;
-const FINAL_NORM = /(?:^|[./])norm[./]weight$/;
+const PROJ = /layers\.(\d+)[./](?:self_attn|attn|mlp)[./](q_proj|k_proj|v_proj|qkv_proj|o_proj|gate_proj|up_proj|down_proj)\b/;
+const NORM = /layers\.(\d+)[./](?:(input_layernorm|post_attention_layernorm)|(?:self_attn|attn)[./](q_norm|k_norm))[./](?:layernorm[./])?weight$/;
+const FINAL_NORM = /(?:^|[./])norm[./]weight$|final_norm_layernorm[./]weight$/;
 
 export interface HfTextConfig {
   readonly hidden_size: number; readonly num_hidden_layers: number; readonly num_attention_heads: number;
@@ -41,7 +48,7 @@ export interface HfTextConfig {
 
 export interface LiftResult { readonly config: NativeConfig; readonly weights: Uint8Array }
 
-const SUPPORTED_TYPES = new Set(['llama', 'qwen2', 'qwen3', 'mistral']);
+const SUPPORTED_TYPES = new Set(['llama', 'qwen2', 'qwen3', 'mistral', 'phi3']);
 
 /** Rotary inverse frequencies with HF's rope scaling ('default' and 'llama3'). */
 export function invFreq(cfg: HfTextConfig, d: number): number[] {
@@ -76,6 +83,7 @@ export async function liftDecoder(file: string, cfg: HfTextConfig, bits: NativeB
     const b = await tensorBytes(t, m.dir);
     return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
   };
+  const missing0: string[] = [];
   const consumers = new Map<string, NodeProto[]>();
   for (const n of g.node) for (const i of n.input) consumers.set(i, [...(consumers.get(i) ?? []), n]);
 
@@ -84,44 +92,65 @@ export async function liftDecoder(file: string, cfg: HfTextConfig, bits: NativeB
   const want: Record<string, [number, number]> = {
     q_proj: [h, H * d], k_proj: [h, KV * d], v_proj: [h, KV * d], o_proj: [H * d, h], gate_proj: [h, I], up_proj: [h, I], down_proj: [I, h],
   };
-  type Proj = { w: TensorProto; bias?: TensorProto };
+  type Proj = { w: TensorProto | (() => Promise<Float32Array>); bias?: TensorProto };
   const proj = Array.from({ length: L }, () => new Map<string, Proj>());
   let lmHead: TensorProto | undefined, embed: TensorProto | undefined;
+  want.qkv_proj = [h, (H + 2 * KV) * d];
+  let lmHeadNBits: (() => Promise<Float32Array>) | undefined;
   for (const n of g.node) {
     if (n.opType === 'Gather' && inits.get(n.input[0]!)?.dims.length === 2) embed = inits.get(n.input[0]!);
-    if (n.opType !== 'MatMul') continue;
+    if (n.opType === 'GroupQueryAttention') checkGqa(n, d, why);
+    if (n.opType !== 'MatMul' && n.opType !== 'MatMulNBits') continue;
     const w = inits.get(n.input[1]!);
     if (!w) continue;
-    if (/lm_head/.test(n.name) || /lm_head/.test(w.name)) { lmHead = w; continue; }
+    const nbits = n.opType === 'MatMulNBits' ? nbitsWeights(n, inits, (t) => tensorBytes(t, m.dir), why) : undefined;
+    const dims = nbits ? nbits.dims : w.dims.map(Number);
+    if (/lm_head/.test(n.name) || /lm_head/.test(w.name)) {
+      if (nbits) { lmHeadNBits = nbits.read; if (dims.join(',') !== `${h},${V}`) missing0.push(`lm_head [${h}, ${V}] (found [${dims.join(', ')}])`); } else lmHead = w;
+      continue;
+    }
     const hit = PROJ.exec(n.name) ?? PROJ.exec(w.name);
     if (!hit) continue;
     const layer = Number(hit[1]), kind = hit[2]!;
     if (layer >= L) throw why(`${n.name}: layer ${layer} but config.json has ${L} layers`);
     const [inF, outF] = want[kind]!;
-    if (w.dims.map(Number).join(',') !== `${inF},${outF}`) throw why(`${kind} of layer ${layer} is [${w.dims.join(', ')}], config.json implies [${inF}, ${outF}]`);
+    if (dims.join(',') !== `${inF},${outF}`) throw why(`${kind} of layer ${layer} is [${dims.join(', ')}], config.json implies [${inF}, ${outF}]`);
     const add = (consumers.get(n.output[0]!) ?? []).find((c) => c.opType === 'Add');
     const biasName = add?.input.find((i) => i !== n.output[0]);
     const bias = biasName ? inits.get(biasName) : undefined;
-    proj[layer]!.set(kind, { w, bias: bias && bias.dims.length === 1 && Number(bias.dims[0]) === outF ? bias : undefined });
+    proj[layer]!.set(kind, { w: nbits ? nbits.read : w, bias: bias && bias.dims.length === 1 && Number(bias.dims[0]) === outF ? bias : undefined });
+  }
+  // A fused q|k|v projection stands for the three (its columns are q heads, k heads, v heads).
+  for (const p of proj) {
+    const f = p.get('qkv_proj');
+    if (!f || p.has('q_proj')) continue;
+    if (f.bias) throw why('a fused qkv_proj with a bias is not lifted yet');
+    const all = async (): Promise<Float32Array> => (typeof f.w === 'function' ? f.w() : floats(f.w));
+    const cols = (from: number, n: number) => async (): Promise<Float32Array> => {
+      const src = await all(), W = (H + 2 * KV) * d, out = new Float32Array(h * n);
+      for (let i = 0; i < h; i++) out.set(src.subarray(i * W + from, i * W + from + n), i * n);
+      return out;
+    };
+    p.set('q_proj', { w: cols(0, H * d) }); p.set('k_proj', { w: cols(H * d, KV * d) }); p.set('v_proj', { w: cols((H + KV) * d, KV * d) });
   }
   const norms = Array.from({ length: L }, () => new Map<string, TensorProto>());
   let finalNorm: TensorProto | undefined;
   for (const [name, t] of inits) {
     const hit = NORM.exec(name);
     if (hit) { norms[Number(hit[1])]?.set(hit[2] ?? hit[3]!, t); continue; }
-    if (FINAL_NORM.test(name) && !/layers\./.test(name) && t.dims.length === 1 && Number(t.dims[0]) === h) finalNorm = t;
+    if (FINAL_NORM.test(name) && (!/layers\./.test(name) || /final_norm_layernorm/.test(name)) && t.dims.length === 1 && Number(t.dims[0]) === h) finalNorm = t;
   }
-  const missing: string[] = [];
+  const missing: string[] = [...missing0];
   const qkNorm = norms[0]!.has('q_norm');
   const attnBias = proj[0]!.get('q_proj')?.bias !== undefined;
   for (let l = 0; l < L; l++) {
-    for (const k of Object.keys(want)) if (!proj[l]!.has(k)) missing.push(`layers.${l} ${k}`);
+    for (const k of Object.keys(want)) if (k !== 'qkv_proj' && !proj[l]!.has(k)) missing.push(`layers.${l} ${k}`);
     for (const k of ['input_layernorm', 'post_attention_layernorm', ...(qkNorm ? ['q_norm', 'k_norm'] : [])]) if (!norms[l]!.has(k)) missing.push(`layers.${l} ${k}`);
     if (attnBias) for (const k of ['q_proj', 'k_proj', 'v_proj']) if (!proj[l]!.get(k)?.bias) missing.push(`layers.${l} ${k} bias`);
   }
   if (!finalNorm) missing.push('final norm');
-  if (!lmHead) missing.push('lm_head');
-  else if (lmHead.dims.map(Number).join(',') !== `${h},${V}`) missing.push(`lm_head [${h}, ${V}] (found [${lmHead.dims.join(', ')}])`);
+  if (!lmHead && !lmHeadNBits) missing.push('lm_head');
+  else if (lmHead && lmHead.dims.map(Number).join(',') !== `${h},${V}`) missing.push(`lm_head [${h}, ${V}] (found [${lmHead.dims.join(', ')}])`);
   const takes = g.input.some((i) => i.name === 'input_ids') ? 'input_ids' : 'inputs_embeds';
   if (takes === 'input_ids' && (!embed || embed.dims.map(Number).join(',') !== `${V},${h}`)) missing.push(`embedding table [${V}, ${h}]`);
   if (missing.length) throw why(`not a complete Llama/Qwen decoder: ${missing.length} part(s) missing`, missing.slice(0, 12));
@@ -129,7 +158,7 @@ export async function liftDecoder(file: string, cfg: HfTextConfig, bits: NativeB
 
   const loadLayer = async (l: number): Promise<DecoderLayerWeights> => {
     const p = proj[l]!, nm = norms[l]!;
-    const get = async (k: string) => floats(p.get(k)!.w);
+    const get = async (k: string) => { const w = p.get(k)!.w; return typeof w === 'function' ? w() : floats(w); };
     const bias = async (k: string) => (attnBias ? floats(p.get(k)!.bias!) : undefined);
     return {
       inputNorm: await floats(nm.get('input_layernorm')!), postNorm: await floats(nm.get('post_attention_layernorm')!),
@@ -146,9 +175,47 @@ export async function liftDecoder(file: string, cfg: HfTextConfig, bits: NativeB
     rmsEps: cfg.rms_norm_eps, invFreq: invFreq(cfg, d),
   };
   return packDecoder(shape, {
-    layers, finalNorm: await floats(finalNorm!), lmHead: await floats(lmHead!),
+    layers, finalNorm: await floats(finalNorm!), lmHead: lmHeadNBits ? await lmHeadNBits() : await floats(lmHead!),
     ...(takes === 'input_ids' ? { embed: await floats(embed!) } : {}),
   }, bits);
+}
+
+/** GroupQueryAttention as the engine runs it: rotary inside, half-split, global attention, plain softmax scale. */
+function checkGqa(n: NodeProto, d: number, why: (m: string) => Error): void {
+  const attr = (k: string) => n.attribute.find((a) => a.name === k);
+  const int = (k: string, dflt: number) => { const a = attr(k); return a ? Number(a.i) : dflt; };
+  const f = (k: string, dflt: number) => attr(k)?.f ?? dflt;
+  if (int('do_rotary', 0) !== 1) throw why(`${n.name}: GroupQueryAttention without rotary inside`);
+  if (int('rotary_interleaved', 0) !== 0) throw why(`${n.name}: interleaved rotary`);
+  if (int('local_window_size', -1) !== -1) throw why(`${n.name}: sliding-window attention`);
+  if (f('softcap', 0) !== 0) throw why(`${n.name}: attention softcap`);
+  const scale = f('scale', 0);
+  if (scale !== 0 && Math.abs(scale - 1 / Math.sqrt(d)) > 1e-6) throw why(`${n.name}: softmax scale ${scale}, the engine uses 1/sqrt(${d})`);
+}
+
+/** A MatMulNBits weight (`B` [N, kBlocks, blob], scales, optional zero points) as float [K, N]. */
+function nbitsWeights(n: NodeProto, inits: Map<string, TensorProto>, raw: (t: TensorProto) => Promise<Uint8Array>,
+  why: (m: string) => Error): { dims: number[]; read: () => Promise<Float32Array> } {
+  const attr = (k: string) => Number(n.attribute.find((a) => a.name === k)?.i ?? 0);
+  const K = attr('K'), N = attr('N'), bits = attr('bits'), block = attr('block_size');
+  if (bits !== 4 && bits !== 8) throw why(`${n.name}: MatMulNBits with ${bits} bits`);
+  const B = inits.get(n.input[1]!), S = inits.get(n.input[2]!), Z = n.input[3] ? inits.get(n.input[3]) : undefined;
+  if (!B || !S || (n.input[3] && !Z)) throw why(`${n.name}: MatMulNBits whose weights are not initializers`);
+  if (Z) throw why(`${n.name}: MatMulNBits with zero points (asymmetric) is not lifted yet`);
+  return {
+    dims: [K, N],
+    read: async () => {
+      const kBlocks = Math.ceil(K / block);
+      const packed = new Uint8Array(await floatsRaw(B));
+      const scales = S.dataType === DT.FLOAT ? new Float32Array(await floatsRaw(S)) : Float32Array.from(new Uint16Array(await floatsRaw(S)), halfToFloat);
+      const dq = dequantizeBlocks({ K, N, kBlocks, packed, scales, zeroPoints: new Uint8Array(N * kBlocks).fill(1 << (bits - 1)) }, bits, block);
+      return Float32Array.from(dq);
+    },
+  };
+  async function floatsRaw(t: TensorProto): Promise<ArrayBuffer> {
+    const b = await raw(t);
+    return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+  }
 }
 
 /** One layer's float weights as exported: projections `[in, out]`, norms and biases 1-D. */
