@@ -9,6 +9,7 @@ import { stageProgress } from './progress.js';
 interface CompileFlags {
   target: string; out: string; objective: string; place: string[]; explain?: boolean; json?: boolean;
   maxContext?: string; promptTokens?: string; outputTokens?: string; rknn?: boolean; calib?: string;
+  engine: string; nativeBits: string;
 }
 
 const OBJECTIVES = ['latency', 'energy', 'balanced'];
@@ -37,15 +38,20 @@ export const compileVerb = (program: Command) => program
   .option('--output-tokens <n>', 'generated tokens of the reference request (default: 64)')
   .option('--calib <dir>', 'images / WAVs or a question set (prepared by the model\'s own processor), or builtin (the embedded model), that rknn-toolkit2 calibrates int8 NPU conversions with; without it float bricks go to the NPU in fp16')
   .option('--no-rknn', 'do not run rknn-toolkit2 even when it is installed; only write convert_rknn.py')
+  .option('--engine <ort|native>', 'native: also pack a CPU-placed Llama/Qwen decoder for the native kernels (ONNX stays the fallback)', 'ort')
+  .option('--native-bits <4|8>', 'weight format of the native pack: 4 (Q4, block 32, fp16 scales) or 8 (Q8)', '4')
   .option('--json', 'print the result as JSON')
   .action(async (dir: string, f: CompileFlags) => {
     if (!OBJECTIVES.includes(f.objective)) throw fail('E_USAGE', `--objective '${f.objective}': expected ${OBJECTIVES.join(', ')}`);
+    if (f.engine !== 'ort' && f.engine !== 'native') throw fail('E_USAGE', `--engine '${f.engine}': expected ort or native`);
+    if (f.nativeBits !== '4' && f.nativeBits !== '8') throw fail('E_USAGE', `--native-bits '${f.nativeBits}': expected 4 or 8`);
     const { compile } = await import('../compile/index.js');
     const progress = stageProgress(undefined, f.json);
     let r: CompileResult;
     try {
       r = await compile({
         bricks: dir, target: f.target, out: f.out, objective: f.objective as 'balanced', place: parsePlace(f.place), rknn: f.rknn === false ? 'skip' : 'auto', calib: f.calib,
+        engine: f.engine, nativeBits: Number(f.nativeBits) as 4 | 8,
         maxContext: parseNumber('--max-context', f.maxContext, { min: 1, integer: true }),
         workload: {
           ...(f.promptTokens !== undefined && { promptTokens: parseNumber('--prompt-tokens', f.promptTokens, { min: 1, integer: true }) }),

@@ -4,7 +4,7 @@
  * config files, and for NPU bricks the Rockchip artifacts. Passes, in order:
  *   analyze bricks → load target → place → plan → copy bricks → NPU lowering (last, target-specific) → manifest.
  */
-import { copyFile, mkdir, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { FileEntry } from '../formats/bricks.js';
 import { BRICKS_FILE } from '../formats/bricks.js';
@@ -22,7 +22,8 @@ import { buildPlan } from './plan.js';
 import { convertRkllmScript, convertRknnScript, probeRknnToolkit, runRknnConversion, writeRknnOnnx, type RknnBrick } from './rknn.js';
 import { writeRealCalibration } from './rknn-calib.js';
 import { EMBEDDED_CALIB_SET } from '../eval/embedded.js';
-import { fail } from '../errors.js';
+import { fail, isNanomindError } from '../errors.js';
+import { liftDecoder, writeNative, type HfTextConfig } from './native/lift.js';
 import { loadTarget, val, type TargetProfile } from './targets.js';
 
 export interface CompileOptions {
@@ -40,6 +41,13 @@ export interface CompileOptions {
   readonly calib?: string;
   /** `auto` (default): convert with rknn-toolkit2 when it imports here; `skip`: only write the script. */
   readonly rknn?: 'auto' | 'skip';
+  /**
+   * 'native': a CPU-placed Llama / Qwen decoder is also packed for the native kernels (`<brick>.native.json` +
+   * `<brick>.nmq`, Q4 or Q8 block 32 per `nativeBits`, default 4); the runtime prefers them and keeps the ONNX brick
+   * as its fallback. A decoder the lift does not recognise stays on ORT with a note. Default 'ort'.
+   */
+  readonly engine?: 'ort' | 'native';
+  readonly nativeBits?: 4 | 8;
   readonly onStage?: (stage: string) => void;
 }
 
@@ -115,6 +123,25 @@ export async function compile(o: CompileOptions): Promise<CompileResult> {
         dataFiles, inputs: b.entry.inputs, outputs: b.entry.outputs, accelerator: p.accelerator, backend: p.backend as BundleBrick['backend'],
         format: p.format, sourceFormat: p.sourceFormat, memory: placement.models.get(p.brick)!.memory, artifacts,
       });
+    }
+    if (o.engine === 'native') {
+      const dec = bricks.find((b) => b.kind === 'decoder' && b.backend === 'ort-cpu');
+      if (!dec) notes.push('--engine native: no decoder brick is placed on the CPU; nothing packed for the native kernels');
+      else {
+        o.onStage?.(`pack ${dec.name} for the native kernels`);
+        const bits = o.nativeBits ?? 4;
+        try {
+          const cfgRaw = await readFile(join(set.dir, 'config.json'), 'utf8').catch(() => '{}');
+          const cfg = JSON.parse(cfgRaw) as { text_config?: HfTextConfig } & HfTextConfig;
+          const lifted = await liftDecoder(join(tmp, dec.file), cfg.text_config ?? cfg, bits);
+          const written = await writeNative(tmp, dec.name, lifted);
+          files.push(await entry(tmp, written.config), await entry(tmp, written.weights));
+          notes.push(`${dec.name}: packed for the native kernels (Q${bits} block 32, ${(lifted.weights.byteLength / 1e6).toFixed(1)} MB); the runtime uses them when the kernels load, else ONNX Runtime`);
+        } catch (e) {
+          if (!(isNanomindError(e) && e.code === 'E_NATIVE_LIFT')) throw e;
+          notes.push(`${dec.name}: stays on ONNX Runtime: ${e.message}`);
+        }
+      }
     }
     if (rknnBricks.length) {
       await writeFile(join(tmp, 'convert_rknn.py'), convertRknnScript(target.name, rknnBricks));

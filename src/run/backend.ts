@@ -8,7 +8,7 @@
  */
 import type { BrickEntry, TensorSpec } from '../formats/bricks.js';
 
-export type BackendId = 'ort-cpu' | 'ort-webgpu' | 'rknn';
+export type BackendId = 'ort-cpu' | 'ort-webgpu' | 'rknn' | 'native';
 
 /** Typed arrays a tensor may live in; float16 is raw Uint16 bits, as in ORT JS. */
 export type TensorData =
@@ -54,6 +54,11 @@ export interface BrickSession {
    * and copied into it after the run (false); either way the caller's memory holds the result.
    */
   writesInPlace(data: TensorData): boolean;
+  /**
+   * Present when the backend keeps the decoder's KV cache itself (the native engine): the caller then feeds no
+   * past_key_values, expects no present.*, and cuts the cache back with `truncate` when it reuses a prefix.
+   */
+  readonly ownsKv?: { truncate(rows: number): void; length(): number };
   close(): Promise<void>;
 }
 

@@ -7,6 +7,7 @@
  * Everything is read from bricks.json and the decoder's declared interface; config.json and
  * generation_config.json (when the manifest lists them) fill in what the interface cannot say.
  */
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fail } from '../errors.js';
 import { isReplaceRows, readBricksManifest, type BrickEntry, type KvCacheMode, type BricksManifest, type TensorSpec } from '../formats/bricks.js';
@@ -14,6 +15,7 @@ import { readJsonFile } from '../formats/json-file.js';
 import { TENSOR, type BrickKind } from '../formats/names.js';
 import { elementCount, type Backend, type BackendId, type BackendOptions, type BrickSession, type Feeds, type RunOptions, type TensorLike } from './backend.js';
 import { resolveBackend, DEFAULT_BACKENDS, type SkippedBackend } from './backends/index.js';
+import { nativeConfigFile } from './backends/native/native.js';
 import { checkFeeds, isTensorLike, resolveDims, tensor, toFloat32 } from './feeds.js';
 import { decoderInputs, type DecoderInputs } from './generation/decoder-inputs.js';
 import { findSeq2SeqRole, type Seq2SeqRole } from './seq2seq-role.js';
@@ -25,6 +27,12 @@ export interface OpenBrickSetOptions extends BackendOptions {
   readonly backends?: readonly string[];
   /** Per brick name, the backends to try for that brick instead of `backends` (a bundle's placement). */
   readonly placement?: Readonly<Record<string, BrickPlacement>>;
+  /**
+   * The decoder's engine when the lift wrote native weights next to it (`<brick>.native.json`): 'auto' (default)
+   * tries the native kernels first and keeps ONNX Runtime when they do not load (the skip reason is the notice),
+   * 'native' requires them, 'ort' ignores the native files.
+   */
+  readonly engine?: 'auto' | 'native' | 'ort';
 }
 
 export interface BrickPlacement {
@@ -124,7 +132,10 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
   const backendOf = new Map<string, Backend>();
   for (const b of manifest.bricks) {
     const own = opts.placement?.[b.name];
-    const r = own ? await resolveBackend(own.backends) : { backend, skipped: [] };
+    const lifted = !own && b.kind === 'decoder' && (opts.engine ?? 'auto') !== 'ort' && existsSync(join(dir, nativeConfigFile(b.name)));
+    const r = own ? await resolveBackend(own.backends)
+      : lifted ? await resolveBackend(opts.engine === 'native' ? ['native'] : ['native', backend.id])
+        : { backend, skipped: [] };
     placed[b.name] = { backend: r.backend.id, skipped: r.skipped };
     backendOf.set(b.name, r.backend);
   }

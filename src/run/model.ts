@@ -12,6 +12,7 @@ import { noKvCacheNotice } from '../formats/kv-cache.js';
 import type { Feeds, TensorLike } from './backend.js';
 import { loadFamilyProcessor, type FamilyProcessor } from './inputs/families/index.js';
 import { florence2TaskPrompts, type TaskPrompts } from './inputs/families/florence2.js';
+import { nativeConfigFile } from './backends/native/native.js';
 import { openBrickSet, type BrickPlacement, type BrickSet, type EncodeResult, type EncoderRole } from './brick-set.js';
 import { tensor } from './feeds.js';
 import { audioFeatures, loadFeatureExtractorConfig, type WhisperFeatureConfig } from './inputs/audio.js';
@@ -144,18 +145,24 @@ function bundlePlacement(b: Bundle): Record<string, BrickPlacement> {
   return Object.fromEntries(b.manifest.bricks.map((x) => {
     const rknn = x.backend === 'rknn' ? x.artifacts.find((a) => a.kind === 'rknn' && a.status === 'ready' && a.path) : undefined;
     if (rknn) return [x.name, { backends: ['rknn', 'ort-cpu'], artifact: rknn.path, coreMask: b.plan.affinity.find((a) => a.brick === x.name)?.coreMask }];
+    // `compile --engine native` packed this decoder for the native kernels: they go first, its ONNX is the fallback.
+    if (x.kind === 'decoder' && x.backend === 'ort-cpu' && b.manifest.files.some((f) => f.path === nativeConfigFile(x.name)))
+      return [x.name, { backends: ['native', 'ort-cpu'] }];
     return [x.name, { backends: x.backend === 'ort-webgpu' ? ['ort-webgpu', 'ort-cpu'] : ['ort-cpu'] }];
   }));
 }
 
 /** One line per bundle brick that does not run on the backend it is placed on. */
 function placementNotices(bundle: Bundle | undefined, set: BrickSet): string[] {
-  return (bundle?.manifest.bricks ?? []).filter((b) => set.placed[b.name]?.backend !== b.backend).map((b) => {
+  const native = Object.entries(set.placed).flatMap(([name, p]) => p.skipped.filter((s) => s.id === 'native')
+    .map((s) => `brick '${name}': the native kernels do not run here (${s.reason}); using its ONNX on ${p.backend}`));
+  // A packed decoder on the native kernels is where the bundle meant it to run (on the CPU).
+  return [...native, ...(bundle?.manifest.bricks ?? []).filter((b) => set.placed[b.name]?.backend !== b.backend && set.placed[b.name]?.backend !== 'native').map((b) => {
     const p = set.placed[b.name]!;
     const why = p.skipped.find((s) => s.id === b.backend)?.reason
       ?? (b.backend === 'rknn' ? 'its .rknn file is not converted yet' : b.backend === 'rkllm' ? 'RKLLM decoders are not driven by this runtime yet' : undefined);
     return `brick '${b.name}' is placed on ${b.accelerator} (${b.backend}), which this machine cannot run${why ? ` (${why})` : ''}; using its portable ONNX on ${p.backend}`;
-  });
+  })];
 }
 
 /** Input names a processor and an export may spell differently (transformers.js' Qwen2-VL encoder: grid_thw). */

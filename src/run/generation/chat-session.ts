@@ -19,7 +19,7 @@
 import { fail } from '../../errors.js';
 import { replacePlaceholderRows } from '../../formats/merge.js';
 import { TENSOR } from '../../formats/names.js';
-import { elementCount, type TensorLike } from '../backend.js';
+import { elementCount, type BrickSession, type TensorLike } from '../backend.js';
 import { floatToHalf } from '../../onnx/dtype.js';
 import type { KvCacheMode } from '../../formats/bricks.js';
 import type { BrickSet } from '../brick-set.js';
@@ -107,7 +107,13 @@ const DEFAULT_MAX_NEW = 256;
 
 export class ChatSession {
   private readonly seq: Sequence;
-  private readonly kv: KvCache | undefined;
+  private kv: KvCache | undefined;
+  /**
+   * The decoder backend's own KV cache (the native engine), found when the decoder session first opens: then no
+   * KvCache is kept here, no past/present cross the contract, and prefix reuse cuts the backend's cache instead.
+   */
+  private own: BrickSession['ownsKv'];
+  private ownChecked = false;
   /** mRoPE positions, axis-major [3 × capacity], and the offset of generated tokens' positions. */
   private readonly mrope: BigInt64Array | undefined;
   private ropeDelta = 0n;
@@ -134,6 +140,17 @@ export class ChatSession {
   reset(): void {
     this.seq.truncate(0);
     this.kv?.reset();
+    this.own?.truncate(0);
+  }
+
+  /** Whether the decoder keeps state across steps (a KvCache here or the backend's own). */
+  private get cached(): boolean { return this.kv !== undefined || this.own !== undefined; }
+
+  private async checkOwnKv(): Promise<void> {
+    if (this.ownChecked) return;
+    const s = await this.set.session(this.set.decoder.brick.name);
+    this.ownChecked = true;
+    if (s.ownsKv && this.set.decoder.kv) { this.own = s.ownsKv; this.kv = undefined; }
   }
 
   async generate(req: GenerateRequest, opts: GenerateOptions = {}): Promise<GenerateResult> {
@@ -154,6 +171,7 @@ export class ChatSession {
     if (!(Number.isSafeInteger(maxNew) && maxNew >= 1)) throw fail('E_BAD_OPTION', `maxNewTokens must be an integer ≥ 1, got ${maxNew}`);
     if (o.stopStrings?.length && !o.decode) throw fail('E_BAD_OPTION', 'stopStrings need a decode function', { hint: 'pass decode: (ids) => tokenizer.decode(ids)' });
     this.checkRequest(req);
+    await this.checkOwnKv();
     const features = this.featureMap(req);
     const sample = createSampler(o.sampling ?? { temperature: 0 });
     const stops = new Set(o.stopTokenIds ?? this.set.eosTokenIds);
@@ -213,15 +231,15 @@ export class ChatSession {
       return {
         tokens: generated, text, stopReason: reason!, seed: o.sampling ? sample.seed : undefined,
         stats: {
-          promptTokens: ids.length, reusedTokens: this.kv ? reuse : 0, prefillTokens: ids.length - (this.kv ? reuse : 0),
-          newTokens: generated.length, ttftMs: ttft, prefillMs, prefillTokPerS: rate(ids.length - (this.kv ? reuse : 0), prefillMs),
+          promptTokens: ids.length, reusedTokens: this.cached ? reuse : 0, prefillTokens: ids.length - (this.cached ? reuse : 0),
+          newTokens: generated.length, ttftMs: ttft, prefillMs, prefillTokPerS: rate(ids.length - (this.cached ? reuse : 0), prefillMs),
           decodeMs, decodeTokPerS: rate(steps, decodeMs), totalMs: end - t0,
           brickMs: Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]).filter(([, v]) => (v as number) > 0)),
         },
       };
     } catch (e) {
       // Keep only state the decoder has consumed, so the session stays usable after a failed call.
-      this.seq.truncate(this.kv ? this.kv.length : 0);
+      this.seq.truncate(this.kv ? this.kv.length : this.own ? this.own.length() : 0);
       throw e;
     }
   }
@@ -229,6 +247,7 @@ export class ChatSession {
   private truncate(n: number): void {
     this.seq.truncate(n);
     this.kv?.truncate(Math.min(n, this.kv.length));
+    this.own?.truncate(n);
   }
 
   private checkRequest(req: GenerateRequest): void {
@@ -338,7 +357,7 @@ export class ChatSession {
   private async step(from: number, to: number, req: GenerateRequest): Promise<Float32Array> {
     const dec = this.set.decoder;
     const conv = dec.inputs;
-    const start = this.kv ? from : 0; // without a cache the decoder must see every position
+    const start = this.cached ? from : 0; // without a cache the decoder must see every position
     const S = to - start;
     let positions3: BigInt64Array | undefined;
     if (this.mrope) {

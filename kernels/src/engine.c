@@ -1,0 +1,464 @@
+/* See engine.h. x86-64 gets AVX2 dot products chosen at run time (this file is compiled for the baseline ISA,
+ * the AVX2 functions carry their own target attribute); everything else runs the portable C path. */
+#include "engine.h"
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#define NM_Q4_ROWS 4 /* rows per AVX2 Q4 tile */
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define NM_X86 1
+#endif
+
+/* ----------------------------------------------------------------------------------------------- fp16 */
+float nm_half_to_float(uint16_t h) {
+  uint32_t s = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, f;
+  if (e == 0) {
+    if (m == 0) f = s;
+    else { /* subnormal */
+      float v = ldexpf((float)m, -24);
+      memcpy(&f, &v, 4); f |= s;
+    }
+  } else if (e == 31) f = s | 0x7f800000 | (m << 13);
+  else f = s | ((e + 112) << 23) | (m << 13);
+  float out; memcpy(&out, &f, 4); return out;
+}
+
+size_t nm_row_bytes(int fmt, int k) {
+  return (size_t)(k / NM_QK) * (fmt == NM_Q4 ? sizeof(nm_q4_block) : sizeof(nm_q8_block));
+}
+
+/* ------------------------------------------------------------------------------------- activations */
+void nm_quantize_act(const float *x, nm_a8_block *out, int s, int k) {
+  const int nb = k / NM_QK;
+  for (int r = 0; r < s; r++)
+    for (int b = 0; b < nb; b++) {
+      const float *v = x + (size_t)r * k + b * NM_QK;
+      float amax = 0;
+      for (int j = 0; j < NM_QK; j++) amax = fmaxf(amax, fabsf(v[j]));
+      nm_a8_block *o = out + (size_t)r * nb + b;
+      o->d = amax / 127.f;
+      const float id = amax > 0 ? 127.f / amax : 0.f;
+      int sum = 0;
+      for (int j = 0; j < NM_QK; j++) sum += (o->qs[j] = (int8_t)lrintf(v[j] * id));
+      o->s = o->d * (float)sum;
+    }
+}
+
+/* --------------------------------------------------------------------------------------- dot, C */
+static float dot_q4_c(const nm_q4_block *w, const nm_a8_block *a, int nb) {
+  float sum = 0;
+  for (int b = 0; b < nb; b++) {
+    int acc = 0;
+    for (int j = 0; j < 16; j++) {
+      acc += ((w[b].qs[j] & 0x0f) - 8) * a[b].qs[j];
+      acc += ((w[b].qs[j] >> 4) - 8) * a[b].qs[j + 16];
+    }
+    sum += (float)acc * nm_half_to_float(w[b].d) * a[b].d;
+  }
+  return sum;
+}
+
+static float dot_q8_c(const nm_q8_block *w, const nm_a8_block *a, int nb) {
+  float sum = 0;
+  for (int b = 0; b < nb; b++) {
+    int acc = 0;
+    for (int j = 0; j < NM_QK; j++) acc += w[b].qs[j] * a[b].qs[j];
+    sum += (float)acc * nm_half_to_float(w[b].d) * a[b].d;
+  }
+  return sum;
+}
+
+/* ------------------------------------------------------------------------------------ dot, AVX2 */
+#ifdef NM_X86
+#define NM_AVX2 __attribute__((target("avx2,fma,f16c")))
+NM_AVX2 static inline __m256 mul_sum_i8(__m256i w, __m256i a) {
+  /* signed x signed via maddubs: |w| (unsigned) times a with w's sign. */
+  const __m256i ax = _mm256_sign_epi8(w, w), sy = _mm256_sign_epi8(a, w);
+  const __m256i d16 = _mm256_maddubs_epi16(ax, sy);
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(d16, _mm256_set1_epi16(1)));
+}
+NM_AVX2 static inline float hsum(__m256 v) {
+  __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  r = _mm_add_ss(r, _mm_movehdup_ps(r));
+  return _mm_cvtss_f32(r);
+}
+/* Q4 x int8: nibbles stay unsigned (0..15) so maddubs takes them directly; sum((q - 8) x) = sum(q x) - 8 sum(x),
+ * and the second term is the activation block's precomputed s. R rows share every activation load. */
+NM_AVX2 static inline __m256 q4_block(const nm_q4_block *w, __m256i x, __m256i lo) {
+  const __m128i raw = _mm_loadu_si128((const __m128i *)w->qs);
+  const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo);
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1)));
+}
+NM_AVX2 static void dot_q4_rows_avx2(const uint8_t *w, size_t stride, int rows, const nm_a8_block *a, int nb, float *out, size_t out_stride) {
+  const __m256i lo = _mm256_set1_epi8(0x0f);
+  if (rows == NM_Q4_ROWS) {
+    __m256 acc[NM_Q4_ROWS];
+    float corr[NM_Q4_ROWS] = { 0, 0, 0, 0 };
+    for (int r = 0; r < NM_Q4_ROWS; r++) acc[r] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+      const __m256i x = _mm256_loadu_si256((const __m256i *)a[b].qs);
+      const float da = a[b].d, sa = a[b].s;
+      for (int r = 0; r < NM_Q4_ROWS; r++) {
+        const nm_q4_block *wb = (const nm_q4_block *)(w + r * stride) + b;
+        const float dw = _cvtsh_ss(wb->d);
+        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * da), q4_block(wb, x, lo), acc[r]);
+        corr[r] += dw * sa;
+      }
+    }
+    for (int r = 0; r < NM_Q4_ROWS; r++) out[r * out_stride] = hsum(acc[r]) - 8.f * corr[r];
+    return;
+  }
+  for (int r = 0; r < rows; r++) {
+    __m256 acc = _mm256_setzero_ps();
+    float corr = 0;
+    for (int b = 0; b < nb; b++) {
+      const nm_q4_block *wb = (const nm_q4_block *)(w + r * stride) + b;
+      const float dw = _cvtsh_ss(wb->d);
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[b].d), q4_block(wb, _mm256_loadu_si256((const __m256i *)a[b].qs), lo), acc);
+      corr += dw * a[b].s;
+    }
+    out[r * out_stride] = hsum(acc) - 8.f * corr;
+  }
+}
+NM_AVX2 static float dot_q4_avx2(const nm_q4_block *w, const nm_a8_block *a, int nb) {
+  float y;
+  dot_q4_rows_avx2((const uint8_t *)w, 0, 1, a, nb, &y, 1);
+  return y;
+}
+NM_AVX2 static float dot_q8_avx2(const nm_q8_block *w, const nm_a8_block *a, int nb) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int b = 0; b < nb; b++) {
+    const __m256i q = _mm256_loadu_si256((const __m256i *)w[b].qs);
+    const __m256i x = _mm256_loadu_si256((const __m256i *)a[b].qs);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(w[b].d) * a[b].d), mul_sum_i8(q, x), acc);
+  }
+  return hsum(acc);
+}
+#endif
+
+typedef float (*dot_fn)(const void *, const nm_a8_block *, int);
+static dot_fn dot_q4 = (dot_fn)dot_q4_c, dot_q8 = (dot_fn)dot_q8_c;
+typedef void (*rows_fn)(const uint8_t *, size_t, int, const nm_a8_block *, int, float *, size_t);
+static rows_fn rows_q4 = NULL; /* NULL: one dot per row */
+static const char *simd_name = "portable";
+static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
+static void pick_simd(void) {
+#ifdef NM_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !getenv("NANOMIND_KERNELS_PORTABLE")) {
+    dot_q4 = (dot_fn)dot_q4_avx2; dot_q8 = (dot_fn)dot_q8_avx2; rows_q4 = dot_q4_rows_avx2; simd_name = "avx2";
+  }
+#endif
+}
+const char *nm_simd(void) { pthread_once(&simd_once, pick_simd); return simd_name; }
+
+/* ------------------------------------------------------------------------------------ thread pool */
+/* Workers spin a little on the job generation before sleeping: a decode step dispatches ~100 jobs, and a
+ * condition-variable wake per job would cost more than the work of the smaller ones. */
+typedef void (*job_fn)(void *ctx, int lo, int hi);
+struct nm_pool {
+  int threads;
+  pthread_t *tid;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  atomic_int gen, next, done, quit;
+  job_fn fn; void *ctx; int n, chunk;
+};
+
+static void run_chunks(nm_pool *p) {
+  for (;;) {
+    int lo = atomic_fetch_add(&p->next, p->chunk);
+    if (lo >= p->n) break;
+    int hi = lo + p->chunk < p->n ? lo + p->chunk : p->n;
+    p->fn(p->ctx, lo, hi);
+  }
+}
+
+static void *worker(void *arg) {
+  nm_pool *p = arg;
+  int seen = 0;
+  for (;;) {
+    int spins = 0;
+    while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit)) {
+      if (++spins < 4000) {
+#ifdef NM_X86
+        _mm_pause();
+#endif
+        /* on a busy machine the thread that would post the next job may be waiting for this core */
+        if ((spins & 255) == 0) sched_yield();
+        continue;
+      }
+      pthread_mutex_lock(&p->mu);
+      while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit)) pthread_cond_wait(&p->cv, &p->mu);
+      pthread_mutex_unlock(&p->mu);
+    }
+    if (atomic_load(&p->quit)) return NULL;
+    seen = atomic_load(&p->gen);
+    run_chunks(p);
+    atomic_fetch_add(&p->done, 1);
+  }
+}
+
+nm_pool *nm_pool_create(int threads) {
+  nm_pool *p = calloc(1, sizeof *p);
+  p->threads = threads < 1 ? 1 : threads;
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->cv, NULL);
+  p->tid = calloc((size_t)p->threads, sizeof(pthread_t));
+  for (int i = 1; i < p->threads; i++) pthread_create(&p->tid[i], NULL, worker, p);
+  return p;
+}
+
+void nm_pool_free(nm_pool *p) {
+  if (!p) return;
+  pthread_mutex_lock(&p->mu);
+  atomic_store(&p->quit, 1);
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  for (int i = 1; i < p->threads; i++) pthread_join(p->tid[i], NULL);
+  free(p->tid);
+  free(p);
+}
+
+/* Runs fn over [0, n) on every thread; returns when all chunks are done. */
+static void pool_run(nm_pool *p, job_fn fn, void *ctx, int n, int chunk) {
+  if (p->threads == 1 || n <= chunk) { fn(ctx, 0, n); return; }
+  p->fn = fn; p->ctx = ctx; p->n = n; p->chunk = chunk;
+  atomic_store(&p->next, 0);
+  atomic_store(&p->done, 0);
+  pthread_mutex_lock(&p->mu);
+  atomic_fetch_add(&p->gen, 1);
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  run_chunks(p);
+  for (int spins = 0; atomic_load(&p->done) < p->threads - 1; spins++) {
+#ifdef NM_X86
+    _mm_pause();
+#endif
+    if ((spins & 63) == 63) sched_yield(); /* let a descheduled worker check in */
+  }
+}
+
+/* ---------------------------------------------------------------------------------------- matmul */
+typedef struct { int fmt; const uint8_t *w; size_t row; int k; const nm_a8_block *x; int s; int n; float *y; } mm_ctx;
+static void mm_job(void *c_, int lo, int hi) {
+  const mm_ctx *c = c_;
+  const int nb = c->k / NM_QK;
+  const dot_fn dot = c->fmt == NM_Q4 ? dot_q4 : dot_q8;
+  if (c->fmt == NM_Q4 && rows_q4) {
+    for (int t = 0; t < c->s; t++)
+      for (int r = lo; r < hi; r += NM_Q4_ROWS) {
+        const int rows = hi - r < NM_Q4_ROWS ? hi - r : NM_Q4_ROWS;
+        rows_q4(c->w + (size_t)r * c->row, c->row, rows, c->x + (size_t)t * nb, nb, c->y + (size_t)t * c->n + r, 1);
+      }
+    return;
+  }
+  for (int r = lo; r < hi; r++) {
+    const void *wr = c->w + (size_t)r * c->row;
+    for (int t = 0; t < c->s; t++) c->y[(size_t)t * c->n + r] = dot(wr, c->x + (size_t)t * nb, nb);
+  }
+}
+void nm_matmul(nm_pool *p, int fmt, const void *w, int n, int k, const nm_a8_block *xq, int s, float *y) {
+  nm_simd();
+  mm_ctx c = { fmt, w, nm_row_bytes(fmt, k), k, xq, s, n, y };
+  pool_run(p, mm_job, &c, n, 16);
+}
+
+/* ----------------------------------------------------------------------------------------- model */
+typedef struct { const float *attn_norm, *q_norm, *k_norm, *bqkv, *ffn_norm; const uint8_t *wqkv, *wo, *wgu, *wdown; } layer_w;
+struct nm_model {
+  nm_config c;
+  uint8_t *mem;
+  layer_w *L;
+  const float *final_norm;
+  const uint8_t *lm_head;
+  float *inv_freq;
+  float *kc, *vc; /* [layers][kv_heads][max_ctx][head_dim] */
+  nm_pool *pool;
+  /* scratch, sized for `cap` tokens */
+  int cap;
+  float *x, *xn, *qkv, *att, *gu, *tmp, *scores;
+  nm_a8_block *xq;
+};
+
+void nm_model_free(nm_model *m) {
+  if (!m) return;
+  nm_pool_free(m->pool);
+  free(m->mem); free(m->L); free(m->inv_freq); free(m->kc); free(m->vc);
+  free(m->x); free(m->xn); free(m->qkv); free(m->att); free(m->gu); free(m->tmp); free(m->scores); free(m->xq);
+  free(m);
+}
+
+static int ensure_scratch(nm_model *m, int s) {
+  if (s <= m->cap) return 1;
+  const nm_config *c = &m->c;
+  const int qkv = (c->heads + 2 * c->kv_heads) * c->head_dim, wide = c->inter > c->hidden ? c->inter : c->hidden;
+  const int widest = wide > c->heads * c->head_dim ? wide : c->heads * c->head_dim;
+  free(m->x); free(m->xn); free(m->qkv); free(m->att); free(m->gu); free(m->tmp); free(m->scores); free(m->xq);
+  m->x = malloc(sizeof(float) * s * c->hidden);
+  m->xn = malloc(sizeof(float) * s * widest);
+  m->qkv = malloc(sizeof(float) * s * qkv);
+  m->att = malloc(sizeof(float) * s * c->heads * c->head_dim);
+  m->gu = malloc(sizeof(float) * s * 2 * c->inter);
+  m->tmp = malloc(sizeof(float) * s * c->hidden);
+  m->scores = malloc(sizeof(float) * (size_t)s * c->heads * c->max_ctx);
+  m->xq = malloc(sizeof(nm_a8_block) * s * (widest / NM_QK));
+  m->cap = s;
+  return m->x && m->xn && m->qkv && m->att && m->gu && m->tmp && m->scores && m->xq;
+}
+
+nm_model *nm_model_create(const nm_config *cfg, const uint8_t *weights, size_t bytes, const double *off, size_t n_off,
+                          const float *inv_freq, const char **err) {
+  const nm_config *c = cfg;
+  nm_simd();
+  if (c->fmt != NM_Q4 && c->fmt != NM_Q8) { *err = "fmt must be 4 or 8"; return NULL; }
+  if (c->hidden % NM_QK || c->inter % NM_QK || (c->heads * c->head_dim) % NM_QK) { *err = "hidden, intermediate and heads*head_dim must be multiples of 32"; return NULL; }
+  if (c->heads <= 0 || c->kv_heads <= 0 || c->heads % c->kv_heads || c->head_dim % 2 || c->max_ctx <= 0) { *err = "bad head counts, head_dim or max_ctx"; return NULL; }
+  if (n_off != (size_t)c->layers * NM_T_PER_LAYER + 2) { *err = "offset table has the wrong length"; return NULL; }
+  const size_t qkv_rows = (size_t)(c->heads + 2 * c->kv_heads) * c->head_dim, hd = (size_t)c->heads * c->head_dim;
+  nm_model *m = calloc(1, sizeof *m);
+  m->c = *c;
+  m->mem = aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (!m->mem) { *err = "out of memory for weights"; nm_model_free(m); return NULL; }
+  memcpy(m->mem, weights, bytes);
+  /* every tensor: offset + size within the buffer, floats 4-aligned */
+  #define AT(i, size, dst, type) do { double o_ = off[i]; \
+    if (o_ < 0) { dst = NULL; break; } \
+    if (o_ + (double)(size) > (double)bytes || ((size_t)o_ & 3)) { *err = "tensor offset out of range or misaligned"; nm_model_free(m); return NULL; } \
+    dst = (type)(m->mem + (size_t)o_); } while (0)
+  m->L = calloc((size_t)c->layers, sizeof(layer_w));
+  for (int l = 0; l < c->layers; l++) {
+    const double *o = off + (size_t)l * NM_T_PER_LAYER;
+    layer_w *L = &m->L[l];
+    (void)o;
+    AT(l * NM_T_PER_LAYER + NM_T_ATTN_NORM, 4 * c->hidden, L->attn_norm, const float *);
+    AT(l * NM_T_PER_LAYER + NM_T_Q_NORM, 4 * c->head_dim, L->q_norm, const float *);
+    AT(l * NM_T_PER_LAYER + NM_T_K_NORM, 4 * c->head_dim, L->k_norm, const float *);
+    AT(l * NM_T_PER_LAYER + NM_T_WQKV, qkv_rows * nm_row_bytes(c->fmt, c->hidden), L->wqkv, const uint8_t *);
+    AT(l * NM_T_PER_LAYER + NM_T_BQKV, 4 * qkv_rows, L->bqkv, const float *);
+    AT(l * NM_T_PER_LAYER + NM_T_WO, (size_t)c->hidden * nm_row_bytes(c->fmt, (int)hd), L->wo, const uint8_t *);
+    AT(l * NM_T_PER_LAYER + NM_T_FFN_NORM, 4 * c->hidden, L->ffn_norm, const float *);
+    AT(l * NM_T_PER_LAYER + NM_T_WGU, 2 * (size_t)c->inter * nm_row_bytes(c->fmt, c->hidden), L->wgu, const uint8_t *);
+    AT(l * NM_T_PER_LAYER + NM_T_WDOWN, (size_t)c->hidden * nm_row_bytes(c->fmt, c->inter), L->wdown, const uint8_t *);
+    if (!L->attn_norm || !L->wqkv || !L->wo || !L->ffn_norm || !L->wgu || !L->wdown || (c->qk_norm && (!L->q_norm || !L->k_norm)) || (c->attn_bias && !L->bqkv)) {
+      *err = "a required layer tensor is missing"; nm_model_free(m); return NULL;
+    }
+  }
+  const size_t fo = (size_t)c->layers * NM_T_PER_LAYER;
+  AT(fo, 4 * c->hidden, m->final_norm, const float *);
+  AT(fo + 1, (size_t)c->vocab * nm_row_bytes(c->fmt, c->hidden), m->lm_head, const uint8_t *);
+  #undef AT
+  if (!m->final_norm || !m->lm_head) { *err = "final norm or lm_head missing"; nm_model_free(m); return NULL; }
+  m->inv_freq = malloc(sizeof(float) * c->head_dim / 2);
+  memcpy(m->inv_freq, inv_freq, sizeof(float) * c->head_dim / 2);
+  const size_t kv = (size_t)c->layers * c->kv_heads * c->max_ctx * c->head_dim;
+  m->kc = malloc(sizeof(float) * kv);
+  m->vc = malloc(sizeof(float) * kv);
+  if (!m->kc || !m->vc || !ensure_scratch(m, 1)) { *err = "out of memory for the KV cache"; nm_model_free(m); return NULL; }
+  m->pool = nm_pool_create(c->threads);
+  return m;
+}
+
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+  double ss = 0;
+  for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+  const float r = (float)(1.0 / sqrt(ss / n + eps));
+  for (int i = 0; i < n; i++) out[i] = x[i] * r * w[i];
+}
+
+static void rope(float *v, const float *inv_freq, int d, int pos) {
+  const int h = d / 2;
+  for (int i = 0; i < h; i++) {
+    const float a = (float)pos * inv_freq[i], cs = cosf(a), sn = sinf(a);
+    const float x1 = v[i], x2 = v[i + h];
+    v[i] = x1 * cs - x2 * sn;
+    v[i + h] = x2 * cs + x1 * sn;
+  }
+}
+
+/* attention for (token, head) pairs: causal over the cache, GQA head sharing */
+typedef struct { nm_model *m; int l, s, pos0; } att_ctx;
+static void att_job(void *c_, int lo, int hi) {
+  const att_ctx *a = c_;
+  const nm_config *c = &a->m->c;
+  const int d = c->head_dim, H = c->heads, rep = c->heads / c->kv_heads, qkv = (H + 2 * c->kv_heads) * d;
+  const float scale = 1.f / sqrtf((float)d);
+  for (int j = lo; j < hi; j++) {
+    const int t = j / H, h = j % H, kvh = h / rep, len = a->pos0 + t + 1;
+    const float *q = a->m->qkv + (size_t)t * qkv + (size_t)h * d;
+    const size_t base = ((size_t)a->l * c->kv_heads + kvh) * c->max_ctx * d;
+    const float *K = a->m->kc + base, *V = a->m->vc + base;
+    float *sc = a->m->scores + (size_t)j * c->max_ctx, mx = -INFINITY;
+    for (int p = 0; p < len; p++) {
+      float dot = 0;
+      for (int i = 0; i < d; i++) dot += q[i] * K[(size_t)p * d + i];
+      sc[p] = dot * scale;
+      if (sc[p] > mx) mx = sc[p];
+    }
+    float sum = 0;
+    for (int p = 0; p < len; p++) sum += (sc[p] = expf(sc[p] - mx));
+    float *o = a->m->att + (size_t)t * H * d + (size_t)h * d;
+    memset(o, 0, sizeof(float) * d);
+    for (int p = 0; p < len; p++) {
+      const float w = sc[p] / sum;
+      for (int i = 0; i < d; i++) o[i] += w * V[(size_t)p * d + i];
+    }
+  }
+}
+
+static inline float silu(float x) { return x / (1.f + expf(-x)); }
+
+const char *nm_forward(nm_model *m, const float *embeds, int s, int pos0, float *logits, int all_logits) {
+  const nm_config *c = &m->c;
+  if (s <= 0 || pos0 < 0 || pos0 + s > c->max_ctx) return "tokens do not fit the preallocated KV cache";
+  if (!ensure_scratch(m, s)) return "out of memory for scratch buffers";
+  const int h = c->hidden, d = c->head_dim, H = c->heads, KV = c->kv_heads, I = c->inter, hd = H * d;
+  const int qkv = (H + 2 * KV) * d;
+  memcpy(m->x, embeds, sizeof(float) * s * h);
+  for (int l = 0; l < c->layers; l++) {
+    const layer_w *L = &m->L[l];
+    for (int t = 0; t < s; t++) rmsnorm(m->xn + (size_t)t * h, m->x + (size_t)t * h, L->attn_norm, h, c->eps);
+    nm_quantize_act(m->xn, m->xq, s, h);
+    nm_matmul(m->pool, c->fmt, L->wqkv, qkv, h, m->xq, s, m->qkv);
+    for (int t = 0; t < s; t++) {
+      float *r = m->qkv + (size_t)t * qkv;
+      if (L->bqkv) for (int i = 0; i < qkv; i++) r[i] += L->bqkv[i];
+      for (int hh = 0; hh < H + KV; hh++) {
+        float *v = r + (size_t)hh * d;
+        if (L->q_norm) rmsnorm(v, v, hh < H ? L->q_norm : L->k_norm, d, c->eps);
+        rope(v, m->inv_freq, d, pos0 + t);
+      }
+      for (int g = 0; g < KV; g++) {
+        const size_t at = (((size_t)l * KV + g) * c->max_ctx + pos0 + t) * d;
+        memcpy(m->kc + at, r + (size_t)(H + g) * d, sizeof(float) * d);
+        memcpy(m->vc + at, r + (size_t)(H + KV + g) * d, sizeof(float) * d);
+      }
+    }
+    att_ctx ac = { m, l, s, pos0 };
+    pool_run(m->pool, att_job, &ac, s * H, 1);
+    nm_quantize_act(m->att, m->xq, s, hd);
+    nm_matmul(m->pool, c->fmt, L->wo, h, hd, m->xq, s, m->tmp);
+    for (size_t i = 0; i < (size_t)s * h; i++) m->x[i] += m->tmp[i];
+    for (int t = 0; t < s; t++) rmsnorm(m->xn + (size_t)t * h, m->x + (size_t)t * h, L->ffn_norm, h, c->eps);
+    nm_quantize_act(m->xn, m->xq, s, h);
+    nm_matmul(m->pool, c->fmt, L->wgu, 2 * I, h, m->xq, s, m->gu);
+    for (int t = 0; t < s; t++) {
+      const float *g = m->gu + (size_t)t * 2 * I;
+      float *o = m->xn + (size_t)t * I;
+      for (int i = 0; i < I; i++) o[i] = silu(g[i]) * g[I + i];
+    }
+    nm_quantize_act(m->xn, m->xq, s, I);
+    nm_matmul(m->pool, c->fmt, L->wdown, h, I, m->xq, s, m->tmp);
+    for (size_t i = 0; i < (size_t)s * h; i++) m->x[i] += m->tmp[i];
+  }
+  const int first = all_logits ? 0 : s - 1, n = s - first;
+  for (int t = 0; t < n; t++) rmsnorm(m->xn + (size_t)t * h, m->x + (size_t)(first + t) * h, m->final_norm, h, c->eps);
+  nm_quantize_act(m->xn, m->xq, n, h);
+  nm_matmul(m->pool, c->fmt, m->lm_head, c->vocab, h, m->xq, n, logits);
+  return NULL;
+}

@@ -1,0 +1,42 @@
+/**
+ * Loads the native kernels (kernels/, built by node-gyp at install) once. A missing or broken build is
+ * not an error here: `loadKernels` reports why, and the caller keeps the decoder on ONNX Runtime.
+ */
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+export interface KernelModelConfig {
+  readonly hidden: number; readonly layers: number; readonly heads: number; readonly kvHeads: number;
+  readonly headDim: number; readonly intermediate: number; readonly vocab: number; readonly maxContext: number;
+  readonly threads: number; readonly bits: 4 | 8; readonly qkNorm: 0 | 1; readonly attnBias: 0 | 1; readonly rmsEps: number;
+}
+
+/** An opaque engine model (an N-API external); freed by the garbage collector. */
+export type KernelModel = { readonly __kernelModel: unique symbol };
+
+export interface Kernels {
+  /** Which dot-product path runs: 'avx2' or 'portable'. */
+  simd(): string;
+  create(cfg: KernelModelConfig, weights: Uint8Array, offsets: Float64Array, invFreq: Float32Array): KernelModel;
+  /** Runs s tokens at positions pos0 …; writes the last token's logits (or all with allLogits). */
+  forward(m: KernelModel, embeds: Float32Array, s: number, pos0: number, logits: Float32Array, allLogits: boolean): void;
+  /** Test hook: y [s × n] = W (packed, n rows of k) · x [s × k], activations quantized as the model does. */
+  matmul(bits: 4 | 8, w: Uint8Array, n: number, k: number, x: Float32Array, s: number, threads: number): Float32Array;
+}
+
+export type KernelsLoad = { readonly ok: true; readonly kernels: Kernels } | { readonly ok: false; readonly reason: string };
+
+// src/run/backends/native → repo root (the same depth under dist/).
+const ADDON = fileURLToPath(new URL('../../../../kernels/build/Release/nanomind_kernels.node', import.meta.url));
+
+let loaded: KernelsLoad | undefined;
+export function loadKernels(): KernelsLoad {
+  if (loaded) return loaded;
+  if (process.env.NANOMIND_NO_KERNELS) return (loaded = { ok: false, reason: 'NANOMIND_NO_KERNELS is set' });
+  try {
+    loaded = { ok: true, kernels: createRequire(import.meta.url)(ADDON) as Kernels };
+  } catch (e) {
+    loaded = { ok: false, reason: `native kernels do not load (${(e as Error).message.split('\n')[0]}); run \`npm rebuild\` or \`node kernels/build.mjs\`` };
+  }
+  return loaded;
+}
