@@ -8,7 +8,8 @@
  * finishes what it is doing and its own `finally` removes its folders.
  */
 import { rmSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -67,7 +68,19 @@ export async function removeTemp(dir: string): Promise<void> {
   forgetTemp(dir);
 }
 
-/** A fresh `nanomind-<what>-XXXXXX` folder in the temp dir, removed on Ctrl-C unless removed before. */
+/**
+ * A fresh `nanomind-<what>-XXXXXX` folder in the temp dir, removed on Ctrl-C unless removed before. The name
+ * is registered before the folder is made, so a signal arriving in between cannot leave it behind.
+ */
 export async function makeTemp(what: string): Promise<string> {
-  return trackTemp(await mkdtemp(join(tmpdir(), `nanomind-${what}-`)));
+  for (;;) {
+    const dir = trackTemp(join(tmpdir(), `nanomind-${what}-${randomBytes(6).toString('base64url')}`));
+    try {
+      await mkdir(dir, { mode: 0o700 });
+      return dir;
+    } catch (e) {
+      forgetTemp(dir);
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+  }
 }

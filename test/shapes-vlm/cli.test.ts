@@ -4,7 +4,7 @@
  * questions correctly, typed and spoken.
  */
 import { execFile } from 'node:child_process';
-import { readdir, readFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -13,7 +13,6 @@ import { EMBEDDED_EVAL_SET, EMBEDDED_MODEL } from '../../src/eval/embedded.js';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'nanomind.js');
 const exec = promisify(execFile);
-const tempModels = async () => (await readdir(tmpdir())).filter((f) => f.startsWith('nanomind-model-')).length;
 
 interface Row { id: string; image: string; question: string; answer: string; modality: string; audio?: string }
 /** Held-out rows the model answers right (PyTorch's answers, recorded at export, equal the reference). */
@@ -25,17 +24,20 @@ const rows = async (): Promise<Row[]> => {
 
 describe('runtime verbs on the embedded model folder', () => {
   it('run answers a typed and a spoken question from the folder, with a notice, leaving no temp bricks', async () => {
-    const before = await tempModels();
+    // A private temp dir: other test files (serve, chat) keep their own temp brick sets in the shared one meanwhile.
+    const tmp = await mkdtemp(join(tmpdir(), 'nanomind-clitest-'));
+    const env = { ...process.env, TMPDIR: tmp };
     const all = await rows();
     const typed = all.find((r) => r.modality === 'typed' && r.answer.includes(' and '))!; // a description
-    const t = await exec(process.execPath, [BIN, 'run', EMBEDDED_MODEL, '--image', join(EMBEDDED_EVAL_SET, typed.image), '--prompt', typed.question, '--json']);
+    const t = await exec(process.execPath, [BIN, 'run', EMBEDDED_MODEL, '--image', join(EMBEDDED_EVAL_SET, typed.image), '--prompt', typed.question, '--json'], { env });
     expect(JSON.parse(t.stdout).text).toBe(typed.answer);
     expect(t.stderr).toMatch(/^notice: .* is a model, not a brick set: partitioned into a temp brick set/m);
     const spoken = all.find((r) => r.modality === 'spoken')!;
     const s = await exec(process.execPath, [BIN, 'run', join(EMBEDDED_MODEL, 'monolithic', 'model.onnx'),
-      '--image', join(EMBEDDED_EVAL_SET, spoken.image), '--audio', join(EMBEDDED_EVAL_SET, spoken.audio!)]);
+      '--image', join(EMBEDDED_EVAL_SET, spoken.image), '--audio', join(EMBEDDED_EVAL_SET, spoken.audio!)], { env });
     expect(s.stdout.trim()).toBe(spoken.answer);
-    expect(await tempModels()).toBe(before);
+    expect(await readdir(tmp)).toEqual([]);
+    await rm(tmp, { recursive: true, force: true });
   }, 60_000);
 
   it('chat (line mode) attaches an image with /image and answers', async () => {
