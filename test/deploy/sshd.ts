@@ -37,7 +37,7 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-async function waitForPort(port: number, child: ChildProcess, log: () => string): Promise<void> {
+export async function waitForPort(port: number, child: ChildProcess, log: () => string): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`sshd exited with ${child.exitCode}: ${log()}`);
@@ -52,7 +52,8 @@ async function waitForPort(port: number, child: ChildProcess, log: () => string)
   throw new Error(`sshd did not listen on ${port}: ${log()}`);
 }
 
-export async function startSshd(): Promise<TestSshd> {
+/** `sftp: false`: no `Subsystem sftp` line, as on stripped-down boards (OpenSSH 9's scp then fails). */
+export async function startSshd(o: { sftp?: boolean } = {}): Promise<TestSshd> {
   const dir = await mkdtemp(join(tmpdir(), 'nanomind-sshd-'));
   const key = (name: string) => execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', name, '-f', join(dir, name)]);
   await Promise.all([key('host_key'), key('user_key'), key('wrong_key')]);
@@ -64,7 +65,7 @@ export async function startSshd(): Promise<TestSshd> {
     `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${join(dir, 'host_key')}`, `PidFile ${join(dir, 'sshd.pid')}`,
     `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`, 'PermitRootLogin prohibit-password', 'PubkeyAuthentication yes',
     'PasswordAuthentication no', 'KbdInteractiveAuthentication no', 'StrictModes no', 'UsePAM no',
-    'Subsystem sftp /usr/lib/openssh/sftp-server', 'LogLevel ERROR', 'MaxStartups 100',
+    ...(o.sftp === false ? [] : ['Subsystem sftp /usr/lib/openssh/sftp-server']), 'LogLevel ERROR', 'MaxStartups 100',
     // The "board" finds the same node and npm as the tests, wherever they are installed.
     `SetEnv PATH=${dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin`, '',
   ].join('\n'));
