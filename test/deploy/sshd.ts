@@ -52,8 +52,11 @@ export async function waitForPort(port: number, child: ChildProcess, log: () => 
   throw new Error(`sshd did not listen on ${port}: ${log()}`);
 }
 
-/** `sftp: false`: no `Subsystem sftp` line, as on stripped-down boards (OpenSSH 9's scp then fails). */
-export async function startSshd(o: { sftp?: boolean } = {}): Promise<TestSshd> {
+/**
+ * `sftp: false`: no `Subsystem sftp` line, as on stripped-down boards (OpenSSH 9's scp then fails).
+ * `pathPrefix`: a folder searched first on the board's PATH (e.g. one holding an old `node`).
+ */
+export async function startSshd(o: { sftp?: boolean; pathPrefix?: string } = {}): Promise<TestSshd> {
   const dir = await mkdtemp(join(tmpdir(), 'nanomind-sshd-'));
   const key = (name: string) => execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', name, '-f', join(dir, name)]);
   await Promise.all([key('host_key'), key('user_key'), key('wrong_key')]);
@@ -67,7 +70,7 @@ export async function startSshd(o: { sftp?: boolean } = {}): Promise<TestSshd> {
     'PasswordAuthentication no', 'KbdInteractiveAuthentication no', 'StrictModes no', 'UsePAM no',
     ...(o.sftp === false ? [] : ['Subsystem sftp /usr/lib/openssh/sftp-server']), 'LogLevel ERROR', 'MaxStartups 100',
     // The "board" finds the same node and npm as the tests, wherever they are installed.
-    `SetEnv PATH=${dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin`, '',
+    `SetEnv PATH=${o.pathPrefix ? `${o.pathPrefix}:` : ''}${dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin`, '',
   ].join('\n'));
   const hostPub = (await readFile(join(dir, 'host_key.pub'), 'utf8')).trim().split(' ').slice(0, 2).join(' ');
   await writeFile(join(dir, 'known_hosts'), `[127.0.0.1]:${port} ${hostPub}\n`);
