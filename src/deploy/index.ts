@@ -140,6 +140,9 @@ async function deployWith(t: Transport, o: DeployOptions, target: Target, local:
 
   o.onStage?.('verifying');
   const v = await t.sh(verifySwapScript(local.files), [target.path, plan.staging, id], { signal: o.signal });
+  if (/^busy=1$/m.test(v.stdout))
+    throw fail('E_DEPLOY_BUSY', `another deploy was swapping its bundle into ${target.path} for 30 s; this one stopped before its swap, ${target.path} is whole`,
+      { hint: `deploy again; if no other deploy is running, a deploy was cut during its swap: remove ${target.path}.swap-lock on the board` });
   const verified = /^verified=1$/m.test(v.stdout) && /^swapped=1$/m.test(v.stdout);
   if (!verified) {
     const got = new Map(v.stdout.split('\n').filter((l) => l.startsWith('got ')).map((l) => { const [h, ...rest] = l.slice(4).split('  '); return [rest.join('  '), h]; }));

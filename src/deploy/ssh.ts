@@ -112,6 +112,16 @@ export function classifySshFailure(t: SshTarget, r: ExecResult, what: string): N
   return fail('E_DEPLOY_SSH', `${what} on ${where} failed (exit ${r.exitCode}): ${last || 'no message'}`);
 }
 
+/**
+ * SFTP reports a full disk as a bare "Failure"; this asks the board whether `dir` has less than `bytes`
+ * free (POSIX `df -Pk`), so the error can say what happened.
+ */
+async function outOfSpace(t: Transport, dir: string, bytes: number): Promise<boolean> {
+  const r = await t.sh(`df -Pk "$1" | awk 'NR==2 {print $4}'`, [dir]).catch(() => undefined);
+  const kb = Number(r?.stdout.trim());
+  return !!r && r.stdout.trim() !== '' && Number.isFinite(kb) && kb * 1024 < bytes;
+}
+
 export function sshTransport(t: SshTarget, base: SshOptions = {}): Transport {
   let method: 'rsync' | 'scp' | 'ssh-stream' = 'scp';
   // Made on first use, in a short private path: unix socket paths are limited to ~100 bytes.
@@ -150,6 +160,9 @@ export function sshTransport(t: SshTarget, base: SshOptions = {}): Transport {
         if (method === 'scp') {
           const r = await run(scpCommand(t, o(), f.local, dest), { signal: x.signal, missing: SSH_HINT });
           if (r.exitCode === 0) { x.onFile?.(f.rel, f.bytes); continue; }
+          if (/^scp: write remote .*: Failure\s*$/m.test(r.stderr) && await outOfSpace(self, destDir, f.bytes))
+            throw fail('E_DEPLOY_NO_SPACE', `${t.host}: the board ran out of space while copying ${f.rel} (${f.bytes} bytes) into ${destDir}`,
+              { hint: 'free space on the board or deploy to a path on a bigger disk; files already sent are kept for the next deploy' });
           if (!noSftp(r)) throw classifySshFailure(t, r, `copying ${f.rel} with scp`);
           // No SFTP on the board: this file and the rest go through the ssh channel.
           method = 'ssh-stream';
