@@ -145,6 +145,12 @@ start() {
   mount --rbind /dev "$r/dev"; mount --make-rslave "$r/dev"
   mkdir -p "$r/run/sshd"
   cp -L /etc/resolv.conf "$r/etc/resolv.conf" 2>/dev/null || true
+  # The board shares this machine's network, so it trusts what this machine trusts (a CI egress proxy's
+  # CA included): the system bundle, and npm told to use it (Node reads only its own CAs otherwise).
+  if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    cp -L /etc/ssl/certs/ca-certificates.crt "$r/etc/ssl/certs/ca-certificates.crt"
+    mkdir -p "$r/usr/local/etc"; echo 'cafile=/etc/ssl/certs/ca-certificates.crt' > "$r/usr/local/etc/npmrc"
+  fi
   # The board user's npm cache outlives the board: its dependencies are fetched once per machine.
   mkdir -p "$r/home/board/.npm"; mount --bind "$CACHE/npm-cache" "$r/home/board/.npm"
   chroot "$r" chown board:board /home/board/.npm
