@@ -7,6 +7,7 @@ import { openRuntimeModel } from './open-model.js';
 interface ChatFlags {
   system?: string; maxTokens?: string; temperature?: string; topK?: string; topP?: string; repetitionPenalty?: string;
   seed?: string; stop: string[]; threads?: string; context?: string; json?: boolean; remote?: string; powerSupply?: string;
+  identity?: string; knownHosts?: string; sshConfig?: string; runtimeDir: string;
 }
 
 export const chatVerb = (program: Command) => program
@@ -25,10 +26,17 @@ export const chatVerb = (program: Command) => program
   .option('--json', 'without a terminal: one JSON line per answer ({text, tokens, stopReason, stats})')
   .option('--power-supply <dir>', 'where the battery is read (default /sys/class/power_supply; a test folder laid out the same)')
   .option('--remote <url>', 'chat with a bundle deployed on a board: ssh://user@host[:port]/path (runs there, UI here)')
+  .option('--identity <key>', 'with --remote: ssh private key (as for deploy)')
+  .option('--known-hosts <file>', 'with --remote: known_hosts file to check the board\'s host key against (as for deploy)')
+  .option('--ssh-config <file>', 'with --remote: ssh_config to use instead of ~/.ssh/config')
+  .option('--runtime-dir <dir>', 'with --remote: the runtime folder deploy installed on the board', '.nanomind/runtime')
   .action(async (model: string | undefined, f: ChatFlags) => {
+    if (!f.remote && (f.identity || f.knownHosts || f.sshConfig))
+      throw fail('E_USAGE', '--identity, --known-hosts and --ssh-config are for chat --remote ssh://…');
     if (f.remote) {
       const { openRemoteSession } = await import('../deploy/remote.js');
-      process.exitCode = await openRemoteSession(f.remote, ['chat', '{bundle}', ...forwardedFlags(f)]);
+      process.exitCode = await openRemoteSession(f.remote, ['chat', '{bundle}', ...forwardedFlags(f)],
+        { ssh: { identity: f.identity, knownHosts: f.knownHosts, config: f.sshConfig }, runtimeDir: f.runtimeDir });
       return;
     }
     if (!model) throw fail('E_USAGE', 'chat needs a brick set or bundle directory (or --remote ssh://…)');

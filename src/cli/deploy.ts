@@ -8,10 +8,12 @@ import { stageProgress, type StageProgress } from './progress.js';
 
 interface DeployFlags {
   to: string; identity?: string; knownHosts?: string; sshConfig?: string; copy: string; skipRuntime?: boolean;
-  runtimeDir?: string; run?: string; doctor?: boolean; json?: boolean; serve?: boolean; port: string; apiKey?: string; serveHost?: string;
+  runtimeDir?: string; run?: string; image: string[]; audio: string[]; doctor?: boolean; json?: boolean; serve?: boolean; port: string; apiKey?: string; serveHost?: string;
 }
 
 const COPY = ['auto', 'rsync', 'scp'] as const;
+/** Repeatable file flags: each value whole (a file name may hold commas). */
+const repeat = (v: string, prev: string[]) => [...prev, v];
 
 export const deployVerb = (program: Command) => program
   .command('deploy <bundle-dir>')
@@ -24,6 +26,8 @@ export const deployVerb = (program: Command) => program
   .option('--skip-runtime', 'do not check or install the nanomind runtime on the board')
   .option('--runtime-dir <dir>', 'runtime folder on the board, relative to its home unless absolute', '.nanomind/runtime')
   .option('--run <prompt>', 'afterwards, run `nanomind run <bundle> --prompt PROMPT` on the board and stream its output')
+  .option('--image <file>', 'with --run: an image for the prompt, sent to the board for the run (repeatable)', repeat, [])
+  .option('--audio <file>', 'with --run: a WAV file for the prompt, sent to the board for the run (repeatable)', repeat, [])
   .option('--serve', 'afterwards, (re)start `nanomind serve` on the board (systemd user unit, else a detached process) and print its URL')
   .option('--port <n>', 'with --serve: the port on the board', '8080')
   .option('--api-key <key>', 'with --serve: require this Bearer key and listen on the network (default: $NANOMIND_API_KEY; without a key: the board\'s loopback only)')
@@ -41,6 +45,7 @@ export const deployVerb = (program: Command) => program
         bundle: dir, to: f.to, skipRuntime: f.skipRuntime, runtimeDir: f.runtimeDir,
         ssh: { identity: f.identity, knownHosts: f.knownHosts, config: f.sshConfig, copy: f.copy as (typeof COPY)[number] },
         run: f.run === undefined ? undefined : ['run', '{bundle}', '--prompt', f.run], doctor: f.doctor,
+        runInputs: [...f.image.map((file) => ({ flag: '--image' as const, file })), ...f.audio.map((file) => ({ flag: '--audio' as const, file }))],
         serve: f.serve ? {
           port: parseNumber('--port', f.port, { min: 1, integer: true })!, host: f.serveHost,
           apiKey: f.apiKey ?? (process.env.NANOMIND_API_KEY || undefined),

@@ -16,8 +16,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { fail } from '../errors.js';
+import { stageRunInputs, type RunInput } from './inputs.js';
 import { loadDeployable, type Deployable } from './local.js';
-import { parseProbe, PROBE_SCRIPT, readinessRows, type Readiness, type ReadinessRow } from './probe.js';
+import { nodeInstallStep, nodeMajor, parseProbe, PROBE_SCRIPT, readinessRows, type Readiness, type ReadinessRow } from './probe.js';
 import { runRemote, transportFor, type RemoteRun } from './remote.js';
 import { startServeOnBoard, type ServeOnBoard, type ServeStarted } from './service.js';
 import { DEFAULT_RUNTIME_DIR, installRuntime, localVersion, runtimeAction } from './runtime.js';
@@ -37,6 +38,8 @@ export interface DeployOptions {
   readonly runtimeDir?: string;
   /** nanomind arguments to run on the board afterwards; `{bundle}` is the deployed path. */
   readonly run?: readonly string[];
+  /** Local images / audio for `run`: sent beside the bundle, appended as `--image <copy>`, removed after (inputs.ts). */
+  readonly runInputs?: readonly RunInput[];
   /** Afterwards run `nanomind doctor` on the deployed bundle and return its report (not with `run`). */
   readonly doctor?: boolean;
   /** Command prefix that starts nanomind on the board (default: the installed runtime). */
@@ -79,6 +82,7 @@ export interface DeployResult {
 
 export async function deploy(o: DeployOptions): Promise<DeployResult> {
   if (o.run && o.doctor) throw fail('E_USAGE', '--run and --doctor both run a command on the board; pick one');
+  if (o.runInputs?.length && !o.run) throw fail('E_USAGE', '--image / --audio are inputs for --run; add --run "PROMPT"');
   const target = parseTarget(o.to);
   const local = await loadDeployable(o.bundle);
   const t = o.transport ?? transportFor(target, o.ssh);
@@ -109,9 +113,11 @@ async function deployWith(t: Transport, o: DeployOptions, target: Target, local:
     throw fail('E_DEPLOY_BOARD', 'the board has no sha256sum (coreutils or busybox), which deploy needs to verify files');
   const version = localVersion();
   const action = runtimeAction(readiness.runtime, version, !!o.skipRuntime);
-  if (action === 'install' && !/^v?(\d+)/.test(readiness.node))
-    throw fail('E_DEPLOY_NO_NODE', 'Node.js is not installed on the board; the nanomind runtime needs Node >= 20',
-      { hint: 'install Node 20+ on the board (e.g. from nodejs.org linux-arm64 binaries or NodeSource), or pass --skip-runtime' });
+  if (action === 'install' && nodeMajor(readiness.node) < 20) {
+    const step = nodeInstallStep(readiness.arch);
+    throw fail('E_DEPLOY_NO_NODE', `${readiness.node ? `Node.js ${readiness.node} is` : 'Node.js is not'} installed on the board (${readiness.arch}); the nanomind runtime needs Node >= 20`,
+      { hint: step ? `on the board run: ${step}   (then deploy again; or pass --skip-runtime)` : `install Node 20+ built for ${readiness.arch} on the board, or pass --skip-runtime` });
+  }
   if (readiness.freeBytes !== null && readiness.freeBytes < plan.sendBytes)
     throw fail('E_DEPLOY_NO_SPACE', `not enough space on the board: ${readiness.freeBytes} bytes free at ${target.path}, ${plan.sendBytes} bytes to send`,
       { hint: 'free space on the board, or deploy to a path on a bigger disk (e.g. an NVMe or SD card mount)' });
@@ -134,6 +140,9 @@ async function deployWith(t: Transport, o: DeployOptions, target: Target, local:
 
   o.onStage?.('verifying');
   const v = await t.sh(verifySwapScript(local.files), [target.path, plan.staging, id], { signal: o.signal });
+  if (/^busy=1$/m.test(v.stdout))
+    throw fail('E_DEPLOY_BUSY', `another deploy was swapping its bundle into ${target.path} for 30 s; this one stopped before its swap, ${target.path} is whole`,
+      { hint: `deploy again; if no other deploy is running, a deploy was cut during its swap: remove ${target.path}.swap-lock on the board` });
   const verified = /^verified=1$/m.test(v.stdout) && /^swapped=1$/m.test(v.stdout);
   if (!verified) {
     const got = new Map(v.stdout.split('\n').filter((l) => l.startsWith('got ')).map((l) => { const [h, ...rest] = l.slice(4).split('  '); return [rest.join('  '), h]; }));
@@ -152,12 +161,18 @@ async function deployWith(t: Transport, o: DeployOptions, target: Target, local:
   let doctor: unknown;
   const argv = o.doctor ? DOCTOR_ARGV : o.run;
   if (argv) {
+    const inputs = o.doctor ? undefined : await stageRunInputs(t, target.path, id, o.runInputs ?? [], { signal: o.signal });
     o.onStage?.(o.doctor ? 'doctor' : 'running');
-    const r = await runRemote(t, argv, target.path, {
-      nanomind: o.remoteNanomind, runtimeDir, signal: o.signal,
-      // The doctor's JSON is parsed here, not streamed; its stderr (probe warnings) still is.
-      onStdout: o.doctor ? undefined : (s) => o.onOutput?.('stdout', s), onStderr: (s) => o.onOutput?.('stderr', s),
-    });
+    let r: RemoteRun;
+    try {
+      r = await runRemote(t, [...argv, ...(inputs?.args ?? [])], target.path, {
+        nanomind: o.remoteNanomind, runtimeDir, signal: o.signal,
+        // The doctor's JSON is parsed here, not streamed; its stderr (probe warnings) still is.
+        onStdout: o.doctor ? undefined : (s) => o.onOutput?.('stdout', s), onStderr: (s) => o.onOutput?.('stderr', s),
+      });
+    } finally {
+      await inputs?.remove();
+    }
     run = { command: r.command, exitCode: r.exitCode, stdout: r.stdout };
     if (r.exitCode !== 0) notes.push(`the remote command exited with ${r.exitCode}`);
     if (o.doctor && r.exitCode === 0) {

@@ -110,16 +110,33 @@ export function parseProbe(stdout: string): { readiness: Readiness; state: Remot
   return { readiness, state: { live, staging: [...staging].map(([name, files]) => ({ name, files })) } };
 }
 
+/** The Node.js release `nodeInstallStep` installs (Node 20 LTS: the runtime's `engines`). */
+export const BOARD_NODE_VERSION = 'v20.20.2';
+
+/**
+ * The one command that gives a board without Node >= 20 the official build for its CPU, into /usr/local
+ * (on the PATH of non-interactive ssh sessions, which read no ~/.profile). undefined: no official build.
+ */
+export function nodeInstallStep(arch: string): string | undefined {
+  const dist = ({ aarch64: 'arm64', arm64: 'arm64', x86_64: 'x64', armv7l: 'armv7l' } as Record<string, string>)[arch];
+  if (!dist) return undefined;
+  const v = BOARD_NODE_VERSION;
+  return `curl -fsSL https://nodejs.org/dist/${v}/node-${v}-linux-${dist}.tar.xz | sudo tar -xJ -C /usr/local --strip-components=1`;
+}
+
+/** Node's major version from `node --version` output (0 when none). */
+export const nodeMajor = (v: string): number => Number(/^v?(\d+)/.exec(v)?.[1] ?? 0);
+
 export interface ReadinessRow { readonly check: string; readonly value: string; readonly status: 'ok' | 'warn' | 'missing' }
 
 /** The readiness table: what the board has, and whether nanomind can use it. */
 export function readinessRows(r: Readiness, o: { needBytes: number; localNode?: string }): ReadinessRow[] {
-  const major = Number(/^v(\d+)/.exec(r.node)?.[1] ?? 0);
+  const major = nodeMajor(r.node);
   const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
   return [
     { check: 'board', value: [r.model, r.arch].filter(Boolean).join(', ') || 'unknown', status: r.arch === 'aarch64' || r.arch === 'arm64' ? 'ok' : 'warn' },
     { check: 'OS', value: `${r.os} (kernel ${r.kernel})`, status: 'ok' },
-    { check: 'Node.js', value: r.node || 'not found', status: major >= 20 ? 'ok' : 'missing' },
+    { check: 'Node.js', value: major >= 20 ? r.node : `${r.node || 'not found'} (need >= 20)`, status: major >= 20 ? 'ok' : 'missing' },
     { check: 'free space', value: r.freeBytes === null ? 'unknown' : `${gib(r.freeBytes)} (need ${gib(o.needBytes)})`, status: r.freeBytes === null ? 'warn' : r.freeBytes >= o.needBytes ? 'ok' : 'missing' },
     { check: 'NPU driver', value: r.npu || 'not found (needs root to read debugfs on some images)', status: r.npu ? 'ok' : 'warn' },
     { check: 'librknnrt', value: r.librknnrt || 'not found', status: r.librknnrt ? 'ok' : 'warn' },

@@ -1,10 +1,11 @@
 /**
- * The nanomind runtime on the board: this very package, packed with `npm pack` and installed with
+ * The nanomind runtime on the board: this very package, runtime files only, packed with `npm pack` and installed with
  * `npm install --omit=dev` into a runtime folder (default `~/.nanomind/runtime`). A board whose runtime
  * has the same version as this nanomind is left alone. onnxruntime-node and sharp ship linux-arm64
  * binaries in their npm packages, so the install needs the npm registry but no compiler.
  */
 import { readFileSync } from 'node:fs';
+import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
@@ -26,6 +27,26 @@ export type RuntimeAction = 'skip' | 'up-to-date' | 'install';
 export function runtimeAction(remoteVersion: string, local: string, skip: boolean): RuntimeAction {
   if (skip) return 'skip';
   return remoteVersion === local ? 'up-to-date' : 'install';
+}
+
+/**
+ * What the board's runtime needs from this package: the CLI, the compiled code and the target profiles.
+ * Not models/ (the embedded demo model, 14 MB), README or anything else `files` ships for a developer's
+ * install: the board gets bundles by `deploy`, not from the package.
+ */
+export const RUNTIME_FILES = ['bin', 'dist', 'targets'] as const;
+
+/**
+ * A copy of the package holding only RUNTIME_FILES and a package.json that ships just those (no scripts,
+ * no devDependencies), in `dir`: `npm pack` there gives the runtime-only tarball.
+ */
+export async function stageRuntimePackage(root: string, dir: string): Promise<void> {
+  const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as Record<string, unknown>;
+  delete pkg.scripts;
+  delete pkg.devDependencies;
+  pkg.files = [...RUNTIME_FILES];
+  await writeFile(join(dir, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
+  for (const d of RUNTIME_FILES) await cp(join(root, d), join(dir, d), { recursive: true });
 }
 
 /** The local `npm pack` (no lifecycle scripts: dist/ is already built by `npm ci`/`prepare`). */
@@ -50,9 +71,12 @@ export async function installRuntime(t: Transport, o: { runtimeDir: string; root
   const root = o.root ?? PACKAGE_ROOT;
   const tmp = await makeTemp('pack');
   try {
-    const cmd = packCommand(root, tmp);
+    const staged = join(tmp, 'package');
+    await mkdir(staged);
+    await stageRuntimePackage(root, staged);
+    const cmd = packCommand(staged, tmp);
     const packed = await execa(cmd.file, cmd.args, { cwd: cmd.cwd, reject: false, cancelSignal: o.signal });
-    if (packed.failed) throw fail('E_DEPLOY_RUNTIME', `npm pack failed in ${root}: ${String(packed.stderr).trim().split('\n').pop()}`, { hint: 'run `npm ci` (it builds dist/) and retry, or pass --skip-runtime' });
+    if (packed.failed) throw fail('E_DEPLOY_RUNTIME', `npm pack failed for ${root}: ${String(packed.stderr).trim().split('\n').pop()}`, { hint: 'run `npm ci` (it builds dist/) and retry, or pass --skip-runtime' });
     const name = (JSON.parse(String(packed.stdout)) as { filename: string }[])[0].filename;
     const mk = await t.sh('mkdir -p "$1"', [o.runtimeDir], { signal: o.signal });
     if (mk.exitCode !== 0) throw fail('E_DEPLOY_RUNTIME', `cannot create ${o.runtimeDir} on the board: ${mk.stderr.trim()}`);

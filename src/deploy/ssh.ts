@@ -75,6 +75,20 @@ export function rsyncCommand(t: SshTarget, o: SshOptions, localDir: string, dest
   };
 }
 
+/**
+ * A file copied through the ssh channel itself, for boards whose ssh server has no SFTP (Dropbear on
+ * Buildroot/OpenWrt images, OpenSSH without a `Subsystem sftp`), where OpenSSH 9's scp (SFTP underneath)
+ * fails. Needs only `sh`, `cat` and `mv` there; the bytes land in `<dest>.part` and are renamed when
+ * complete, so a cut stream never looks like a finished file (and verify's sha256 catches it anyway).
+ */
+export function streamCommand(t: SshTarget, o: SshOptions, local: string, remote: string): Command {
+  return { file: 'ssh', args: [...sshOptions(t, o), '--', t.host, `cat > ${shq(`${remote}.part`)} && mv -f ${shq(`${remote}.part`)} ${shq(remote)}`], inputFile: local };
+}
+
+/** scp's failure when the server offers no SFTP subsystem (OpenSSH 9 scp speaks SFTP by default). */
+export const noSftp = (r: ExecResult): boolean =>
+  r.exitCode !== 0 && /subsystem request failed|sftp-server.*(not found|No such file)|^scp: Connection closed\s*$/im.test(r.stderr);
+
 export function sshInteractiveCommand(t: SshTarget, o: SshOptions, argv: readonly string[]): Command {
   return { file: 'ssh', args: [...sshOptions(t, o), '-t', '--', t.host, argv.map(shq).join(' ')] };
 }
@@ -98,8 +112,18 @@ export function classifySshFailure(t: SshTarget, r: ExecResult, what: string): N
   return fail('E_DEPLOY_SSH', `${what} on ${where} failed (exit ${r.exitCode}): ${last || 'no message'}`);
 }
 
+/**
+ * SFTP reports a full disk as a bare "Failure"; this asks the board whether `dir` has less than `bytes`
+ * free (POSIX `df -Pk`), so the error can say what happened.
+ */
+async function outOfSpace(t: Transport, dir: string, bytes: number): Promise<boolean> {
+  const r = await t.sh(`df -Pk "$1" | awk 'NR==2 {print $4}'`, [dir]).catch(() => undefined);
+  const kb = Number(r?.stdout.trim());
+  return !!r && r.stdout.trim() !== '' && Number.isFinite(kb) && kb * 1024 < bytes;
+}
+
 export function sshTransport(t: SshTarget, base: SshOptions = {}): Transport {
-  let method: 'rsync' | 'scp' = 'scp';
+  let method: 'rsync' | 'scp' | 'ssh-stream' = 'scp';
   // Made on first use, in a short private path: unix socket paths are limited to ~100 bytes.
   let opts: SshOptions | undefined;
   const o = () => (opts ??= { ...base, controlDir: base.controlDir ?? mkdtempSync(join(tmpdir(), 'nm-ssh-')) });
@@ -132,8 +156,19 @@ export function sshTransport(t: SshTarget, base: SshOptions = {}): Transport {
         return;
       }
       for (const f of files) {
-        const r = await run(scpCommand(t, o(), f.local, `${destDir}/${f.rel}`), { signal: x.signal, missing: SSH_HINT });
-        if (r.exitCode !== 0) throw classifySshFailure(t, r, `copying ${f.rel} with scp`);
+        const dest = `${destDir}/${f.rel}`;
+        if (method === 'scp') {
+          const r = await run(scpCommand(t, o(), f.local, dest), { signal: x.signal, missing: SSH_HINT });
+          if (r.exitCode === 0) { x.onFile?.(f.rel, f.bytes); continue; }
+          if (/^scp: write remote .*: Failure\s*$/m.test(r.stderr) && await outOfSpace(self, destDir, f.bytes))
+            throw fail('E_DEPLOY_NO_SPACE', `${t.host}: the board ran out of space while copying ${f.rel} (${f.bytes} bytes) into ${destDir}`,
+              { hint: 'free space on the board or deploy to a path on a bigger disk; files already sent are kept for the next deploy' });
+          if (!noSftp(r)) throw classifySshFailure(t, r, `copying ${f.rel} with scp`);
+          // No SFTP on the board: this file and the rest go through the ssh channel.
+          method = 'ssh-stream';
+        }
+        const r = await run(streamCommand(t, o(), f.local, dest), { signal: x.signal, missing: SSH_HINT });
+        if (r.exitCode !== 0) throw classifySshFailure(t, r, `copying ${f.rel} through ssh`);
         x.onFile?.(f.rel, f.bytes);
       }
     },

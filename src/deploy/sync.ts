@@ -84,7 +84,8 @@ echo prepared=1
 
 /**
  * $1 = path, $2 = staging name, $3 = id. Compares the sorted `sha256  file` list of staging with the
- * expected one, then swaps. Prints `verified=1` and `swapped=1`, or the staging listing as `got` lines.
+ * expected one, then swaps under a lock (`<path>.swap-lock`, waited for 30 s). Prints `verified=1` and
+ * `swapped=1`, `busy=1` when the lock stayed taken, or the staging listing as `got` lines.
  */
 export function verifySwapScript(local: readonly LocalFile[]): string {
   const expected = local.map((f) => `${f.sha256}  ${f.rel}`);
@@ -104,6 +105,10 @@ if ! cmp -s "$T.want" "$T.got"; then
 fi
 rm -f "$T.want" "$T.got"
 echo verified=1
+# One swap at a time: a second deploy racing this one must not rename its staging INTO the new bundle.
+L="$P.swap-lock"; n=0
+while ! mkdir "$L" 2>/dev/null; do n=$((n+1)); if [ $n -ge 30 ]; then echo busy=1; exit 0; fi; sleep 1; done
+trap 'rmdir "$L" 2>/dev/null' EXIT
 if [ -e "$P" ]; then mv "$P" "$P.old-$ID" || exit 5; fi
 if ! mv "$S" "$P"; then [ -e "$P.old-$ID" ] && mv "$P.old-$ID" "$P"; exit 5; fi
 rm -rf "$P.old-$ID"

@@ -31,7 +31,7 @@ export interface PushOptions {
 
 export interface Transport {
   readonly target: Target;
-  /** `rsync`, `scp` or `adb push`, once known. */
+  /** `rsync`, `scp`, `ssh-stream` (scp refused: no SFTP on the board) or `adb push`, once known. */
   readonly method: string;
   /** Runs `script` with `sh` on the board, `args` as $1…; never throws for a non-zero exit of the script. */
   sh(script: string, args: readonly string[], o?: ExecOptions): Promise<ExecResult>;
@@ -46,7 +46,13 @@ export interface Transport {
 }
 
 /** The command a transport runs: kept as data so tests can check it. */
-export interface Command { readonly file: string; readonly args: readonly string[]; readonly input?: string }
+export interface Command {
+  readonly file: string;
+  readonly args: readonly string[];
+  readonly input?: string;
+  /** A local file fed to stdin instead of `input` (streamed, not read into memory). */
+  readonly inputFile?: string;
+}
 
 /**
  * Runs one command; a missing program becomes `missing` (E_DEPLOY_NO_TOOL), an abort E_DEPLOY_ABORTED.
@@ -54,7 +60,7 @@ export interface Command { readonly file: string; readonly args: readonly string
  */
 export async function run(cmd: Command, o: ExecOptions & { missing: string }): Promise<ExecResult> {
   const sub = execa(cmd.file, cmd.args, {
-    reject: false, cancelSignal: o.signal, input: cmd.input ?? '', stripFinalNewline: false, encoding: 'utf8', maxBuffer: 256 << 20,
+    reject: false, cancelSignal: o.signal, ...(cmd.inputFile ? { inputFile: cmd.inputFile } : { input: cmd.input ?? '' }), stripFinalNewline: false, encoding: 'utf8', maxBuffer: 256 << 20,
   });
   if (o.onStdout) sub.stdout?.on('data', (d: Buffer) => o.onStdout!(d.toString()));
   if (o.onStderr) sub.stderr?.on('data', (d: Buffer) => o.onStderr!(d.toString()));

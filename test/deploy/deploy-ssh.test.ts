@@ -162,6 +162,8 @@ describe.skipIf(!!sshdMissing)('deploy over ssh to a local OpenSSH server', () =
     // --run used the installed runtime's own CLI (the default command, no override).
     expect(r.run?.command).toEqual(['node', `${runtimeDir}/node_modules/nanomind/bin/nanomind.js`, '--version']);
     expect(r.run?.stdout.trim()).toBe(localVersion());
+    // The board got the runtime-only package: the CLI, dist and targets, not models/ (14 MB) or README.
+    expect((await readdir(join(runtimeDir, 'node_modules', 'nanomind'))).sort()).toEqual(['bin', 'dist', 'package.json', 'targets']);
     expect((await deploy(opts({ skipRuntime: false, runtimeDir }))).runtime.action).toBe('up-to-date');
   }, 180_000);
 

@@ -37,7 +37,7 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-async function waitForPort(port: number, child: ChildProcess, log: () => string): Promise<void> {
+export async function waitForPort(port: number, child: ChildProcess, log: () => string): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`sshd exited with ${child.exitCode}: ${log()}`);
@@ -52,7 +52,11 @@ async function waitForPort(port: number, child: ChildProcess, log: () => string)
   throw new Error(`sshd did not listen on ${port}: ${log()}`);
 }
 
-export async function startSshd(): Promise<TestSshd> {
+/**
+ * `sftp: false`: no `Subsystem sftp` line, as on stripped-down boards (OpenSSH 9's scp then fails).
+ * `pathPrefix`: a folder searched first on the board's PATH (e.g. one holding an old `node`).
+ */
+export async function startSshd(o: { sftp?: boolean; pathPrefix?: string } = {}): Promise<TestSshd> {
   const dir = await mkdtemp(join(tmpdir(), 'nanomind-sshd-'));
   const key = (name: string) => execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', name, '-f', join(dir, name)]);
   await Promise.all([key('host_key'), key('user_key'), key('wrong_key')]);
@@ -64,9 +68,9 @@ export async function startSshd(): Promise<TestSshd> {
     `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${join(dir, 'host_key')}`, `PidFile ${join(dir, 'sshd.pid')}`,
     `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`, 'PermitRootLogin prohibit-password', 'PubkeyAuthentication yes',
     'PasswordAuthentication no', 'KbdInteractiveAuthentication no', 'StrictModes no', 'UsePAM no',
-    'Subsystem sftp /usr/lib/openssh/sftp-server', 'LogLevel ERROR', 'MaxStartups 100',
+    ...(o.sftp === false ? [] : ['Subsystem sftp /usr/lib/openssh/sftp-server']), 'LogLevel ERROR', 'MaxStartups 100',
     // The "board" finds the same node and npm as the tests, wherever they are installed.
-    `SetEnv PATH=${dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin`, '',
+    `SetEnv PATH=${o.pathPrefix ? `${o.pathPrefix}:` : ''}${dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin`, '',
   ].join('\n'));
   const hostPub = (await readFile(join(dir, 'host_key.pub'), 'utf8')).trim().split(' ').slice(0, 2).join(' ');
   await writeFile(join(dir, 'known_hosts'), `[127.0.0.1]:${port} ${hostPub}\n`);
