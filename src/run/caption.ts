@@ -15,11 +15,10 @@ import { prependRows } from '../formats/merge.js';
 import { TENSOR } from '../formats/names.js';
 import type { Feeds, TensorLike } from './backend.js';
 import { int64, isTensorLike, tensor, toFloat32 } from './feeds.js';
-import { asDeclared, generateSeq2Seq } from './generation/seq2seq.js';
-import { createStreamDecoder } from './inputs/tokenizer.js';
+import { asDeclared } from './generation/seq2seq.js';
+import { answerSeq2Seq } from './seq2seq-answer.js';
 import type { RuntimeModel, Turn } from './model.js';
-import { peakRssMb, samplingFor, type GenerationFlags, type RunResult } from './run.js';
-import { brickBackends } from './brick-set.js';
+import type { GenerationFlags, RunResult } from './run.js';
 
 export interface CaptionResult extends RunResult {
   /** The task prompt's token ids (what the encoder reads after the image rows). */
@@ -67,23 +66,7 @@ export async function caption(m: RuntimeModel, turn: Turn & { inputIds?: readonl
   };
   const mergeMs = performance.now() - t0;
 
-  const stream = m.tokenizer ? createStreamDecoder(m.tokenizer) : undefined;
-  const r = await generateSeq2Seq(m.set, role, encoderFeeds, {
-    maxNewTokens: g.maxNewTokens, sampling: samplingFor(m, g.sampling), prefix: [role.decoding.decoderStartTokenId],
-    onToken: (t) => { const s = stream?.push(t); if (s) g.onText?.(s); },
-  });
-  const tail = stream?.flush();
-  if (tail) g.onText?.(tail);
-  const after = m.set.brickMs();
-  const s = r.stats;
-  const text = m.tokenizer?.decode([...r.tokens], { skipSpecialTokens: true }) ?? '';
-  return {
-    text: text.trim(), tokens: r.tokens, stopReason: r.stopReason, promptIds,
-    stats: {
-      ttftMs: mergeMs + s.encodeMs + s.prefillMs, prefillTokPerS: merged.rows / ((s.encodeMs + mergeMs) / 1000),
-      decodeTokPerS: s.newTokens > 1 ? (s.newTokens - 1) / (s.decodeMs / 1000) : 0,
-      promptTokens: promptIds.length, newTokens: s.newTokens, encodeMs: mergeMs + s.encodeMs, totalMs: mergeMs + s.totalMs,
-      bricks: Object.fromEntries(Object.entries(after).map(([k, x]) => [k, x - (before[k] ?? 0)])), backends: brickBackends(m.set), peakRssMb: peakRssMb(),
-    },
-  };
+  const r = await answerSeq2Seq(m, role, encoderFeeds, [role.decoding.decoderStartTokenId], g, before,
+    { ms: mergeMs, promptTokens: promptIds.length, prefillRows: merged.rows });
+  return { ...r, promptIds };
 }
