@@ -6,6 +6,9 @@
 // image-stream [--images N] [--runs N] [--max-tokens N] [--threads N] [--keep DIR]: `nanomind run
 //   --images` on N distinct PNGs with the vision encoder in a worker thread (encoder ∥ decoder) and with
 //   --no-overlap (one image at a time); medians of the runs, images/s both ways and the speed-up.
+// boundaries [--runs N]: the per-request copies at brick boundaries: float32 → float16 rows for a decoder
+//   taking float16 inputs_embeds (per value, and per 896-wide Qwen2-0.5B row), and encoder features copied
+//   into a SharedArrayBuffer ring slot (onnxruntime-node rejects SAB-backed tensors) at three feature sizes.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync, readdirSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -110,8 +113,26 @@ if (positionals[0] === 'partition-large') {
   } finally {
     if (!values.keep) rmSync(dir, { recursive: true, force: true });
   }
+} else if (positionals[0] === 'boundaries') {
+  const { floatToHalf } = await import(new URL('../dist/onnx/dtype.js', import.meta.url).href);
+  const runs = Number(values.runs);
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const time = (fn) => median(Array.from({ length: Math.max(runs, 5) }, () => { const t = performance.now(); fn(); return performance.now() - t; }));
+  const n = 896 * 1000;
+  const src = Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 3);
+  const half = new Uint16Array(n);
+  const ms = time(() => { for (let i = 0; i < n; i++) half[i] = floatToHalf(src[i]); });
+  console.log(`float32 → float16 at the decoder boundary: ${(ms * 1e6 / n).toFixed(1)} ns/value, ${(ms * 1000 / 1000).toFixed(1)} µs per 896-wide row (median)`);
+  for (const [rows, hidden] of [[576, 4096], [576, 864], [9, 4096]]) {
+    const feats = Float32Array.from({ length: rows * hidden }, (_, i) => i % 7);
+    const slot = new Float32Array(new SharedArrayBuffer(feats.byteLength));
+    const c = time(() => slot.set(feats));
+    console.log(`encoder features → SharedArrayBuffer slot: ${(feats.byteLength / 1e6).toFixed(2)} MB (${rows}×${hidden} float32) in ${c.toFixed(2)} ms (median)`);
+  }
+  console.log(`machine: ${machine}`);
 } else {
   console.error('usage: npm run bench -- partition-large [--gb N] [--runs N] [--verify] [--keep DIR]');
   console.error('       npm run bench -- image-stream [--images N] [--runs N] [--max-tokens N] [--threads N] [--keep DIR]');
+  console.error('       npm run bench -- boundaries [--runs N]');
   process.exit(2);
 }

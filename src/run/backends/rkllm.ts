@@ -20,6 +20,7 @@
  */
 import { existsSync } from 'node:fs';
 import koffi from 'koffi';
+import { loadVendorLibrary } from './vendor-lib.js';
 import { fail } from '../../errors.js';
 
 export const RKLLM_LIBRARY = 'librkllmrt.so';
@@ -59,13 +60,7 @@ const apis = new Map<string, Api>();
 export function loadRkllm(path = process.env.NANOMIND_RKLLM_LIB ?? RKLLM_LIBRARY): Api {
   let api = apis.get(path);
   if (api) return api;
-  let lib: ReturnType<typeof koffi.load>;
-  try {
-    lib = koffi.load(path);
-  } catch (e) {
-    throw fail('E_NPU_LIBRARY', `${path} (the RKLLM runtime) does not load: ${(e as Error).message.split('\n')[0]}`,
-      { hint: 'install librkllmrt.so from airockchip/rknn-llm (rkllm-runtime/Linux/librkllm_api) on the board' });
-  }
+  const lib = loadVendorLibrary(path, 'the RKLLM runtime', 'install librkllmrt.so from airockchip/rknn-llm (rkllm-runtime/Linux/librkllm_api) on the board');
   const f = (decl: string) => lib.func(decl) as unknown as Fn;
   api = {
     path,

@@ -20,6 +20,7 @@
  * outputs are dequantized here: (q − zp) · scale. No pointer leaves this module.
  */
 import koffi from 'koffi';
+import { loadVendorLibrary } from './vendor-lib.js';
 import { fail } from '../../errors.js';
 import { floatToHalf, halfToFloat } from '../../onnx/dtype.js';
 
@@ -89,13 +90,7 @@ const apis = new Map<string, Api>();
 export function loadRknn(path = process.env.NANOMIND_RKNN_LIB ?? RKNN_LIBRARY): Api {
   let api = apis.get(path);
   if (api) return api;
-  let lib: ReturnType<typeof koffi.load>;
-  try {
-    lib = koffi.load(path);
-  } catch (e) {
-    throw fail('E_NPU_LIBRARY', `${path} (the RKNN runtime) does not load: ${(e as Error).message.split('\n')[0]}`,
-      { hint: 'install librknnrt.so from airockchip/rknn-toolkit2 (rknpu2/runtime/Linux/librknn_api) on the board' });
-  }
+  const lib = loadVendorLibrary(path, 'the RKNN runtime', 'install librknnrt.so from airockchip/rknn-toolkit2 (rknpu2/runtime/Linux/librknn_api) on the board');
   const f = (decl: string) => lib.func(decl) as (...a: unknown[]) => unknown;
   const init = f('int rknn_init(_Out_ uint64_t *context, void *model, uint32_t size, uint32_t flag, void *extend)');
   const destroy = f('int rknn_destroy(uint64_t context)');
