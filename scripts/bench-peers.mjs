@@ -17,7 +17,7 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -61,6 +61,7 @@ async function main() {
     const same = sha(join(text, 'onnx', 'model.onnx')) === sha(join(root, 'text-lm-bricks', 'model.onnx'));
     const mb = readFileSync(join(text, 'onnx', 'model.onnx')).length / 1e6;
     const results = [];
+    const loadBefore = loadavg();
     const rounds = Number(a.rounds);
     for (const threads of a.threads.split(',').map(Number)) {
       // Engines alternate, one process each, `rounds` times: a load change on the machine hits both alike.
@@ -78,7 +79,7 @@ async function main() {
       llava = { nanomind: combine([child('nanomind', join(root, 'llava-bricks'), 'llava', 1, 'llava')]), 'transformers.js': combine([child('transformers.js', root, 'llava', 1, 'llava')]) };
     }
     const machine = `${cpus()[0]?.model ?? 'cpu'} × ${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
-    const report = { machine, model: { params: built.params, onnxMB: mb, sameFile: same, config: size }, promptTokens: Number(a['prompt-tokens']), newTokens: Number(a['new-tokens']), runs: Number(a.runs), rounds: Number(a.rounds), results, llava };
+    const report = { machine, model: { params: built.params, onnxMB: mb, sameFile: same, config: size }, promptTokens: Number(a['prompt-tokens']), newTokens: Number(a['new-tokens']), runs: Number(a.runs), rounds: Number(a.rounds), results, llava, loadAverage: { before: loadBefore, after: loadavg() } };
     if (a.json) console.log(JSON.stringify(report, null, 2));
     else print(report);
   } finally {
@@ -86,14 +87,20 @@ async function main() {
   }
 }
 
-/** Medians over the runs of every round; load time and peak RSS are the rounds' medians. */
+/**
+ * Medians over the runs of every round (load time and peak RSS: the rounds' medians), with the spread of
+ * end-to-end time: the interquartile range as a share of the median, so a noisy run shows itself.
+ */
 function combine(list) {
   const bad = list.find((x) => x.error);
   if (bad) return bad;
   const runs = list.flatMap((x) => x.runs);
   const all = (k) => median(runs.map((r) => r[k]));
+  const e2e = runs.map((r) => r.totalMs).sort((x, y) => x - y);
+  const q = (f) => e2e[Math.min(e2e.length - 1, Math.round(f * (e2e.length - 1)))];
   return {
     ttftMs: all('ttftMs'), totalMs: all('totalMs'), cpuMs: all('cpuMs'), prefillTokPerS: all('prefillTokPerS'), decodeTokPerS: all('decodeTokPerS'),
+    totalIqrPct: (100 * (q(0.75) - q(0.25))) / all('totalMs'), totalMinMs: e2e[0], totalMaxMs: e2e[e2e.length - 1],
     loadMs: median(list.map((x) => x.loadMs)), peakRssMb: median(list.map((x) => x.peakRssMb)), tokens: list[0].tokens,
     sameAcrossRounds: list.every((x) => x.tokens.join() === list[0].tokens.join()), runs: runs.length,
   };
@@ -110,17 +117,23 @@ function child(engine, dir, model, threads, kind = 'text') {
 function print(r) {
   console.log(`machine: ${r.machine}`);
   console.log(`model: text LM, ${(r.model.params / 1e6).toFixed(1)} M params, model.onnx ${r.model.onnxMB.toFixed(1)} MB fp32, same file for both: ${r.model.sameFile ? 'yes (sha256)' : 'NO'}`);
-  console.log(`${r.promptTokens} prompt tokens, ${r.newTokens} new tokens, greedy, eos ignored; medians of ${r.rounds} processes × ${r.runs} runs (after a warm-up each) per engine, engines alternating\n`);
+  console.log(`${r.promptTokens} prompt tokens, ${r.newTokens} new tokens, greedy, eos ignored; medians of ${r.rounds} processes × ${r.runs} runs (after a warm-up each) per engine, engines alternating`);
+  console.log('ratio × = nanomind vs transformers.js, > 1: nanomind faster; IQR % = spread of end-to-end time');
+  const la = (l) => l.map((x) => x.toFixed(2)).join(' ');
+  console.log(`load average (1, 5, 15 min): ${la(r.loadAverage.before)} before, ${la(r.loadAverage.after)} after\n`);
   const f = (v, d = 1) => (Number.isFinite(v) ? v.toFixed(d) : '-');
-  const rows = [['threads', 'engine', 'TTFT ms', 'prefill tok/s', 'decode tok/s', 'end-to-end ms', 'CPU ms', 'load ms', 'peak RSS MB']];
+  const name = { nanomind: 'nanomind', 'transformers.js': 'transformers', ort: 'ORT floor' };
+  // 80 columns: TTFT is prompt / prefill rate, so it is left to --json.
+  const rows = [['thr', 'engine', 'prefill/s', 'decode/s', 'e2e ms', 'IQR %', 'CPU ms', 'load ms', 'RSS MB']];
   for (const res of r.results) {
     for (const e of ['nanomind', 'transformers.js', 'ort']) {
       const x = res[e];
-      rows.push(x.error ? [res.threads, e === 'ort' ? 'bare ORT loop (floor)' : e, `failed: ${x.error.split('\n')[0]}`] : [res.threads, e, f(x.ttftMs), f(x.prefillTokPerS, 0), f(x.decodeTokPerS), f(x.totalMs), f(x.cpuMs), f(x.loadMs, 0), f(x.peakRssMb, 0)].map((c, i) => (i === 1 && e === 'ort' ? 'bare ORT loop (floor)' : c)));
+      rows.push(x.error ? [res.threads, name[e], `failed: ${x.error.split('\n')[0]}`]
+        : [res.threads, name[e], f(x.prefillTokPerS, 0), f(x.decodeTokPerS), f(x.totalMs), f(x.totalIqrPct), f(x.cpuMs, 0), f(x.loadMs, 0), f(x.peakRssMb, 0)]);
     }
     const n = res.nanomind, t = res['transformers.js'];
     if (!n.error && !t.error) {
-      rows.push([res.threads, 'ratio (×, >1 = nanomind faster)', f(t.ttftMs / n.ttftMs, 2), f(n.prefillTokPerS / t.prefillTokPerS, 2), f(n.decodeTokPerS / t.decodeTokPerS, 2), f(t.totalMs / n.totalMs, 2), f(t.cpuMs / n.cpuMs, 2), '', '']);
+      rows.push([res.threads, 'ratio ×', f(n.prefillTokPerS / t.prefillTokPerS, 2), f(n.decodeTokPerS / t.decodeTokPerS, 2), f(t.totalMs / n.totalMs, 2), '', f(t.cpuMs / n.cpuMs, 2), '', '']);
       const o = res.ort;
       rows.push([res.threads, 'same tokens', n.tokens.join(',') === t.tokens.join(',') && (o.error || o.tokens.join(',') === n.tokens.join(',')) ? 'yes' : 'NO']);
     }
