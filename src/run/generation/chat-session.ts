@@ -25,6 +25,7 @@ import type { KvCacheMode } from '../../formats/bricks.js';
 import type { BrickSet } from '../brick-set.js';
 import { checkFeeds, resolveDims, tensor, toFloat32 } from '../feeds.js';
 import { stepFeeds } from './decoder-inputs.js';
+import { mropeContinuation } from './full-pass.js';
 import { KvCache } from './kv-cache.js';
 import { createSampler, type SamplingOptions } from './sampling.js';
 import { Sequence } from './sequence.js';
@@ -342,15 +343,10 @@ export class ChatSession {
   private promptPositions(req: GenerateRequest, from: number): void {
     if (!this.mrope) return;
     const n = req.inputIds.length, cap = this.seq.capacity, given = req.mropePositions;
-    let max = -1n;
     for (let a = 0; a < 3; a++)
-      for (let i = 0; i < n; i++) {
-        const p = given ? given[a * n + i]! : this.seq.positions[i]!;
-        if (i >= from) this.mrope[a * cap + i] = p;
-        if (p > max) max = p;
-      }
-    // As Qwen2-VL's get_rope_index: text after the prompt continues at max + 1 on every row.
-    this.ropeDelta = given ? max + 1n - this.seq.positions[n - 1]! - 1n : 0n;
+      for (let i = from; i < n; i++) this.mrope[a * cap + i] = given ? given[a * n + i]! : this.seq.positions[i]!;
+    // Generated tokens sit at seq.positions + delta, which puts the first one where mropeContinuation says.
+    this.ropeDelta = given ? mropeContinuation(given) - this.seq.positions[n - 1]! - 1n : 0n;
   }
 
   /** Runs the decoder on positions [from, to) and returns the last row of logits. */

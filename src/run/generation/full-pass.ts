@@ -38,16 +38,25 @@ export interface FullPassContext {
   readonly positions3?: BigInt64Array;
 }
 
-/** `p3` (3 rows of n prompt positions) extended to `total` rows: later rows continue at max + 1 on all three. */
+/**
+ * Where text after a Qwen2-VL prompt continues, as its get_rope_index: at max + 1 of every row of the prompt's
+ * positions, on all three rows. The one owner of that rule (chat sessions and full passes both use it).
+ */
+export function mropeContinuation(positions: Iterable<bigint>): bigint {
+  let max = -1n;
+  for (const p of positions) if (p > max) max = p;
+  return max + 1n;
+}
+
+/** `p3` (3 rows of n prompt positions) extended to `total` rows: later rows continue per `mropeContinuation`. */
 export function extendMrope(p3: BigInt64Array, total: number): BigInt64Array {
   const n = p3.length / 3;
   if (n === total) return p3;
-  let max = -1n;
-  for (const p of p3) if (p > max) max = p;
+  const next = mropeContinuation(p3);
   const out = new BigInt64Array(3 * total);
   for (let a = 0; a < 3; a++) {
     out.set(p3.subarray(a * n, (a + 1) * n), a * total);
-    for (let i = n; i < total; i++) out[a * total + i] = max + 1n + BigInt(i - n);
+    for (let i = n; i < total; i++) out[a * total + i] = next + BigInt(i - n);
   }
   return out;
 }
