@@ -3,10 +3,10 @@
  * so the tests read the deployed folder directly and compare sha256s with the local bundle.
  * Skipped, with the reason printed, only when /usr/sbin/sshd is missing.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { Command } from 'commander';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,20 +16,10 @@ import { deploy, type DeployOptions } from '../../src/deploy/index.js';
 import { localVersion } from '../../src/deploy/runtime.js';
 import { partition } from '../../src/partition/index.js';
 import { cleanupFixtures, fixtureDir } from '../fixtures/index.js';
+import { tree } from './tree.js';
 import { freePort, sshdMissing, startSshd, type TestSshd } from './sshd.js';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'nanomind.js');
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-async function tree(dir: string, base = dir): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) Object.assign(out, await tree(p, base));
-    else out[relative(base, p)] = sha(await readFile(p));
-  }
-  return out;
-}
 
 async function caught(p: Promise<unknown>): Promise<NanomindError> {
   const e = await p.then(() => undefined, (x: unknown) => x);

@@ -7,27 +7,18 @@
  * has one code, and the next deploy completes. The tmpfs needs root; those cases are skipped without it.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deploy, type DeployOptions } from '../../src/deploy/index.js';
 import { partition } from '../../src/partition/index.js';
 import { cleanupFixtures, fixtureDir } from '../fixtures/index.js';
+import { tree } from './tree.js';
 import { sshdMissing, startSshd, type TestSshd } from './sshd.js';
 
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-async function tree(dir: string, base = dir): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) Object.assign(out, await tree(p, base));
-    else out[relative(base, p)] = sha(await readFile(p));
-  }
-  return out;
-}
 const codeOf = (p: Promise<unknown>) => p.then(() => 'resolved', (e: { code?: string }) => e.code ?? String(e));
 const root = process.getuid?.() === 0;
 

@@ -5,28 +5,19 @@
  * Oracle: the sha256 of every file read back from the board's disk (this machine) vs the local bundle.
  * Skipped with the reason printed when sshd or (for Dropbear) root / dropbear are missing; CI has all.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deploy } from '../../src/deploy/index.js';
 import { partition } from '../../src/partition/index.js';
 import { cleanupFixtures, fixtureDir } from '../fixtures/index.js';
+import { tree } from './tree.js';
 import { dropbearMissing, startDropbear, type TestDropbear } from './dropbear.js';
 import { sshdMissing, startSshd, type TestSshd } from './sshd.js';
 
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-async function tree(dir: string, base = dir): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) Object.assign(out, await tree(p, base));
-    else out[relative(base, p)] = sha(await readFile(p));
-  }
-  return out;
-}
 
 if (sshdMissing) console.warn(`no-sftp sshd tests skipped: ${sshdMissing}`);
 if (dropbearMissing) console.warn(`Dropbear deploy tests skipped: ${dropbearMissing}`);
