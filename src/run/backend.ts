@@ -8,7 +8,7 @@
  */
 import type { BrickEntry, TensorSpec } from '../formats/bricks.js';
 
-export type BackendId = 'ort-cpu' | 'ort-webgpu' | 'rknn' | 'native';
+export type BackendId = 'ort-cpu' | 'ort-webgpu' | 'rknn' | 'rkllm' | 'native';
 
 /** Typed arrays a tensor may live in; float16 is raw Uint16 bits, as in ORT JS. */
 export type TensorData =
@@ -55,7 +55,7 @@ export interface BrickSession {
    */
   writesInPlace(data: TensorData): boolean;
   /**
-   * Present when the backend keeps the decoder's KV cache itself (the native engine): the caller then feeds no
+   * Present when the backend keeps the decoder's KV cache itself (the native engine, RKLLM): the caller then feeds no
    * past_key_values, expects no present.*, and cuts the cache back with `truncate` when it reuses a prefix.
    */
   readonly ownsKv?: { truncate(rows: number): void; length(): number };

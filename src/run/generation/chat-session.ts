@@ -109,7 +109,7 @@ export class ChatSession {
   private readonly seq: Sequence;
   private kv: KvCache | undefined;
   /**
-   * The decoder backend's own KV cache (the native engine), found when the decoder session first opens: then no
+   * The decoder backend's own KV cache (the native engine, RKLLM), found when the decoder session first opens: then no
    * KvCache is kept here, no past/present cross the contract, and prefix reuse cuts the backend's cache instead.
    */
   private own: BrickSession['ownsKv'];
