@@ -76,12 +76,12 @@ describe('rkllm binding (contract double of librkllmrt.so)', () => {
     const H = 4, V = 5;
     const file = join(d.dir, 'dims.rkllm');
     await writeFile(file, `RKLLM double model hidden=${H} vocab=${V}`);
-    const W = (v: number, j: number) => (((31 * v + 17 * j) % 23) - 11) / 11;
+    const W = (v: number, j: number) => (((31 * v + 17 * j) % 1009) - 504) / 504;
     const sum = new Float64Array(H);
     let n = 0;
     const feed = (rows: Float32Array) => { for (let t = 0; t < rows.length / H; t++) { for (let j = 0; j < H; j++) sum[j] += rows[t * H + j]!; n++; } };
     const mean = () => Float32Array.from(sum, (x) => x / n);
-    const logits = () => Float32Array.from({ length: V }, (_, v) => { let a = 0; for (let j = 0; j < H; j++) a += (sum[j]! / n) * W(v, j); return a; });
+    const logits = () => Float32Array.from({ length: V }, (_, v) => { let a = 0; for (let j = 0; j < H; j++) a += (sum[j]! / n) * W(v, j); return 1000 * a - Math.floor(1000 * a); });
     const rowsOf = (k: number, seed: number) => Float32Array.from({ length: k * H }, (_, i) => Math.fround(Math.sin(seed + 0.7 * i)));
     const m = RkllmModel.open(file, { library: d.lib });
     const a = rowsOf(3, 1), b = rowsOf(1, 2), c = rowsOf(2, 3);

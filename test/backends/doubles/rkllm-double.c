@@ -15,7 +15,8 @@
  * running float64 sum of every embedding row it has been fed and their count. Row t of the result, after
  * adding input row t, is
  *   hidden_states[t][j] = mean[j]                     (mean = sum / count over all rows so far)
- *   logits[t][v]        = sum_j mean[j] * W(v, j),    W(v, j) = ((31 v + 17 j) mod 23 - 11) / 11
+ *   logits[t][v]        = frac(1000 * sum_j mean[j] * W(v, j)),    W(v, j) = ((31 v + 17 j) mod 1009 - 504) / 504
+ * (frac(x) = x - floor(x): a change in any row fed so far moves the argmax, so a KV slip cannot hide),
  * returned as float32 for every input row (num_tokens = n_tokens), in one NORMAL callback, then FINISH.
  * keep_history = 0 forgets the rows after the call; rkllm_clear_kv_cache forgets them at once. Going past
  * max_context_len rows is an error (-1), as the runtime's fixed KV cache would be.
@@ -87,7 +88,7 @@ int rkllm_init(void **handle, RKLLMParam *p, LLMResultCallback cb) {
   *handle = h; return 0;
 }
 
-static double W(int v, int j) { return (double)((31 * v + 17 * j) % 23 - 11) / 11.0; }
+static double W(int v, int j) { return (double)((31 * v + 17 * j) % 1009 - 504) / 504.0; }
 
 /* GET_LOGITS (mode 2) and GET_LAST_HIDDEN_LAYER (mode 1) over embedding rows: see the top of this file. */
 static int run_rows(Handle *h, RKLLMInput *in, RKLLMInferParam *ip, void *userdata) {
@@ -105,7 +106,7 @@ static int run_rows(Handle *h, RKLLMInput *in, RKLLMInferParam *ip, void *userda
     h->rows++;
     for (int c = 0; c < width; c++) {
       double acc = 0;
-      if (ip->mode == 2) for (int j = 0; j < H; j++) acc += (h->sum[j] / h->rows) * W(c, j);
+      if (ip->mode == 2) { for (int j = 0; j < H; j++) acc += (h->sum[j] / h->rows) * W(c, j); acc = 1000 * acc - floor(1000 * acc); }
       else acc = h->sum[c] / h->rows;
       out[t * width + c] = (float)acc;
     }
