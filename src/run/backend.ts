@@ -41,6 +41,11 @@ export interface RunOptions {
   readonly outputs?: Readonly<Record<string, TensorLike>>;
   /** Outputs to compute; default all. Preallocated outputs are always computed. */
   readonly fetch?: readonly string[];
+  /**
+   * A backend that can stop a run in flight (RKLLM: rkllm_abort) does so when this fires, and then rejects
+   * with E_ABORTED, its cache cut back to where the run started; others finish the run and ignore it.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface BrickSession {

@@ -76,20 +76,20 @@ async function embedIds(ids: readonly number[]): Promise<Float32Array> {
 }
 
 /** The prompt's rows: text embeddings, then the image rows over the placeholders in order. */
-async function promptRows(ids: readonly number[]): Promise<Float32Array> {
+async function promptRows(ids: readonly number[], images: Float32Array): Promise<Float32Array> {
   const rows = await embedIds(ids);
   let k = 0;
-  ids.forEach((t, i) => { if (t === IMAGE_TOKEN) rows.set(imageRows.subarray(k * H, ++k * H), i * H); });
-  expect(k * H).toBe(imageRows.length);
+  ids.forEach((t, i) => { if (t === IMAGE_TOKEN) rows.set(images.subarray(k * H, ++k * H), i * H); });
+  expect(k * H).toBe(images.length);
   return rows;
 }
 
 /** Greedy tokens of the double's function, in float64 (float32 logits, as the double hands them over). */
-async function replica(ids: readonly number[], eos: readonly number[], maxNew = MAX_NEW): Promise<{ tokens: number[]; rowsum: number }> {
+async function replica(ids: readonly number[], eos: readonly number[], maxNew = MAX_NEW, images = imageRows): Promise<{ tokens: number[]; rowsum: number }> {
   const sum = new Float64Array(H);
   let n = 0;
   const add = (rows: Float32Array) => { for (let t = 0; t < rows.length / H; t++) { for (let j = 0; j < H; j++) sum[j] += rows[t * H + j]!; n++; } };
-  const first = await promptRows(ids);
+  const first = await promptRows(ids, images);
   const rowsum = first.reduce((a, x) => a + x, 0);
   add(first);
   const tokens: number[] = [];
@@ -202,6 +202,39 @@ describe('RKLLM drives the decoder (contract double of librkllmrt.so)', () => {
     const log = await since(mark);
     expect(log.some((l) => l.startsWith('rkllm_clear_kv_cache'))).toBe(false);
     expect(runLines(log)[0]).toMatchObject({ kv: ids.length + 1, n: 1 });
+  }, 60_000);
+
+  it('a signal that fires during a long NPU prefill reaches rkllm_abort; the kept rows survive and the next call answers as the replica', async () => {
+    const s = new ChatSession(m.set);
+    const ids = (await prepareTurn(m, { prompt: 'What shape is this?', images: [{ file: IMAGE }] })).inputIds;
+    const a = await s.generate({ inputIds: ids, features: { [IMAGE_TOKEN]: imageRows } }, { maxNewTokens: 3 });
+    // A second image and question after the first answer: a long step on top of the kept rows.
+    const more = [...ids, ...a.tokens, ...ids];
+    const images = new Float32Array(imageRows.length * 2);
+    images.set(imageRows);
+    images.set(imageRows, imageRows.length);
+    const req = { inputIds: more, features: { [IMAGE_TOKEN]: images } };
+    const kept = ids.length + a.tokens.length - 1;
+    process.env.RKLLM_DOUBLE_ROW_US = '20000';
+    const ac = new AbortController();
+    let mark = (await d.lines()).length;
+    try {
+      // Abort once the double has logged the step (so it is in flight), not on a timer.
+      const watch = setInterval(() => void d.lines().then((l) => { if (l.slice(mark).some((x) => x.startsWith('rkllm_run'))) ac.abort(); }), 5);
+      const r = await s.generate(req, { maxNewTokens: MAX_NEW, signal: ac.signal }).finally(() => clearInterval(watch));
+      expect([r.stopReason, r.tokens]).toEqual(['aborted', []]);
+    } finally { delete process.env.RKLLM_DOUBLE_ROW_US; }
+    const log = await since(mark);
+    expect(runLines(log)[0]).toMatchObject({ kv: kept, n: more.length - kept });
+    expect(log.filter((l) => /^rkllm_(abort|run aborted|clear)/.test(l)).map((l) => l.replace(/after=\d+/, 'after=k')))
+      .toEqual(['rkllm_abort handle=ok', 'rkllm_run aborted after=k', 'rkllm_clear_kv_cache keep_system_prompt=0']);
+    expect(s.tokens).toHaveLength(kept);
+    // The session still holds the first turn: RKLLM gets those rows again with the new ones, and answers as the replica.
+    mark = (await d.lines()).length;
+    const b = await s.generate(req, { maxNewTokens: MAX_NEW });
+    expect(b.tokens).toEqual((await replica(more, m.set.eosTokenIds, MAX_NEW, images)).tokens);
+    expect(b.stats.reusedTokens).toBe(kept);
+    expect(runLines(await since(mark))[0]).toMatchObject({ kv: 0, n: more.length });
   }, 60_000);
 
   it('doctor lists the rkllm backend and runs the decoder on it from an empty cache', async () => {

@@ -10,6 +10,8 @@
  * ends: the attention mask's length says where the new rows end, and position_ids, when fed, must be the
  * plain text positions (mRoPE decoders cannot run here).
  *
+ * RunOptions.signal reaches rkllm_abort, so a long prefill on the NPU stops mid-run (then E_ABORTED).
+ *
  * Cutting the cache back (`truncate`, prefix reuse): the pinned rkllm.h has no range clear
  * (rkllm_clear_kv_cache takes only keep_system_prompt), so the session keeps a float32 copy of every row it
  * fed, clears the whole cache, and sends the kept rows again in front of the next step's rows, in the same
@@ -104,15 +106,20 @@ export class RkllmSession implements BrickSession {
 
     this.keep(pos0, rows);
     const send = this.replay ? this.fed.subarray(0, (pos0 + S) * H) : rows;
+    if (opts.signal?.aborted) throw fail('E_ABORTED', `brick '${this.brick}': aborted before the RKLLM step`);
+    const stop = () => this.model.abort();
+    opts.signal?.addEventListener('abort', stop, { once: true });
     let r;
     try {
       r = await this.model.inferEmbeds(send, H, 'logits', { keepHistory: true });
-      if (r.aborted) throw fail('E_RKLLM_RUNTIME', `brick '${this.brick}': the RKLLM step was aborted`);
+      if (r.aborted) throw fail('E_ABORTED', `brick '${this.brick}': the RKLLM step was aborted (rkllm_abort)`);
     } catch (err) {
       // What RKLLM kept of a failed or aborted step is unknown: start its cache over from the rows we hold.
       this.model.clearHistory();
       this.rows = this.replay = pos0;
       throw err;
+    } finally {
+      opts.signal?.removeEventListener('abort', stop);
     }
     this.replay = 0;
     this.rows = total;
@@ -125,9 +132,6 @@ export class RkllmSession implements BrickSession {
     }
     return { [TENSOR.logits]: { type: 'float32', data: r.last, dims: [1, 1, V] } };
   }
-
-  /** Stops a step in flight (rkllm_abort). */
-  abort(): void { this.model.abort(); }
 
   /** Logits are copied out of RKLLM's buffer in its callback, never written in place. */
   writesInPlace(_data: TensorData): boolean { return false; }

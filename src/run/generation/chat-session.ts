@@ -16,7 +16,7 @@
  *
  * Batch 1. Left padding is given by `attentionMask` (zeros first); positions are cumsum(mask) - 1.
  */
-import { fail } from '../../errors.js';
+import { fail, isNanomindError } from '../../errors.js';
 import { replacePlaceholderRows } from '../../formats/merge.js';
 import { TENSOR } from '../../formats/names.js';
 import { elementCount, type BrickSession, type TensorLike } from '../backend.js';
@@ -191,10 +191,17 @@ export class ChatSession {
       this.seq.append(ids.slice(reuse), req.attentionMask?.slice(reuse));
       this.promptPositions(req, reuse);
       if (this.seq.embeds) await this.embed(reuse, ids.length, req, features);
-      let logits = await this.step(reuse, ids.length, req);
+      let logits = await this.step(reuse, ids.length, req, o.signal);
       const tPrefill = performance.now();
       const history = [...ids];
       while (!reason) {
+        if (!logits) {
+          // The backend stopped the step in flight (RKLLM's rkllm_abort): nothing of it is cached.
+          reason = 'aborted';
+          this.seq.truncate(this.own ? this.own.length() : this.kv?.length ?? 0);
+          text = stream?.finish().text;
+          break;
+        }
         const tok = sample(logits, history);
         generated.push(tok);
         history.push(tok);
@@ -221,11 +228,11 @@ export class ChatSession {
         this.seq.append([tok]);
         if (this.mrope) for (let a = 0; a < 3; a++) this.mrope[a * this.seq.capacity + n] = this.seq.positions[n]! + this.ropeDelta;
         if (this.seq.embeds) await this.embed(n, n + 1, req, features);
-        logits = await this.step(n, n + 1, req);
+        logits = await this.step(n, n + 1, req, o.signal);
       }
       const end = performance.now();
       const prefillMs = tPrefill - t0;
-      const decodeMs = end - tFirst;
+      const decodeMs = generated.length ? end - tFirst : 0;
       const steps = generated.length - 1;
       const after = this.set.brickMs();
       return {
@@ -353,8 +360,11 @@ export class ChatSession {
     this.ropeDelta = given ? max + 1n - this.seq.positions[n - 1]! - 1n : 0n;
   }
 
-  /** Runs the decoder on positions [from, to) and returns the last row of logits. */
-  private async step(from: number, to: number, req: GenerateRequest): Promise<Float32Array> {
+  /**
+   * Runs the decoder on positions [from, to) and returns the last row of logits; undefined when `signal`
+   * fired and the backend stopped the run in flight (E_ABORTED).
+   */
+  private async step(from: number, to: number, req: GenerateRequest, signal?: AbortSignal): Promise<Float32Array | undefined> {
     const dec = this.set.decoder;
     const conv = dec.inputs;
     const start = this.cached ? from : 0; // without a cache the decoder must see every position
@@ -382,7 +392,13 @@ export class ChatSession {
       feeds[TENSOR.inputsEmbeds] = tensor('float16', out, [1, S, this.set.hidden!]);
     } else feeds[TENSOR.inputsEmbeds] = tensor('float32', this.seq.rows(start, to), [1, S, this.set.hidden!]);
     const presents = this.kv?.outputs();
-    const out = await this.set.run(dec.brick.name, feeds, presents ? { outputs: presents } : undefined);
+    let out;
+    try {
+      out = await this.set.run(dec.brick.name, feeds, presents || signal ? { ...(presents ? { outputs: presents } : {}), signal } : undefined);
+    } catch (e) {
+      if (signal?.aborted && isNanomindError(e) && e.code === 'E_ABORTED') return undefined;
+      throw e;
+    }
     this.kv?.adopt(out, to);
     const logits = out[TENSOR.logits];
     if (!logits) throw fail('E_BRICK_RUN', `decoder '${dec.brick.name}' returned no logits`);

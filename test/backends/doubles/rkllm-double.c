@@ -19,7 +19,9 @@
  * (frac(x) = x - floor(x): a change in any row fed so far moves the argmax, so a KV slip cannot hide),
  * returned as float32 for every input row (num_tokens = n_tokens), in one NORMAL callback, then FINISH.
  * keep_history = 0 forgets the rows after the call; rkllm_clear_kv_cache forgets them at once. Going past
- * max_context_len rows is an error (-1), as the runtime's fixed KV cache would be.
+ * max_context_len rows is an error (-1), as the runtime's fixed KV cache would be. $RKLLM_DOUBLE_ROW_US
+ * makes each row take that many microseconds, so a test can rkllm_abort a prefill in flight (checked
+ * between rows; an aborted run gives no result, only FINISH).
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -100,7 +102,9 @@ static int run_rows(Handle *h, RKLLMInput *in, RKLLMInferParam *ip, void *userda
   if (ip->mode == 2 && h->vocab <= 0) { say("rkllm_run logits without vocab"); return -1; }
   int width = ip->mode == 2 ? h->vocab : H;
   float *out = malloc(n * (size_t)width * sizeof *out);
+  const char *slow = getenv("RKLLM_DOUBLE_ROW_US");
   for (size_t t = 0; t < n; t++) {
+    if (slow) usleep((useconds_t)atoi(slow));
     if (h->abort) { say("rkllm_run aborted after=%zu", t); free(out); h->abort = 0; h->cb(NULL, userdata, 2); return 0; }
     for (int j = 0; j < H; j++) h->sum[j] += e[t * H + j];
     h->rows++;
