@@ -31,6 +31,8 @@ export interface BackendOptions {
   readonly artifact?: string;
   /** NPU cores from the plan's affinity ('0_1_2'). */
   readonly coreMask?: string;
+  /** Rows of the KV cache a backend that keeps its own allocates (the bundle's context; the native engine, RKLLM). */
+  readonly maxContext?: number;
 }
 
 export interface RunOptions {

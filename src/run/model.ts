@@ -147,7 +147,8 @@ function bundlePlacement(b: Bundle): Record<string, BrickPlacement> {
     const rknn = x.backend === 'rknn' ? x.artifacts.find((a) => a.kind === 'rknn' && a.status === 'ready' && a.path) : undefined;
     if (rknn) return [x.name, { backends: ['rknn', 'ort-cpu'], artifact: rknn.path, coreMask: b.plan.affinity.find((a) => a.brick === x.name)?.coreMask }];
     const rkllm = x.backend === 'rkllm' ? rkllmFile(b, x) : undefined;
-    if (rkllm) return [x.name, { backends: ['rkllm', 'ort-cpu'], artifact: rkllm }];
+    // max_context_len as convert_rkllm_<brick>.py converted it (the plan's workload.maxContext).
+    if (rkllm) return [x.name, { backends: ['rkllm', 'ort-cpu'], artifact: rkllm, maxContext: b.plan.workload.maxContext }];
     // `compile --engine native` packed this decoder for the native kernels: they go first, its ONNX is the fallback.
     if (x.kind === 'decoder' && x.backend === 'ort-cpu' && b.manifest.files.some((f) => f.path === nativeConfigFile(x.name)))
       return [x.name, { backends: ['native', 'ort-cpu'] }];

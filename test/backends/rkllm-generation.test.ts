@@ -10,7 +10,7 @@
  * placeholder rows here, and greedy argmax (lowest id on ties) until an eos id or the token limit. The
  * double's call log (rows it kept, rows it got, their sum, clears) checks the call sequence.
  */
-import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -132,6 +132,10 @@ describe('RKLLM drives the decoder (contract double of librkllmrt.so)', () => {
     const runs = runLines(await since(mark));
     expect(runs.map((x) => [x.n, x.mode, x.keep, x.kv])).toEqual([[ids.length, 2, 1, 0], ...want.tokens.slice(0, -1).map((_, i) => [1, 2, 1, ids.length + i])]);
     expect(runs[0]!.rowsum).toBeCloseTo(want.rowsum, 4);
+    // RKLLM was opened on the bundle's .rkllm with the context it was converted for (plan.json's workload).
+    const plan = JSON.parse(await readFile(join(bundle, 'plan.json'), 'utf8')) as { workload: { maxContext: number } };
+    expect((await d.lines()).filter((l) => l.startsWith('rkllm_init model=')).map((l) => l.split(' ').slice(0, 3).join(' ')))
+      .toEqual([`rkllm_init model=${join(bundle, 'decoder.rkllm')} max_context=${plan.workload.maxContext}`]);
 
     const c = await cli('run', bundle, '--image', IMAGE, '--prompt', turn.prompt, '--max-tokens', String(MAX_NEW), '--temperature', '0', '--json');
     expect(c.code, c.stderr).toBe(0);

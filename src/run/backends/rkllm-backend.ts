@@ -47,7 +47,7 @@ export const rkllmBackend: Backend = {
       throw fail('E_BRICK_INTERFACE', `brick '${brick.name}': RKLLM takes merged embeddings, but the brick declares no inputs_embeds with a fixed hidden size`);
     // The plan's NPU core mask is not passed: RKLLM picks its NPU cores itself (the .rkllm file is
     // converted for a core count), and its extend_param takes CPUs, not NPU cores.
-    const model = RkllmModel.open(join(dir, opts.artifact));
+    const model = RkllmModel.open(join(dir, opts.artifact), opts.maxContext ? { maxContext: opts.maxContext } : {});
     return new RkllmSession(brick, model, hidden);
   },
 };
