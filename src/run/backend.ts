@@ -65,7 +65,15 @@ export interface BrickSession {
    * Present when the backend keeps the decoder's KV cache itself (the native engine, RKLLM): the caller then feeds no
    * past_key_values, expects no present.*, and cuts the cache back with `truncate` when it reuses a prefix.
    */
-  readonly ownsKv?: { truncate(rows: number): void; length(): number };
+  readonly ownsKv?: {
+    truncate(rows: number): void;
+    length(): number;
+    /**
+     * Of `length()`, the rows the backend's cache really holds; the rest it prefills again with the next step
+     * (RKLLM cannot cut its cache back, only clear it). Absent: all of them.
+     */
+    resident?(): number;
+  };
   close(): Promise<void>;
 }
 

@@ -72,6 +72,7 @@ export class RkllmSession implements BrickSession {
       this.replay = this.rows;
     },
     length: (): number => this.rows,
+    resident: (): number => this.rows - this.replay,
   };
 
   constructor(entry: BrickEntry, private readonly model: RkllmModel, readonly hidden: number) {

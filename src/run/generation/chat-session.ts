@@ -184,6 +184,8 @@ export class ChatSession {
       throw fail('E_CONTEXT_OVERFLOW', `the prompt has ${ids.length} tokens; the ${this.seq.capacity}-token context leaves no room to answer`,
         { hint: 'raise maxContext or shorten the conversation' });
     this.truncate(reuse);
+    // Rows whose KV really comes from a cache: a backend that must send a cut-back prefix again (RKLLM) says so.
+    const reused = !this.cached ? 0 : this.own?.resident ? Math.min(reuse, this.own.resident()) : reuse;
     const generated: number[] = [];
     let reason: StopReason | undefined;
     let ttft = 0, tFirst = 0, text: string | undefined;
@@ -238,8 +240,8 @@ export class ChatSession {
       return {
         tokens: generated, text, stopReason: reason!, seed: o.sampling ? sample.seed : undefined,
         stats: {
-          promptTokens: ids.length, reusedTokens: this.cached ? reuse : 0, prefillTokens: ids.length - (this.cached ? reuse : 0),
-          newTokens: generated.length, ttftMs: ttft, prefillMs, prefillTokPerS: rate(ids.length - (this.cached ? reuse : 0), prefillMs),
+          promptTokens: ids.length, reusedTokens: reused, prefillTokens: ids.length - reused,
+          newTokens: generated.length, ttftMs: ttft, prefillMs, prefillTokPerS: rate(ids.length - reused, prefillMs),
           decodeMs, decodeTokPerS: rate(steps, decodeMs), totalMs: end - t0,
           brickMs: Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]).filter(([, v]) => (v as number) > 0)),
         },
