@@ -115,7 +115,8 @@ export async function compile(o: CompileOptions): Promise<CompileResult> {
         const script = `convert_rkllm_${p.brick}.py`;
         await writeFile(join(tmp, script), convertRkllmScript(target.name, p.brick, p.format, set.maxContext, val(acc.cores) ?? 1));
         artifacts.push({ kind: 'convert-script', ...(await entry(tmp, script)), status: 'ready' });
-        artifacts.push({ kind: 'rkllm', status: 'needs-conversion', note: `RKLLM builds the ${p.format} decoder from the Hugging Face checkpoint: python3 ${script} <hf-model-dir> (x86-64 Linux with rkllm-toolkit), then place ${p.brick}.rkllm in the bundle` });
+        // The path says where the converted file goes; the runtime uses it once it is there.
+        artifacts.push({ kind: 'rkllm', path: `${p.brick}.rkllm`, status: 'needs-conversion', note: `RKLLM builds the ${p.format} decoder from the Hugging Face checkpoint: python3 ${script} <hf-model-dir> (x86-64 Linux with rkllm-toolkit), then place ${p.brick}.rkllm in the bundle` });
         notes.push(`${p.brick}: runs on the ${p.accelerator} through RKLLM (${p.format}); the .rkllm file still needs conversion: python3 ${script} <hf-model-dir>`);
       }
       bricks.push({

@@ -12,6 +12,8 @@
  *   ONNX brick (runs under ORT anywhere); `artifacts[]` are `{kind, path?, sha256?, bytes?, status, note?}`
  *   with kind `rknn-onnx` (static-shape ONNX for rknn-toolkit2), `calibration` (dataset list), `convert-script`,
  *   `rknn` (the converted model) or `rkllm`, and status `ready` or `needs-conversion` (then `note` says how).
+ *   A `needs-conversion` artifact may name the `path` its converted file will have (no sha256/bytes): the
+ *   file is not required to exist, and a runtime that finds it there may use it (an `.rkllm` decoder).
  * - `connections[]`: as in bricks.json (`{from, to, merge?}`); `files[]`: tokenizer/config and other files
  *   with sha256; `notes[]`: what the compiler wants a person to know.
  *
@@ -139,7 +141,7 @@ export async function readBundle(dir: string, opts: { checkHashes?: boolean } = 
   if (typeof raw.version === 'number' && raw.version > BUNDLE_VERSION)
     throw fail('E_BUNDLE_VERSION', `${file}: format v${raw.version} is newer than this nanomind (≤ v${BUNDLE_VERSION})`, { file, hint: 'upgrade nanomind or compile the bundle again' });
   const issues: string[] = [];
-  const paths: { path: string; sha256?: string; bytes?: number; what: string }[] = [];
+  const paths: BundlePath[] = [];
   checkManifest(raw, issues, paths);
   const escaping = paths.filter((p) => typeof p.path === 'string' && !staysInside(p.path));
   if (escaping.length)
@@ -158,7 +160,10 @@ export async function readBundle(dir: string, opts: { checkHashes?: boolean } = 
   return deepFreeze({ dir, manifest: m, plan: planRaw as unknown as Plan });
 }
 
-function checkManifest(m: Obj, issues: string[], paths: { path: string; sha256?: string; bytes?: number; what: string }[]): void {
+/** A path bundle.json names; `optional`: a file that conversion will write, not yet required. */
+interface BundlePath { readonly path: string; readonly sha256?: string; readonly bytes?: number; readonly what: string; readonly optional?: boolean }
+
+function checkManifest(m: Obj, issues: string[], paths: BundlePath[]): void {
   const str = (v: unknown, at: string) => { if (typeof v !== 'string' || !v) issues.push(`${at}: expected a non-empty string`); };
   const file = (f: unknown, at: string, what: string, hashed = true) => {
     if (!isObj(f)) { issues.push(`${at}: expected {path, sha256, bytes}`); return; }
@@ -196,7 +201,12 @@ function checkManifest(m: Obj, issues: string[], paths: { path: string; sha256?:
       const aat = `${at}.artifacts[${j}]`;
       if (!isObj(a) || !ARTIFACT_KINDS.includes(a.kind)) { issues.push(`${aat}.kind: expected one of ${ARTIFACT_KINDS.join(', ')}`); return; }
       if (a.status !== 'ready' && a.status !== 'needs-conversion') issues.push(`${aat}.status: expected 'ready' or 'needs-conversion'`);
-      if (a.path !== undefined) file(a, aat, `brick '${b.name}' ${a.kind}`);
+      if (a.path !== undefined && a.status === 'needs-conversion') {
+        // Where the converted file will go: checked to stay inside the bundle, not required to exist.
+        str(a.path, `${aat}.path`);
+        if (a.sha256 !== undefined || a.bytes !== undefined) issues.push(`${aat}: a needs-conversion artifact has no sha256/bytes yet`);
+        if (typeof a.path === 'string') paths.push({ path: a.path, what: `brick '${b.name}' ${a.kind} (not converted yet)`, optional: true });
+      } else if (a.path !== undefined) file(a, aat, `brick '${b.name}' ${a.kind}`);
       else if (a.status === 'ready') issues.push(`${aat}: a ready artifact needs a path`);
     });
   });
@@ -240,8 +250,9 @@ function checkPlan(p: unknown, issues: string[], bricks: ReadonlySet<string>): v
   if (!isObj(p.predicted) || typeof p.predicted.latencyMs !== 'number') issues.push('predicted: expected {latencyMs, energyMj, memoryBytes}');
 }
 
-async function checkFiles(dir: string, files: readonly { path: string; sha256?: string; bytes?: number; what: string }[], hashes: boolean): Promise<void> {
+async function checkFiles(dir: string, files: readonly BundlePath[], hashes: boolean): Promise<void> {
   for (const f of files) {
+    if (f.optional) continue;
     const full = join(dir, f.path);
     const st = await stat(full).catch(() => undefined);
     if (!st?.isFile()) throw fail('E_BUNDLE_MISSING_FILE', `${join(dir, BUNDLE_FILE)}: ${f.what} file '${f.path}' is missing`, { file: full, hint: 'copy the whole bundle directory, or compile it again' });

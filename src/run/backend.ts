@@ -8,7 +8,7 @@
  */
 import type { BrickEntry, TensorSpec } from '../formats/bricks.js';
 
-export type BackendId = 'ort-cpu' | 'ort-webgpu' | 'rknn' | 'native';
+export type BackendId = 'ort-cpu' | 'ort-webgpu' | 'rknn' | 'rkllm' | 'native';
 
 /** Typed arrays a tensor may live in; float16 is raw Uint16 bits, as in ORT JS. */
 export type TensorData =
@@ -31,6 +31,8 @@ export interface BackendOptions {
   readonly artifact?: string;
   /** NPU cores from the plan's affinity ('0_1_2'). */
   readonly coreMask?: string;
+  /** Rows of the KV cache a backend that keeps its own allocates (the bundle's context; the native engine, RKLLM). */
+  readonly maxContext?: number;
 }
 
 export interface RunOptions {
@@ -41,6 +43,11 @@ export interface RunOptions {
   readonly outputs?: Readonly<Record<string, TensorLike>>;
   /** Outputs to compute; default all. Preallocated outputs are always computed. */
   readonly fetch?: readonly string[];
+  /**
+   * A backend that can stop a run in flight (RKLLM: rkllm_abort) does so when this fires, and then rejects
+   * with E_ABORTED, its cache cut back to where the run started; others finish the run and ignore it.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface BrickSession {
@@ -55,10 +62,18 @@ export interface BrickSession {
    */
   writesInPlace(data: TensorData): boolean;
   /**
-   * Present when the backend keeps the decoder's KV cache itself (the native engine): the caller then feeds no
+   * Present when the backend keeps the decoder's KV cache itself (the native engine, RKLLM): the caller then feeds no
    * past_key_values, expects no present.*, and cuts the cache back with `truncate` when it reuses a prefix.
    */
-  readonly ownsKv?: { truncate(rows: number): void; length(): number };
+  readonly ownsKv?: {
+    truncate(rows: number): void;
+    length(): number;
+    /**
+     * Of `length()`, the rows the backend's cache really holds; the rest it prefills again with the next step
+     * (RKLLM cannot cut its cache back, only clear it). Absent: all of them.
+     */
+    resident?(): number;
+  };
   close(): Promise<void>;
 }
 

@@ -40,6 +40,8 @@ export interface BrickPlacement {
   /** The converted file an NPU backend opens, and the plan's NPU core mask. */
   readonly artifact?: string;
   readonly coreMask?: string;
+  /** The context the artifact was converted for (an .rkllm decoder's max_context). */
+  readonly maxContext?: number;
 }
 
 export interface EncoderRole {
@@ -163,7 +165,7 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
       let s = sessions.get(name);
       if (!s) {
         const own = opts.placement?.[name];
-        s = (backendOf.get(name) ?? backend).open(entry(name), dir, { threads: threadsOf.get(name) ?? opts.threads, artifact: own?.artifact, coreMask: own?.coreMask });
+        s = (backendOf.get(name) ?? backend).open(entry(name), dir, { threads: threadsOf.get(name) ?? opts.threads, artifact: own?.artifact, coreMask: own?.coreMask, maxContext: own?.maxContext });
         s.catch(() => sessions.delete(name));
         sessions.set(name, s);
       }

@@ -3,10 +3,11 @@
  * image and audio preprocessing from the model folder's JSON files. `run`, `chat`, `bench` and `eval`
  * all start here; none of them touches ORT or a manifest directly.
  */
+import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fail } from '../errors.js';
-import { BUNDLE_FILE, readBundle, type Bundle } from '../formats/bundle.js';
+import { BUNDLE_FILE, readBundle, type Bundle, type BundleBrick } from '../formats/bundle.js';
 import { readJsonFile } from '../formats/json-file.js';
 import { noKvCacheNotice } from '../formats/kv-cache.js';
 import type { Feeds, TensorLike } from './backend.js';
@@ -137,19 +138,28 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
 
 /**
  * The backends each bundle brick may open on, best first, then its portable ONNX on the CPU: a GPU brick on
- * ort-webgpu; an NPU brick on rknn when its .rknn artifact is ready (with the plan's core mask). rkllm
- * decoders run their ONNX on the CPU: RKLLM generates whole answers, which the token-step generator above
- * the brick set does not drive yet.
+ * ort-webgpu; an NPU brick on rknn when its .rknn artifact is ready (with the plan's core mask); an NPU
+ * decoder on rkllm when its .rkllm file is in the bundle (compile names where it goes; the user converts it
+ * with rkllm-toolkit and drops it there, so it is looked for, not required).
  */
 function bundlePlacement(b: Bundle): Record<string, BrickPlacement> {
   return Object.fromEntries(b.manifest.bricks.map((x) => {
     const rknn = x.backend === 'rknn' ? x.artifacts.find((a) => a.kind === 'rknn' && a.status === 'ready' && a.path) : undefined;
     if (rknn) return [x.name, { backends: ['rknn', 'ort-cpu'], artifact: rknn.path, coreMask: b.plan.affinity.find((a) => a.brick === x.name)?.coreMask }];
+    const rkllm = x.backend === 'rkllm' ? rkllmFile(b, x) : undefined;
+    // max_context_len as convert_rkllm_<brick>.py converted it (the plan's workload.maxContext).
+    if (rkllm) return [x.name, { backends: ['rkllm', 'ort-cpu'], artifact: rkllm, maxContext: b.plan.workload.maxContext }];
     // `compile --engine native` packed this decoder for the native kernels: they go first, its ONNX is the fallback.
     if (x.kind === 'decoder' && x.backend === 'ort-cpu' && b.manifest.files.some((f) => f.path === nativeConfigFile(x.name)))
       return [x.name, { backends: ['native', 'ort-cpu'] }];
     return [x.name, { backends: x.backend === 'ort-webgpu' ? ['ort-webgpu', 'ort-cpu'] : ['ort-cpu'] }];
   }));
+}
+
+/** The bundle's .rkllm file for a brick, when it is there. */
+function rkllmFile(b: Bundle, x: BundleBrick): string | undefined {
+  const a = x.artifacts.find((y) => y.kind === 'rkllm' && y.path);
+  return a?.path && existsSync(join(b.dir, a.path)) ? a.path : undefined;
 }
 
 /** One line per bundle brick that does not run on the backend it is placed on. */
@@ -160,7 +170,7 @@ function placementNotices(bundle: Bundle | undefined, set: BrickSet): string[] {
   return [...native, ...(bundle?.manifest.bricks ?? []).filter((b) => set.placed[b.name]?.backend !== b.backend && set.placed[b.name]?.backend !== 'native').map((b) => {
     const p = set.placed[b.name]!;
     const why = p.skipped.find((s) => s.id === b.backend)?.reason
-      ?? (b.backend === 'rknn' ? 'its .rknn file is not converted yet' : b.backend === 'rkllm' ? 'RKLLM decoders are not driven by this runtime yet' : undefined);
+      ?? (b.backend === 'rknn' ? 'its .rknn file is not converted yet' : b.backend === 'rkllm' ? `its .rkllm file is not converted yet: ${b.artifacts.find((a) => a.kind === 'rkllm')?.path ?? 'no path'} is absent` : undefined);
     return `brick '${b.name}' is placed on ${b.accelerator} (${b.backend}), which this machine cannot run${why ? ` (${why})` : ''}; using its portable ONNX on ${p.backend}`;
   })];
 }

@@ -8,9 +8,10 @@ import type { Backend, BackendId } from '../backend.js';
 import { ortCpu } from './ort-cpu.js';
 import { ortWebgpu } from './ort-webgpu.js';
 import { rknnBackend } from './rknn-backend.js';
+import { rkllmBackend } from './rkllm-backend.js';
 import { nativeBackend } from './native/native.js';
 
-export const BACKENDS = { 'ort-cpu': ortCpu, 'ort-webgpu': ortWebgpu, rknn: rknnBackend, native: nativeBackend } as const satisfies Record<BackendId, Backend>;
+export const BACKENDS = { 'ort-cpu': ortCpu, 'ort-webgpu': ortWebgpu, rknn: rknnBackend, rkllm: rkllmBackend, native: nativeBackend } as const satisfies Record<BackendId, Backend>;
 
 export const DEFAULT_BACKENDS: readonly BackendId[] = ['ort-cpu'];
 

@@ -13,6 +13,12 @@
  * RKLLMExtendParam 120, RKLLMParam 208 (extend_param at 88), RKLLMInput 32 (union at 8),
  * RKLLMInferParam 32, RKLLMResult 48.
  *
+ * Two ways to drive it: `runTokens`/`runEmbeds` let RKLLM generate (RKLLM_INFER_GENERATE, its own sampler);
+ * `inferEmbeds` prefills rows in RKLLM_INFER_GET_LOGITS (or GET_LAST_HIDDEN_LAYER) mode and hands back the
+ * last row, so nanomind's own sampler and stop rules pick the token (the `rkllm` backend, ./rkllm-backend.ts).
+ * This header's rkllm_clear_kv_cache takes only keep_system_prompt (no start_pos/end_pos range, which later
+ * runtimes add), so cutting the kept history back means clearing it all.
+ *
  * rkllm_run blocks until generation ends and calls the callback for every token, so it runs on koffi's
  * worker thread (`.async`): the event loop stays free, each callback is marshalled to the JS thread, and
  * `abort()` can reach the runtime mid-generation. Buffers handed to rkllm_run are kept referenced
@@ -50,6 +56,8 @@ export const RKLLM_STRUCT_SIZES = {
 } as const;
 
 const INPUT = { PROMPT: 0, TOKEN: 1, EMBED: 2 } as const;
+/** RKLLMInferMode. */
+const MODE = { generate: 0, hidden: 1, logits: 2 } as const;
 const STATE = { NORMAL: 0, WAITING: 1, FINISH: 2, ERROR: 3 } as const;
 
 type Fn = ((...a: unknown[]) => unknown) & { async: (...a: unknown[]) => void };
@@ -96,11 +104,28 @@ export interface RkllmRunOptions {
 }
 export interface RkllmRunResult { readonly tokens: readonly RkllmToken[]; readonly aborted: boolean }
 
+/** What GET_LOGITS / GET_LAST_HIDDEN_LAYER gives for the rows of one rkllm_run. */
+export interface RkllmRowsResult {
+  /** The last row (logits over the vocabulary, or the last layer's hidden state), copied out of the runtime. */
+  readonly last: Float32Array;
+  /** Rows the runtime reported (num_tokens). */
+  readonly numTokens: number;
+  readonly aborted: boolean;
+}
+
+interface RunState {
+  readonly mode: keyof typeof MODE;
+  readonly tokens: RkllmToken[];
+  readonly onToken?: (t: RkllmToken) => void;
+  error?: string; finished: boolean; aborted: boolean;
+  rows?: { last: Float32Array; numTokens: number };
+}
+
 /** One LLMHandle. Runs one at a time. */
 export class RkllmModel {
   private handle: unknown;
   private running: Promise<unknown> | undefined;
-  private current: { tokens: RkllmToken[]; onToken?: (t: RkllmToken) => void; error?: string; finished: boolean; aborted: boolean } | undefined;
+  private current: RunState | undefined;
   private readonly callback: unknown;
 
   private constructor(private readonly api: Api, private readonly file: string) {
@@ -141,14 +166,31 @@ export class RkllmModel {
   /** Prompt as token ids. */
   runTokens(ids: readonly number[], opts: RkllmRunOptions = {}): Promise<RkllmRunResult> {
     const buf = Int32Array.from(ids);
-    return this.runInput(INPUT.TOKEN, buf, ids.length, opts);
+    return this.runInput(INPUT.TOKEN, buf, ids.length, 'generate', opts).then(generated);
   }
 
   /** Prompt as merged embedding rows ([tokens, hidden] row-major float32). */
   runEmbeds(rows: Float32Array, hidden: number, opts: RkllmRunOptions = {}): Promise<RkllmRunResult> {
-    if (!Number.isInteger(hidden) || hidden <= 0 || rows.length % hidden !== 0)
+    return this.runInput(INPUT.EMBED, rows, this.rowCount(rows, hidden), 'generate', opts).then(generated);
+  }
+
+  /**
+   * Embedding rows in, the last row of logits (mode 'logits', RKLLM_INFER_GET_LOGITS) or of the last hidden
+   * layer ('hidden') out; RKLLM samples nothing. With keepHistory the rows stay in its KV cache, so the next
+   * call continues after them.
+   */
+  async inferEmbeds(rows: Float32Array, hidden: number, mode: 'logits' | 'hidden', opts: { readonly keepHistory?: boolean } = {}): Promise<RkllmRowsResult> {
+    const state = await this.runInput(INPUT.EMBED, rows, this.rowCount(rows, hidden), mode, opts);
+    if (state.aborted) return { last: new Float32Array(0), numTokens: 0, aborted: true };
+    if (!state.rows) throw fail('E_RKLLM_RUNTIME', `${this.file}: rkllm_run in ${mode} mode returned no ${mode === 'logits' ? 'logits' : 'hidden states'}`,
+      { hint: 'this librkllmrt.so may predate RKLLM_INFER_GET_LOGITS (runtime 1.1.x or later needed)' });
+    return { last: state.rows.last, numTokens: state.rows.numTokens, aborted: false };
+  }
+
+  private rowCount(rows: Float32Array, hidden: number): number {
+    if (!Number.isInteger(hidden) || hidden <= 0 || rows.length % hidden !== 0 || rows.length === 0)
       throw fail('E_BRICK_FEEDS', `${this.file}: ${rows.length} embedding values are not whole rows of ${hidden}`);
-    return this.runInput(INPUT.EMBED, rows, rows.length / hidden, opts);
+    return rows.length / hidden;
   }
 
   /** Stops a running generation (rkllm_abort); the pending run resolves with `aborted: true`. */
@@ -176,7 +218,7 @@ export class RkllmModel {
     if (rc !== 0) throw fail('E_RKLLM_RUNTIME', `${this.file}: rkllm_destroy returned ${rc}`);
   }
 
-  private async runInput(type: number, data: Int32Array | Float32Array, nTokens: number, opts: RkllmRunOptions): Promise<RkllmRunResult> {
+  private async runInput(type: number, data: Int32Array | Float32Array, nTokens: number, mode: RunState['mode'], opts: RkllmRunOptions): Promise<RunState> {
     const handle = this.live();
     if (this.running) throw fail('E_BAD_OPTION', `${this.file}: a generation is already running on this RKLLM handle`);
     const held = Buffer.from(data.buffer, data.byteOffset, data.byteLength); // referenced until rkllm_run returns
@@ -184,8 +226,8 @@ export class RkllmModel {
     union[0] = koffi.address(held);
     union[1] = BigInt(nTokens);
     const input = { input_type: type, data: union };
-    const infer = { mode: 0, lora_params: null, prompt_cache_params: null, keep_history: opts.keepHistory ? 1 : 0 };
-    const state = { tokens: [] as RkllmToken[], onToken: opts.onToken, finished: false, aborted: false } as NonNullable<RkllmModel['current']>;
+    const infer = { mode: MODE[mode], lora_params: null, prompt_cache_params: null, keep_history: opts.keepHistory ? 1 : 0 };
+    const state: RunState = { mode, tokens: [], onToken: opts.onToken, finished: false, aborted: false };
     this.current = state;
     const call = new Promise<number>((resolve, reject) => this.api.run.async(handle, input, infer, null,
       (err: unknown, rc: number) => (err ? reject(err) : resolve(rc))));
@@ -195,7 +237,7 @@ export class RkllmModel {
       void held;
       if (state.error) throw fail('E_RKLLM_RUNTIME', `${this.file}: the runtime reported an error during generation`, { notes: [state.error] });
       if (rc !== 0 && !state.aborted) throw fail('E_RKLLM_RUNTIME', `${this.file}: rkllm_run returned ${rc}`);
-      return { tokens: state.tokens, aborted: state.aborted };
+      return state;
     } finally {
       this.running = undefined;
       this.current = undefined;
@@ -208,10 +250,22 @@ export class RkllmModel {
     if (state === STATE.FINISH) { cur.finished = true; return; }
     if (state === STATE.ERROR) { cur.error = 'RKLLM_RUN_ERROR'; return; }
     if (state !== STATE.NORMAL || !result) return; // WAITING: an incomplete UTF-8 character, more follows
+    if (cur.mode !== 'generate') { this.takeRows(cur, result); return; }
     const r = koffi.decode(result, Result) as { text: string | null; token_id: number };
     const t = { text: r.text ?? '', tokenId: r.token_id };
     cur.tokens.push(t);
     cur.onToken?.(t);
+  }
+
+  /** Copies the last row out now: the runtime's buffer is only valid during the callback. */
+  private takeRows(cur: RunState, result: unknown): void {
+    type Rows = { ptr: unknown; width: number; numTokens: number };
+    const r = koffi.decode(result, Result) as { last_hidden_layer: { hidden_states: unknown; embd_size: number; num_tokens: number }; logits: { logits: unknown; vocab_size: number; num_tokens: number } };
+    const rows: Rows = cur.mode === 'logits'
+      ? { ptr: r.logits.logits, width: r.logits.vocab_size, numTokens: r.logits.num_tokens }
+      : { ptr: r.last_hidden_layer.hidden_states, width: r.last_hidden_layer.embd_size, numTokens: r.last_hidden_layer.num_tokens };
+    if (!rows.ptr || rows.width <= 0 || rows.numTokens <= 0) return;
+    cur.rows = { last: koffi.decode(rows.ptr, (rows.numTokens - 1) * rows.width * 4, 'float', rows.width) as Float32Array, numTokens: rows.numTokens };
   }
 
   private live(): unknown {
@@ -220,4 +274,5 @@ export class RkllmModel {
   }
 }
 
+const generated = (s: RunState): RkllmRunResult => ({ tokens: s.tokens, aborted: s.aborted });
 const popcount = (m: number): number => { let n = 0; for (let x = m >>> 0; x; x &= x - 1) n++; return n; };

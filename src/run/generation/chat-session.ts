@@ -16,7 +16,7 @@
  *
  * Batch 1. Left padding is given by `attentionMask` (zeros first); positions are cumsum(mask) - 1.
  */
-import { fail } from '../../errors.js';
+import { fail, isNanomindError } from '../../errors.js';
 import { replacePlaceholderRows } from '../../formats/merge.js';
 import { TENSOR } from '../../formats/names.js';
 import { elementCount, type BrickSession, type TensorLike } from '../backend.js';
@@ -110,7 +110,7 @@ export class ChatSession {
   private readonly seq: Sequence;
   private kv: KvCache | undefined;
   /**
-   * The decoder backend's own KV cache (the native engine), found when the decoder session first opens: then no
+   * The decoder backend's own KV cache (the native engine, RKLLM), found when the decoder session first opens: then no
    * KvCache is kept here, no past/present cross the contract, and prefix reuse cuts the backend's cache instead.
    */
   private own: BrickSession['ownsKv'];
@@ -185,6 +185,8 @@ export class ChatSession {
       throw fail('E_CONTEXT_OVERFLOW', `the prompt has ${ids.length} tokens; the ${this.seq.capacity}-token context leaves no room to answer`,
         { hint: 'raise maxContext or shorten the conversation' });
     this.truncate(reuse);
+    // Rows whose KV really comes from a cache: a backend that must send a cut-back prefix again (RKLLM) says so.
+    const reused = !this.cached ? 0 : this.own?.resident ? Math.min(reuse, this.own.resident()) : reuse;
     const generated: number[] = [];
     let reason: StopReason | undefined;
     let ttft = 0, tFirst = 0, text: string | undefined;
@@ -192,10 +194,17 @@ export class ChatSession {
       this.seq.append(ids.slice(reuse), req.attentionMask?.slice(reuse));
       this.promptPositions(req, reuse);
       if (this.seq.embeds) await this.embed(reuse, ids.length, req, features);
-      let logits = await this.step(reuse, ids.length, req);
+      let logits = await this.step(reuse, ids.length, req, o.signal);
       const tPrefill = performance.now();
       const history = [...ids];
       while (!reason) {
+        if (!logits) {
+          // The backend stopped the step in flight (RKLLM's rkllm_abort): nothing of it is cached.
+          reason = 'aborted';
+          this.seq.truncate(this.own ? this.own.length() : this.kv?.length ?? 0);
+          text = stream?.finish().text;
+          break;
+        }
         const tok = sample(logits, history);
         generated.push(tok);
         history.push(tok);
@@ -222,18 +231,18 @@ export class ChatSession {
         this.seq.append([tok]);
         if (this.mrope) for (let a = 0; a < 3; a++) this.mrope[a * this.seq.capacity + n] = this.seq.positions[n]! + this.ropeDelta;
         if (this.seq.embeds) await this.embed(n, n + 1, req, features);
-        logits = await this.step(n, n + 1, req);
+        logits = await this.step(n, n + 1, req, o.signal);
       }
       const end = performance.now();
       const prefillMs = tPrefill - t0;
-      const decodeMs = end - tFirst;
+      const decodeMs = generated.length ? end - tFirst : 0;
       const steps = generated.length - 1;
       const after = this.set.brickMs();
       return {
         tokens: generated, text, stopReason: reason!, seed: o.sampling ? sample.seed : undefined,
         stats: {
-          promptTokens: ids.length, reusedTokens: this.cached ? reuse : 0, prefillTokens: ids.length - (this.cached ? reuse : 0),
-          newTokens: generated.length, ttftMs: ttft, prefillMs, prefillTokPerS: rate(ids.length - (this.cached ? reuse : 0), prefillMs),
+          promptTokens: ids.length, reusedTokens: reused, prefillTokens: ids.length - reused,
+          newTokens: generated.length, ttftMs: ttft, prefillMs, prefillTokPerS: rate(ids.length - reused, prefillMs),
           decodeMs, decodeTokPerS: rate(steps, decodeMs), totalMs: end - t0,
           brickMs: Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]).filter(([, v]) => (v as number) > 0)),
         },
@@ -349,8 +358,11 @@ export class ChatSession {
     this.ropeDelta = given ? mropeContinuation(given) - this.seq.positions[n - 1]! - 1n : 0n;
   }
 
-  /** Runs the decoder on positions [from, to) and returns the last row of logits. */
-  private async step(from: number, to: number, req: GenerateRequest): Promise<Float32Array> {
+  /**
+   * Runs the decoder on positions [from, to) and returns the last row of logits; undefined when `signal`
+   * fired and the backend stopped the run in flight (E_ABORTED).
+   */
+  private async step(from: number, to: number, req: GenerateRequest, signal?: AbortSignal): Promise<Float32Array | undefined> {
     const dec = this.set.decoder;
     const conv = dec.inputs;
     const start = this.cached ? from : 0; // without a cache the decoder must see every position
@@ -378,7 +390,13 @@ export class ChatSession {
       feeds[TENSOR.inputsEmbeds] = tensor('float16', out, [1, S, this.set.hidden!]);
     } else feeds[TENSOR.inputsEmbeds] = tensor('float32', this.seq.rows(start, to), [1, S, this.set.hidden!]);
     const presents = this.kv?.outputs();
-    const out = await this.set.run(dec.brick.name, feeds, presents ? { outputs: presents } : undefined);
+    let out;
+    try {
+      out = await this.set.run(dec.brick.name, feeds, presents || signal ? { ...(presents ? { outputs: presents } : {}), signal } : undefined);
+    } catch (e) {
+      if (signal?.aborted && isNanomindError(e) && e.code === 'E_ABORTED') return undefined;
+      throw e;
+    }
     this.kv?.adopt(out, to);
     const logits = out[TENSOR.logits];
     if (!logits) throw fail('E_BRICK_RUN', `decoder '${dec.brick.name}' returned no logits`);

@@ -16,10 +16,8 @@ import { loadKernels, type KernelModel, type Kernels } from './addon.js';
 
 export const nativeConfigFile = (brick: string): string => `${brick}.${NATIVE_CONFIG_FILE}`;
 
-export interface NativeOptions extends BackendOptions {
-  /** Rows of the preallocated KV cache (default 4096). */
-  readonly maxContext?: number;
-}
+/** `maxContext`: rows of the preallocated KV cache (default 4096). */
+export type NativeOptions = BackendOptions;
 
 export const nativeBackend: Backend = {
   id: 'native',
