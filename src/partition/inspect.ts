@@ -12,6 +12,7 @@ import { loadModel } from '../onnx/model-io.js';
 import { inferTypes } from '../onnx/shape-infer.js';
 import { estimateFlops, graphStats, type GraphStats } from '../onnx/stats.js';
 import { interfaceOf } from './brick-files.js';
+import { imageNewlineNote, LLAVA_ONEVISION } from './image-newline.js';
 import { noKvCacheNotice } from '../formats/kv-cache.js';
 import { detectBricks, type BrickCut, type CutOverrides } from './detect.js';
 import { configDirs, readModelConfig, resolveModelLayout } from './model-input.js';
@@ -121,6 +122,9 @@ export async function inspectModel(path: string, opts: InspectOptions = {}): Pro
       bricks.push(...projectorCuts(g, io, opts.cuts?.projector).cuts.map(describe));
       continue;
     }
+    // As partition's adoption will say: whether the anyres tiles can be packed (./image-newline.ts).
+    if (t.kind === 'vision' && config.modelType === LLAVA_ONEVISION)
+      notes.push(await imageNewlineNote(t.file, io.outputs.map((o) => o.name), [layout.root, ...configDirs(layout.root)]));
     if (t.kind) {
       const perToken = t.kind === 'decoder' || t.kind === 'embed';
       bricks.push({ name: t.kind, kind: t.kind, file, ...io, params: stats.params, bytes: stats.bytes, nodes: stats.nodes,

@@ -1,0 +1,207 @@
+/**
+ * LLaVA-OneVision anyres end to end: processor tiles → vision encoder on base patch + tiles → packing
+ * (unpad, anyres_max_N bilinear downscale, image_newline rows) → merge → greedy decoding, on the anyres
+ * fixture (src/fixtures/llava.ts: the real config's pinpoint grid and anyres_max_9, image_newline as an
+ * encoder output). transformers.js 4.3.1 runs the base patch only, so it cannot be the oracle here:
+ *
+ * (a) PyTorch — test/families/llava_anyres_pack.py implements Python transformers' pack_image_features
+ *     with torch ops (Debian's python3-torch on /usr/bin/python3). It packs the rows that a plain
+ *     onnxruntime-node session of the vision encoder gives for the processor's pixel_values; nanomind's
+ *     merged rows must match within 1e-5, for a wide, a tall, a square and an anyres_max-downscaled image.
+ *     Skipped, with the reason printed, where `python3 -c 'import torch'` fails (.ci/run installs it).
+ * (b) A plain onnxruntime-node greedy loop (test/fixtures/vlm-oracle.ts `ortGreedy`: own embed, merge,
+ *     KV cache, position ids) fed the PyTorch-packed rows: its tokens must equal nanomind's `runPrompt`
+ *     (what `nanomind run --image` calls), in fp32 and every dtype variant the family test runs.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import ort from 'onnxruntime-node';
+import { transformersJsRoot } from './helpers.js';
+import { buildTinyLlava, llavaPinpoints, type TinyLlavaConfig } from '../../src/fixtures/llava.js';
+import { writePatternPng } from '../../src/fixtures/images.js';
+import { ALL_VARIANTS, DTYPE_VARIANTS, writeDtypeVariants } from '../../src/fixtures/variants.js';
+import { IMAGE_NEWLINE_FILE } from '../../src/formats/image-newline.js';
+import { partition } from '../../src/partition/index.js';
+import { inspectModel } from '../../src/partition/inspect.js';
+import { loadFamilyProcessor } from '../../src/run/inputs/families/index.js';
+import { anyresGeometry } from '../../src/run/inputs/families/llava-onevision-pack.js';
+import { ANYRES_NEEDS_NEWLINE } from '../../src/run/anyres.js';
+import { openModel, prepareTurn } from '../../src/run/model.js';
+import { runPrompt } from '../../src/run/run.js';
+import { ortGreedy } from '../fixtures/vlm-oracle.js';
+
+const PYTHON = '/usr/bin/python3';
+const ORACLE = join(import.meta.dirname, 'llava_anyres_pack.py');
+const torchCheck = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' });
+const torchMissing = torchCheck.status === 0 ? undefined : `${PYTHON} -c 'import torch' failed (${(torchCheck.stderr || String(torchCheck.error)).trim().split('\n').at(-1)}); install python3-torch`;
+if (torchMissing) console.warn(`llava-anyres: PyTorch oracle tests skipped: ${torchMissing}`);
+
+const PROMPT = 'What is in the picture?';
+const NEW_TOKENS = 8;
+const STEMS = ['vision_encoder', 'embed_tokens', 'decoder_model_merged'];
+// [width, height, seed]: wide, tall, square, and one whose unpadded 22 × 24 map exceeds anyres_max_9 (→ 11 × 12).
+const IMAGES = [[96, 40, 0], [40, 100, 1], [64, 64, 2], [192, 176, 3]] as const;
+
+const tjsRoot = transformersJsRoot('nanomind-llava-anyres-');
+let root: string;
+let model: string;
+let bricks: string;
+let cfg: TinyLlavaConfig;
+beforeAll(async () => {
+  root = tjsRoot.dir();
+  model = join(root, 'llava-anyres');
+  cfg = (await buildTinyLlava(model, { anyres: { newline: 'output' } })).config;
+  await writeDtypeVariants(join(model, 'onnx'), STEMS, ALL_VARIANTS, { fp16Io: 'float32' });
+  bricks = join(root, 'llava-anyres-bricks');
+  await partition({ input: model, out: bricks });
+});
+
+const png = (w: number, h: number, seed: number) => writePatternPng(join(root, `anyres-${w}x${h}.png`), w, h, seed);
+
+/** The vision encoder's rows and image_newline for one image, from a plain ORT session (not nanomind's runtime). */
+async function encoderRows(file: string, suffix = ''): Promise<{ features: Float32Array; newline: Float32Array; imageSize: [number, number] }> {
+  const p = (await loadFamilyProcessor(model))!;
+  const { tensors } = await p.preprocess([file]);
+  const px = tensors.pixel_values!;
+  const s = await ort.InferenceSession.create(join(model, 'onnx', `vision_encoder${suffix}.onnx`));
+  try {
+    const out = await s.run({ pixel_values: new ort.Tensor('float32', px.data as Float32Array, px.dims.slice(1)) });
+    const [h, w] = Array.from(tensors.image_sizes!.data as BigInt64Array, Number);
+    return { features: out.image_features!.data as Float32Array, newline: out.image_newline!.data as Float32Array, imageSize: [h!, w!] };
+  } finally {
+    await s.release();
+  }
+}
+
+/** PyTorch's packing of each image's encoder rows (one python3 process for all of them). */
+async function torchPack(items: readonly { features: Float32Array; newline: Float32Array; imageSize: readonly [number, number] }[]): Promise<Float32Array[]> {
+  const tag = `${Date.now()}-${Math.random().toString(36).slice(2)}`;
+  const images = await Promise.all(items.map(async (it, i) => {
+    const f = join(root, `job-${tag}-${i}`);
+    await writeFile(`${f}.features`, it.features);
+    await writeFile(`${f}.newline`, it.newline);
+    return { features: `${f}.features`, newline: `${f}.newline`, image_size: it.imageSize, out: `${f}.packed` };
+  }));
+  const job = join(root, `job-${tag}.json`);
+  await writeFile(job, JSON.stringify({
+    tile_size: cfg.vision.imageSize, patch_size: cfg.vision.patchSize, pinpoints: llavaPinpoints(cfg),
+    vision_aspect_ratio: `anyres_max_${cfg.anyres!.maxPatches}`, hidden: cfg.text.hidden, images,
+  }));
+  const r = spawnSync(PYTHON, [ORACLE, job], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`PyTorch oracle failed: ${r.stderr}`);
+  return Promise.all(images.map(async (i) => { const b = await readFile(i.out); return new Float32Array(b.buffer, b.byteOffset, b.length / 4); }));
+}
+
+const maxAbsDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
+const count = (ids: readonly number[], id: number) => ids.filter((t) => t === id).length;
+
+describe.skipIf(torchMissing)('LLaVA-OneVision anyres packing against PyTorch', () => {
+  it('wide, tall, square and anyres_max-downscaled images: merged rows = PyTorch pack_image_features within 1e-5', async () => {
+    const files = await Promise.all(IMAGES.map(([w, h, seed]) => png(w, h, seed)));
+    const enc = await Promise.all(files.map((f) => encoderRows(f)));
+    const ref = await torchPack(enc);
+    const m = await openModel(bricks);
+    try {
+      expect(m.anyres?.newline.from).toBe('output');
+      for (const [i, file] of files.entries()) {
+        const turn = await prepareTurn(m, { prompt: PROMPT, images: [{ file }] });
+        const got = turn.features[cfg.imageTokenId]!;
+        // The processor's token count (computed apart from the packing) equals PyTorch's packed length.
+        expect(count(turn.inputIds, cfg.imageTokenId)).toBe(ref[i]!.length / cfg.text.hidden);
+        expect(got.length).toBe(ref[i]!.length);
+        expect(maxAbsDiff(got, ref[i]!)).toBeLessThan(1e-5);
+      }
+    } finally {
+      await m.close();
+    }
+    // The cases are what they claim: the last one is downscaled, the others are not; wide/tall are unpadded.
+    const geo = IMAGES.map(([w, h]) => anyresGeometry(h, w, { pinpoints: llavaPinpoints(cfg) as [number, number][], tileSize: 32, side: 4, maxNumPatches: 9 }));
+    expect(geo.map((g) => g.outHeight !== g.height)).toEqual([false, false, false, true]);
+    expect(geo[0]!.height).toBeLessThan(geo[0]!.rows * 4);
+    expect(geo[1]!.width).toBeLessThan(geo[1]!.cols * 4);
+  });
+
+  it('fp32: runPrompt tokens = a plain ORT greedy loop on the PyTorch-packed rows', async () => {
+    const [w, h, seed] = IMAGES[3];
+    const file = await png(w, h, seed);
+    const [packed] = await torchPack([await encoderRows(file)]);
+    const m = await openModel(bricks);
+    try {
+      const ids = (await prepareTurn(m, { prompt: PROMPT, images: [{ file }] })).inputIds;
+      const got = await runPrompt(m, { prompt: PROMPT, images: [{ file }] }, { maxNewTokens: NEW_TOKENS });
+      const ref = await ortGreedy({ dir: model, promptIds: ids, features: packed, imageTokenId: cfg.imageTokenId, newTokens: NEW_TOKENS,
+        positionIds: { start: 0 }, numLogitsToKeep: false, layers: cfg.text.layers, kvHeads: cfg.text.kvHeads, headDim: cfg.text.headDim });
+      expect(got.tokens.length).toBeGreaterThan(0);
+      expect(got.tokens).toEqual(ref.slice(0, got.tokens.length));
+      expect(new Set(ref).size).toBeGreaterThan(2);
+    } finally {
+      await m.close();
+    }
+  });
+
+  it.each(ALL_VARIANTS.map((v) => [DTYPE_VARIANTS[v].dtype, DTYPE_VARIANTS[v].suffix] as const))('%s variant: runPrompt tokens = the ORT loop on PyTorch-packed rows', async (_dtype, suffix) => {
+    const [w, h, seed] = IMAGES[0];
+    const file = await png(w, h, seed);
+    const [packed] = await torchPack([await encoderRows(file, suffix)]);
+    const b = join(root, `bricks${suffix}`);
+    await partition({ input: model, out: b, dtype: suffix.slice(1) });
+    const m = await openModel(b);
+    try {
+      expect(m.anyres?.newline.from).toBe('output');
+      const ids = (await prepareTurn(m, { prompt: PROMPT, images: [{ file }] })).inputIds;
+      const got = await runPrompt(m, { prompt: PROMPT, images: [{ file }] }, { maxNewTokens: NEW_TOKENS });
+      const ref = await ortGreedy({ dir: model, suffix, promptIds: ids, features: packed, imageTokenId: cfg.imageTokenId, newTokens: NEW_TOKENS,
+        positionIds: { start: 0 }, numLogitsToKeep: false, layers: cfg.text.layers, kvHeads: cfg.text.kvHeads, headDim: cfg.text.headDim });
+      expect(got.tokens.length).toBeGreaterThan(0);
+      expect(got.tokens).toEqual(ref.slice(0, got.tokens.length));
+    } finally {
+      await m.close();
+    }
+  });
+});
+
+describe('where image_newline comes from', () => {
+  /** The merged rows of one wide image, and the model's notices and newline source. */
+  async function rowsOf(dir: string) {
+    const m = await openModel(dir);
+    try {
+      const turn = await prepareTurn(m, { prompt: PROMPT, images: [{ file: await png(96, 40, 0) }] });
+      return { rows: turn.features[cfg.imageTokenId]!, ids: turn.inputIds, from: m.anyres?.newline.from, notices: m.notices };
+    } finally {
+      await m.close();
+    }
+  }
+
+  it('an encoder initializer or a model.safetensors gives the same packed rows as the encoder output', async () => {
+    const ref = await rowsOf(bricks);
+    for (const newline of ['initializer', 'safetensors'] as const) {
+      const dir = join(root, `llava-${newline}`);
+      await buildTinyLlava(dir, { anyres: { newline } });
+      const out = join(root, `llava-${newline}-bricks`);
+      const p = await partition({ input: dir, out });
+      expect(p.notes.filter((n) => /image_newline/.test(n))).toHaveLength(1);
+      expect((await inspectModel(dir)).notes.find((n) => /image_newline/.test(n))).toMatch(newline === 'initializer' ? /initializer/ : /safetensors/);
+      // A checkpoint's image_newline is copied alone into the brick set (which stays self-contained).
+      expect(p.manifest.files.some((f) => f.path === IMAGE_NEWLINE_FILE)).toBe(newline === 'safetensors');
+      const got = await rowsOf(out);
+      expect(got.from).toBe(newline);
+      expect(got.ids).toEqual(ref.ids);
+      expect(maxAbsDiff(got.rows, ref.rows)).toBe(0);
+    }
+  });
+
+  it('none: the base patch alone, with one notice (as transformers.js runs it)', async () => {
+    const dir = join(root, 'llava-none');
+    await buildTinyLlava(dir, { anyres: { newline: 'none' } });
+    const out = join(root, 'llava-none-bricks');
+    const p = await partition({ input: dir, out });
+    expect(p.notes.filter((n) => /image_newline/.test(n))).toHaveLength(1);
+    const got = await rowsOf(out);
+    expect(got.from).toBeUndefined();
+    expect(got.notices.filter((n) => n === ANYRES_NEEDS_NEWLINE)).toHaveLength(1);
+    expect(got.rows.length).toBe(cfg.numImageTokens * cfg.text.hidden);
+    expect(count(got.ids, cfg.imageTokenId)).toBe(cfg.numImageTokens);
+  });
+});
