@@ -15,6 +15,7 @@
  * grid and the unpad offsets), so the packed rows can be written straight into the merge buffer.
  */
 import { fail } from '../../../errors.js';
+import { pyFloorDiv } from './common.js';
 import { selectBestResolution, type Resolution } from './llava-onevision.js';
 
 export interface AnyresPackConfig {
@@ -47,16 +48,6 @@ export interface AnyresGeometry {
 
 /** Python's round(x, 7) then int() for x ≥ 0: 23.9999999996 is 24, not 23. */
 const intRound7 = (x: number) => Math.trunc(Math.round(x * 1e7) / 1e7);
-
-/** CPython's float floor division (float_floor_div), which is not always Math.floor(a / b). */
-function pyFloorDiv(a: number, b: number): number {
-  const mod = a % b;
-  const div = (a - mod) / b;
-  if (!div) return 0;
-  let floor = Math.floor(div);
-  if (div - floor > 0.5) floor += 1;
-  return floor;
-}
 
 export function anyresGeometry(imageHeight: number, imageWidth: number, c: AnyresPackConfig): AnyresGeometry {
   const [bh, bw] = selectBestResolution(imageHeight, imageWidth, c.pinpoints);
