@@ -29,7 +29,9 @@ import { loadFamilyProcessor } from '../../src/run/inputs/families/index.js';
 import { anyresGeometry } from '../../src/run/inputs/families/llava-onevision-pack.js';
 import { ANYRES_NEEDS_NEWLINE } from '../../src/run/anyres.js';
 import { openModel, prepareTurn } from '../../src/run/model.js';
-import { runPrompt } from '../../src/run/run.js';
+import { runImageStream, runPrompt } from '../../src/run/run.js';
+import { cli } from '../cli-helper.js';
+import { code } from '../error-codes.js';
 import { ortGreedy } from '../fixtures/vlm-oracle.js';
 
 const PYTHON = '/usr/bin/python3';
@@ -148,11 +150,15 @@ describe.skipIf(torchMissing)('LLaVA-OneVision anyres packing against PyTorch', 
     }
   }
 
-  it('fp32: runPrompt tokens = a plain ORT greedy loop on the PyTorch-packed rows (downscaled image)', async () => {
+  it('fp32: runPrompt and `nanomind run` tokens = a plain ORT greedy loop on the PyTorch-packed rows (downscaled image)', async () => {
     const { got, ref } = await tokens(bricks, files[3]!, fp32[3]!);
     expect(got.length).toBeGreaterThan(0);
     expect(got).toEqual(ref.slice(0, got.length)); // runPrompt stops at eos, the loop does not
     expect(new Set(ref).size).toBeGreaterThan(2);
+    const r = await cli('run', bricks, '--image', files[3]!, '--prompt', PROMPT, '--max-tokens', String(NEW_TOKENS), '--json');
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).tokens).toEqual(got);
+    expect(r.stderr).not.toContain('image_newline');
   });
 
   it.each(VARIANTS)('%s variant: runPrompt tokens = the ORT loop on PyTorch-packed rows', async (_dtype, suffix) => {
@@ -205,5 +211,19 @@ describe('where image_newline comes from', () => {
     expect(got.notices.filter((n) => n === ANYRES_NEEDS_NEWLINE)).toHaveLength(1);
     expect(got.rows.length).toBe(cfg.numImageTokens * cfg.text.hidden);
     expect(count(got.ids, cfg.imageTokenId)).toBe(cfg.numImageTokens);
+    // `run` prints the notice once; `inspect` says the same before partitioning.
+    const r = await cli('run', out, '--image', await png(96, 40, 0), '--prompt', PROMPT, '--max-tokens', '2');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr.split(ANYRES_NEEDS_NEWLINE)).toHaveLength(2);
+    expect((await inspectModel(dir)).notes.filter((n) => /no image_newline/.test(n))).toHaveLength(1);
+  });
+
+  it('the image stream (fixed ring slots) refuses anyres images with one error', async () => {
+    const m = await openModel(bricks);
+    try {
+      expect(await code(runImageStream(m, [await png(96, 40, 0)], PROMPT))).toBe('E_ANYRES_STREAM');
+    } finally {
+      await m.close();
+    }
   });
 });
