@@ -4,7 +4,7 @@
  * fixture (src/fixtures/llava.ts: the real config's pinpoint grid and anyres_max_9, image_newline as an
  * encoder output). transformers.js 4.3.1 runs the base patch only, so it cannot be the oracle here:
  *
- * (a) PyTorch — test/families/llava_anyres_pack.py implements Python transformers' pack_image_features
+ * (a) PyTorch (src/fixtures/llava-anyres-oracle.ts) — test/families/llava_anyres_pack.py implements Python transformers' pack_image_features
  *     with torch ops (Debian's python3-torch on /usr/bin/python3). It packs the rows that a plain
  *     onnxruntime-node session of the vision encoder gives for the processor's pixel_values; nanomind's
  *     merged rows must match within 1e-5, for a wide, a tall, a square and an anyres_max-downscaled image.
@@ -14,18 +14,15 @@
  *     (what `nanomind run --image` calls), in fp32 and every dtype variant the family test runs.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import ort from 'onnxruntime-node';
 import { transformersJsRoot } from './helpers.js';
 import { buildTinyLlava, llavaPinpoints, type TinyLlavaConfig } from '../../src/fixtures/llava.js';
 import { writePatternPng } from '../../src/fixtures/images.js';
+import { anyresEncoderRows, torchMissing, torchPackAnyres, type EncodedImage } from '../../src/fixtures/llava-anyres-oracle.js';
 import { ALL_VARIANTS, DTYPE_VARIANTS, writeDtypeVariants } from '../../src/fixtures/variants.js';
 import { IMAGE_NEWLINE_FILE } from '../../src/formats/image-newline.js';
 import { partition } from '../../src/partition/index.js';
 import { inspectModel } from '../../src/partition/inspect.js';
-import { loadFamilyProcessor } from '../../src/run/inputs/families/index.js';
 import { anyresGeometry } from '../../src/run/inputs/families/llava-onevision-pack.js';
 import { ANYRES_NEEDS_NEWLINE } from '../../src/run/anyres.js';
 import { openModel, prepareTurn } from '../../src/run/model.js';
@@ -34,11 +31,8 @@ import { cli } from '../cli-helper.js';
 import { code } from '../error-codes.js';
 import { ortGreedy } from '../fixtures/vlm-oracle.js';
 
-const PYTHON = '/usr/bin/python3';
-const ORACLE = join(import.meta.dirname, 'llava_anyres_pack.py');
-const torchCheck = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' });
-const torchMissing = torchCheck.status === 0 ? undefined : `${PYTHON} -c 'import torch' failed (${(torchCheck.stderr || String(torchCheck.error)).trim().split('\n').at(-1)}); install python3-torch`;
-if (torchMissing) console.warn(`llava-anyres: PyTorch oracle tests skipped: ${torchMissing}`);
+const torchReason = torchMissing();
+if (torchReason) console.warn(`llava-anyres: PyTorch oracle tests skipped: ${torchReason}`);
 
 const PROMPT = 'What is in the picture?';
 const NEW_TOKENS = 8;
@@ -62,44 +56,13 @@ beforeAll(async () => {
 
 const png = (w: number, h: number, seed: number) => writePatternPng(join(root, `anyres-${w}x${h}.png`), w, h, seed);
 
-/** The vision encoder's rows and image_newline for one image, from a plain ORT session (not nanomind's runtime). */
-async function encoderRows(file: string, suffix = ''): Promise<{ features: Float32Array; newline: Float32Array; imageSize: [number, number] }> {
-  const p = (await loadFamilyProcessor(model))!;
-  const { tensors } = await p.preprocess([file]);
-  const px = tensors.pixel_values!;
-  const s = await ort.InferenceSession.create(join(model, 'onnx', `vision_encoder${suffix}.onnx`));
-  try {
-    const out = await s.run({ pixel_values: new ort.Tensor('float32', px.data as Float32Array, px.dims.slice(1)) });
-    const [h, w] = Array.from(tensors.image_sizes!.data as BigInt64Array, Number);
-    return { features: out.image_features!.data as Float32Array, newline: out.image_newline!.data as Float32Array, imageSize: [h!, w!] };
-  } finally {
-    await s.release();
-  }
-}
-
-/** PyTorch's packing of each image's encoder rows (one python3 process for all of them). */
-async function torchPack(items: readonly { features: Float32Array; newline: Float32Array; imageSize: readonly [number, number] }[]): Promise<Float32Array[]> {
-  const tag = `${Date.now()}-${Math.random().toString(36).slice(2)}`;
-  const images = await Promise.all(items.map(async (it, i) => {
-    const f = join(root, `job-${tag}-${i}`);
-    await writeFile(`${f}.features`, it.features);
-    await writeFile(`${f}.newline`, it.newline);
-    return { features: `${f}.features`, newline: `${f}.newline`, image_size: it.imageSize, out: `${f}.packed` };
-  }));
-  const job = join(root, `job-${tag}.json`);
-  await writeFile(job, JSON.stringify({
-    tile_size: cfg.vision.imageSize, patch_size: cfg.vision.patchSize, pinpoints: llavaPinpoints(cfg),
-    vision_aspect_ratio: `anyres_max_${cfg.anyres!.maxPatches}`, hidden: cfg.text.hidden, images,
-  }));
-  const r = spawnSync(PYTHON, [ORACLE, job], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`PyTorch oracle failed: ${r.stderr}`);
-  return Promise.all(images.map(async (i) => { const b = await readFile(i.out); return new Float32Array(b.buffer, b.byteOffset, b.length / 4); }));
-}
+const encoderRows = (file: string, suffix = '') => anyresEncoderRows(model, file, suffix);
+const torchPack = (items: readonly EncodedImage[]) => torchPackAnyres(root, cfg, items);
 
 const maxAbsDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
 const count = (ids: readonly number[], id: number) => ids.filter((t) => t === id).length;
 
-describe.skipIf(torchMissing)('LLaVA-OneVision anyres packing against PyTorch', () => {
+describe.skipIf(torchReason)('LLaVA-OneVision anyres packing against PyTorch', () => {
   const VARIANTS = ALL_VARIANTS.map((v) => [DTYPE_VARIANTS[v].dtype, DTYPE_VARIANTS[v].suffix] as const);
   let files: string[];
   /** PyTorch-packed rows: fp32 for every image, and per dtype suffix for the first image (one python3 run). */
