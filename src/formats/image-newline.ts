@@ -14,7 +14,7 @@
  *
  * Read by partition (to adopt and copy it), inspect (to say which) and the runtime (to pack features).
  */
-import { join } from 'node:path';
+import { fail } from '../errors.js';
 import { DT, halfToFloat, typedView } from '../onnx/dtype.js';
 import { loadModel, tensorBytes } from '../onnx/model-io.js';
 import { findSafetensor, readSafetensorFloat32 } from './safetensors.js';
@@ -25,31 +25,52 @@ export const IMAGE_NEWLINE_FILE = 'image_newline.safetensors';
 
 export const isImageNewlineKey = (k: string): boolean => k === IMAGE_NEWLINE || k.endsWith(`.${IMAGE_NEWLINE}`);
 
-export type ImageNewlineSource =
-  | { readonly from: 'output'; readonly where: string }
-  | { readonly from: 'initializer' | 'safetensors'; readonly where: string; readonly read: () => Promise<Float32Array> };
+export interface ImageNewlineSource {
+  readonly from: 'output' | 'initializer' | 'safetensors';
+  readonly where: string;
+  /**
+   * The vector as float32. For an output this parses the encoder and needs the output to be a constant
+   * (an initializer, or Identity of one: E_IMAGE_NEWLINE otherwise); the runtime reads it from each run instead.
+   */
+  read(): Promise<Float32Array>;
+}
+
+type Loaded = Awaited<ReturnType<typeof loadModel>>;
+
+function initializerReader(m: Loaded, name: string): (() => Promise<Float32Array>) | undefined {
+  const init = m.model.graph!.initializer.find((t) => t.name === name);
+  if (!init || (init.dataType !== DT.FLOAT && init.dataType !== DT.FLOAT16)) return undefined;
+  return async () => {
+    const v = typedView(init.dataType, await tensorBytes(init, m.dir));
+    return init.dataType === DT.FLOAT ? Float32Array.from(v as Float32Array) : Float32Array.from(v as Uint16Array, halfToFloat);
+  };
+}
+
+/** The value of the graph output image_newline when it is a constant: an initializer, or Identity of one. */
+async function constantOutput(visionFile: string): Promise<Float32Array> {
+  const m = await loadModel(visionFile, { checkExternal: false });
+  const producer = m.model.graph!.node.find((n) => n.output.includes(IMAGE_NEWLINE));
+  const read = initializerReader(m, IMAGE_NEWLINE) ?? (producer?.opType === 'Identity' ? initializerReader(m, producer.input[0]!) : undefined);
+  if (!read) throw fail('E_IMAGE_NEWLINE', `${visionFile}: output '${IMAGE_NEWLINE}' is computed (${producer?.opType ?? 'no producer'}), not a float initializer nanomind can copy`,
+    { hint: 'partition without --split-projector, or put image_newline in a *.safetensors beside the model' });
+  return read();
+}
 
 /**
- * The image_newline of a model: `visionFile` is the vision encoder ONNX, `outputs` its output names,
- * `dirs` the folders to search for safetensors (model folder, brick set). Undefined: none anywhere.
+ * The image_newline of a model: `visionFile` is the vision encoder ONNX, `dirs` the folders to search for
+ * safetensors (model folder, brick set). `outputs` (the encoder's output names) saves parsing the file
+ * when image_newline is one of them. Undefined: none anywhere.
  */
-export async function locateImageNewline(visionFile: string, outputs: readonly string[], dirs: readonly string[]): Promise<ImageNewlineSource | undefined> {
-  if (outputs.includes(IMAGE_NEWLINE)) return { from: 'output', where: `${visionFile} output '${IMAGE_NEWLINE}'` };
+export async function locateImageNewline(visionFile: string, dirs: readonly string[], outputs?: readonly string[]): Promise<ImageNewlineSource | undefined> {
+  const output = { from: 'output' as const, where: `${visionFile} output '${IMAGE_NEWLINE}'`, read: () => constantOutput(visionFile) };
+  if (outputs?.includes(IMAGE_NEWLINE)) return output;
   const m = await loadModel(visionFile, { checkExternal: false });
-  const init = m.model.graph!.initializer.find((t) => t.name === IMAGE_NEWLINE);
-  if (init && (init.dataType === DT.FLOAT || init.dataType === DT.FLOAT16))
-    return {
-      from: 'initializer', where: `${visionFile} initializer '${IMAGE_NEWLINE}'`,
-      read: async () => {
-        const v = typedView(init.dataType, await tensorBytes(init, m.dir));
-        return init.dataType === DT.FLOAT ? Float32Array.from(v as Float32Array) : Float32Array.from(v as Uint16Array, halfToFloat);
-      },
-    };
+  if (m.model.graph!.output.some((o) => o.name === IMAGE_NEWLINE)) return output;
+  const read = initializerReader(m, IMAGE_NEWLINE);
+  if (read) return { from: 'initializer', where: `${visionFile} initializer '${IMAGE_NEWLINE}'`, read };
   for (const d of dirs) {
     const e = await findSafetensor(d, isImageNewlineKey);
     if (e) return { from: 'safetensors', where: `${e.file} tensor '${e.name}'`, read: async () => (await readSafetensorFloat32(e.file, e.name)).data };
   }
   return undefined;
 }
-
-export const imageNewlineFile = (dir: string) => join(dir, IMAGE_NEWLINE_FILE);

@@ -1,8 +1,10 @@
 /**
  * LLaVA-OneVision's image_newline in a brick set: the runtime packs anyres tiles only when it finds that
- * vector (src/formats/image-newline.ts). An encoder that outputs or holds it is adopted as it is; one found
- * in a model-folder checkpoint (`*.safetensors`, often GBs) is copied alone into IMAGE_NEWLINE_FILE, so the
- * brick set stays self-contained. Either way the brick set is adopted; the note says which.
+ * vector (src/formats/image-newline.ts says where it looks). A vision brick that outputs or holds it is
+ * adopted as it is. Otherwise — the vector is in a model-folder checkpoint (`*.safetensors`, often GBs),
+ * or `--split-projector` cut the encoder output that carried it — that one tensor is copied into
+ * IMAGE_NEWLINE_FILE, so the brick set stays self-contained. Either way the brick set is adopted; the
+ * note says which.
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -13,28 +15,31 @@ import { sha256File } from '../onnx/model-io.js';
 
 export const LLAVA_ONEVISION = 'llava_onevision';
 
-/** Where a brick set's image_newline comes from, as a one-line note (after `adoptImageNewline` wrote it). */
-export async function imageNewlineNote(visionFile: string, outputs: readonly string[], dirs: readonly string[]): Promise<string> {
-  const s = await locateImageNewline(visionFile, outputs, dirs);
-  return s
-    ? `LLaVA-OneVision anyres: image_newline from ${s.where}; the runtime encodes the base patch + tiles and packs them (unpad, anyres_max, newline rows)`
-    : 'LLaVA-OneVision: no image_newline (vision encoder output or initializer, or *.safetensors): the runtime runs each image as its base patch alone, as transformers.js does';
+const RUNS_BASE_ONLY = 'LLaVA-OneVision: no image_newline (vision encoder output or initializer, or *.safetensors): the runtime runs each image as its base patch alone, as transformers.js does';
+const PACKS = 'the runtime encodes the base patch + tiles and packs them (unpad, anyres_max, newline rows)';
+
+/** What inspect says of a model's vision encoder file (what partition will adopt). */
+export async function imageNewlineNote(visionFile: string, dirs: readonly string[]): Promise<string> {
+  const s = await locateImageNewline(visionFile, dirs);
+  return s ? `LLaVA-OneVision anyres: image_newline from ${s.where}; ${PACKS}` : RUNS_BASE_ONLY;
 }
 
 /**
- * Copies image_newline from a model-folder safetensors into `out` when the vision brick neither outputs
- * nor holds it. Returns the file entry for bricks.json (none when nothing was copied) and the note.
+ * Makes sure the brick set in `out` carries image_newline when the model has it. `vision` is the brick the
+ * vision chain starts with, `chainOutputs` the outputs of the chain's last brick, `source` the model's
+ * vision encoder file. Returns the file entry for bricks.json (none when nothing was copied) and the note.
  */
-export async function adoptImageNewline(out: string, vision: BrickEntry, modelDirs: readonly string[]): Promise<{ files: FileEntry[]; note: string }> {
-  const visionFile = join(out, vision.file);
-  const outputs = vision.outputs.map((o) => o.name);
-  const found = await locateImageNewline(visionFile, outputs, modelDirs);
-  const files: FileEntry[] = [];
-  if (found?.from === 'safetensors') {
-    const data = await found.read();
-    const file = join(out, IMAGE_NEWLINE_FILE);
-    await writeSafetensorsFloat32(file, { [IMAGE_NEWLINE]: { data, shape: [data.length] } });
-    files.push({ path: IMAGE_NEWLINE_FILE, sha256: await sha256File(file), bytes: (await stat(file)).size });
-  }
-  return { files, note: await imageNewlineNote(visionFile, outputs, [out]) };
+export async function adoptImageNewline(out: string, vision: BrickEntry, chainOutputs: readonly string[], source: string,
+  modelDirs: readonly string[]): Promise<{ files: FileEntry[]; note: string }> {
+  const inBricks = await locateImageNewline(join(out, vision.file), [], chainOutputs);
+  if (inBricks) return { files: [], note: `LLaVA-OneVision anyres: image_newline from the ${inBricks.from} of brick '${vision.name}'; ${PACKS}` };
+  const found = await locateImageNewline(source, modelDirs);
+  if (!found) return { files: [], note: RUNS_BASE_ONLY };
+  const data = await found.read();
+  const file = join(out, IMAGE_NEWLINE_FILE);
+  await writeSafetensorsFloat32(file, { [IMAGE_NEWLINE]: { data, shape: [data.length] } });
+  return {
+    files: [{ path: IMAGE_NEWLINE_FILE, sha256: await sha256File(file), bytes: (await stat(file)).size }],
+    note: `LLaVA-OneVision anyres: image_newline copied from ${found.where} into ${IMAGE_NEWLINE_FILE}; ${PACKS}`,
+  };
 }

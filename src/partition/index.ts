@@ -108,8 +108,10 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
     // Tokenizer and processor files are checked as the runtime reads them, before the (slow) verification.
     const files = await copyAuxFiles(cfgDirs, tmp);
     const vision = bricks.find((b) => b.kind === 'vision');
-    if (config.modelType === LLAVA_ONEVISION && vision) {
-      const nl = await adoptImageNewline(tmp, vision, [layout.root, ...cfgDirs]);
+    const visionSource = layout.form === 'split' ? layout.split.files.find((f) => f.kind === 'vision')?.file : undefined;
+    if (config.modelType === LLAVA_ONEVISION && vision && visionSource) {
+      const last = bricks.find((b) => b.kind === 'projector') ?? vision;
+      const nl = await adoptImageNewline(tmp, vision, last.outputs.map((x) => x.name), visionSource, [layout.root, ...cfgDirs]);
       files.push(...nl.files);
       notes.push(nl.note);
     }

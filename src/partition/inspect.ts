@@ -117,14 +117,14 @@ export async function inspectModel(path: string, opts: InspectOptions = {}): Pro
       return { name: cut.name, kind: cut.kind, file, ...interfaceOf(piece.model), params: s.params, bytes: s.bytes, nodes: s.nodes,
         flops: { per: flopsUnit(cut.kind), value: estimateFlops(g, piece.nodes, perToken ? g.types : concreteTypes, perToken), estimate: true } };
     };
+    // As partition's adoption will say: whether the anyres tiles can be packed (./image-newline.ts).
+    if (t.kind === 'vision' && config.modelType === LLAVA_ONEVISION)
+      notes.push(await imageNewlineNote(t.file, [layout.root, ...configDirs(layout.root)]));
     if (t.kind === 'vision' && layout.form === 'split' && (opts.splitProjector || opts.cuts?.projector)) {
       // As partition's adoption does: the vision file cut in two at the projector.
       bricks.push(...projectorCuts(g, io, opts.cuts?.projector).cuts.map(describe));
       continue;
     }
-    // As partition's adoption will say: whether the anyres tiles can be packed (./image-newline.ts).
-    if (t.kind === 'vision' && config.modelType === LLAVA_ONEVISION)
-      notes.push(await imageNewlineNote(t.file, io.outputs.map((o) => o.name), [layout.root, ...configDirs(layout.root)]));
     if (t.kind) {
       const perToken = t.kind === 'decoder' || t.kind === 'embed';
       bricks.push({ name: t.kind, kind: t.kind, file, ...io, params: stats.params, bytes: stats.bytes, nodes: stats.nodes,

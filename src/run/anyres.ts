@@ -50,7 +50,7 @@ export function anyresConfig(cfg: Record<string, unknown>, where: string): Anyre
 /** The anyres runtime of a LLaVA-OneVision brick set, or undefined when no image_newline exists. */
 export async function openAnyres(set: BrickSet, vision: EncoderRole): Promise<AnyresRuntime | undefined> {
   const last = vision.chain.at(-1)!;
-  const newline = await locateImageNewline(join(set.dir, vision.chain[0]!.file), last.outputs.map((o) => o.name), [set.dir]);
+  const newline = await locateImageNewline(join(set.dir, vision.chain[0]!.file), [set.dir], last.outputs.map((o) => o.name));
   if (!newline) return undefined;
   const where = join(set.dir, 'config.json');
   const config = anyresConfig(await readJsonFile(where, 'E_CONFIG_INVALID') as Record<string, unknown>, where);

@@ -163,6 +163,17 @@ describe('where image_newline comes from', () => {
     }
   });
 
+  it('--split-projector cuts the encoder output that carried it: partition copies it into the brick set', async () => {
+    const out = join(root, 'llava-split-projector-bricks');
+    const p = await partition({ input: model, out, splitProjector: true });
+    expect(p.manifest.bricks.map((b) => b.kind)).toEqual(['vision', 'projector', 'embed', 'decoder']);
+    expect(p.manifest.files.some((f) => f.path === IMAGE_NEWLINE_FILE)).toBe(true);
+    const [ref, got] = [await rowsOf(bricks), await rowsOf(out)];
+    expect(got.from).toBe('safetensors');
+    expect(got.ids).toEqual(ref.ids);
+    expect(maxAbsDiff(got.rows, ref.rows)).toBeLessThan(1e-5); // the cut chain computes the same rows
+  });
+
   it('none: the base patch alone, with one notice (as transformers.js runs it)', async () => {
     const dir = join(root, 'llava-none');
     await buildTinyLlava(dir, { anyres: { newline: 'none' } });
