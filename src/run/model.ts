@@ -101,10 +101,10 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
     if (await exists(preprocessor)) {
       if (vision) {
         imageFamily = await loadFamilyProcessor(dir);
-        // LLaVA-OneVision's anyres tiles need an encoder that takes image_sizes (to unpad them); an export
-        // without it takes the base image alone, as transformers.js feeds it: the generic processor.
-        // With image_newline somewhere (src/formats/image-newline.ts) nanomind runs the tiles and packs the
-        // rows itself (./anyres.ts); without it, the base image alone, and one notice says so.
+        // LLaVA-OneVision: an encoder that takes image_sizes packs the tiles in-graph (the family's feeds as
+        // they are). One that does not (the onnx-community exports) gets the tiles as a batch and nanomind
+        // packs the rows (./anyres.ts) when image_newline exists somewhere (src/formats/image-newline.ts);
+        // without it, the base image alone through the generic processor, as transformers.js runs it, and one notice.
         if (imageFamily?.family === 'llava-onevision' && !vision.chain[0]!.inputs.some((i) => i.name === 'image_sizes')) {
           anyres = await openAnyres(set, vision);
           if (!anyres) { imageFamily = undefined; notices.push(ANYRES_NEEDS_NEWLINE); }
