@@ -8,7 +8,11 @@
  * --runs; TINY random-weight models, so the rate says nothing about real models: it is there to show the
  * path runs at speed, not to compare engines).
  *
- *   npm run families [-- --runs 3 --only qwen2.5,phi3 --json]
+ * LLaVA-OneVision anyres (tiles + unpad + anyres_max + image_newline) is not in transformers.js 4.3.1: its
+ * row's reference is the PyTorch packing oracle (src/fixtures/llava-anyres-oracle.ts, python3-torch) of
+ * the encoder rows, merged and decoded by a plain onnxruntime-node greedy loop (src/fixtures/ort-greedy.ts).
+ *
+ *   npm run families [-- --runs 3 --only qwen2.5,phi3,llava_onevision_anyres --json]
  *
  * Needs a build (npm run build) and the dev dependencies (@huggingface/transformers).
  */
@@ -23,11 +27,11 @@ const RUNS = Number(args.runs);
 const only = args.only ? new Set(args.only.split(',')) : undefined;
 
 const dist = (p) => import(new URL(`../dist/${p}`, import.meta.url).href);
-const [{ partition }, { openModel, prepareTurn }, { generate }, { runPrompt }, variants, text, gqa, qwen, smol, gemma, whisper, wav, images, llava, florence] = await Promise.all([
+const [{ partition }, { openModel, prepareTurn }, { generate }, { runPrompt }, variants, text, gqa, qwen, smol, gemma, whisper, wav, images, llava, florence, anyresOracle, { ortGreedy }] = await Promise.all([
   dist('partition/index.js'), dist('run/model.js'), dist('run/generation/chat-session.js'), dist('run/run.js'), dist('fixtures/variants.js'),
   dist('fixtures/text-families.js'), dist('fixtures/gqa-decoder.js'), dist('fixtures/qwen2-vl.js'), dist('fixtures/smolvlm.js'),
   dist('fixtures/gemma3-vlm.js'), dist('fixtures/whisper-asr.js'), dist('run/inputs/wav.js'), dist('fixtures/images.js'), dist('fixtures/llava.js'),
-  dist('fixtures/florence2.js'),
+  dist('fixtures/florence2.js'), dist('fixtures/llava-anyres-oracle.js'), dist('fixtures/ort-greedy.js'),
 ]);
 const tjs = await import('@huggingface/transformers');
 
@@ -43,7 +47,20 @@ const ALL = [['fp32', ''], ...variants.ALL_VARIANTS.map((v) => [variants.DTYPE_V
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** transformers.js greedy tokens (plain greedy: generation_config's repetition penalty off), stopping at eos. */
-async function reference(f, name, dtype, media) {
+async function reference(f, name, dtype, media, suffix) {
+  if (f.kind === 'vlm-anyres') {
+    // Oracle: PyTorch packs the vision encoder's rows; a plain ORT loop merges them at nanomind's prompt ids
+    // (their <image> count is checked against PyTorch's packed length) and decodes greedily to eos.
+    const cfg = f.config;
+    const dir = join(root, name);
+    const [packed] = await anyresOracle.torchPackAnyres(root, cfg, [await anyresOracle.anyresEncoderRows(dir, media, suffix ? `_${suffix}` : '')]);
+    const m = await openModel(join(root, `${name}-${dtype}`));
+    let ids, eos;
+    try { ids = (await prepareTurn(m, { prompt: PROMPT, images: [{ file: media }] })).inputIds; eos = m.set.eosTokenIds; } finally { await m.close(); }
+    if (ids.filter((t) => t === cfg.imageTokenId).length * cfg.text.hidden !== packed.length) throw new Error('<image> tokens ≠ PyTorch packed rows');
+    return ortGreedy({ dir, suffix: suffix ? `_${suffix}` : '', promptIds: ids, features: packed, imageTokenId: cfg.imageTokenId, newTokens: NEW_TOKENS,
+      positionIds: { start: 0 }, numLogitsToKeep: false, layers: cfg.text.layers, kvHeads: cfg.text.kvHeads, headDim: cfg.text.headDim, stopAt: eos });
+  }
   if (f.kind === 'text') {
     const tok = await tjs.AutoTokenizer.from_pretrained(name);
     const model = await tjs.AutoModelForCausalLM.from_pretrained(name, { dtype });
@@ -114,7 +131,7 @@ async function nanomind(f, bricks, media) {
         const out = await runPrompt(m, { prompt: TASK, images: [{ file: media }] }, { maxNewTokens: NEW_TOKENS });
         res = { tokens: out.stopReason === 'eos' ? [...out.tokens, florence.FLORENCE2_TOKENS['</s>']] : out.tokens, stats: out.stats };
       } else {
-        const turn = await prepareTurn(m, { prompt: PROMPT, images: f.kind === 'vlm' ? [{ file: media }] : undefined });
+        const turn = await prepareTurn(m, { prompt: PROMPT, images: f.kind === 'vlm' || f.kind === 'vlm-anyres' ? [{ file: media }] : undefined });
         res = await generate(m.set, { inputIds: turn.inputIds, features: turn.features, mropePositions: turn.mropePositions }, { maxNewTokens: NEW_TOKENS });
       }
       tokens ??= [...res.tokens];
@@ -135,6 +152,16 @@ const FAMILIES = [
     { name: 'llava_onevision', cls: tjs.AutoModelForImageTextToText, build: (d) => llava.buildTinyLlava(d), image: [32, 32], noProcessor: true },
     { name: 'gemma3', cls: tjs.AutoModelForImageTextToText, build: (d) => gemma.buildTinyGemma3Vlm(d, { seed: 1 }), image: [32, 32], resampler: 'sharp-affine' },
   ].map((v) => ({ ...v, kind: 'vlm', dtypes: ALL, build: async (d) => { await v.build(d); await variants.writeDtypeVariants(join(d, 'onnx'), ['vision_encoder', 'embed_tokens', 'decoder_model_merged'], variants.ALL_VARIANTS, { fp16Io: 'float32' }); } })),
+  // LLaVA-OneVision with anyres (the real config's 6 × 6 pinpoint grid, anyres_max_9, image_newline as an
+  // encoder output); the 160 × 128 image is cut into 4 × 5 tiles whose map is downscaled.
+  ...(anyresOracle.torchMissing() ? [] : [{
+    name: 'llava_onevision_anyres', kind: 'vlm-anyres', dtypes: ALL, image: [160, 128],
+    config: llava.tinyLlavaConfig({ anyres: { newline: 'output' } }),
+    build: async (d) => {
+      await llava.buildTinyLlava(d, { anyres: { newline: 'output' } });
+      await variants.writeDtypeVariants(join(d, 'onnx'), ['vision_encoder', 'embed_tokens', 'decoder_model_merged'], variants.ALL_VARIANTS, { fp16Io: 'float32' });
+    },
+  }]),
   // The fixture writes fp16 and q8 itself; the hub's other variants come from the shared variant writer.
   { name: 'whisper', kind: 'asr', dtypes: ALL, build: async (d) => {
     await whisper.buildTinyWhisper(d);
@@ -150,7 +177,7 @@ for (const f of FAMILIES) {
   const dir = join(root, dirName);
   await f.build(dir);
   let media;
-  if (f.kind === 'vlm' || f.kind === 'vision-seq2seq') media = await images.writePatternPng(join(root, `${dirName}.png`), f.image[0], f.image[1], 0);
+  if (f.kind === 'vlm' || f.kind === 'vlm-anyres' || f.kind === 'vision-seq2seq') media = await images.writePatternPng(join(root, `${dirName}.png`), f.image[0], f.image[1], 0);
   if (f.kind === 'asr') {
     const pcm = Int16Array.from({ length: 12000 }, (_, i) => Math.round(12000 * Math.sin((2 * Math.PI * 440 * i) / 16000) + 4000 * Math.sin((2 * Math.PI * 1234 * i) / 16000)));
     const file = join(root, 'clip.wav');
@@ -166,7 +193,7 @@ for (const f of FAMILIES) {
       const got = await nanomind(f, bricks, media);
       row.run = true;
       row.tokPerS = got.tokPerS;
-      const ref = await reference(f, dirName, dtype, media);
+      const ref = await reference(f, dirName, dtype, media, suffix);
       // Whisper's reference holds the forced prefix (start of transcript, language, task, no timestamps)
       // and the closing eos; nanomind's transcript tokens hold neither. Florence-2's holds the decoder
       // start token (nanomind's tokens then get the </s> that stopped them, see nanomind()).
@@ -192,5 +219,6 @@ else {
   console.log(`|---|---|---|---|---|---:|`);
   for (const r of rows) console.log(`| ${r.family} | ${r.dtype} | ${yes(r.partition)} | ${yes(r.run)} | ${r.error ? `no (${r.error})` : yes(r.same)} | ${r.tokPerS === null ? '—' : r.tokPerS.toFixed(0)} |`);
   console.log(`\n${machine}; median of ${RUNS} runs, ≤ ${NEW_TOKENS} new tokens; tiny random-weight fixtures.`);
+  if (FAMILIES.some((f) => f.kind === 'vlm-anyres')) console.log('llava_onevision_anyres: reference = PyTorch pack_image_features + a plain ORT greedy loop (transformers.js 4.3.1 has no anyres).');
 }
 if (rows.some((r) => !r.same)) process.exitCode = 1;

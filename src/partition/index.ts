@@ -11,6 +11,7 @@ import { extractModel } from '../onnx/extract.js';
 import { Graph, mergeTypes } from '../onnx/graph.js';
 import { loadModel, type OnnxFile } from '../onnx/model-io.js';
 import { inferTypes } from '../onnx/shape-infer.js';
+import { adoptImageNewline, LLAVA_ONEVISION } from './image-newline.js';
 import { copyAuxFiles, interfaceOf, sourceEntry, writeBrick } from './brick-files.js';
 import { checkIntakeFiles } from './intake-files.js';
 import { detectBricks, type CutOverrides } from './detect.js';
@@ -106,6 +107,14 @@ export async function partition(o: PartitionOptions): Promise<PartitionResult> {
     if (kv) notes.push(kv);
     // Tokenizer and processor files are checked as the runtime reads them, before the (slow) verification.
     const files = await copyAuxFiles(cfgDirs, tmp);
+    const vision = bricks.find((b) => b.kind === 'vision');
+    const visionSource = layout.form === 'split' ? layout.split.files.find((f) => f.kind === 'vision')?.file : undefined;
+    if (config.modelType === LLAVA_ONEVISION && vision && visionSource) {
+      const last = bricks.find((b) => b.kind === 'projector') ?? vision;
+      const nl = await adoptImageNewline(tmp, vision, last.outputs.map((x) => x.name), visionSource, [layout.root, ...cfgDirs]);
+      files.push(...nl.files);
+      notes.push(nl.note);
+    }
     await checkIntakeFiles(tmp, new Set(bricks.map((b) => b.kind)));
     if (original) {
       o.onStage?.('verify');

@@ -12,6 +12,7 @@ import { loadModel } from '../onnx/model-io.js';
 import { inferTypes } from '../onnx/shape-infer.js';
 import { estimateFlops, graphStats, type GraphStats } from '../onnx/stats.js';
 import { interfaceOf } from './brick-files.js';
+import { imageNewlineNote, LLAVA_ONEVISION } from './image-newline.js';
 import { noKvCacheNotice } from '../formats/kv-cache.js';
 import { detectBricks, type BrickCut, type CutOverrides } from './detect.js';
 import { configDirs, readModelConfig, resolveModelLayout } from './model-input.js';
@@ -116,6 +117,9 @@ export async function inspectModel(path: string, opts: InspectOptions = {}): Pro
       return { name: cut.name, kind: cut.kind, file, ...interfaceOf(piece.model), params: s.params, bytes: s.bytes, nodes: s.nodes,
         flops: { per: flopsUnit(cut.kind), value: estimateFlops(g, piece.nodes, perToken ? g.types : concreteTypes, perToken), estimate: true } };
     };
+    // As partition's adoption will say: whether the anyres tiles can be packed (./image-newline.ts).
+    if (t.kind === 'vision' && config.modelType === LLAVA_ONEVISION)
+      notes.push(await imageNewlineNote(t.file, [layout.root, ...configDirs(layout.root)]));
     if (t.kind === 'vision' && layout.form === 'split' && (opts.splitProjector || opts.cuts?.projector)) {
       // As partition's adoption does: the vision file cut in two at the projector.
       bricks.push(...projectorCuts(g, io, opts.cuts?.projector).cuts.map(describe));

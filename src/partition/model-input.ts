@@ -142,6 +142,8 @@ export interface ModelConfig {
   readonly id?: string;
   readonly vocabSize?: number;
   readonly tokenIds: { image?: number; audio?: number };
+  /** config.json model_type (families whose bricks need more than the ONNX files: llava_onevision's image_newline). */
+  readonly modelType?: string;
 }
 
 /** Folders whose config.json describes a model at `root`: the folder itself, then its parent. */
@@ -160,6 +162,7 @@ export async function readModelConfig(dirs: readonly string[]): Promise<ModelCon
       id: typeof c._name_or_path === 'string' && c._name_or_path ? c._name_or_path : undefined,
       vocabSize: num(c.text_config?.vocab_size, c.vocab_size),
       tokenIds: { image: num(c.image_token_index, c.image_token_id), audio: num(c.audio_token_index, c.audio_token_id) },
+      modelType: typeof c.model_type === 'string' ? c.model_type : undefined,
     };
   }
   return { tokenIds: {} };

@@ -85,6 +85,8 @@ export interface EncodeResult {
   /** True when the encoder wrote straight into `into` (no copy). */
   readonly direct: boolean;
   readonly ms: number;
+  /** Every output of the chain's last brick (a family may need more than the features: image_newline). */
+  readonly outputs: Readonly<Record<string, TensorLike>>;
 }
 
 export interface BrickSet {
@@ -216,7 +218,7 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
         features = encOpts.into.subarray(0, features.length);
       }
       const rows = roles.hidden ? features.length / roles.hidden : t.dims.length > 1 ? elementCount(t.dims.slice(0, -1)) : 1;
-      return { features, dims: t.dims, rows, direct, ms: performance.now() - t0 };
+      return { features, dims: t.dims, rows, direct, ms: performance.now() - t0, outputs: out };
     },
     brickMs: () => ({ ...ms }),
     async release(name, next) {

@@ -14,6 +14,7 @@ import type { Feeds, TensorLike } from './backend.js';
 import { loadFamilyProcessor, type FamilyProcessor } from './inputs/families/index.js';
 import { florence2TaskPrompts, type TaskPrompts } from './inputs/families/florence2.js';
 import { nativeConfigFile } from './backends/native/native.js';
+import { ANYRES_NEEDS_NEWLINE, openAnyres, type AnyresRuntime } from './anyres.js';
 import { openBrickSet, type BrickPlacement, type BrickSet, type EncodeResult, type EncoderRole } from './brick-set.js';
 import { tensor } from './feeds.js';
 import { audioFeatures, loadFeatureExtractorConfig, type WhisperFeatureConfig } from './inputs/audio.js';
@@ -46,6 +47,8 @@ export interface RuntimeModel {
   readonly imageFamily?: FamilyProcessor;
   /** A vision encoder-decoder's task prompts (Florence-2: '<CAPTION>' → its sentence), from preprocessor_config.json. */
   readonly taskPrompts?: TaskPrompts;
+  /** LLaVA-OneVision with image_newline: tiles are encoded and packed (./anyres.ts). */
+  readonly anyres?: AnyresRuntime;
   /** One media item prepared for its encoder, from a file (image/WAV), a .npy tensor or an earlier call. */
   prepareMedia(kind: MediaKind, item: MediaItem): Promise<PreparedMedia>;
   /** `prepareMedia(…).input`. */
@@ -61,7 +64,12 @@ export interface PreparedMedia {
   readonly expansion?: string;
   /** The processor's tensors (e.g. image_grid_thw), for the family's position rule. */
   readonly tensors?: Readonly<Record<string, TensorLike>>;
+  /** The rows to merge from the encoder's result when they are not its output as is (LLaVA-OneVision anyres packing). */
+  readonly pack?: (r: EncodeResult) => Promise<Float32Array>;
 }
+
+/** The feature rows of one encoded media item: its family's packing of the encoder output, or the output itself. */
+export const mediaRows = async (media: PreparedMedia, r: EncodeResult): Promise<Float32Array> => (media.pack ? media.pack(r) : r.features);
 
 /**
  * One image or audio clip: a file to preprocess, its encoded bytes (PNG/JPEG…, WAV: a server decodes
@@ -88,14 +96,20 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
     let audioConfig: WhisperFeatureConfig | undefined;
     let imageFamily: FamilyProcessor | undefined;
     let taskPrompts: TaskPrompts | undefined;
+    let anyres: AnyresRuntime | undefined;
     const preprocessor = join(dir, 'preprocessor_config.json');
     const vision = set.encoders.find((e) => e.kind === 'vision');
     if (await exists(preprocessor)) {
       if (vision) {
         imageFamily = await loadFamilyProcessor(dir);
-        // LLaVA-OneVision's anyres tiles need an encoder that takes image_sizes (to unpad them); an export
-        // without it takes the base image alone, as transformers.js feeds it: the generic processor.
-        if (imageFamily?.family === 'llava-onevision' && !vision.chain[0]!.inputs.some((i) => i.name === 'image_sizes')) imageFamily = undefined;
+        // LLaVA-OneVision: an encoder that takes image_sizes packs the tiles in-graph (the family's feeds as
+        // they are). One that does not (the onnx-community exports) gets the tiles as a batch and nanomind
+        // packs the rows (./anyres.ts) when image_newline exists somewhere (src/formats/image-newline.ts);
+        // without it, the base image alone through the generic processor, as transformers.js runs it, and one notice.
+        if (imageFamily?.family === 'llava-onevision' && !vision.chain[0]!.inputs.some((i) => i.name === 'image_sizes')) {
+          anyres = await openAnyres(set, vision);
+          if (!anyres) { imageFamily = undefined; notices.push(ANYRES_NEEDS_NEWLINE); }
+        }
         if (!imageFamily) imageConfig = await loadImageProcessorConfig(dir);
         else notices.push(...imageFamily.notices);
       }
@@ -115,7 +129,7 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
       if ('tensor' in item) return { input: item.tensor };
       const source = 'bytes' in item ? item.bytes : item.file;
       if (kind === 'image') {
-        if (imageFamily) return familyImage(imageFamily, vision!, source, opts.resampler);
+        if (imageFamily) return familyImage(imageFamily, vision!, source, opts.resampler, anyres);
         if (!imageConfig) throw fail('E_PREPROCESSOR', `${dir}: no preprocessor_config.json for images`, { hint: 'pass the tensor with --input pixel_values=FILE.npy' });
         const px = await preprocessImage(source, imageConfig, { resampler: opts.resampler });
         return { input: tensor('float32', px.data, px.dims) };
@@ -125,7 +139,7 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
       return { input: tensor('float32', mel.data, mel.dims) };
     };
     return {
-      dir, set, bundle, notices, tokenizer, prompts, defaultSampling: await readDefaultSampling(dir), imageFamily, taskPrompts,
+      dir, set, bundle, notices, tokenizer, prompts, defaultSampling: await readDefaultSampling(dir), imageFamily, taskPrompts, anyres,
       prepareMedia,
       mediaInput: async (kind, item) => (await prepareMedia(kind, item)).input,
       close: () => set.close(),
@@ -179,8 +193,23 @@ function placementNotices(bundle: Bundle | undefined, set: BrickSet): string[] {
 const ALIASES: Readonly<Record<string, string>> = { grid_thw: 'image_grid_thw' };
 
 /** One image through its family's processor, as feeds for the encoder chain's first brick. */
-async function familyImage(p: FamilyProcessor, enc: EncoderRole, source: string | Uint8Array, resampler?: Resampler): Promise<PreparedMedia> {
+async function familyImage(p: FamilyProcessor, enc: EncoderRole, source: string | Uint8Array, resampler?: Resampler, anyres?: AnyresRuntime): Promise<PreparedMedia> {
   const batch = await p.preprocess([source], { resampler });
+  if (anyres) {
+    const px = batch.tensors.pixel_values as TensorLike, sizes = batch.tensors.image_sizes as TensorLike;
+    const want = batch.tokensPerImage[0]!;
+    return {
+      input: { [enc.input.name]: anyres.pixelBatch(px) }, expansion: batch.expandPrompt(p.placeholder), tensors: batch.tensors as Readonly<Record<string, TensorLike>>,
+      pack: async (r) => {
+        const rows = await anyres.pack(r, sizes);
+        // The processor's token count (LlavaOnevisionProcessor._get_number_of_features) and the packing are
+        // computed apart; a disagreement would shift every later prompt token.
+        if (rows.length !== want * r.dims.at(-1)!)
+          throw fail('E_MERGE_COUNT', `LLaVA-OneVision: ${rows.length / r.dims.at(-1)!} packed feature rows for ${want} <image> tokens`, { notes: [`image_sizes ${Array.from(sizes.data as BigInt64Array).join('x')}`] });
+        return rows;
+      },
+    };
+  }
   const feeds: Record<string, TensorLike> = {};
   const first = enc.chain[0]!;
   for (const i of first.inputs) {
@@ -255,8 +284,9 @@ export async function prepareTurn(m: RuntimeModel, turn: Turn, history: readonly
       const media = await m.prepareMedia(kind, item);
       const r: EncodeResult = await m.set.encode(enc.placeholderTokenId, media.input);
       encodeMs += r.ms;
-      (features[enc.placeholderTokenId] ??= []).push(r.features);
-      record.rows[kind].push(r.rows);
+      const rows = await mediaRows(media, r);
+      (features[enc.placeholderTokenId] ??= []).push(rows);
+      record.rows[kind].push(rows === r.features ? r.rows : rows.length / r.dims.at(-1)!);
       if (kind === 'image' && media.expansion !== undefined) (record.images as MediaRecord['images'] & unknown[]).push({ expansion: media.expansion, tensors: media.tensors });
     }
   }

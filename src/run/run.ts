@@ -12,7 +12,7 @@ import type { RingBufferPlan } from '../formats/bundle.js';
 import { ChatSession, type GenerateRequest, type GenerateResult, type GenerationStats } from './generation/chat-session.js';
 import type { SamplingOptions } from './generation/sampling.js';
 import { createStreamDecoder } from './inputs/tokenizer.js';
-import { prepareTurn, type RuntimeModel, type Turn } from './model.js';
+import { mediaRows, prepareTurn, type RuntimeModel, type Turn } from './model.js';
 import { brickBackends } from './brick-set.js';
 import { decoderThreadsBesideWorker, startEncoderWorker, type EncoderWorker } from './workers/encoder-client.js';
 
@@ -95,9 +95,10 @@ export async function runPrompt(m: RuntimeModel, turn: Turn & { inputIds?: reado
     for (const [kind, items] of [['vision', turn.images], ['audio', turn.audio]] as const)
       for (const item of items ?? []) {
         const enc = m.set.encoder(kind);
-        const r = await m.set.encode(enc.placeholderTokenId, await m.mediaInput(kind === 'vision' ? 'image' : 'audio', item));
+        const media = await m.prepareMedia(kind === 'vision' ? 'image' : 'audio', item);
+        const r = await m.set.encode(enc.placeholderTokenId, media.input);
         encodeMs += r.ms;
-        features[enc.placeholderTokenId] = concat(features[enc.placeholderTokenId], r.features);
+        features[enc.placeholderTokenId] = concat(features[enc.placeholderTokenId], await mediaRows(media, r));
       }
     return answer(m, session, { inputIds: turn.inputIds, features }, encodeMs, g, before);
   }
@@ -186,6 +187,9 @@ export function visionRingPlan(m: RuntimeModel): RingBufferPlan | undefined {
 export async function runImageStream(m: RuntimeModel, images: readonly string[], prompt: string, g: ImageStreamOptions = {}): Promise<StreamResult> {
   if (!m.prompts) throw fail('E_TOKENIZER', `${m.dir}: no tokenizer / chat template for text prompts`);
   if (!images.length) throw fail('E_IMAGE', 'the image stream is empty');
+  // Ring slots hold a fixed row count per image; anyres packs a different count per image size.
+  if (m.anyres) throw fail('E_ANYRES_STREAM', `${m.dir}: LLaVA-OneVision anyres images have a row count per image size; the image stream's fixed slots cannot hold them`,
+    { hint: 'run one image per `nanomind run --image`' });
   const placeholder = m.set.encoder('vision').placeholderTokenId;
   const hidden = m.set.hidden;
   if (!hidden) throw fail('E_BRICKS_ROLE', 'the decoder width is unknown; cannot size feature slots');

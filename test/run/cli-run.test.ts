@@ -92,7 +92,7 @@ describe('nanomind run', () => {
     await writeFile(notImage, 'hello');
     const img = await cli('run', dir, '--prompt', 'x', '--image', notImage);
     expect(img.code).toBe(1);
-    expect(img.stderr).toMatch(/^error\[E_IMAGE\]/);
+    expect(img.stderr).toMatch(/^error\[E_IMAGE\]/m); // after the fixture's one notice (no image_newline)
     expect(img.stderr).not.toMatch(/\n\s+at /);
     expect((await cli('run', dir, '--input-ids', '1,x')).code).toBe(2);
   });

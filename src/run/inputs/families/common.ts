@@ -56,6 +56,18 @@ export class ConfigReader {
   }
 }
 
+/**
+ * CPython's float floor division (float_floor_div) for a, b > 0. Not always Math.floor(a / b): for
+ * 50 // 1.1111111111111112 Python gives 44.0 while 50 / 1.1111111111111112 rounds to 45.
+ */
+export function pyFloorDiv(a: number, b: number): number {
+  const mod = a % b;
+  const div = (a - mod) / b;
+  if (!div) return 0;
+  const floor = Math.floor(div);
+  return div - floor > 0.5 ? floor + 1 : floor;
+}
+
 export const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073] as const;
 export const CLIP_STD = [0.26862954, 0.26130258, 0.27577711] as const;
 export const HALF = [0.5, 0.5, 0.5] as const;

@@ -16,7 +16,7 @@
 import { fail } from '../../../errors.js';
 import { checkImageProcessorConfig, resizeImage } from '../image.js';
 import type { Image8 } from '../pil-resize.js';
-import { CLIP_MEAN, CLIP_STD, ConfigReader, cat0, f32, i64, toChw } from './common.js';
+import { CLIP_MEAN, CLIP_STD, ConfigReader, cat0, f32, i64, pyFloorDiv, toChw } from './common.js';
 import type { FamilyConfigs, FamilyImageProcessor, ImageFamily, ProcessedImage, TensorLike } from './types.js';
 
 export type Resolution = readonly [height: number, width: number];
@@ -61,8 +61,10 @@ export function numberOfFeatures(
   let unpadded = ch * cw, newline = ch;
   const ratio = Math.sqrt((ch * cw) / (o.maxNumPatches * side * side));
   if (ratio > 1.1) {
-    unpadded = Math.trunc(ch / ratio) * Math.trunc(cw / ratio);
-    newline = Math.trunc(ch / ratio);
+    // Python's int(h // ratio): float floor division, which differs from trunc(h / ratio) when the quotient
+    // rounds up to a whole number (50 // 1.1111111111111112 is 44, 50 / 1.1111111111111112 is 45.0).
+    unpadded = pyFloorDiv(ch, ratio) * pyFloorDiv(cw, ratio);
+    newline = pyFloorDiv(ch, ratio);
   }
   return unpadded + newline + o.numImageTokens - (o.selectStrategy === 'default' ? 1 : 0);
 }
