@@ -13,7 +13,7 @@ import { EMBEDDED_EVAL_SET } from '../eval/embedded.js';
 import { loadEvalSet as loadQuestionSet } from '../eval/index.js';
 import { fail } from '../errors.js';
 import { isTensorLike } from '../run/feeds.js';
-import { openModel, prepareTurn, type MediaItem, type RuntimeModel } from '../run/model.js';
+import { openModel, prepareTurn, type MediaItem, type PreparedMedia, type RuntimeModel } from '../run/model.js';
 import type { EvalItem, Prompt } from './greedy.js';
 
 /** `builtin` names the embedded model's held-out set. */
@@ -24,15 +24,17 @@ export async function preparePrompt(m: RuntimeModel, prompt: string, image?: str
   // each file is decoded and preprocessed once: the tensor both sizes the prompt and becomes the input
   const media: Record<string, ort.Tensor> = {};
   const items: Record<'image' | 'audio', MediaItem[]> = { image: [], audio: [] };
+  const packs: Record<number, NonNullable<PreparedMedia['pack']>> = {};
   for (const [kind, file] of [['image', image], ['audio', audio]] as const) {
     if (!file) continue;
     const prepared = await m.prepareMedia(kind, { file });
     items[kind].push({ prepared });
+    if (prepared.pack) packs[m.set.encoder(kind === 'image' ? 'vision' : 'audio').placeholderTokenId] = prepared.pack;
     const feeds = isTensorLike(prepared.input) ? { [m.set.encoder(kind === 'image' ? 'vision' : 'audio').input.name]: prepared.input } : prepared.input;
     for (const [name, t] of Object.entries(feeds)) media[name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, [...t.dims]);
   }
   const turn = await prepareTurn(m, { prompt, images: items.image, audio: items.audio });
-  return { inputIds: turn.inputIds.map(BigInt), media, ...(turn.mropePositions ? { positions3: turn.mropePositions } : {}) };
+  return { inputIds: turn.inputIds.map(BigInt), media, ...(turn.mropePositions ? { positions3: turn.mropePositions } : {}), ...(Object.keys(packs).length ? { packs } : {}) };
 }
 
 async function withModel<T>(bricksDir: string, what: string, fn: (m: RuntimeModel & { tokenizer: NonNullable<RuntimeModel['tokenizer']> }) => Promise<T>): Promise<T> {

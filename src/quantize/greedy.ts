@@ -23,6 +23,7 @@ import { readNpyFile } from '../run/inputs/npy.js';
 import { fullPassFeeds } from '../run/generation/full-pass.js';
 import { tensor, toFloat32 } from '../run/feeds.js';
 import { toOrtFeeds } from '../onnx/ort-feeds.js';
+import { packMergeSource, type Packs } from './packed-rows.js';
 import { ENCODER_KINDS, modelTypeOf, sessionOptions, type Feeds } from './samples.js';
 
 export interface Prompt {
@@ -31,6 +32,8 @@ export interface Prompt {
   readonly media?: Readonly<Record<string, ort.Tensor>>;
   /** mRoPE positions of the prompt (Qwen2-VL family rope index; 3 rows of inputIds.length). */
   readonly positions3?: BigInt64Array;
+  /** How the runtime packs an encoder's rows before the merge (LLaVA-OneVision anyres), by placeholder id. */
+  readonly packs?: Packs;
 }
 
 /** Greedy token ids generated after each prompt (exactly `maxNewTokens` each; no stop tokens). */
@@ -51,7 +54,11 @@ export const runtimeGreedy: GreedyGenerator = async (dir, _m, prompts, maxNew) =
         const names = e.chain[0]!.inputs.map((i) => i.name);
         const x = names.length > 1 ? Object.fromEntries(names.filter((n) => p.media?.[n]).map((n) => [n, p.media![n] as unknown as TensorLike])) : p.media?.[e.input.name] as unknown as TensorLike | undefined;
         // an input the prompt has no rows for (a calibration sample's borrowed clip) is not merged
-        if (x && p.media?.[e.input.name] && p.inputIds.includes(BigInt(e.placeholderTokenId))) features[e.placeholderTokenId] = (await set.encode(e.placeholderTokenId, x)).features;
+        if (x && p.media?.[e.input.name] && p.inputIds.includes(BigInt(e.placeholderTokenId))) {
+          const r = await set.encode(e.placeholderTokenId, x);
+          const pack = p.packs?.[e.placeholderTokenId];
+          features[e.placeholderTokenId] = pack ? await pack(r) : r.features;
+        }
       }
       const r = await generate(set, { inputIds: p.inputIds.map(Number), features, mropePositions: p.positions3 }, { maxNewTokens: maxNew, stopTokenIds: [] });
       out.push([...r.tokens]);
@@ -95,6 +102,10 @@ export const ortGreedyNoCache: GreedyGenerator = async (dir, m, prompts, maxNew)
         if (missing) throw fail('E_QUANT_E2E', `prompt has no '${missing.name}' for brick '${b.name}'`);
         const out = await sessions.get(b.name)!.run(feeds);
         for (const [k, v] of Object.entries(out)) values.set(`${b.name}.${k}`, v);
+      }
+      for (const c of m.connections.filter(isReplaceRows)) {
+        const pack = p.packs?.[c.merge.placeholderTokenId];
+        if (pack) await packMergeSource(values as Map<string, TensorLike>, c.from, pack);
       }
       const ids = [...p.inputIds];
       const gen: number[] = [];

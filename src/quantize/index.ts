@@ -287,5 +287,5 @@ export function promptOf(m: BricksManifest, s: Sample): Prompt {
   for (const b of m.bricks.filter((x) => ENCODER_KINDS.has(x.kind)))
     for (const i of b.inputs)
       if (!m.connections.some((c) => c.to === `${b.name}.${i.name}`)) (media as Record<string, unknown>)[i.name] = s.feeds.get(b.name)?.[i.name];
-  return { inputIds: s.inputIds ?? [], media, ...(s.positions3 ? { positions3: s.positions3 } : {}) };
+  return { inputIds: s.inputIds ?? [], media, ...(s.positions3 ? { positions3: s.positions3 } : {}), ...(s.packs ? { packs: s.packs } : {}) };
 }

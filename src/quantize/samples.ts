@@ -24,6 +24,8 @@ import { orderBricks } from '../partition/verify.js';
 import { readNpyFile, type NpyArray } from '../run/inputs/npy.js';
 import type { TensorLike } from '../run/backend.js';
 import { fullPassFeeds } from '../run/generation/full-pass.js';
+import { IMAGE_NEWLINE } from '../formats/image-newline.js';
+import { packMergeSource, type Packs } from './packed-rows.js';
 import { toOrtFeeds } from '../onnx/ort-feeds.js';
 import { loadTokenizer } from '../run/inputs/tokenizer.js';
 import { mulberry32, normalFrom } from '../util/prng.js';
@@ -37,6 +39,8 @@ export interface Sample {
   readonly inputIds?: readonly bigint[];
   /** mRoPE positions of the prompt (from the family processor, with --calib DIR). */
   readonly positions3?: BigInt64Array;
+  /** The runtime's packing of its encoder rows (LLaVA-OneVision anyres, with --calib DIR). */
+  readonly packs?: Packs;
 }
 
 /** Samples, and the encoder bricks that got none (no real input, and none can be made up). */
@@ -85,6 +89,8 @@ export interface CalibSource {
   tensor(spec: TensorSpec, sample: number): Promise<ort.Tensor | undefined>;
   /** The prompt's mRoPE positions (a Qwen2-VL-family processor's rope index). */
   positions3?(sample: number): BigInt64Array | undefined;
+  /** How the runtime packs the sample's encoder rows before the merge (LLaVA-OneVision anyres). */
+  packs?(sample: number): Packs | undefined;
 }
 
 async function npySource(dir: string): Promise<CalibSource> {
@@ -132,6 +138,7 @@ async function calibSource(bricksDir: string, dir: string): Promise<CalibSource>
         ?? items.map((x) => x.prompt.media?.[spec.name]).find((t) => t);
     },
     positions3: (s) => items[s]!.prompt.positions3,
+    packs: (s) => items[s]!.prompt.packs,
   };
 }
 
@@ -199,7 +206,8 @@ export async function buildSamples(dir: string, m: BricksManifest, o: SampleOpti
       for (let s = 0; s < count; s++) {
         const f = await feedFor(s);
         feeds[s].set(b.name, f);
-        const needed = b.outputs.filter((x) => m.connections.some((c) => c.from === `${b.name}.${x.name}`)).map((x) => x.name);
+        // image_newline too: a family packing (LLaVA-OneVision anyres) reads it beside the features
+        const needed = b.outputs.filter((x) => x.name === IMAGE_NEWLINE || m.connections.some((c) => c.from === `${b.name}.${x.name}`)).map((x) => x.name);
         if (!needed.length) continue;
         const out = await session.run(f, needed);
         for (const k of needed) values[s].set(`${b.name}.${k}`, out[k]);
@@ -227,6 +235,11 @@ export async function buildSamples(dir: string, m: BricksManifest, o: SampleOpti
   }
 
   const merges = m.connections.filter(isReplaceRows);
+  for (let s = 0; s < count; s++)
+    for (const c of merges) {
+      const pack = source?.packs?.(s)?.[c.merge.placeholderTokenId];
+      if (pack) await packMergeSource(values[s] as Map<string, TensorLike>, c.from, pack);
+    }
   const vocab = textVocab(m);
   const reserved = new Set(merges.map((c) => c.merge.placeholderTokenId));
   const prompts = await tokenizedPrompts(dir, m, vocab, reserved);
@@ -257,8 +270,8 @@ export async function buildSamples(dir: string, m: BricksManifest, o: SampleOpti
     });
   return {
     samples: feeds.map((f, s) => {
-      const p3 = source?.positions3?.(s);
-      return { feeds: f, inputIds: ids[s], ...(p3 ? { positions3: p3 } : {}) };
+      const p3 = source?.positions3?.(s), packs = source?.packs?.(s);
+      return { feeds: f, inputIds: ids[s], ...(p3 ? { positions3: p3 } : {}), ...(packs ? { packs } : {}) };
     }),
     unfed,
   };

@@ -14,7 +14,10 @@
  *     (what `nanomind run --image` calls), in fp32 and every dtype variant the family test runs.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { compile } from '../../src/compile/index.js';
+import { readBricksManifest } from '../../src/formats/bricks.js';
 import { transformersJsRoot } from './helpers.js';
 import { buildTinyLlava, llavaPinpoints, type TinyLlavaConfig } from '../../src/fixtures/llava.js';
 import { writePatternPng } from '../../src/fixtures/images.js';
@@ -22,6 +25,9 @@ import { anyresEncoderRows, torchMissing, torchPackAnyres, type EncodedImage } f
 import { ALL_VARIANTS, DTYPE_VARIANTS, writeDtypeVariants } from '../../src/fixtures/variants.js';
 import { IMAGE_NEWLINE_FILE } from '../../src/formats/image-newline.js';
 import { partition } from '../../src/partition/index.js';
+import { preparePrompt } from '../../src/quantize/eval-items.js';
+import { ortGreedyNoCache } from '../../src/quantize/greedy.js';
+import { quantizeBricks } from '../../src/quantize/index.js';
 import { inspectModel } from '../../src/partition/inspect.js';
 import { anyresGeometry } from '../../src/run/inputs/families/llava-onevision-pack.js';
 import { ANYRES_NEEDS_NEWLINE } from '../../src/run/anyres.js';
@@ -198,6 +204,41 @@ describe('where image_newline comes from', () => {
       expect(await code(runImageStream(m, [await png(96, 40, 0)], PROMPT))).toBe('E_ANYRES_STREAM');
     } finally {
       await m.close();
+    }
+  });
+});
+
+describe('quantize and compile an anyres model', () => {
+  // The quantizer's own passes (calibration, held-out check, greedy agreement) pack the encoder rows as the
+  // runtime does; without that the processor's <image> count and the raw tile rows disagree (E_MERGE_COUNT).
+  // Oracle: quantize's independent no-cache ORT loop (`ortGreedyNoCache`) on the quantized bricks, fed the
+  // packed rows, against the runtime's generation on the compiled bundle.
+  it('quantize --calib <images>, compile --target rk3588, and the bundle runs anyres images', async () => {
+    const calib = join(root, 'calib-images');
+    await mkdir(calib, { recursive: true });
+    for (const [w, h, seed] of IMAGES) await writePatternPng(join(calib, `${w}x${h}.png`), w, h, seed);
+    const q = await quantizeBricks({ dir: bricks, out: join(root, 'anyres-q'), calib, heldOut: 1, newTokens: 4 });
+    expect(q.report.bricks.map((b) => b.name).sort()).toEqual(['decoder', 'embed', 'vision']);
+    const bundle = join(root, 'anyres-bundle');
+    await compile({ bricks: q.out, target: 'rk3588', out: bundle, rknn: 'skip' });
+    const file = await png(160, 128, 3);
+    const m = await openModel(bundle);
+    let got: number[];
+    try {
+      expect(m.anyres?.newline.from).toBe('output');
+      got = [...(await runPrompt(m, { prompt: PROMPT, images: [{ file }] }, { maxNewTokens: NEW_TOKENS })).tokens];
+    } finally {
+      await m.close();
+    }
+    const qm = await openModel(q.out);
+    try {
+      const prompt = await preparePrompt(qm, PROMPT, file);
+      expect(prompt.packs).toBeDefined();
+      const [ref] = await ortGreedyNoCache(q.out, await readBricksManifest(q.out), [prompt], NEW_TOKENS);
+      expect(got.length).toBeGreaterThan(0);
+      expect(got).toEqual(ref!.slice(0, got.length));
+    } finally {
+      await qm.close();
     }
   });
 });
