@@ -16,6 +16,7 @@ import { TENSOR, type BrickKind } from '../formats/names.js';
 import { elementCount, type Backend, type BackendId, type BackendOptions, type BrickSession, type Feeds, type RunOptions, type TensorLike } from './backend.js';
 import { resolveBackend, DEFAULT_BACKENDS, type SkippedBackend } from './backends/index.js';
 import { nativeConfigFile } from './backends/native/native.js';
+import { withPinnedThread } from './affinity.js';
 import { checkFeeds, isTensorLike, resolveDims, tensor, toFloat32 } from './feeds.js';
 import { decoderInputs, type DecoderInputs } from './generation/decoder-inputs.js';
 import { findSeq2SeqRole, type Seq2SeqRole } from './seq2seq-role.js';
@@ -40,6 +41,8 @@ export interface BrickPlacement {
   /** The converted file an NPU backend opens, and the plan's NPU core mask. */
   readonly artifact?: string;
   readonly coreMask?: string;
+  /** CPUs the brick's threads are created on (plan.json affinity, those this machine has); absent: not pinned. */
+  readonly cpus?: readonly number[];
 }
 
 export interface EncoderRole {
@@ -118,6 +121,8 @@ export interface BrickSet {
   release(name: string, next?: { threads?: number }): Promise<void>;
   /** Bricks whose sessions are open (or opening) now. */
   openBricks(): string[];
+  /** Per brick opened so far: the CPUs its threads were created on (null: not pinned, ORT's threads go anywhere). */
+  brickCpus(): Record<string, number[] | null>;
   close(): Promise<void>;
 }
 
@@ -144,6 +149,7 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
   const roles = seq2seq ? seq2seqRoles(seq2seq) : findRoles(manifest, config);
   const sessions = new Map<string, Promise<BrickSession>>();
   const threadsOf = new Map<string, number>();
+  const cpusOf = new Map<string, number[] | null>();
   const ms: Record<string, number> = {};
   const entry = (name: string): BrickEntry => {
     const b = manifest.bricks.find((x) => x.name === name);
@@ -163,7 +169,9 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
       let s = sessions.get(name);
       if (!s) {
         const own = opts.placement?.[name];
-        s = (backendOf.get(name) ?? backend).open(entry(name), dir, { threads: threadsOf.get(name) ?? opts.threads, artifact: own?.artifact, coreMask: own?.coreMask });
+        const open = () => (backendOf.get(name) ?? backend).open(entry(name), dir, { threads: threadsOf.get(name) ?? opts.threads, artifact: own?.artifact, coreMask: own?.coreMask });
+        // Opened in turn with any pinned open of this process, pinned itself when the plan places it on CPUs.
+        s = withPinnedThread(own?.cpus?.length ? own.cpus : undefined, open).then((r) => { cpusOf.set(name, r.cpus); return r.value; });
         s.catch(() => sessions.delete(name));
         sessions.set(name, s);
       }
@@ -225,6 +233,7 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
       await (await s?.catch(() => undefined))?.close();
     },
     openBricks: () => [...sessions.keys()],
+    brickCpus: () => Object.fromEntries(cpusOf),
     async close() {
       const all = [...sessions.values()];
       sessions.clear();

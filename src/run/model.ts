@@ -13,6 +13,7 @@ import type { Feeds, TensorLike } from './backend.js';
 import { loadFamilyProcessor, type FamilyProcessor } from './inputs/families/index.js';
 import { florence2TaskPrompts, type TaskPrompts } from './inputs/families/florence2.js';
 import { nativeConfigFile } from './backends/native/native.js';
+import { cpusOnThisMachine } from './affinity.js';
 import { openBrickSet, type BrickPlacement, type BrickSet, type EncodeResult, type EncoderRole } from './brick-set.js';
 import { tensor } from './feeds.js';
 import { audioFeatures, loadFeatureExtractorConfig, type WhisperFeatureConfig } from './inputs/audio.js';
@@ -142,14 +143,28 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
  * the brick set does not drive yet.
  */
 function bundlePlacement(b: Bundle): Record<string, BrickPlacement> {
-  return Object.fromEntries(b.manifest.bricks.map((x) => {
-    const rknn = x.backend === 'rknn' ? x.artifacts.find((a) => a.kind === 'rknn' && a.status === 'ready' && a.path) : undefined;
-    if (rknn) return [x.name, { backends: ['rknn', 'ort-cpu'], artifact: rknn.path, coreMask: b.plan.affinity.find((a) => a.brick === x.name)?.coreMask }];
-    // `compile --engine native` packed this decoder for the native kernels: they go first, its ONNX is the fallback.
-    if (x.kind === 'decoder' && x.backend === 'ort-cpu' && b.manifest.files.some((f) => f.path === nativeConfigFile(x.name)))
-      return [x.name, { backends: ['native', 'ort-cpu'] }];
-    return [x.name, { backends: x.backend === 'ort-webgpu' ? ['ort-webgpu', 'ort-cpu'] : ['ort-cpu'] }];
-  }));
+  return Object.fromEntries(b.manifest.bricks.map((x) => [x.name, { ...backendsOf(b, x), ...cpusOf(b, x.name) }]));
+}
+
+/**
+ * The CPUs a brick's threads are created on: plan.json's cpuList for it, cut to the CPUs this process
+ * may use (Linux only; elsewhere, or with none left, the brick is not pinned).
+ */
+function cpusOf(b: Bundle, brick: string): { cpus?: readonly number[] } {
+  const list = b.plan.affinity.find((a) => a.brick === brick)?.cpuList;
+  if (!list || process.platform !== 'linux') return {};
+  const r = cpusOnThisMachine(list);
+  return r.cpus ? { cpus: r.cpus } : {};
+}
+
+/** The backends a bundle brick may open on, best first (see bundlePlacement's comment). */
+function backendsOf(b: Bundle, x: Bundle['manifest']['bricks'][number]): BrickPlacement {
+  const rknn = x.backend === 'rknn' ? x.artifacts.find((a) => a.kind === 'rknn' && a.status === 'ready' && a.path) : undefined;
+  if (rknn) return { backends: ['rknn', 'ort-cpu'], artifact: rknn.path, coreMask: b.plan.affinity.find((a) => a.brick === x.name)?.coreMask };
+  // `compile --engine native` packed this decoder for the native kernels: they go first, its ONNX is the fallback.
+  if (x.kind === 'decoder' && x.backend === 'ort-cpu' && b.manifest.files.some((f) => f.path === nativeConfigFile(x.name)))
+    return { backends: ['native', 'ort-cpu'] };
+  return { backends: x.backend === 'ort-webgpu' ? ['ort-webgpu', 'ort-cpu'] : ['ort-cpu'] };
 }
 
 /** One line per bundle brick that does not run on the backend it is placed on. */
