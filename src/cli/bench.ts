@@ -110,6 +110,7 @@ export function renderCalibration(p: TargetProfile, file: string): string {
     ['int8 matmul (MatMulNBits)', q(cpu.peakGops.int8), 'GOPS'],
     ['launch overhead (per call)', q(cpu.launchOverheadMs), 'ms'],
     ['node overhead (per node)', q(cpu.nodeOverheadMs), 'ms'],
+    ['node element cost (per node × element)', q(cpu.nodeElementNs), 'ns'],
     ['tensor overhead (per input/output)', q(cpu.tensorOverheadMs), 'ms'],
     ['runtime loop (per token)', q(p.runtime?.tokenLoopMs), 'ms'],
     ['image preprocessing (per image)', q(p.runtime?.imagePreprocessMs), 'ms'],

@@ -13,6 +13,7 @@
  * - launch overhead: the median `session.run` of a one-element Add over 2000 calls;
  * - node overhead: a chain of NODE_CHAIN small Adds against one Add, the difference per extra node (the
  *   kernel dispatch a real brick pays per node; the cost model multiplies it by the brick's node count);
+ * - element cost: the same chain on [WIDE_ROWS, 64], per node and element beyond the node overhead;
  * - tensor overhead: TENSOR_FAN inputs each through one Neg to its own output, against one, the difference
  *   per extra input or output once the extra nodes are taken off (feed / fetch marshalling);
  * - the runtime's own fixed costs (./calibrate-runtime.ts): the generation loop per token and one
@@ -59,6 +60,7 @@ export interface HostMeasurements {
   readonly launchOverheadMs: number;
   readonly nodeOverheadMs: number;
   readonly tensorOverheadMs: number;
+  readonly nodeElementNs: number;
   readonly tokenLoopMs: number;
   readonly imagePreprocessMs: number;
   readonly imagePreprocessMsPerMpx: number;
@@ -71,6 +73,8 @@ export const NBITS_BLOCK = 128;
 const LAUNCH_CALLS = 2000;
 /** Adds in the node-overhead chain, and inputs (= outputs) of the tensor-overhead model. */
 export const NODE_CHAIN = 256, TENSOR_FAN = 32;
+/** Rows of the wide Add chain (× 64 columns): about a prefill's tokens × a small hidden size. */
+const WIDE_ROWS = 128;
 const SMALL_CALLS = 300;
 
 const positiveInt = (name: string, v: number) => {
@@ -102,10 +106,10 @@ export async function measureHost(o: { mib: number; runs: number; threads: numbe
   stage('launch overhead');
   const launchOverheadMs = await launchOverhead(ort);
   stage('node and tensor overhead');
-  const { nodeOverheadMs, tensorOverheadMs } = await dispatchOverheads(ort);
+  const { nodeOverheadMs, tensorOverheadMs, nodeElementNs } = await dispatchOverheads(ort);
   stage('runtime loop and image preprocessing');
   const rt = await measureRuntime({ runs: o.runs, threads: o.threads });
-  return { readGBps, fp32Gflops, int8Gops, launchOverheadMs, nodeOverheadMs, tensorOverheadMs, ...rt };
+  return { readGBps, fp32Gflops, int8Gops, launchOverheadMs, nodeOverheadMs, tensorOverheadMs, nodeElementNs, ...rt };
 }
 
 let loading: Promise<Ort> | undefined;
@@ -219,13 +223,13 @@ async function medianRun(s: InferenceSession, feeds: Record<string, Tensor>, cal
   return times.sort((p, q) => p - q)[calls >> 1]!;
 }
 
-/** A chain of `n` Adds of a [1, 64] input with a constant: n kernel dispatches, almost no work. */
-function addChain(n: number): Uint8Array {
-  const b = new GraphBuilder(`calibrate_chain_${n}`);
-  let x = b.input('x', 'float32', [1, 64]);
-  const c = b.init('c', [1, 64], new Float32Array(64).fill(1e-3));
+/** A chain of `n` Adds of a [rows, 64] input with a constant: n kernel dispatches, rows × 64 elements each. */
+function addChain(n: number, rows = 1): Uint8Array {
+  const b = new GraphBuilder(`calibrate_chain_${n}_${rows}`);
+  let x = b.input('x', 'float32', [rows, 64]);
+  const c = b.init('c', [rows, 64], new Float32Array(rows * 64).fill(1e-3));
   for (let i = 0; i < n; i++) x = b.op('Add', [x, c], {}, i === n - 1 ? { outputs: ['y'] } : {});
-  b.output('y', 'float32', [1, 64]);
+  b.output('y', 'float32', [rows, 64]);
   return toBinary(ModelProtoSchema, b.model({ opset: 17 }));
 }
 
@@ -239,13 +243,17 @@ function fan(n: number): Uint8Array {
   return toBinary(ModelProtoSchema, b.model({ opset: 17 }));
 }
 
-/** Per-node and per-tensor fixed costs of a call, from differences between small models (never negative). */
-async function dispatchOverheads(ort: Ort): Promise<{ nodeOverheadMs: number; tensorOverheadMs: number }> {
-  const time = async (bytes: Uint8Array, inputs: number) => {
+/**
+ * Per-node and per-tensor fixed costs of a call, and the cost per element a node touches, from
+ * differences between small models (never negative). The last is what a prefill's element-wise nodes
+ * (Add, Mul, Softmax, norms, RoPE) cost beyond their dispatch: the FLOP count has only the MatMuls.
+ */
+async function dispatchOverheads(ort: Ort): Promise<{ nodeOverheadMs: number; tensorOverheadMs: number; nodeElementNs: number }> {
+  const time = async (bytes: Uint8Array, inputs: number, rows = 1) => {
     // One intra-op thread: these models have nothing to split, and a pool's wake-up would be counted per node.
     const s = await ort.InferenceSession.create(bytes, options(1));
     try {
-      const feeds = Object.fromEntries(s.inputNames.slice(0, inputs).map((n) => [n, new ort.Tensor('float32', new Float32Array(64).fill(0.5), [1, 64])]));
+      const feeds = Object.fromEntries(s.inputNames.slice(0, inputs).map((n) => [n, new ort.Tensor('float32', new Float32Array(rows * 64).fill(0.5), [rows, 64])]));
       return await medianRun(s, feeds, SMALL_CALLS);
     } finally {
       await s.release();
@@ -255,7 +263,9 @@ async function dispatchOverheads(ort: Ort): Promise<{ nodeOverheadMs: number; te
   const nodeOverheadMs = Math.max(0, (chain - one) / (NODE_CHAIN - 1));
   const fan1 = await time(fan(1), 1), fanN = await time(fan(TENSOR_FAN), TENSOR_FAN);
   const tensorOverheadMs = Math.max(0, ((fanN - fan1) / (TENSOR_FAN - 1) - nodeOverheadMs) / 2);
-  return { nodeOverheadMs, tensorOverheadMs };
+  const wide = (await time(addChain(NODE_CHAIN, WIDE_ROWS), 1, WIDE_ROWS) - await time(addChain(1, WIDE_ROWS), 1, WIDE_ROWS)) / (NODE_CHAIN - 1);
+  const nodeElementNs = Math.max(0, (wide - nodeOverheadMs) / (WIDE_ROWS * 64) * 1e6);
+  return { nodeOverheadMs, tensorOverheadMs, nodeElementNs };
 }
 
 const round = (v: number, d: number) => Number(v.toFixed(d));
@@ -263,7 +273,7 @@ const round = (v: number, d: number) => Number(v.toFixed(d));
 /** The profile around the measurements; checked by `checkTarget` before it is returned. */
 export function hostProfile(m: HostMeasurements, o: { mib: number; runs: number; threads: number; cores: number; ortVersion: string; date?: Date }): TargetProfile {
   // The overheads measured as differences may be 0 (within noise); the rates may not.
-  const mayBeZero = new Set(['nodeOverheadMs', 'tensorOverheadMs', 'tokenLoopMs', 'imagePreprocessMs', 'imagePreprocessMsPerMpx']);
+  const mayBeZero = new Set(['nodeOverheadMs', 'tensorOverheadMs', 'nodeElementNs', 'tokenLoopMs', 'imagePreprocessMs', 'imagePreprocessMsPerMpx']);
   for (const [k, v] of Object.entries(m))
     if (!(Number.isFinite(v) && (v > 0 || (v === 0 && mayBeZero.has(k))))) throw fail('E_CALIBRATE', `the ${k} measurement is not a positive number (${v})`, { hint: 'run it again, with more --runs' });
   const cpu = cpus()[0]?.model?.trim() || 'unknown CPU';
@@ -304,6 +314,7 @@ export function hostProfile(m: HostMeasurements, o: { mib: number; runs: number;
       memoryEfficiency: { value: 0.8, source: 'carried', note: 'decode bandwidth over the read rate; not measured here' },
       launchOverheadMs: { value: round(m.launchOverheadMs, 4), unit: 'ms', source: 'measured', note: `median session.run of a one-element Add over ${LAUNCH_CALLS} calls` },
       nodeOverheadMs: { value: round(m.nodeOverheadMs, 5), unit: 'ms', source: 'measured', note: `a chain of ${NODE_CHAIN} Adds on [1, 64] against one, per extra node (median of ${SMALL_CALLS} runs each)` },
+      nodeElementNs: { value: round(m.nodeElementNs, 4), unit: 'ns', source: 'measured', note: `the Add chain on [${WIDE_ROWS}, 64] against [1, 64], per node and element (medians)` },
       tensorOverheadMs: { value: round(m.tensorOverheadMs, 5), unit: 'ms', source: 'measured', note: `${TENSOR_FAN} inputs → Neg → ${TENSOR_FAN} outputs against one, per extra input or output, the extra nodes taken off` },
       activePowerW: { value: null, unit: 'W', source: 'unmeasured' },
       formats: ['fp32', 'w8a8', 'w8a16', 'w4a16-g32', 'w4a16-g128'],

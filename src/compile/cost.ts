@@ -2,11 +2,14 @@
  * The cost model: a roofline per brick call on one accelerator, in one format.
  *
  *   time   = max(FLOPs / (peak[dtype] × computeEfficiency), bytes / (peakGBps × memoryEfficiency)) + fixed
- *   fixed  = launchOverheadMs + nodes × nodeOverheadMs + (inputs + outputs) × tensorOverheadMs
+ *   fixed  = launchOverheadMs + nodes × (nodeOverheadMs + rows × hidden × nodeElementNs) + (inputs + outputs) × tensorOverheadMs
  *            + runtime.tokenLoopMs (a decoder call: one per generated token)
  *            + runtime.imagePreprocessMs + imagePreprocessMsPerMpx × the vision input's pixels (a vision call: one per image)
  *   energy = activePowerW × time            (board idle power is charged per request, not per brick)
  *
+ * rows = the call's tokens (embed, decoder) or the rows an encoder emits: every node is taken to touch
+ * one hidden-wide row per row, which is what the element-wise nodes (norms, residual adds, activations,
+ * RoPE) do and what the FLOP count, MatMuls only, leaves out.
  * The fixed part is what a tiny model pays on every call whatever its size: ORT's session.run, a kernel
  * dispatch per node, marshalling per feed and fetch, and nanomind's own generation loop and image
  * preprocessing. `bench --calibrate` measures each on the host with models of its own (never the bundle
@@ -68,6 +71,8 @@ export function costModel(b: BrickInfo, acc: AcceleratorProfile, format: WeightF
   const gops = peak * (val(acc.computeEfficiency) ?? 1);
   const gbps = (val(target.memory.peakGBps) ?? NaN) * (val(acc.memoryEfficiency) ?? 1);
   const ioTensors = b.entry.inputs.length + b.entry.outputs.length;
+  const elementNs = val(acc.nodeElementNs) ?? 0;
+  const elementMs = (tokens: number) => b.entry.nodes * (b.perToken ? tokens : b.tokens ?? 1) * (b.hidden ?? 0) * elementNs / 1e6;
   const overhead = (val(acc.launchOverheadMs) ?? 0) + b.entry.nodes * (val(acc.nodeOverheadMs) ?? 0) + ioTensors * (val(acc.tensorOverheadMs) ?? 0)
     + (b.entry.kind === 'decoder' ? val(target.runtime?.tokenLoopMs) ?? 0 : 0)
     + (b.entry.kind === 'vision' ? (val(target.runtime?.imagePreprocessMs) ?? 0) + (val(target.runtime?.imagePreprocessMsPerMpx) ?? 0) * inputPixels(b) / 1e6 : 0);
@@ -89,8 +94,9 @@ export function costModel(b: BrickInfo, acc: AcceleratorProfile, format: WeightF
     const computeMs = flops / (gops * 1e9) * 1e3;
     const memoryMs = bytes / (gbps * 1e9) * 1e3;
     const work = Math.max(computeMs, memoryMs);
-    const ms = work + overhead;
-    return { ms, mJ: power === undefined ? null : power * ms, computeMs, memoryMs, bound: overhead > work ? 'overhead' : computeMs >= memoryMs ? 'compute' : 'memory' };
+    const fixed = overhead + elementMs(tokens);
+    const ms = work + fixed;
+    return { ms, mJ: power === undefined ? null : power * ms, computeMs, memoryMs, bound: fixed > work ? 'overhead' : computeMs >= memoryMs ? 'compute' : 'memory' };
   };
 
   const prefill = promptTokensFor(b, w);

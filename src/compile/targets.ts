@@ -49,6 +49,8 @@ export interface AcceleratorProfile {
   readonly nodeOverheadMs?: Quantity;
   /** Added per input and output tensor of a call (feed / fetch marshalling); absent: 0. */
   readonly tensorOverheadMs?: Quantity;
+  /** Added per node and element it touches (rows × hidden: element-wise work the FLOP count omits); absent: 0. */
+  readonly nodeElementNs?: Quantity;
   /** Power drawn above board idle while busy. */
   readonly activePowerW: Quantity;
   readonly formats: readonly WeightFormat[];
@@ -154,7 +156,7 @@ export function checkTarget(raw: unknown, file = '<target>'): TargetProfile {
   return deepFreeze(raw as unknown as TargetProfile);
 }
 
-const ACC_FIELDS = ['id', 'kind', 'title', 'backend', 'cores', 'peakGops', 'computeEfficiency', 'memoryEfficiency', 'launchOverheadMs', 'nodeOverheadMs', 'tensorOverheadMs', 'activePowerW',
+const ACC_FIELDS = ['id', 'kind', 'title', 'backend', 'cores', 'peakGops', 'computeEfficiency', 'memoryEfficiency', 'launchOverheadMs', 'nodeOverheadMs', 'tensorOverheadMs', 'nodeElementNs', 'activePowerW',
   'formats', 'llm', 'staticShapes', 'maxOpset', 'unsupportedOps', 'memoryDomainBytes', 'coreMask', 'cpuList'];
 
 function checkAccelerator(a: unknown, at: string, ids: Set<string>, issues: string[], quantity: (v: unknown, at: string, required?: boolean) => void, sources: Obj): void {
@@ -167,7 +169,7 @@ function checkAccelerator(a: unknown, at: string, ids: Set<string>, issues: stri
   if (typeof a.title !== 'string') issues.push(`${at}.title: expected a string`);
   if (typeof a.staticShapes !== 'boolean') issues.push(`${at}.staticShapes: expected a boolean`);
   for (const f of ['cores', 'computeEfficiency', 'memoryEfficiency', 'launchOverheadMs', 'activePowerW']) quantity(a[f], `${at}.${f}`);
-  for (const f of ['maxOpset', 'memoryDomainBytes', 'nodeOverheadMs', 'tensorOverheadMs']) quantity(a[f], `${at}.${f}`, false);
+  for (const f of ['maxOpset', 'memoryDomainBytes', 'nodeOverheadMs', 'tensorOverheadMs', 'nodeElementNs']) quantity(a[f], `${at}.${f}`, false);
   if (!isObj(a.peakGops) || !Object.keys(a.peakGops).length) issues.push(`${at}.peakGops: expected {fp32|fp16|int8: quantity}`);
   else for (const [k, q] of Object.entries(a.peakGops)) {
     if (!COMPUTE_DTYPES.includes(k as ComputeDtype)) issues.push(`${at}.peakGops.${k}: expected one of ${COMPUTE_DTYPES.join(', ')}`);

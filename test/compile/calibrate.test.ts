@@ -45,7 +45,7 @@ describe('calibrateHost', () => {
       expect(q.value).toBeGreaterThan(0);
     }
     // Differences of two timings: measured, never negative (0 when within the noise).
-    for (const q of [cpu.nodeOverheadMs!, cpu.tensorOverheadMs!, profile.runtime!.tokenLoopMs, profile.runtime!.imagePreprocessMs, profile.runtime!.imagePreprocessMsPerMpx]) {
+    for (const q of [cpu.nodeOverheadMs!, cpu.tensorOverheadMs!, cpu.nodeElementNs!, profile.runtime!.tokenLoopMs, profile.runtime!.imagePreprocessMs, profile.runtime!.imagePreprocessMsPerMpx]) {
       expect(q.source).toBe('measured');
       expect(q.value).toBeGreaterThanOrEqual(0);
     }
@@ -73,7 +73,7 @@ describe('calibrateHost', () => {
   it('refuses bad options and measurements that are not positive numbers', async () => {
     await expect(calibrateHost({ runs: 0 })).rejects.toMatchObject({ code: 'E_BAD_OPTION' });
     await expect(calibrateHost({ mib: 1.5 })).rejects.toMatchObject({ code: 'E_BAD_OPTION' });
-    const m = { readGBps: 10, fp32Gflops: 100, int8Gops: 200, launchOverheadMs: 0.01, nodeOverheadMs: 0, tensorOverheadMs: 0.001, tokenLoopMs: 0.02, imagePreprocessMs: 3, imagePreprocessMsPerMpx: 50 };
+    const m = { readGBps: 10, fp32Gflops: 100, int8Gops: 200, launchOverheadMs: 0.01, nodeOverheadMs: 0, tensorOverheadMs: 0.001, nodeElementNs: 0.2, tokenLoopMs: 0.02, imagePreprocessMs: 3, imagePreprocessMsPerMpx: 50 };
     expect(hostProfile(m, { mib: 8, runs: 1, threads: 1, cores: 1, ortVersion: '1.30.0' }).memory.sustainedGBps.value).toBe(10);
     expect(() => hostProfile({ ...m, int8Gops: Infinity }, { mib: 8, runs: 1, threads: 1, cores: 1, ortVersion: '1.30.0' })).toThrow(expect.objectContaining({ code: 'E_CALIBRATE' }));
     expect(() => hostProfile({ ...m, tokenLoopMs: -1 }, { mib: 8, runs: 1, threads: 1, cores: 1, ortVersion: '1.30.0' })).toThrow(expect.objectContaining({ code: 'E_CALIBRATE' }));
