@@ -42,6 +42,8 @@ export interface CallCost {
   readonly mJ: number | null;
   readonly computeMs: number;
   readonly memoryMs: number;
+  /** Of `ms`, the runtime's own work around the brick call (generation loop, image preprocessing), not ORT's. */
+  readonly runtimeMs: number;
   readonly bound: 'compute' | 'memory' | 'overhead';
 }
 
@@ -73,8 +75,8 @@ export function costModel(b: BrickInfo, acc: AcceleratorProfile, format: WeightF
   const ioTensors = b.entry.inputs.length + b.entry.outputs.length;
   const elementNs = val(acc.nodeElementNs) ?? 0;
   const elementMs = (tokens: number) => b.entry.nodes * (b.perToken ? tokens : b.tokens ?? 1) * (b.hidden ?? 0) * elementNs / 1e6;
-  const overhead = (val(acc.launchOverheadMs) ?? 0) + b.entry.nodes * (val(acc.nodeOverheadMs) ?? 0) + ioTensors * (val(acc.tensorOverheadMs) ?? 0)
-    + (b.entry.kind === 'decoder' ? val(target.runtime?.tokenLoopMs) ?? 0 : 0)
+  const overhead = (val(acc.launchOverheadMs) ?? 0) + b.entry.nodes * (val(acc.nodeOverheadMs) ?? 0) + ioTensors * (val(acc.tensorOverheadMs) ?? 0);
+  const runtimeMs = (b.entry.kind === 'decoder' ? val(target.runtime?.tokenLoopMs) ?? 0 : 0)
     + (b.entry.kind === 'vision' ? (val(target.runtime?.imagePreprocessMs) ?? 0) + (val(target.runtime?.imagePreprocessMsPerMpx) ?? 0) * inputPixels(b) / 1e6 : 0);
   const power = val(acc.activePowerW);
   const weights = weightBytesAt(b, format);
@@ -94,9 +96,9 @@ export function costModel(b: BrickInfo, acc: AcceleratorProfile, format: WeightF
     const computeMs = flops / (gops * 1e9) * 1e3;
     const memoryMs = bytes / (gbps * 1e9) * 1e3;
     const work = Math.max(computeMs, memoryMs);
-    const fixed = overhead + elementMs(tokens);
+    const fixed = overhead + elementMs(tokens) + runtimeMs;
     const ms = work + fixed;
-    return { ms, mJ: power === undefined ? null : power * ms, computeMs, memoryMs, bound: fixed > work ? 'overhead' : computeMs >= memoryMs ? 'compute' : 'memory' };
+    return { ms, mJ: power === undefined ? null : power * ms, computeMs, memoryMs, runtimeMs, bound: fixed > work ? 'overhead' : computeMs >= memoryMs ? 'compute' : 'memory' };
   };
 
   const prefill = promptTokensFor(b, w);
