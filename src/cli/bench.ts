@@ -29,7 +29,7 @@ export const benchVerb = (program: Command) => program
   .option('--audio <file>', 'WAV clip for the audio encoder (default: a synthetic tone when the model has only audio)')
   .option('--stream-images <n>', 'images in the overlapped vs sequential image stream (0 = skip)', '4')
   .option('--threads <n>', 'CPU threads per brick (default: ONNX Runtime decides; with --calibrate: all cores)')
-  .option('--calibrate', 'measure this machine (memory read, fp32 and int8 matmul, launch overhead) and write a target profile')
+  .option('--calibrate', 'measure this machine (memory read, fp32 and int8 matmul, per-call, per-node and per-tensor overheads, the runtime loop per token, image preprocessing) and write a target profile')
   .option('-o, --out <file>', 'with --calibrate: the profile to write, atomically (default: host.json in the current directory)')
   .option('--mib <n>', 'with --calibrate: MiB each memory-read thread sums (default: 256)')
   .option('--against-plan', "a bundle: run plan.json's reference request and show the plan's predictions beside the measurements (±25 %)")
@@ -108,7 +108,13 @@ export function renderCalibration(p: TargetProfile, file: string): string {
     ['memory read', q(p.memory.sustainedGBps), 'GB/s'],
     ['fp32 matmul', q(cpu.peakGops.fp32), 'GFLOPS'],
     ['int8 matmul (MatMulNBits)', q(cpu.peakGops.int8), 'GOPS'],
-    ['launch overhead', q(cpu.launchOverheadMs), 'ms'],
+    ['launch overhead (per call)', q(cpu.launchOverheadMs), 'ms'],
+    ['node overhead (per node)', q(cpu.nodeOverheadMs), 'ms'],
+    ['node element cost (per node × element)', q(cpu.nodeElementNs), 'ns'],
+    ['tensor overhead (per input/output)', q(cpu.tensorOverheadMs), 'ms'],
+    ['runtime loop (per token)', q(p.runtime?.tokenLoopMs), 'ms'],
+    ['image preprocessing (per image)', q(p.runtime?.imagePreprocessMs), 'ms'],
+    ['image preprocessing (per Mpx)', q(p.runtime?.imagePreprocessMsPerMpx), 'ms/Mpx'],
     ['cores', q(cpu.cores), ''],
     ['memory', p.memory.totalBytes.value === null ? '-' : bytes(p.memory.totalBytes.value), ''],
   ]);

@@ -5,7 +5,7 @@ import { openRuntimeModel } from './open-model.js';
 
 interface ServeFlags {
   host: string; port: string; apiKey?: string; auth: boolean; maxQueue: string; context?: string; jsonLog?: boolean; threads?: string;
-  name?: string; maxBody?: string; maxImagePixels?: string; maxAudioSeconds?: string;
+  name?: string; maxBody?: string; maxImagePixels?: string; maxAudioSeconds?: string; powerSupply?: string;
 }
 
 export const serveVerb = (program: Command) => program
@@ -22,6 +22,7 @@ export const serveVerb = (program: Command) => program
   .option('--max-body <bytes>', 'request body size limit', String(20 * 2 ** 20))
   .option('--max-image-pixels <n>', 'width × height limit of one image', String(4096 * 4096))
   .option('--max-audio-seconds <s>', 'length limit of one audio clip', '60')
+  .option('--power-supply <dir>', 'where the battery is read for the power policy (default /sys/class/power_supply)')
   .option('--json-log', 'one JSON line per request on stderr')
   .action(async (path: string, f: ServeFlags) => {
     const { checkBind, startServer } = await import('../serve/server.js');
@@ -40,9 +41,14 @@ export const serveVerb = (program: Command) => program
       jsonLog: f.jsonLog, log: (line: string) => process.stderr.write(line + '\n'), version: VERSION,
     };
     checkBind(options);
-    const opened = await openRuntimeModel(path, { threads: parseNumber('--threads', f.threads, { min: 1, integer: true }) });
+    const threads = parseNumber('--threads', f.threads, { min: 1, integer: true });
+    const opened = await openRuntimeModel(path, { threads });
     try {
-      const server = await startServer(opened.model, options);
+      // The battery as run and chat read it, with the bundle's thresholds; one stderr line per transition.
+      const { powerMonitor, thresholdsFrom, transitionLine } = await import('../run/power/policy.js');
+      const power = powerMonitor({ dir: f.powerSupply, thresholds: thresholdsFrom(opened.model.bundle?.plan.powerPolicy),
+        onTransition: (t) => process.stderr.write(`${transitionLine(t)}\n`) });
+      const server = await startServer(opened.model, { ...options, power, decoderThreads: threads });
       process.stdout.write(`nanomind serve: ${server.url} (model '${options.modelId}'; chat page at ${server.url}/, OpenAI API at ${server.url}/v1, Ollama API at ${server.url}/api)\n`);
       // Graceful stop: queued requests are refused, the running answer finishes (or is cut after 10 s).
       await new Promise<void>((done) => {

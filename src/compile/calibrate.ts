@@ -10,7 +10,16 @@
  * - int8 GOPS: the same shape as com.microsoft MatMulNBits, 4-bit weights in blocks of 128 with
  *   accuracy_level 4 (activations quantized to int8, int8 dot products): the kernel nanomind's w4/w8a16
  *   CPU bricks run, and what `computeDtype` calls int8 on a CPU; best of `runs`;
- * - launch overhead: the median `session.run` of a one-element Add over 2000 calls.
+ * - launch overhead: the median `session.run` of a one-element Add over 2000 calls;
+ * - node overhead: a chain of NODE_CHAIN small Adds against one Add, the difference per extra node (the
+ *   kernel dispatch a real brick pays per node; the cost model multiplies it by the brick's node count);
+ * - element cost: the same chain on [WIDE_ROWS, 64], per node and element beyond the node overhead;
+ * - tensor overhead: TENSOR_FAN inputs each through one Neg to its own output, against one, the difference
+ *   per extra input or output once the extra nodes are taken off (feed / fetch marshalling);
+ * - the runtime's own fixed costs (./calibrate-runtime.ts): the generation loop per token and one
+ *   image's preprocessing.
+ * None of these runs a model `bench --against-plan` later measures: a plan is predicted from them, not fit
+ * to it.
  * Each timed ORT run follows one untimed warm-up. Power, battery and storage are not measured (null), and
  * memoryEfficiency (decode bandwidth over the read rate) is carried over from targets/host.json.
  */
@@ -29,6 +38,7 @@ import { ORT_LOG } from '../onnx/ort-log.js';
 import type { ReadResult, ReadWorkerData } from './calibrate-worker.js';
 import { checkTarget, TARGET_FORMAT, TARGET_VERSION, type TargetProfile } from './targets.js';
 import { compiledWorker } from '../util/worker-file.js';
+import { measureRuntime, PREPROCESS_FROM, PREPROCESS_TO } from './calibrate-runtime.js';
 
 type Ort = typeof import('onnxruntime-node');
 
@@ -48,6 +58,12 @@ export interface HostMeasurements {
   readonly fp32Gflops: number;
   readonly int8Gops: number;
   readonly launchOverheadMs: number;
+  readonly nodeOverheadMs: number;
+  readonly tensorOverheadMs: number;
+  readonly nodeElementNs: number;
+  readonly tokenLoopMs: number;
+  readonly imagePreprocessMs: number;
+  readonly imagePreprocessMsPerMpx: number;
 }
 
 /** MatMul size of the compute measurements (M = K = N). */
@@ -55,6 +71,11 @@ export const MATMUL_N = 1024;
 /** MatMulNBits block size of the int8 measurement. */
 export const NBITS_BLOCK = 128;
 const LAUNCH_CALLS = 2000;
+/** Adds in the node-overhead chain, and inputs (= outputs) of the tensor-overhead model. */
+export const NODE_CHAIN = 256, TENSOR_FAN = 32;
+/** Rows of the wide Add chain (× 64 columns): about a prefill's tokens × a small hidden size. */
+const WIDE_ROWS = 128;
+const SMALL_CALLS = 300;
 
 const positiveInt = (name: string, v: number) => {
   if (!(Number.isSafeInteger(v) && v >= 1)) throw fail('E_BAD_OPTION', `${name} must be an integer ≥ 1, got ${v}`);
@@ -84,7 +105,11 @@ export async function measureHost(o: { mib: number; runs: number; threads: numbe
   const int8Gops = await matmulGops(ort, nbitsMatMul(), o.threads, o.runs);
   stage('launch overhead');
   const launchOverheadMs = await launchOverhead(ort);
-  return { readGBps, fp32Gflops, int8Gops, launchOverheadMs };
+  stage('node and tensor overhead');
+  const { nodeOverheadMs, tensorOverheadMs, nodeElementNs } = await dispatchOverheads(ort);
+  stage('runtime loop and image preprocessing');
+  const rt = await measureRuntime({ runs: o.runs, threads: o.threads });
+  return { readGBps, fp32Gflops, int8Gops, launchOverheadMs, nodeOverheadMs, tensorOverheadMs, nodeElementNs, ...rt };
 }
 
 let loading: Promise<Ort> | undefined;
@@ -186,12 +211,71 @@ async function launchOverhead(ort: Ort): Promise<number> {
   }
 }
 
+/** Median ms of `calls` runs of a session after one warm-up. */
+async function medianRun(s: InferenceSession, feeds: Record<string, Tensor>, calls: number): Promise<number> {
+  await s.run(feeds);
+  const times: number[] = [];
+  for (let i = 0; i < calls; i++) {
+    const t0 = process.hrtime.bigint();
+    await s.run(feeds);
+    times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  return times.sort((p, q) => p - q)[calls >> 1]!;
+}
+
+/** A chain of `n` Adds of a [rows, 64] input with a constant: n kernel dispatches, rows × 64 elements each. */
+function addChain(n: number, rows = 1): Uint8Array {
+  const b = new GraphBuilder(`calibrate_chain_${n}_${rows}`);
+  let x = b.input('x', 'float32', [rows, 64]);
+  const c = b.init('c', [rows, 64], new Float32Array(rows * 64).fill(1e-3));
+  for (let i = 0; i < n; i++) x = b.op('Add', [x, c], {}, i === n - 1 ? { outputs: ['y'] } : {});
+  b.output('y', 'float32', [rows, 64]);
+  return toBinary(ModelProtoSchema, b.model({ opset: 17 }));
+}
+
+/** `n` inputs, each through one Neg to its own output. */
+function fan(n: number): Uint8Array {
+  const b = new GraphBuilder(`calibrate_fan_${n}`);
+  for (let i = 0; i < n; i++) {
+    b.op('Neg', [b.input(`x${i}`, 'float32', [1, 64])], {}, { outputs: [`y${i}`] });
+    b.output(`y${i}`, 'float32', [1, 64]);
+  }
+  return toBinary(ModelProtoSchema, b.model({ opset: 17 }));
+}
+
+/**
+ * Per-node and per-tensor fixed costs of a call, and the cost per element a node touches, from
+ * differences between small models (never negative). The last is what a prefill's element-wise nodes
+ * (Add, Mul, Softmax, norms, RoPE) cost beyond their dispatch: the FLOP count has only the MatMuls.
+ */
+async function dispatchOverheads(ort: Ort): Promise<{ nodeOverheadMs: number; tensorOverheadMs: number; nodeElementNs: number }> {
+  const time = async (bytes: Uint8Array, inputs: number, rows = 1) => {
+    // One intra-op thread: these models have nothing to split, and a pool's wake-up would be counted per node.
+    const s = await ort.InferenceSession.create(bytes, options(1));
+    try {
+      const feeds = Object.fromEntries(s.inputNames.slice(0, inputs).map((n) => [n, new ort.Tensor('float32', new Float32Array(rows * 64).fill(0.5), [rows, 64])]));
+      return await medianRun(s, feeds, SMALL_CALLS);
+    } finally {
+      await s.release();
+    }
+  };
+  const one = await time(addChain(1), 1), chain = await time(addChain(NODE_CHAIN), 1);
+  const nodeOverheadMs = Math.max(0, (chain - one) / (NODE_CHAIN - 1));
+  const fan1 = await time(fan(1), 1), fanN = await time(fan(TENSOR_FAN), TENSOR_FAN);
+  const tensorOverheadMs = Math.max(0, ((fanN - fan1) / (TENSOR_FAN - 1) - nodeOverheadMs) / 2);
+  const wide = (await time(addChain(NODE_CHAIN, WIDE_ROWS), 1, WIDE_ROWS) - await time(addChain(1, WIDE_ROWS), 1, WIDE_ROWS)) / (NODE_CHAIN - 1);
+  const nodeElementNs = Math.max(0, (wide - nodeOverheadMs) / (WIDE_ROWS * 64) * 1e6);
+  return { nodeOverheadMs, tensorOverheadMs, nodeElementNs };
+}
+
 const round = (v: number, d: number) => Number(v.toFixed(d));
 
 /** The profile around the measurements; checked by `checkTarget` before it is returned. */
 export function hostProfile(m: HostMeasurements, o: { mib: number; runs: number; threads: number; cores: number; ortVersion: string; date?: Date }): TargetProfile {
+  // The overheads measured as differences may be 0 (within noise); the rates may not.
+  const mayBeZero = new Set(['nodeOverheadMs', 'tensorOverheadMs', 'nodeElementNs', 'tokenLoopMs', 'imagePreprocessMs', 'imagePreprocessMsPerMpx']);
   for (const [k, v] of Object.entries(m))
-    if (!(Number.isFinite(v) && v > 0)) throw fail('E_CALIBRATE', `the ${k} measurement is not a positive number (${v})`, { hint: 'run it again, with more --runs' });
+    if (!(Number.isFinite(v) && (v > 0 || (v === 0 && mayBeZero.has(k))))) throw fail('E_CALIBRATE', `the ${k} measurement is not a positive number (${v})`, { hint: 'run it again, with more --runs' });
   const cpu = cpus()[0]?.model?.trim() || 'unknown CPU';
   const date = (o.date ?? new Date()).toISOString();
   const t = `${o.threads} thread${o.threads === 1 ? '' : 's'}`;
@@ -229,6 +313,9 @@ export function hostProfile(m: HostMeasurements, o: { mib: number; runs: number;
       computeEfficiency: { value: 1, source: 'derived', note: 'the peaks above are achieved rates' },
       memoryEfficiency: { value: 0.8, source: 'carried', note: 'decode bandwidth over the read rate; not measured here' },
       launchOverheadMs: { value: round(m.launchOverheadMs, 4), unit: 'ms', source: 'measured', note: `median session.run of a one-element Add over ${LAUNCH_CALLS} calls` },
+      nodeOverheadMs: { value: round(m.nodeOverheadMs, 5), unit: 'ms', source: 'measured', note: `a chain of ${NODE_CHAIN} Adds on [1, 64] against one, per extra node (median of ${SMALL_CALLS} runs each)` },
+      nodeElementNs: { value: round(m.nodeElementNs, 4), unit: 'ns', source: 'measured', note: `the Add chain on [${WIDE_ROWS}, 64] against [1, 64], per node and element (medians)` },
+      tensorOverheadMs: { value: round(m.tensorOverheadMs, 5), unit: 'ms', source: 'measured', note: `${TENSOR_FAN} inputs → Neg → ${TENSOR_FAN} outputs against one, per extra input or output, the extra nodes taken off` },
       activePowerW: { value: null, unit: 'W', source: 'unmeasured' },
       formats: ['fp32', 'w8a8', 'w8a16', 'w4a16-g32', 'w4a16-g128'],
       staticShapes: false,
@@ -248,6 +335,11 @@ export function hostProfile(m: HostMeasurements, o: { mib: number; runs: number;
     powerPolicy: {
       highPercent: { value: 50, unit: '%', source: 'assumption' },
       lowPercent: { value: 15, unit: '%', source: 'assumption' },
+    },
+    runtime: {
+      tokenLoopMs: { value: round(m.tokenLoopMs, 4), unit: 'ms', source: 'measured', note: 'per generated token: ChatSession on a tiny 2-layer text LM minus a plain onnxruntime-node loop over the same file (best of runs each)' },
+      imagePreprocessMs: { value: round(m.imagePreprocessMs, 3), unit: 'ms', source: 'measured', note: `fixed part per image: a ${PREPROCESS_FROM}×${PREPROCESS_FROM} PNG decoded, resized (bicubic) to ${PREPROCESS_TO.join(' and ')} squares and normalized (best of runs each), extrapolated to 0 output pixels` },
+      imagePreprocessMsPerMpx: { value: round(m.imagePreprocessMsPerMpx, 3), unit: 'ms/Mpx', source: 'measured', note: 'per megapixel of the processed image (resize + normalize), from the same two sizes' },
     },
   };
   return checkTarget(profile, '<calibrated host>');

@@ -1,8 +1,19 @@
 /**
  * The cost model: a roofline per brick call on one accelerator, in one format.
  *
- *   time   = max(FLOPs / (peak[dtype] × computeEfficiency), bytes / (peakGBps × memoryEfficiency)) + launch overhead
+ *   time   = max(FLOPs / (peak[dtype] × computeEfficiency), bytes / (peakGBps × memoryEfficiency)) + fixed
+ *   fixed  = launchOverheadMs + nodes × (nodeOverheadMs + rows × hidden × nodeElementNs) + (inputs + outputs) × tensorOverheadMs
+ *            + runtime.tokenLoopMs (a decoder call: one per generated token)
+ *            + runtime.imagePreprocessMs + imagePreprocessMsPerMpx × the vision input's pixels (a vision call: one per image)
  *   energy = activePowerW × time            (board idle power is charged per request, not per brick)
+ *
+ * rows = the call's tokens (embed, decoder) or the rows an encoder emits: every node is taken to touch
+ * one hidden-wide row per row, which is what the element-wise nodes (norms, residual adds, activations,
+ * RoPE) do and what the FLOP count, MatMuls only, leaves out.
+ * The fixed part is what a tiny model pays on every call whatever its size: ORT's session.run, a kernel
+ * dispatch per node, marshalling per feed and fetch, and nanomind's own generation loop and image
+ * preprocessing. `bench --calibrate` measures each on the host with models of its own (never the bundle
+ * being predicted); a vendor profile that lacks a term adds 0 for it.
  *
  * Bytes moved per call are the weights at the brick's format (read once per call, so a prefill of P
  * tokens reads them once and a decode step reads them every token), the activations crossing the brick's
@@ -31,6 +42,8 @@ export interface CallCost {
   readonly mJ: number | null;
   readonly computeMs: number;
   readonly memoryMs: number;
+  /** Of `ms`, the runtime's own work around the brick call (generation loop, image preprocessing), not ORT's. */
+  readonly runtimeMs: number;
   readonly bound: 'compute' | 'memory' | 'overhead';
 }
 
@@ -59,7 +72,12 @@ export function costModel(b: BrickInfo, acc: AcceleratorProfile, format: WeightF
   const peak = val(acc.peakGops[dtype]) ?? (peaks.length ? Math.min(...peaks) : NaN);
   const gops = peak * (val(acc.computeEfficiency) ?? 1);
   const gbps = (val(target.memory.peakGBps) ?? NaN) * (val(acc.memoryEfficiency) ?? 1);
-  const overhead = val(acc.launchOverheadMs) ?? 0;
+  const ioTensors = b.entry.inputs.length + b.entry.outputs.length;
+  const elementNs = val(acc.nodeElementNs) ?? 0;
+  const elementMs = (tokens: number) => b.entry.nodes * (b.perToken ? tokens : b.tokens ?? 1) * (b.hidden ?? 0) * elementNs / 1e6;
+  const overhead = (val(acc.launchOverheadMs) ?? 0) + b.entry.nodes * (val(acc.nodeOverheadMs) ?? 0) + ioTensors * (val(acc.tensorOverheadMs) ?? 0);
+  const runtimeMs = (b.entry.kind === 'decoder' ? val(target.runtime?.tokenLoopMs) ?? 0 : 0)
+    + (b.entry.kind === 'vision' ? (val(target.runtime?.imagePreprocessMs) ?? 0) + (val(target.runtime?.imagePreprocessMsPerMpx) ?? 0) * inputPixels(b) / 1e6 : 0);
   const power = val(acc.activePowerW);
   const weights = weightBytesAt(b, format);
   const actScale = activationBytes(format, acc.kind) / 4;
@@ -78,8 +96,9 @@ export function costModel(b: BrickInfo, acc: AcceleratorProfile, format: WeightF
     const computeMs = flops / (gops * 1e9) * 1e3;
     const memoryMs = bytes / (gbps * 1e9) * 1e3;
     const work = Math.max(computeMs, memoryMs);
-    const ms = work + overhead;
-    return { ms, mJ: power === undefined ? null : power * ms, computeMs, memoryMs, bound: overhead > work ? 'overhead' : computeMs >= memoryMs ? 'compute' : 'memory' };
+    const fixed = overhead + elementMs(tokens) + runtimeMs;
+    const ms = work + fixed;
+    return { ms, mJ: power === undefined ? null : power * ms, computeMs, memoryMs, runtimeMs, bound: fixed > work ? 'overhead' : computeMs >= memoryMs ? 'compute' : 'memory' };
   };
 
   const prefill = promptTokensFor(b, w);
@@ -89,6 +108,14 @@ export function costModel(b: BrickInfo, acc: AcceleratorProfile, format: WeightF
     accelerator: acc.id, format, call,
     memory: { weightsBytes: weights, activationBytes: Math.round(activation), kvCacheBytes: Math.round(kvCache), totalBytes: Math.round(weights + activation + kvCache) },
   };
+}
+
+/** Pixels of a vision brick's image input (H × W of its static shape, else of the declared one; 0 when unknown). */
+function inputPixels(b: BrickInfo): number {
+  const first = b.entry.inputs[0];
+  const dims = (first && b.staticShapes?.[first.name]) ?? first?.shape ?? [];
+  const [h, w] = dims.slice(-2);
+  return typeof h === 'number' && typeof w === 'number' ? h * w : 0;
 }
 
 /** Tokens a decoder's prefill processes: the prompt plus every image / audio token merged into it. */

@@ -67,10 +67,13 @@ export async function compile(o: CompileOptions): Promise<CompileResult> {
   const set = await analyzeBrickSet(resolve(o.bricks), { maxContext: o.maxContext });
   const target = await loadTarget(o.target);
   const w: Workload = { ...DEFAULT_WORKLOAD, ...o.workload, maxContext: set.maxContext };
+  const hasVision = set.bricks.some((b) => b.entry.kind === 'vision');
   const workload: Workload = {
     ...w,
-    images: set.bricks.some((b) => b.entry.kind === 'vision') ? w.images : 0,
-    audioClips: set.bricks.some((b) => b.entry.kind === 'audio') ? w.audioClips : 0,
+    images: hasVision ? w.images : 0,
+    // The reference request is one chat turn with one media item, as `bench` and `plan --simulate`'s chat
+    // scenario run it: the image when the model sees, the clip only for a model that only hears.
+    audioClips: !set.bricks.some((b) => b.entry.kind === 'audio') ? 0 : o.workload?.audioClips ?? (hasVision ? 0 : w.audioClips),
   };
   for (const f of o.place ?? []) {
     const b = set.bricks.find((x) => x.entry.name === f.brick || x.entry.kind === f.brick);

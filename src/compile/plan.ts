@@ -56,10 +56,14 @@ export function buildPlan(set: BrickSetInfo, target: TargetProfile, placed: Plac
     if (p.kind !== 'vision' || !kind('projector').length) encoders.push(`encode:${p.brick}`);
   }
   for (const p of kind('embed')) stages.push({ id: `embed:${p.brick}`, brick: p.brick, phase: 'embed', accelerator: p.accelerator, dependsOn: [], predicted: predicted(p.brick, w.promptTokens, w.promptTokens) });
+  // Each generated token is embedded before its decode step: one more call per token.
+  const tokenEmbeds = kind('decoder').length ? kind('embed') : [];
   const prompt = w.promptTokens + set.bricks.reduce((n, b) => n + (b.entry.kind === 'vision' ? (b.tokens ?? 0) * w.images : b.entry.kind === 'audio' ? (b.tokens ?? 0) * w.audioClips : 0), 0);
   for (const p of kind('decoder')) {
     stages.push({ id: `prefill:${p.brick}`, brick: p.brick, phase: 'prefill', accelerator: p.accelerator, dependsOn: [...encoders, ...kind('embed').map((e) => `embed:${e.brick}`)], predicted: predicted(p.brick, prompt, prompt) });
-    stages.push({ id: `decode:${p.brick}`, brick: p.brick, phase: 'decode', accelerator: p.accelerator, dependsOn: [`prefill:${p.brick}`], repeat: 'per-token', predicted: predicted(p.brick, 1, prompt + Math.ceil(w.outputTokens / 2)) });
+    for (const e of tokenEmbeds)
+      stages.push({ id: `embed-token:${e.brick}`, brick: e.brick, phase: 'embed', accelerator: e.accelerator, dependsOn: [`prefill:${p.brick}`], repeat: 'per-token', predicted: predicted(e.brick, 1, 1) });
+    stages.push({ id: `decode:${p.brick}`, brick: p.brick, phase: 'decode', accelerator: p.accelerator, dependsOn: [`prefill:${p.brick}`, ...tokenEmbeds.map((e) => `embed-token:${e.brick}`)], repeat: 'per-token', predicted: predicted(p.brick, 1, prompt + Math.ceil(w.outputTokens / 2)) });
   }
 
   const perBrick: Record<string, BrickMemory> = {};

@@ -45,6 +45,12 @@ export interface AcceleratorProfile {
   readonly memoryEfficiency: Quantity;
   /** Fixed cost per brick call (submission, sync). */
   readonly launchOverheadMs: Quantity;
+  /** Added per graph node of a call (kernel dispatch); absent: 0. `bench --calibrate` measures it on the host. */
+  readonly nodeOverheadMs?: Quantity;
+  /** Added per input and output tensor of a call (feed / fetch marshalling); absent: 0. */
+  readonly tensorOverheadMs?: Quantity;
+  /** Added per node and element it touches (rows × hidden: element-wise work the FLOP count omits); absent: 0. */
+  readonly nodeElementNs?: Quantity;
   /** Power drawn above board idle while busy. */
   readonly activePowerW: Quantity;
   readonly formats: readonly WeightFormat[];
@@ -73,6 +79,13 @@ export interface TargetProfile {
   readonly power: { readonly idleW: Quantity; readonly cameraW: Quantity; readonly microphoneW: Quantity };
   readonly battery: { readonly capacityMah: Quantity; readonly voltage: Quantity; readonly converterEfficiency: Quantity };
   readonly powerPolicy: { readonly highPercent: Quantity; readonly lowPercent: Quantity };
+  /**
+   * Work nanomind's own runtime does around the brick calls, on the CPU that drives it: the generation loop
+   * per decoder call (feeds, KV hand-over, sampling: one per generated token) and an image's preprocessing
+   * (decode, resize, normalize: one per image, a fixed part plus a part per megapixel of the processed
+   * image). Absent: 0 (the vendor profiles do not know them).
+   */
+  readonly runtime?: { readonly tokenLoopMs: Quantity; readonly imagePreprocessMs: Quantity; readonly imagePreprocessMsPerMpx: Quantity };
 }
 
 /** A quantity's value, or undefined when it is not known. */
@@ -131,18 +144,19 @@ export function checkTarget(raw: unknown, file = '<target>'): TargetProfile {
   group('power', ['idleW', 'cameraW', 'microphoneW']);
   group('battery', ['capacityMah', 'voltage', 'converterEfficiency']);
   group('powerPolicy', ['highPercent', 'lowPercent']);
+  if (raw.runtime !== undefined) group('runtime', ['tokenLoopMs', 'imagePreprocessMs', 'imagePreprocessMsPerMpx']);
   const accs = Array.isArray(raw.accelerators) ? raw.accelerators : (issues.push('accelerators: expected an array'), []);
   if (Array.isArray(raw.accelerators) && !accs.length) issues.push('accelerators: expected at least one');
   const ids = new Set<string>();
   accs.forEach((a, i) => checkAccelerator(a, `accelerators[${i}]`, ids, issues, quantity, sources));
   for (const k of Object.keys(raw))
-    if (!['$schema', 'format', 'version', 'name', 'title', 'default', 'soc', 'sources', 'memory', 'storage', 'accelerators', 'power', 'battery', 'powerPolicy'].includes(k))
+    if (!['$schema', 'format', 'version', 'name', 'title', 'default', 'soc', 'sources', 'memory', 'storage', 'accelerators', 'power', 'battery', 'powerPolicy', 'runtime'].includes(k))
       issues.push(`${k}: unknown field${typeof raw[k] === 'number' ? ' (a number needs its source)' : ''}`);
   if (issues.length) throw fail('E_TARGET_INVALID', `${file}: ${issues.length} problem(s): ${issues[0]}`, { file, notes: issues });
   return deepFreeze(raw as unknown as TargetProfile);
 }
 
-const ACC_FIELDS = ['id', 'kind', 'title', 'backend', 'cores', 'peakGops', 'computeEfficiency', 'memoryEfficiency', 'launchOverheadMs', 'activePowerW',
+const ACC_FIELDS = ['id', 'kind', 'title', 'backend', 'cores', 'peakGops', 'computeEfficiency', 'memoryEfficiency', 'launchOverheadMs', 'nodeOverheadMs', 'tensorOverheadMs', 'nodeElementNs', 'activePowerW',
   'formats', 'llm', 'staticShapes', 'maxOpset', 'unsupportedOps', 'memoryDomainBytes', 'coreMask', 'cpuList'];
 
 function checkAccelerator(a: unknown, at: string, ids: Set<string>, issues: string[], quantity: (v: unknown, at: string, required?: boolean) => void, sources: Obj): void {
@@ -155,7 +169,7 @@ function checkAccelerator(a: unknown, at: string, ids: Set<string>, issues: stri
   if (typeof a.title !== 'string') issues.push(`${at}.title: expected a string`);
   if (typeof a.staticShapes !== 'boolean') issues.push(`${at}.staticShapes: expected a boolean`);
   for (const f of ['cores', 'computeEfficiency', 'memoryEfficiency', 'launchOverheadMs', 'activePowerW']) quantity(a[f], `${at}.${f}`);
-  for (const f of ['maxOpset', 'memoryDomainBytes']) quantity(a[f], `${at}.${f}`, false);
+  for (const f of ['maxOpset', 'memoryDomainBytes', 'nodeOverheadMs', 'tensorOverheadMs', 'nodeElementNs']) quantity(a[f], `${at}.${f}`, false);
   if (!isObj(a.peakGops) || !Object.keys(a.peakGops).length) issues.push(`${at}.peakGops: expected {fp32|fp16|int8: quantity}`);
   else for (const [k, q] of Object.entries(a.peakGops)) {
     if (!COMPUTE_DTYPES.includes(k as ComputeDtype)) issues.push(`${at}.peakGops.${k}: expected one of ${COMPUTE_DTYPES.join(', ')}`);

@@ -3,7 +3,10 @@
  * sched_getaffinity. pid 0 names the calling thread only, and threads a thread creates inherit its
  * mask: a worker thread pinned before it opens its ORT sessions keeps those sessions' intra-op pools
  * on the same cores. That is how a brick placed on a CPU cluster (plan.json `affinity[].cpuList`)
- * runs there: one worker per cluster (./workers/encoder-worker.ts).
+ * runs there: one worker per cluster (./workers/encoder-worker.ts), and for the bricks this thread opens
+ * itself (the decoder), `withPinnedThread` around the session's creation: ORT creates its intra-op
+ * threads (and the native engine its pool) while the session opens, and they keep the mask they were born
+ * with after this thread's own is restored. This thread's share of a parallel op is not pinned.
  */
 import { availableParallelism } from 'node:os';
 import koffi from 'koffi';
@@ -79,4 +82,28 @@ export function cpusOnThisMachine(cpuList: string): { cpus?: number[]; why: stri
   const cpus = want.filter((c) => allowed.includes(c));
   return cpus.length ? { cpus, why: `plan cpuList ${cpuList}${cpus.length < want.length ? ` (${cpus.join(',')} here)` : ''}` }
     : { why: `plan cpuList ${cpuList}: none of these CPUs is available here (${allowed.join(',')}); not pinned` };
+}
+
+/** Pinned sections, one at a time: threads created inside one inherit its mask, so none may overlap. */
+let sections: Promise<unknown> = Promise.resolve();
+
+/**
+ * Runs `open` with the calling thread pinned to `cpus` (undefined: unpinned, but still in turn, so that it
+ * cannot create threads inside another call's pinned window), then restores the thread's previous mask.
+ * Returns what `open` returns and the CPUs its threads were created on (null: not pinned).
+ */
+export function withPinnedThread<T>(cpus: readonly number[] | undefined, open: () => Promise<T>): Promise<{ value: T; cpus: number[] | null }> {
+  const run = async () => {
+    if (!cpus) return { value: await open(), cpus: null };
+    const before = threadAffinity();
+    pinThread(cpus);
+    try {
+      return { value: await open(), cpus: threadAffinity() };
+    } finally {
+      pinThread(before);
+    }
+  };
+  const next = sections.then(run, run);
+  sections = next.catch(() => undefined);
+  return next;
 }

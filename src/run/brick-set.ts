@@ -16,6 +16,7 @@ import { TENSOR, type BrickKind } from '../formats/names.js';
 import { elementCount, type Backend, type BackendId, type BackendOptions, type BrickSession, type Feeds, type RunOptions, type TensorLike } from './backend.js';
 import { resolveBackend, DEFAULT_BACKENDS, type SkippedBackend } from './backends/index.js';
 import { nativeConfigFile } from './backends/native/native.js';
+import { withPinnedThread } from './affinity.js';
 import { checkFeeds, isTensorLike, resolveDims, tensor, toFloat32 } from './feeds.js';
 import { decoderInputs, type DecoderInputs } from './generation/decoder-inputs.js';
 import { findSeq2SeqRole, type Seq2SeqRole } from './seq2seq-role.js';
@@ -42,6 +43,8 @@ export interface BrickPlacement {
   readonly coreMask?: string;
   /** The context the artifact was converted for (an .rkllm decoder's max_context). */
   readonly maxContext?: number;
+  /** CPUs the brick's threads are created on (plan.json affinity, those this machine has); absent: not pinned. */
+  readonly cpus?: readonly number[];
 }
 
 export interface EncoderRole {
@@ -122,6 +125,8 @@ export interface BrickSet {
   release(name: string, next?: { threads?: number }): Promise<void>;
   /** Bricks whose sessions are open (or opening) now. */
   openBricks(): string[];
+  /** Per brick opened so far: the CPUs its threads were created on (null: not pinned, ORT's threads go anywhere). */
+  brickCpus(): Record<string, number[] | null>;
   close(): Promise<void>;
 }
 
@@ -148,6 +153,7 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
   const roles = seq2seq ? seq2seqRoles(seq2seq) : findRoles(manifest, config);
   const sessions = new Map<string, Promise<BrickSession>>();
   const threadsOf = new Map<string, number>();
+  const cpusOf = new Map<string, number[] | null>();
   const ms: Record<string, number> = {};
   const entry = (name: string): BrickEntry => {
     const b = manifest.bricks.find((x) => x.name === name);
@@ -167,7 +173,9 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
       let s = sessions.get(name);
       if (!s) {
         const own = opts.placement?.[name];
-        s = (backendOf.get(name) ?? backend).open(entry(name), dir, { threads: threadsOf.get(name) ?? opts.threads, artifact: own?.artifact, coreMask: own?.coreMask, maxContext: own?.maxContext });
+        const open = () => (backendOf.get(name) ?? backend).open(entry(name), dir, { threads: threadsOf.get(name) ?? opts.threads, artifact: own?.artifact, coreMask: own?.coreMask, maxContext: own?.maxContext });
+        // Opened in turn with any pinned open of this process, pinned itself when the plan places it on CPUs.
+        s = withPinnedThread(own?.cpus?.length ? own.cpus : undefined, open).then((r) => { cpusOf.set(name, r.cpus); return r.value; });
         s.catch(() => sessions.delete(name));
         sessions.set(name, s);
       }
@@ -229,6 +237,7 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
       await (await s?.catch(() => undefined))?.close();
     },
     openBricks: () => [...sessions.keys()],
+    brickCpus: () => Object.fromEntries(cpusOf),
     async close() {
       const all = [...sessions.values()];
       sessions.clear();

@@ -15,6 +15,7 @@ import { loadFamilyProcessor, type FamilyProcessor } from './inputs/families/ind
 import { florence2TaskPrompts, type TaskPrompts } from './inputs/families/florence2.js';
 import { nativeConfigFile } from './backends/native/native.js';
 import { ANYRES_NEEDS_NEWLINE, openAnyres, type AnyresRuntime } from './anyres.js';
+import { cpusOnThisMachine } from './affinity.js';
 import { openBrickSet, type BrickPlacement, type BrickSet, type EncodeResult, type EncoderRole } from './brick-set.js';
 import { tensor } from './feeds.js';
 import { audioFeatures, loadFeatureExtractorConfig, type WhisperFeatureConfig } from './inputs/audio.js';
@@ -157,17 +158,31 @@ export async function openModel(dir: string, opts: OpenModelOptions = {}): Promi
  * with rkllm-toolkit and drops it there, so it is looked for, not required).
  */
 function bundlePlacement(b: Bundle): Record<string, BrickPlacement> {
-  return Object.fromEntries(b.manifest.bricks.map((x) => {
-    const rknn = x.backend === 'rknn' ? x.artifacts.find((a) => a.kind === 'rknn' && a.status === 'ready' && a.path) : undefined;
-    if (rknn) return [x.name, { backends: ['rknn', 'ort-cpu'], artifact: rknn.path, coreMask: b.plan.affinity.find((a) => a.brick === x.name)?.coreMask }];
-    const rkllm = x.backend === 'rkllm' ? rkllmFile(b, x) : undefined;
-    // max_context_len as convert_rkllm_<brick>.py converted it (the plan's workload.maxContext).
-    if (rkllm) return [x.name, { backends: ['rkllm', 'ort-cpu'], artifact: rkllm, maxContext: b.plan.workload.maxContext }];
-    // `compile --engine native` packed this decoder for the native kernels: they go first, its ONNX is the fallback.
-    if (x.kind === 'decoder' && x.backend === 'ort-cpu' && b.manifest.files.some((f) => f.path === nativeConfigFile(x.name)))
-      return [x.name, { backends: ['native', 'ort-cpu'] }];
-    return [x.name, { backends: x.backend === 'ort-webgpu' ? ['ort-webgpu', 'ort-cpu'] : ['ort-cpu'] }];
-  }));
+  return Object.fromEntries(b.manifest.bricks.map((x) => [x.name, { ...backendsOf(b, x), ...cpusOf(b, x.name) }]));
+}
+
+/**
+ * The CPUs a brick's threads are created on: plan.json's cpuList for it, cut to the CPUs this process
+ * may use (Linux only; elsewhere, or with none left, the brick is not pinned).
+ */
+function cpusOf(b: Bundle, brick: string): { cpus?: readonly number[] } {
+  const list = b.plan.affinity.find((a) => a.brick === brick)?.cpuList;
+  if (!list || process.platform !== 'linux') return {};
+  const r = cpusOnThisMachine(list);
+  return r.cpus ? { cpus: r.cpus } : {};
+}
+
+/** The backends a bundle brick may open on, best first (see bundlePlacement's comment). */
+function backendsOf(b: Bundle, x: Bundle['manifest']['bricks'][number]): BrickPlacement {
+  const rknn = x.backend === 'rknn' ? x.artifacts.find((a) => a.kind === 'rknn' && a.status === 'ready' && a.path) : undefined;
+  if (rknn) return { backends: ['rknn', 'ort-cpu'], artifact: rknn.path, coreMask: b.plan.affinity.find((a) => a.brick === x.name)?.coreMask };
+  const rkllm = x.backend === 'rkllm' ? rkllmFile(b, x) : undefined;
+  // max_context_len as convert_rkllm_<brick>.py converted it (the plan's workload.maxContext).
+  if (rkllm) return { backends: ['rkllm', 'ort-cpu'], artifact: rkllm, maxContext: b.plan.workload.maxContext };
+  // `compile --engine native` packed this decoder for the native kernels: they go first, its ONNX is the fallback.
+  if (x.kind === 'decoder' && x.backend === 'ort-cpu' && b.manifest.files.some((f) => f.path === nativeConfigFile(x.name)))
+    return { backends: ['native', 'ort-cpu'] };
+  return { backends: x.backend === 'ort-webgpu' ? ['ort-webgpu', 'ort-cpu'] : ['ort-cpu'] };
 }
 
 /** The bundle's .rkllm file for a brick, when it is there. */

@@ -39,6 +39,8 @@ export interface RunStats {
   readonly bricks: Readonly<Record<string, number>>;
   /** The backend every brick runs on (ort-cpu, ort-webgpu, …). */
   readonly backends: Readonly<Record<string, string>>;
+  /** Per brick opened on this thread: the CPUs its threads were created on (plan.json affinity), null when not pinned. */
+  readonly cpus: Readonly<Record<string, readonly number[] | null>>;
   readonly peakRssMb: number;
 }
 
@@ -58,10 +60,10 @@ export function samplingFor(m: RuntimeModel, s: SamplingOptions | undefined): Sa
 
 export const peakRssMb = (): number => process.resourceUsage().maxRSS / 1024;
 
-export function runStats(g: GenerationStats, encodeMs: number, bricks: Record<string, number>, backends: Record<string, string>): RunStats {
+export function runStats(g: GenerationStats, encodeMs: number, bricks: Record<string, number>, backends: Record<string, string>, cpus: Record<string, number[] | null> = {}): RunStats {
   return {
     ttftMs: g.ttftMs + encodeMs, prefillTokPerS: g.prefillTokPerS, decodeTokPerS: g.decodeTokPerS,
-    promptTokens: g.promptTokens, newTokens: g.newTokens, encodeMs, totalMs: g.totalMs + encodeMs, bricks, backends, peakRssMb: peakRssMb(),
+    promptTokens: g.promptTokens, newTokens: g.newTokens, encodeMs, totalMs: g.totalMs + encodeMs, bricks, backends, cpus, peakRssMb: peakRssMb(),
   };
 }
 
@@ -79,7 +81,7 @@ async function answer(m: RuntimeModel, session: ChatSession, req: GenerateReques
   const after = m.set.brickMs();
   const bricks = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]));
   const text = r.text ?? m.tokenizer?.decode(r.tokens, { skipSpecialTokens: true }) ?? '';
-  return { text: text.trim(), tokens: r.tokens, stopReason: r.stopReason, stats: runStats(r.stats, encodeMs, bricks, brickBackends(m.set)) };
+  return { text: text.trim(), tokens: r.tokens, stopReason: r.stopReason, stats: runStats(r.stats, encodeMs, bricks, brickBackends(m.set), m.set.brickCpus()) };
 }
 
 /** `nanomind run`: one prompt (text, images, audio) or raw ids, one answer. */
@@ -160,6 +162,8 @@ export interface StreamResult {
   readonly placement: {
     readonly encoder: { readonly cpus: readonly number[] | null; readonly threads: number | null; readonly why: string };
     readonly decoder: { readonly cpus: readonly number[] | null };
+    /** Every brick this thread opened: the CPUs its threads were created on (null: not pinned). */
+    readonly bricks: Readonly<Record<string, readonly number[] | null>>;
   };
   /** With a power policy: its state, α and transitions; encoder workers started; images encoded ahead and dropped at a turn to critical. */
   readonly power: (PowerReport & { readonly workersStarted: number; readonly reencoded: number }) | null;
@@ -226,7 +230,9 @@ export async function runImageStream(m: RuntimeModel, images: readonly string[],
       power: g.power ? { ...g.power.policy.report(), workersStarted: workers.length, reencoded: r.reencoded } : null,
       placement: {
         encoder: { cpus: workers[0]?.cpus ?? null, threads: workers[0]?.threads ?? null, why: workers.length ? place.why : 'no encoder worker (on this thread)' },
-        decoder: { cpus: process.platform === 'linux' ? threadAffinity() : null },
+        // The decoder's threads run where its session was opened (pinned to the plan's CPUs), else where this thread may.
+        decoder: { cpus: m.set.brickCpus()[m.set.decoder.brick.name] ?? (process.platform === 'linux' ? threadAffinity() : null) },
+        bricks: m.set.brickCpus(),
       },
     };
   } finally {

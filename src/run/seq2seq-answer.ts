@@ -32,7 +32,7 @@ export async function answerSeq2Seq(m: RuntimeModel, role: Seq2SeqRole, encoder:
       ttftMs: extra.ms + s.encodeMs + s.prefillMs, prefillTokPerS,
       decodeTokPerS: s.newTokens > 1 ? (s.newTokens - 1) / (s.decodeMs / 1000) : 0,
       promptTokens: extra.promptTokens ?? s.prefixTokens, newTokens: s.newTokens, encodeMs: extra.ms + s.encodeMs, totalMs: extra.ms + s.totalMs,
-      bricks: Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)])), backends: brickBackends(m.set), peakRssMb: peakRssMb(),
+      bricks: Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)])), backends: brickBackends(m.set), cpus: m.set.brickCpus(), peakRssMb: peakRssMb(),
     },
   };
 }

@@ -1,8 +1,11 @@
 /**
- * Counters and histograms for `GET /metrics`, in Prometheus' text exposition format (version 0.0.4).
- * (Power state joins once plan execution reports it.)
+ * Counters and histograms for `GET /metrics`, in Prometheus' text exposition format (version 0.0.4),
+ * with the power policy's state (one 0/1 gauge per state), α, battery, decoder threads and transitions.
  */
+import type { ServePowerReport } from './power.js';
 import type { ServeStats } from './request.js';
+
+const POWER_STATES = ['unconstrained', 'proportional', 'critical'] as const;
 
 class Histogram {
   private readonly counts: number[];
@@ -38,7 +41,7 @@ export class Metrics {
   private readonly queueWait = new Histogram('nanomind_queue_wait_seconds', 'Time a request waited for the decoder.', SECONDS);
   private readonly duration = new Histogram('nanomind_request_duration_seconds', 'Queue + encoders + generation per request.', SECONDS);
 
-  constructor(private readonly gauges: () => { queue: number; busy: boolean }) {}
+  constructor(private readonly gauges: () => { queue: number; busy: boolean; power?: ServePowerReport }) {}
 
   request(api: string, outcome: Outcome): void {
     const k = `api="${api}",outcome="${outcome}"`;
@@ -68,6 +71,19 @@ export class Metrics {
       ...counter('nanomind_prompt_tokens_cached_total', 'Prompt tokens whose KV cache was reused.', this.cachedTokens),
       ...counter('nanomind_generated_tokens_total', 'Tokens generated (cancelled generations included).', this.generatedTokens),
       ...this.ttft.render(), ...this.decode.render(), ...this.queueWait.render(), ...this.duration.render(),
+      ...(g.power ? powerLines(g.power, gauge, counter) : []),
     ].join('\n') + '\n';
   }
+}
+
+function powerLines(p: ServePowerReport, gauge: (n: string, h: string, v: number) => string[], counter: (n: string, h: string, v: number) => string[]): string[] {
+  return [
+    '# HELP nanomind_power_state 1 for the power policy\'s current state (unconstrained, proportional, critical).', '# TYPE nanomind_power_state gauge',
+    ...POWER_STATES.map((s) => `nanomind_power_state{state="${s}"} ${p.state === s ? 1 : 0}`),
+    ...gauge('nanomind_power_alpha', 'α of the policy: 1 unconstrained, (B - T_low)/(T_high - T_low) proportional, 0 critical.', p.alpha),
+    ...(p.batteryPercent === null ? [] : gauge('nanomind_battery_percent', 'Battery capacity last read (lowest battery).', p.batteryPercent)),
+    ...(p.decoderThreads === null ? [] : gauge('nanomind_decoder_threads', 'Intra-op threads the decoder was reopened with for the power state.', p.decoderThreads)),
+    ...counter('nanomind_power_transitions_total', 'Power state changes since the server started.', p.transitions.length),
+    ...counter('nanomind_power_encoder_releases_total', 'Encoder sessions closed by the critical-state cascade.', p.encoderReleases),
+  ];
 }

@@ -16,6 +16,8 @@ import type { RuntimeModel } from '../run/model.js';
 import { httpError, type GenerationAdapter, type HttpError } from './adapter.js';
 import { checkMedia } from './media.js';
 import { Metrics, type Outcome } from './metrics.js';
+import { ServePower } from './power.js';
+import { powerMonitor, thresholdsFrom, type PowerMonitor } from '../run/power/policy.js';
 import { ollamaChat, ollamaError, ollamaGenerate, ollamaModel } from './ollama.js';
 import { openaiChat, openaiError, openaiModels } from './openai.js';
 import { CHAT_PAGE } from './page.js';
@@ -39,6 +41,12 @@ export interface ServeOptions {
   readonly log?: (line: string) => void;
   readonly jsonLog?: boolean;
   readonly version: string;
+  /**
+   * The battery the power policy reads (default: /sys/class/power_supply with plan.json's thresholds,
+   * compile's defaults for a brick set) and the decoder's full thread count it scales (default: all cores).
+   */
+  readonly power?: PowerMonitor;
+  readonly decoderThreads?: number;
 }
 
 export interface RunningServer {
@@ -65,8 +73,10 @@ export async function startServer(model: RuntimeModel, o: ServeOptions): Promise
   if (!model.tokenizer || !model.prompts) throw fail('E_TOKENIZER', `${model.dir}: no tokenizer.json / chat template: the server takes text prompts`);
   if (model.set.seq2seq) throw fail('E_USAGE', `${model.dir}: a speech-to-text (encoder-decoder) model does not chat`);
   const limits: Limits = { ...DEFAULT_LIMITS, ...o.limits };
-  const slots = new Slots(model, { maxQueue: o.maxQueue ?? 16, maxContext: o.maxContext, cacheSlots: o.cacheSlots });
-  const metrics = new Metrics(() => ({ queue: slots.queued, busy: slots.busy }));
+  const power = new ServePower(o.power ?? powerMonitor({ thresholds: thresholdsFrom(model.bundle?.plan.powerPolicy) }), model, { baseThreads: o.decoderThreads });
+  await power.sample(); // the state before the first request, for /health and /metrics
+  const slots = new Slots(model, { maxQueue: o.maxQueue ?? 16, maxContext: o.maxContext, cacheSlots: o.cacheSlots, power });
+  const metrics = new Metrics(() => ({ queue: slots.queued, busy: slots.busy, power: power.report() }));
   const created = Math.floor(Date.now() / 1000);
   const modifiedAt = new Date().toISOString();
   const described = ollamaModel(o.modelId, model, modifiedAt);
@@ -193,10 +203,16 @@ export async function startServer(model: RuntimeModel, o: ServeOptions): Promise
         res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-security-policy': "default-src 'self'; img-src 'self' data: blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'" });
         res.end(CHAT_PAGE);
         return { status: 200 };
-      case 'GET /health': case 'HEAD /health':
-        sendJson(res, stopping ? 503 : 200, { status: stopping ? 'stopping' : 'ok', model: o.modelId, busy: slots.busy, queue: slots.queued, max_queue: o.maxQueue ?? 16 });
+      case 'GET /health': case 'HEAD /health': {
+        await power.sample();
+        const p = power.report();
+        sendJson(res, stopping ? 503 : 200, { status: stopping ? 'stopping' : 'ok', model: o.modelId, busy: slots.busy, queue: slots.queued, max_queue: o.maxQueue ?? 16,
+          power: { state: p.state, alpha: p.alpha, battery_percent: p.batteryPercent, thresholds: p.thresholds, transitions: p.transitions,
+            decoder_threads: p.decoderThreads, encoder_releases: p.encoderReleases } });
         return { status: stopping ? 503 : 200 };
+      }
       case 'GET /metrics':
+        await power.sample();
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
         res.end(metrics.render());
         return { status: 200 };

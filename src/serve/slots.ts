@@ -12,6 +12,7 @@ import { ChatSession } from '../run/generation/chat-session.js';
 import type { RuntimeModel } from '../run/model.js';
 import { samplingFor } from '../run/run.js';
 import { prepareConversation } from './conversation.js';
+import type { ServePower } from './power.js';
 import type { ServeRequest, ServeResult } from './request.js';
 
 export interface SlotsOptions {
@@ -21,6 +22,8 @@ export interface SlotsOptions {
   readonly maxContext?: number;
   /** Conversations whose KV caches are kept (default 4). */
   readonly cacheSlots?: number;
+  /** The battery-aware policy, applied as each request leaves the queue (./power.ts). */
+  readonly power?: ServePower;
 }
 
 export interface Task {
@@ -99,7 +102,9 @@ export class Slots {
     task.onStart?.();
     const m = this.model;
     const req = task.request;
+    await this.options.power?.beforeRequest();
     const p = await prepareConversation(m, req.messages);
+    await this.options.power?.afterEncode();
     if (task.signal.aborted) throw fail('E_SERVE_CANCELLED', 'the client went away');
     const slot = this.pick(p.inputIds);
     slot.used = performance.now();

@@ -35,7 +35,7 @@ afterAll(async () => { await rm(work, { recursive: true, force: true }); await c
 describe('calibrateHost', () => {
   it('returns a host profile that checkTarget accepts, with positive finite measurements', () => {
     expect(() => checkTarget(JSON.parse(JSON.stringify(profile)), 'host.json')).not.toThrow();
-    expect(stages).toEqual(['memory read', 'fp32 matmul', 'int8 matmul', 'launch overhead']);
+    expect(stages).toEqual(['memory read', 'fp32 matmul', 'int8 matmul', 'launch overhead', 'node and tensor overhead', 'runtime loop and image preprocessing']);
     expect(profile).toMatchObject({ format: 'nanomind.target', version: 1, name: 'host', default: true });
     const cpu = profile.accelerators[0];
     expect(cpu).toMatchObject({ id: 'cpu', kind: 'cpu', backend: 'ort-cpu', staticShapes: false });
@@ -43,6 +43,11 @@ describe('calibrateHost', () => {
       expect(q.source).toBe('measured');
       expect(Number.isFinite(q.value)).toBe(true);
       expect(q.value).toBeGreaterThan(0);
+    }
+    // Differences of two timings: measured, never negative (0 when within the noise).
+    for (const q of [cpu.nodeOverheadMs!, cpu.tensorOverheadMs!, cpu.nodeElementNs!, profile.runtime!.tokenLoopMs, profile.runtime!.imagePreprocessMs, profile.runtime!.imagePreprocessMsPerMpx]) {
+      expect(q.source).toBe('measured');
+      expect(q.value).toBeGreaterThanOrEqual(0);
     }
     expect(profile.sources.measured).toMatchObject({ kind: 'measurement', title: expect.stringMatching(/^Measured by `nanomind bench --calibrate` on \d{4}-\d\d-\d\dT.*Node v\d+.*onnxruntime-node \d+\.\d+.*\d+ threads?: best of 1 runs$/) });
   });
@@ -68,9 +73,11 @@ describe('calibrateHost', () => {
   it('refuses bad options and measurements that are not positive numbers', async () => {
     await expect(calibrateHost({ runs: 0 })).rejects.toMatchObject({ code: 'E_BAD_OPTION' });
     await expect(calibrateHost({ mib: 1.5 })).rejects.toMatchObject({ code: 'E_BAD_OPTION' });
-    const m = { readGBps: 10, fp32Gflops: 100, int8Gops: 200, launchOverheadMs: 0.01 };
+    const m = { readGBps: 10, fp32Gflops: 100, int8Gops: 200, launchOverheadMs: 0.01, nodeOverheadMs: 0, tensorOverheadMs: 0.001, nodeElementNs: 0.2, tokenLoopMs: 0.02, imagePreprocessMs: 3, imagePreprocessMsPerMpx: 50 };
     expect(hostProfile(m, { mib: 8, runs: 1, threads: 1, cores: 1, ortVersion: '1.30.0' }).memory.sustainedGBps.value).toBe(10);
     expect(() => hostProfile({ ...m, int8Gops: Infinity }, { mib: 8, runs: 1, threads: 1, cores: 1, ortVersion: '1.30.0' })).toThrow(expect.objectContaining({ code: 'E_CALIBRATE' }));
+    expect(() => hostProfile({ ...m, tokenLoopMs: -1 }, { mib: 8, runs: 1, threads: 1, cores: 1, ortVersion: '1.30.0' })).toThrow(expect.objectContaining({ code: 'E_CALIBRATE' }));
+    expect(() => hostProfile({ ...m, launchOverheadMs: 0 }, { mib: 8, runs: 1, threads: 1, cores: 1, ortVersion: '1.30.0' })).toThrow(expect.objectContaining({ code: 'E_CALIBRATE' }));
   });
 
   it('writeTargetFile writes atomically, replaces a profile and refuses any other file', async () => {

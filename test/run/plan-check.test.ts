@@ -10,27 +10,31 @@ import { planVsMeasured, renderPlanCheck } from '../../src/run/plan-check.js';
 import { brickSetDir } from './helpers.js';
 import { cli } from '../cli-helper.js';
 
-const stage = (id: string, phase: string, ms: number) => ({ id, brick: id, phase, accelerator: 'cpu', dependsOn: [], predicted: { ms, mJ: null } });
+const stage = (id: string, phase: string, ms: number, repeat?: string) => ({ id, brick: id, phase, accelerator: 'cpu', dependsOn: [], repeat, predicted: { ms, mJ: null } });
 const plan = {
   target: 'host', workload: { images: 2, audioClips: 0, promptTokens: 32, outputTokens: 64, maxContext: 512 },
   ringBuffers: [{ from: 'vision.image_features', to: 'decoder.inputs_embeds', slots: 2, slotBytes: 4096, tokens: 16, hidden: 64, dtype: 'float32', why: '' }],
-  stages: [stage('encode:vision', 'encode', 10), stage('embed:embed', 'embed', 1), stage('prefill:decoder', 'prefill', 64), stage('decode:decoder', 'decode', 4)],
+  stages: [stage('encode:vision', 'encode', 10, 'per-image'), stage('encode:audio', 'encode', 7, 'per-clip'), stage('embed:embed', 'embed', 1),
+    stage('prefill:decoder', 'prefill', 63), stage('embed-token:embed', 'embed', 0.5, 'per-token'), stage('decode:decoder', 'decode', 3.5, 'per-token')],
   predicted: { latencyMs: 300, energyMj: null, memoryBytes: 0 },
 } as unknown as Plan;
 const spread = (median: number) => ({ median, min: median, max: median });
-const bench = (encode: number, prefill: number, decode: number, total: number) =>
-  ({ encodeMs: spread(encode), prefillTokPerS: spread(prefill), decodeTokPerS: spread(decode), totalMs: spread(total) }) as unknown as BenchResult;
+const bench = (encode: number, prefill: number, decode: number, total: number, media = 'image (synthetic)') =>
+  ({ model: { media }, encodeMs: spread(encode), prefillTokPerS: spread(prefill), decodeTokPerS: spread(decode), totalMs: spread(total) }) as unknown as BenchResult;
 
 describe('planVsMeasured', () => {
   it('derives the rates from the stage times and judges each row at ±25 %', () => {
-    // Prompt = 32 text + 2 images × 16 rows = 64 tokens in 64 ms → 1000 tok/s; one token per 4 ms → 250 tok/s; encode 2 × 10 ms.
-    const c = planVsMeasured(plan, bench(25, 760, 250, 374));
-    expect(c.rows.map((r) => [r.what, r.predicted])).toEqual([['encode ms', 20], ['prefill tok/s', 1000], ['decode tok/s', 250], ['latency ms', 300]]);
+    // Prompt = 32 text + 2 images × 16 rows = 64 tokens in 1 (embed) + 63 (prefill) ms → 1000 tok/s; one token per
+    // 0.5 (embed) + 3.5 (decode) ms → 250 tok/s; encode: bench encodes one image, the vision stage (10 ms), not the audio one.
+    const c = planVsMeasured(plan, bench(12.5, 760, 250, 374));
+    expect(c.rows.map((r) => [r.what, r.predicted])).toEqual([['encode ms', 10], ['prefill tok/s', 1000], ['decode tok/s', 250], ['latency ms', 300]]);
     expect(c.rows.map((r) => r.within)).toEqual([true, true, true, true]); // 1.25, 0.76, 1, 1.2467
     expect(c.allWithin).toBe(true);
-    const off = planVsMeasured(plan, bench(25.2, 740, 250, 300));
+    const off = planVsMeasured(plan, bench(12.6, 740, 250, 300));
     expect(off.rows.map((r) => r.within)).toEqual([false, false, true, true]);
     expect(renderPlanCheck(off)).toMatch(/encode ms .* OUTSIDE/);
+    // A clip measured against the audio stage.
+    expect(planVsMeasured(plan, bench(7, 1000, 250, 300, 'audio (synthetic)')).rows[0]).toMatchObject({ predicted: 7, ratio: 1 });
   });
 
   it('bench --against-plan on a brick set (no bundle.json): E_USAGE, exit 2', async () => {
