@@ -7,6 +7,8 @@
  *   `ChatSession`, and the same decoder file generates the same number of steps in a plain
  *   onnxruntime-node loop written here (present → past, argmax of the last row). The difference per step is
  *   the runtime's share: feed checks, KV hand-over, the wrapper around session.run, sampling, stop checks.
+ * - prefillLoopMs: the same comparison for the prompt's step (ChatSession's prefill against the plain loop's
+ *   first call): setting up the cache and handing over P rows of KV cost more than a decode step's one row.
  * - imagePreprocessMs + imagePreprocessMsPerMpx: one image through the runtime's generic image processor:
  *   a 384 × 384 PNG decoded, resized (bicubic, as SigLIP / CLIP configs ask), rescaled and normalized, once
  *   to 64 × 64 and once to 320 × 320. The cost grows with the output's pixels (resize, normalize), so the
@@ -32,6 +34,8 @@ import { makeTemp, removeTemp } from '../util/temp.js';
 
 export interface RuntimeMeasurements {
   readonly tokenLoopMs: number;
+  /** The same difference for the prompt's step (embedding the prompt, the empty cache, the KV hand-over of P rows). */
+  readonly prefillLoopMs: number;
   readonly imagePreprocessMs: number;
   readonly imagePreprocessMsPerMpx: number;
 }
@@ -45,10 +49,10 @@ const best = (xs: readonly number[]) => Math.min(...xs);
 
 export async function measureRuntime(o: { runs: number; threads: number }): Promise<RuntimeMeasurements> {
   const runs = Math.max(3, o.runs);
-  return { tokenLoopMs: await tokenLoopMs(runs, o.threads), ...await imagePreprocess(Math.max(7, runs)) };
+  return { ...await runtimeLoop(runs, o.threads), ...await imagePreprocess(Math.max(7, runs)) };
 }
 
-async function tokenLoopMs(runs: number, threads: number): Promise<number> {
+async function runtimeLoop(runs: number, threads: number): Promise<{ tokenLoopMs: number; prefillLoopMs: number }> {
   const tmp = await makeTemp('calibrate-loop');
   try {
     const src = join(tmp, 'lm');
@@ -58,14 +62,14 @@ async function tokenLoopMs(runs: number, threads: number): Promise<number> {
     await rm(src, { recursive: true });
     const prompt = Array.from({ length: PROMPT }, (_, i) => (5 * i + 11) % 300);
     const m = await openModel(bricks, { threads });
-    const runtime: number[] = [];
+    const runtime: number[] = [], prefill: number[] = [];
     let file: string;
     try {
       const s = new ChatSession(m.set, { maxContext: PROMPT + STEPS + 1 });
       for (let r = 0; r <= runs; r++) {
         s.reset();
         const g = await s.generate({ inputIds: prompt }, { maxNewTokens: STEPS + 1, stopTokenIds: [] });
-        if (r > 0) runtime.push(g.stats.decodeMs / STEPS); // r = 0 is the warm-up
+        if (r > 0) { runtime.push(g.stats.decodeMs / STEPS); prefill.push(g.stats.prefillMs); } // r = 0 is the warm-up
       }
       file = join(bricks, m.set.decoder.brick.file);
     } finally {
@@ -73,14 +77,14 @@ async function tokenLoopMs(runs: number, threads: number): Promise<number> {
     }
     const plain = await plainOrtStepMs(file, prompt, runs, threads);
     // Negative only when the two differ by less than the noise: the runtime then adds nothing measurable.
-    return Math.max(0, best(runtime) - plain);
+    return { tokenLoopMs: Math.max(0, best(runtime) - plain.stepMs), prefillLoopMs: Math.max(0, best(prefill) - plain.prefillMs) };
   } finally {
     await removeTemp(tmp);
   }
 }
 
-/** The same greedy generation in a bare onnxruntime-node loop: ms per decode step (best of `runs`). */
-async function plainOrtStepMs(file: string, prompt: readonly number[], runs: number, threads: number): Promise<number> {
+/** The same greedy generation in a bare onnxruntime-node loop: ms of the prompt's call and per decode step (best of `runs`). */
+async function plainOrtStepMs(file: string, prompt: readonly number[], runs: number, threads: number): Promise<{ prefillMs: number; stepMs: number }> {
   const ort = await loadOrt();
   const s: InferenceSession = await ort.InferenceSession.create(file, {
     ...ORT_LOG, executionProviders: ['cpu'], graphOptimizationLevel: 'all', executionMode: 'sequential', interOpNumThreads: 1, intraOpNumThreads: threads,
@@ -91,12 +95,12 @@ async function plainOrtStepMs(file: string, prompt: readonly number[], runs: num
     const dims = meta && meta.isTensor ? meta.shape : [];
     const heads = Number(dims[1]), headDim = Number(dims[3]);
     const i64 = (xs: readonly number[]) => new ort.Tensor('int64', BigInt64Array.from(xs, BigInt), [1, xs.length]);
-    const times: number[] = [];
+    const times: number[] = [], firsts: number[] = [];
     for (let r = 0; r <= runs; r++) {
       const kv: Record<string, Tensor> = Object.fromEntries(past.map((n) => [n, new ort.Tensor('float32', new Float32Array(0), [1, heads, 0, headDim])]));
-      let ids = [...prompt], len = 0, t0 = 0;
+      let ids = [...prompt], len = 0, t0 = performance.now();
       for (let step = 0; step <= STEPS; step++) {
-        if (step === 1) t0 = performance.now(); // step 0 is the prefill
+        if (step === 1) { if (r > 0) firsts.push(performance.now() - t0); t0 = performance.now(); } // step 0 is the prefill
         const out = await s.run({
           ...kv, input_ids: i64(ids), attention_mask: i64(Array(len + ids.length).fill(1)),
           position_ids: i64(ids.map((_, k) => len + k)),
@@ -110,7 +114,7 @@ async function plainOrtStepMs(file: string, prompt: readonly number[], runs: num
       }
       if (r > 0) times.push((performance.now() - t0) / STEPS);
     }
-    return best(times);
+    return { prefillMs: best(firsts), stepMs: best(times) };
   } finally {
     await s.release();
   }

@@ -16,12 +16,13 @@
  * - element cost: the same chain on [WIDE_ROWS, 64], per node and element beyond the node overhead;
  * - tensor overhead: TENSOR_FAN inputs each through one Neg to its own output, against one, the difference
  *   per extra input or output once the extra nodes are taken off (feed / fetch marshalling);
- * - the runtime's own fixed costs (./calibrate-runtime.ts): the generation loop per token and one
- *   image's preprocessing.
+ * - the runtime's own fixed costs (./calibrate-runtime.ts): the generation loop per token, its prompt step,
+ *   and one image's preprocessing;
+ * - weight streaming: one-row MatMuls over 1024 × 1024 fp32 weights (64 MiB in all) through ORT, best of
+ *   `runs`: the rate a weight-bound decode step reaches; memoryEfficiency is it over the read rate.
  * None of these runs a model `bench --against-plan` later measures: a plan is predicted from them, not fit
  * to it.
- * Each timed ORT run follows one untimed warm-up. Power, battery and storage are not measured (null), and
- * memoryEfficiency (decode bandwidth over the read rate) is carried over from targets/host.json.
+ * Each timed ORT run follows one untimed warm-up. Power, battery and storage are not measured (null).
  */
 import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import { mkdir, stat } from 'node:fs/promises';
@@ -62,6 +63,9 @@ export interface HostMeasurements {
   readonly tensorOverheadMs: number;
   readonly nodeElementNs: number;
   readonly tokenLoopMs: number;
+  readonly prefillLoopMs: number;
+  /** Weight-streaming GB/s of one-row fp32 MatMuls (a decode step's shape) through ORT. */
+  readonly weightGBps: number;
   readonly imagePreprocessMs: number;
   readonly imagePreprocessMsPerMpx: number;
 }
@@ -109,7 +113,9 @@ export async function measureHost(o: { mib: number; runs: number; threads: numbe
   const { nodeOverheadMs, tensorOverheadMs, nodeElementNs } = await dispatchOverheads(ort);
   stage('runtime loop and image preprocessing');
   const rt = await measureRuntime({ runs: o.runs, threads: o.threads });
-  return { readGBps, fp32Gflops, int8Gops, launchOverheadMs, nodeOverheadMs, tensorOverheadMs, nodeElementNs, ...rt };
+  stage('weight streaming');
+  const weightGBps = await weightStreaming(ort, o.threads, o.runs, nodeOverheadMs);
+  return { readGBps, fp32Gflops, int8Gops, launchOverheadMs, nodeOverheadMs, tensorOverheadMs, nodeElementNs, ...rt, weightGBps };
 }
 
 let loading: Promise<Ort> | undefined;
@@ -268,12 +274,47 @@ async function dispatchOverheads(ort: Ort): Promise<{ nodeOverheadMs: number; te
   return { nodeOverheadMs, tensorOverheadMs, nodeElementNs };
 }
 
+/** The weight-streaming measurement: a chain of GEMV_CHAIN one-row MatMuls over GEMV_H × GEMV_H fp32 weights
+ *  (4 MiB each, 64 MiB in all: layer-sized matrices beyond the caches, read once per run as a decode step
+ *  reads a model's layers). */
+const GEMV_H = 1024, GEMV_CHAIN = 16;
+
+/**
+ * GB/s at which ORT streams fp32 weights through one-row MatMuls (best of `runs`, the chain's node dispatch
+ * taken off): what a decode step's weight reads reach. Over the read rate it is the memoryEfficiency the
+ * cost model applies to weight-bound calls (the read test is a JS sum, so the ratio may exceed 1).
+ */
+async function weightStreaming(ort: Ort, threads: number, runs: number, nodeOverheadMs: number): Promise<number> {
+  const b = new GraphBuilder('calibrate_gemv');
+  let x = b.input('x', 'float32', [1, GEMV_H]);
+  for (let k = 0; k < GEMV_CHAIN; k++) {
+    const w = new Float32Array(GEMV_H * GEMV_H);
+    for (let i = 0; i < w.length; i++) w[i] = (((i + k) % 11) - 5) / (8 * GEMV_H);
+    x = b.op('MatMul', [x, b.init(`w${k}`, [GEMV_H, GEMV_H], w)], {}, k === GEMV_CHAIN - 1 ? { outputs: ['y'] } : {});
+  }
+  b.output('y', 'float32', [1, GEMV_H]);
+  const s = await ort.InferenceSession.create(toBinary(ModelProtoSchema, b.model({ opset: 17 })), options(threads));
+  try {
+    const input = new ort.Tensor('float32', new Float32Array(GEMV_H).fill(0.5), [1, GEMV_H]);
+    await s.run({ x: input });
+    let t = Infinity;
+    for (let r = 0; r < Math.max(runs, 5); r++) {
+      const t0 = process.hrtime.bigint();
+      await s.run({ x: input });
+      t = Math.min(t, Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+    return (GEMV_CHAIN * GEMV_H * GEMV_H * 4) / Math.max(t - GEMV_CHAIN * nodeOverheadMs, 1e-3) / 1e6;
+  } finally {
+    await s.release();
+  }
+}
+
 const round = (v: number, d: number) => Number(v.toFixed(d));
 
 /** The profile around the measurements; checked by `checkTarget` before it is returned. */
 export function hostProfile(m: HostMeasurements, o: { mib: number; runs: number; threads: number; cores: number; ortVersion: string; date?: Date }): TargetProfile {
   // The overheads measured as differences may be 0 (within noise); the rates may not.
-  const mayBeZero = new Set(['nodeOverheadMs', 'tensorOverheadMs', 'nodeElementNs', 'tokenLoopMs', 'imagePreprocessMs', 'imagePreprocessMsPerMpx']);
+  const mayBeZero = new Set(['nodeOverheadMs', 'tensorOverheadMs', 'nodeElementNs', 'tokenLoopMs', 'prefillLoopMs', 'imagePreprocessMs', 'imagePreprocessMsPerMpx']);
   for (const [k, v] of Object.entries(m))
     if (!(Number.isFinite(v) && (v > 0 || (v === 0 && mayBeZero.has(k))))) throw fail('E_CALIBRATE', `the ${k} measurement is not a positive number (${v})`, { hint: 'run it again, with more --runs' });
   const cpu = cpus()[0]?.model?.trim() || 'unknown CPU';
@@ -311,7 +352,7 @@ export function hostProfile(m: HostMeasurements, o: { mib: number; runs: number;
         int8: { value: round(m.int8Gops, 1), unit: 'GOPS', source: 'measured', note: `${MATMUL_N}^3 MatMulNBits, 4-bit weights in blocks of ${NBITS_BLOCK}, accuracy_level 4 (int8 activations), ${t}` },
       },
       computeEfficiency: { value: 1, source: 'derived', note: 'the peaks above are achieved rates' },
-      memoryEfficiency: { value: 0.8, source: 'carried', note: 'decode bandwidth over the read rate; not measured here' },
+      memoryEfficiency: { value: round(m.weightGBps / m.readGBps, 3), source: 'derived', note: `ORT streaming fp32 weights through ${GEMV_CHAIN} one-row MatMuls of ${GEMV_H}×${GEMV_H} (${round(m.weightGBps, 1)} GB/s, best of runs, dispatch taken off) over the read rate: what a weight-bound decode step reaches (may exceed 1: the read test is a JS sum)` },
       launchOverheadMs: { value: round(m.launchOverheadMs, 4), unit: 'ms', source: 'measured', note: `median session.run of a one-element Add over ${LAUNCH_CALLS} calls` },
       nodeOverheadMs: { value: round(m.nodeOverheadMs, 5), unit: 'ms', source: 'measured', note: `a chain of ${NODE_CHAIN} Adds on [1, 64] against one, per extra node (median of ${SMALL_CALLS} runs each)` },
       nodeElementNs: { value: round(m.nodeElementNs, 4), unit: 'ns', source: 'measured', note: `the Add chain on [${WIDE_ROWS}, 64] against [1, 64], per node and element (medians)` },
@@ -338,6 +379,7 @@ export function hostProfile(m: HostMeasurements, o: { mib: number; runs: number;
     },
     runtime: {
       tokenLoopMs: { value: round(m.tokenLoopMs, 4), unit: 'ms', source: 'measured', note: 'per generated token: ChatSession on a tiny 2-layer text LM minus a plain onnxruntime-node loop over the same file (best of runs each)' },
+      prefillLoopMs: { value: round(m.prefillLoopMs, 4), unit: 'ms', source: 'measured', note: 'per prompt: ChatSession\'s prefill on the same tiny LM minus the plain loop\'s first call (best of runs each)' },
       imagePreprocessMs: { value: round(m.imagePreprocessMs, 3), unit: 'ms', source: 'measured', note: `fixed part per image: a ${PREPROCESS_FROM}×${PREPROCESS_FROM} PNG decoded, resized (bicubic) to ${PREPROCESS_TO.join(' and ')} squares and normalized (best of runs each), extrapolated to 0 output pixels` },
       imagePreprocessMsPerMpx: { value: round(m.imagePreprocessMsPerMpx, 3), unit: 'ms/Mpx', source: 'measured', note: 'per megapixel of the processed image (resize + normalize), from the same two sizes' },
     },

@@ -3,7 +3,7 @@
  *
  *   time   = max(FLOPs / (peak[dtype] × computeEfficiency), bytes / (peakGBps × memoryEfficiency)) + fixed
  *   fixed  = launchOverheadMs + nodes × (nodeOverheadMs + rows × hidden × nodeElementNs) + (inputs + outputs) × tensorOverheadMs
- *            + runtime.tokenLoopMs (a decoder call: one per generated token)
+ *            + runtime.tokenLoopMs (a decoder call: one per generated token; the prompt's call: runtime.prefillLoopMs)
  *            + runtime.imagePreprocessMs + imagePreprocessMsPerMpx × the vision input's pixels (a vision call: one per image)
  *   energy = activePowerW × time            (board idle power is charged per request, not per brick)
  *
@@ -76,8 +76,10 @@ export function costModel(b: BrickInfo, acc: AcceleratorProfile, format: WeightF
   const elementNs = val(acc.nodeElementNs) ?? 0;
   const elementMs = (tokens: number) => b.entry.nodes * (b.perToken ? tokens : b.tokens ?? 1) * (b.hidden ?? 0) * elementNs / 1e6;
   const overhead = (val(acc.launchOverheadMs) ?? 0) + b.entry.nodes * (val(acc.nodeOverheadMs) ?? 0) + ioTensors * (val(acc.tensorOverheadMs) ?? 0);
-  const runtimeMs = (b.entry.kind === 'decoder' ? val(target.runtime?.tokenLoopMs) ?? 0 : 0)
-    + (b.entry.kind === 'vision' ? (val(target.runtime?.imagePreprocessMs) ?? 0) + (val(target.runtime?.imagePreprocessMsPerMpx) ?? 0) * inputPixels(b) / 1e6 : 0);
+  // A decoder call over several tokens is the prompt's step: the runtime's prefill cost, else its per-token loop.
+  const loopMs = (tokens: number) => (b.entry.kind !== 'decoder' ? 0
+    : tokens > 1 ? val(target.runtime?.prefillLoopMs) ?? val(target.runtime?.tokenLoopMs) ?? 0 : val(target.runtime?.tokenLoopMs) ?? 0);
+  const imageMs = b.entry.kind === 'vision' ? (val(target.runtime?.imagePreprocessMs) ?? 0) + (val(target.runtime?.imagePreprocessMsPerMpx) ?? 0) * inputPixels(b) / 1e6 : 0;
   const power = val(acc.activePowerW);
   const weights = weightBytesAt(b, format);
   const actScale = activationBytes(format, acc.kind) / 4;
@@ -96,6 +98,7 @@ export function costModel(b: BrickInfo, acc: AcceleratorProfile, format: WeightF
     const computeMs = flops / (gops * 1e9) * 1e3;
     const memoryMs = bytes / (gbps * 1e9) * 1e3;
     const work = Math.max(computeMs, memoryMs);
+    const runtimeMs = loopMs(tokens) + imageMs;
     const fixed = overhead + elementMs(tokens) + runtimeMs;
     const ms = work + fixed;
     return { ms, mJ: power === undefined ? null : power * ms, computeMs, memoryMs, runtimeMs, bound: fixed > work ? 'overhead' : computeMs >= memoryMs ? 'compute' : 'memory' };

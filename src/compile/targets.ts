@@ -85,7 +85,7 @@ export interface TargetProfile {
    * (decode, resize, normalize: one per image, a fixed part plus a part per megapixel of the processed
    * image). Absent: 0 (the vendor profiles do not know them).
    */
-  readonly runtime?: { readonly tokenLoopMs: Quantity; readonly imagePreprocessMs: Quantity; readonly imagePreprocessMsPerMpx: Quantity };
+  readonly runtime?: { readonly tokenLoopMs: Quantity; readonly prefillLoopMs?: Quantity; readonly imagePreprocessMs: Quantity; readonly imagePreprocessMsPerMpx: Quantity };
 }
 
 /** A quantity's value, or undefined when it is not known. */
@@ -133,18 +133,21 @@ export function checkTarget(raw: unknown, file = '<target>'): TargetProfile {
     else if (v.value === null && (sources[v.source] as Obj)?.kind !== 'unmeasured' && typeof v.note !== 'string') issues.push(`${at}: a null value needs source kind 'unmeasured' or a note`);
     else if (v.value !== null && (sources[v.source] as Obj)?.kind === 'unmeasured') issues.push(`${at}: has a value but its source says it was not measured`);
   };
-  const group = (key: string, fields: readonly string[]) => {
+  const group = (key: string, fields: readonly string[], optional: readonly string[] = []) => {
     const g = raw[key];
     if (!isObj(g)) { issues.push(`${key}: expected an object`); return; }
     for (const f of fields) quantity(g[f], `${key}.${f}`);
-    for (const f of Object.keys(g)) if (!fields.includes(f)) issues.push(`${key}.${f}: unknown field`);
+    for (const f of optional) quantity(g[f], `${key}.${f}`, false);
+    for (const f of Object.keys(g)) if (!fields.includes(f) && !optional.includes(f)) issues.push(`${key}.${f}: unknown field`);
   };
   group('memory', ['totalBytes', 'peakGBps', 'sustainedGBps']);
   group('storage', ['readMBps']);
   group('power', ['idleW', 'cameraW', 'microphoneW']);
   group('battery', ['capacityMah', 'voltage', 'converterEfficiency']);
   group('powerPolicy', ['highPercent', 'lowPercent']);
-  if (raw.runtime !== undefined) group('runtime', ['tokenLoopMs', 'imagePreprocessMs', 'imagePreprocessMsPerMpx']);
+  if (raw.runtime !== undefined) {
+    group('runtime', ['tokenLoopMs', 'imagePreprocessMs', 'imagePreprocessMsPerMpx'], ['prefillLoopMs']);
+  }
   const accs = Array.isArray(raw.accelerators) ? raw.accelerators : (issues.push('accelerators: expected an array'), []);
   if (Array.isArray(raw.accelerators) && !accs.length) issues.push('accelerators: expected at least one');
   const ids = new Set<string>();

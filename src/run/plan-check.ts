@@ -34,8 +34,15 @@ export function planVsMeasured(plan: Plan, b: BenchResult, tolerance = 0.25, sta
   const ms = (keep: (s: Plan['stages'][number]) => boolean) => plan.stages.filter(keep).reduce((n, s) => n + s.predicted.ms, 0);
   // bench encodes one media item: its kind picks the encoder stages compared (one image, or one clip).
   const clip = b.model.media?.startsWith('audio') ?? false;
-  const imageRows = plan.ringBuffers.filter((r) => r.to.length > 0).reduce((n, r) => n + r.tokens, 0) * plan.workload.images;
-  const prompt = plan.workload.promptTokens + imageRows;
+  // The rows the plan's request merges into the prompt, as compile counts them (schedule.ts encoderTokens): each
+  // ring's rows once per image for an image encoder, once per clip for an audio one.
+  const per = (ring: Plan['ringBuffers'][number]) => {
+    const brick = ring.from.slice(0, ring.from.lastIndexOf('.'));
+    const repeat = plan.stages.find((s) => s.brick === brick && s.phase === 'encode')?.repeat;
+    return repeat === 'per-image' ? plan.workload.images : repeat === 'per-clip' ? plan.workload.audioClips : 0;
+  };
+  const mediaRows = plan.ringBuffers.filter((r) => r.to.length > 0).reduce((n, r) => n + r.tokens * per(r), 0);
+  const prompt = plan.workload.promptTokens + mediaRows;
   // bench's prefill runs from the start of generate (the prompt's embedding) to the first logits;
   // a decode step is one token's embedding and one decoder call.
   const prefillMs = ms((s) => (s.phase === 'embed' && !s.repeat) || s.phase === 'prefill');

@@ -35,7 +35,7 @@ afterAll(async () => { await rm(work, { recursive: true, force: true }); await c
 describe('calibrateHost', () => {
   it('returns a host profile that checkTarget accepts, with positive finite measurements', () => {
     expect(() => checkTarget(JSON.parse(JSON.stringify(profile)), 'host.json')).not.toThrow();
-    expect(stages).toEqual(['memory read', 'fp32 matmul', 'int8 matmul', 'launch overhead', 'node and tensor overhead', 'runtime loop and image preprocessing']);
+    expect(stages).toEqual(['memory read', 'fp32 matmul', 'int8 matmul', 'launch overhead', 'node and tensor overhead', 'runtime loop and image preprocessing', 'weight streaming']);
     expect(profile).toMatchObject({ format: 'nanomind.target', version: 1, name: 'host', default: true });
     const cpu = profile.accelerators[0];
     expect(cpu).toMatchObject({ id: 'cpu', kind: 'cpu', backend: 'ort-cpu', staticShapes: false });
@@ -45,10 +45,13 @@ describe('calibrateHost', () => {
       expect(q.value).toBeGreaterThan(0);
     }
     // Differences of two timings: measured, never negative (0 when within the noise).
-    for (const q of [cpu.nodeOverheadMs!, cpu.tensorOverheadMs!, cpu.nodeElementNs!, profile.runtime!.tokenLoopMs, profile.runtime!.imagePreprocessMs, profile.runtime!.imagePreprocessMsPerMpx]) {
+    for (const q of [cpu.nodeOverheadMs!, cpu.tensorOverheadMs!, cpu.nodeElementNs!, profile.runtime!.tokenLoopMs, profile.runtime!.prefillLoopMs!, profile.runtime!.imagePreprocessMs, profile.runtime!.imagePreprocessMsPerMpx]) {
       expect(q.source).toBe('measured');
       expect(q.value).toBeGreaterThanOrEqual(0);
     }
+    // Decode's weight-streaming rate over the read rate: derived from two measurements, never a carried guess.
+    expect(cpu.memoryEfficiency.source).toBe('derived');
+    expect(cpu.memoryEfficiency.value).toBeGreaterThan(0);
     expect(profile.sources.measured).toMatchObject({ kind: 'measurement', title: expect.stringMatching(/^Measured by `nanomind bench --calibrate` on \d{4}-\d\d-\d\dT.*Node v\d+.*onnxruntime-node \d+\.\d+.*\d+ threads?: best of 1 runs$/) });
   });
 
@@ -73,7 +76,9 @@ describe('calibrateHost', () => {
   it('refuses bad options and measurements that are not positive numbers', async () => {
     await expect(calibrateHost({ runs: 0 })).rejects.toMatchObject({ code: 'E_BAD_OPTION' });
     await expect(calibrateHost({ mib: 1.5 })).rejects.toMatchObject({ code: 'E_BAD_OPTION' });
-    const m = { readGBps: 10, fp32Gflops: 100, int8Gops: 200, launchOverheadMs: 0.01, nodeOverheadMs: 0, tensorOverheadMs: 0.001, nodeElementNs: 0.2, tokenLoopMs: 0.02, imagePreprocessMs: 3, imagePreprocessMsPerMpx: 50 };
+    const m = { readGBps: 10, fp32Gflops: 100, int8Gops: 200, launchOverheadMs: 0.01, nodeOverheadMs: 0, tensorOverheadMs: 0.001, nodeElementNs: 0.2, tokenLoopMs: 0.02, prefillLoopMs: 0.1, weightGBps: 15, imagePreprocessMs: 3, imagePreprocessMsPerMpx: 50 };
+    expect(hostProfile(m, { mib: 8, runs: 1, threads: 1, cores: 1, ortVersion: '1.30.0' }).accelerators[0]!.memoryEfficiency.value).toBe(1.5);
+    expect(() => hostProfile({ ...m, weightGBps: 0 }, { mib: 8, runs: 1, threads: 1, cores: 1, ortVersion: '1.30.0' })).toThrow(expect.objectContaining({ code: 'E_CALIBRATE' }));
     expect(hostProfile(m, { mib: 8, runs: 1, threads: 1, cores: 1, ortVersion: '1.30.0' }).memory.sustainedGBps.value).toBe(10);
     expect(() => hostProfile({ ...m, int8Gops: Infinity }, { mib: 8, runs: 1, threads: 1, cores: 1, ortVersion: '1.30.0' })).toThrow(expect.objectContaining({ code: 'E_CALIBRATE' }));
     expect(() => hostProfile({ ...m, tokenLoopMs: -1 }, { mib: 8, runs: 1, threads: 1, cores: 1, ortVersion: '1.30.0' })).toThrow(expect.objectContaining({ code: 'E_CALIBRATE' }));

@@ -10,7 +10,7 @@ import { planVsMeasured, renderPlanCheck } from '../../src/run/plan-check.js';
 import { brickSetDir } from './helpers.js';
 import { cli } from '../cli-helper.js';
 
-const stage = (id: string, phase: string, ms: number, repeat?: string) => ({ id, brick: id, phase, accelerator: 'cpu', dependsOn: [], repeat, predicted: { ms, mJ: null } });
+const stage = (id: string, phase: string, ms: number, repeat?: string) => ({ id, brick: id.split(':').pop(), phase, accelerator: 'cpu', dependsOn: [], repeat, predicted: { ms, mJ: null } });
 const plan = {
   target: 'host', workload: { images: 2, audioClips: 0, promptTokens: 32, outputTokens: 64, maxContext: 512 },
   ringBuffers: [{ from: 'vision.image_features', to: 'decoder.inputs_embeds', slots: 2, slotBytes: 4096, tokens: 16, hidden: 64, dtype: 'float32', why: '' }],
@@ -35,6 +35,14 @@ describe('planVsMeasured', () => {
     expect(renderPlanCheck(off)).toMatch(/encode ms .* OUTSIDE/);
     // A clip measured against the audio stage.
     expect(planVsMeasured(plan, bench(7, 1000, 250, 300, 'audio (synthetic)')).rows[0]).toMatchObject({ predicted: 7, ratio: 1 });
+  });
+
+  it("counts only the rows of the media the plan's request has (an audio ring adds none when it has no clip)", () => {
+    const withAudio = { ...plan, ringBuffers: [...plan.ringBuffers, { from: 'audio.audio_features', to: 'decoder.inputs_embeds', slots: 2, slotBytes: 4096, tokens: 25, hidden: 64, dtype: 'float32', why: '' }] } as unknown as Plan;
+    expect(planVsMeasured(withAudio, bench(12.5, 760, 250, 374)).rows[1]).toMatchObject({ what: 'prefill tok/s', predicted: 1000 });
+    const oneClip = { ...withAudio, workload: { ...withAudio.workload, audioClips: 1 } } as unknown as Plan;
+    // 32 + 2 × 16 + 1 × 25 = 89 tokens in 64 ms
+    expect(planVsMeasured(oneClip, bench(12.5, 760, 250, 374)).rows[1]!.predicted).toBeCloseTo(89000 / 64, 6);
   });
 
   it('bench --against-plan on a brick set (no bundle.json): E_USAGE, exit 2', async () => {
