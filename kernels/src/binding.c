@@ -113,14 +113,29 @@ static napi_value simd(napi_env env, napi_callback_info info) {
   return v;
 }
 
+static napi_value bandwidth(napi_env env, napi_callback_info info) {
+  size_t argc = 3; napi_value a[3];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  double mb = 0; int threads = 1, reps = 1;
+  if (argc < 3 || napi_get_value_double(env, a[0], &mb) != napi_ok || napi_get_value_int32(env, a[1], &threads) != napi_ok
+      || napi_get_value_int32(env, a[2], &reps) != napi_ok || mb < 1 || threads < 1 || reps < 1) THROW("bandwidth(megabytes, threads, reps)");
+  uint64_t sum = 0;
+  const double gbs = nm_read_bandwidth((size_t)(mb * 1e6) / 64 * 64, threads, reps, &sum);
+  if (gbs < 0) THROW("out of memory for the bandwidth buffer");
+  napi_value v;
+  CHECK(napi_create_double(env, gbs, &v));
+  return v;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor p[] = {
     { "create", NULL, create, NULL, NULL, NULL, napi_default, NULL },
     { "forward", NULL, forward, NULL, NULL, NULL, napi_default, NULL },
     { "matmul", NULL, matmul, NULL, NULL, NULL, napi_default, NULL },
     { "simd", NULL, simd, NULL, NULL, NULL, napi_default, NULL },
+    { "bandwidth", NULL, bandwidth, NULL, NULL, NULL, napi_default, NULL },
   };
-  if (napi_define_properties(env, exports, 4, p) != napi_ok) return NULL;
+  if (napi_define_properties(env, exports, 5, p) != napi_ok) return NULL;
   return exports;
 }
 

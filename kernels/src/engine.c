@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #define NM_Q4_ROWS 4 /* rows per AVX2 Q4 tile */
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -462,3 +463,69 @@ const char *nm_forward(nm_model *m, const float *embeds, int s, int pos0, float 
   nm_matmul(m->pool, c->fmt, m->lm_head, c->vocab, h, m->xq, n, logits);
   return NULL;
 }
+
+/* ------------------------------------------------------------------------------ read bandwidth probe */
+/* The benchmark's roofline: GB/s for summing a large buffer with the engine's own pool (the same threads a decode
+ * step uses). AVX2 loads where available, 4 independent accumulators so the loads, not the adds, set the pace. */
+typedef struct { const uint64_t *buf; size_t words_per_chunk, words; uint64_t sums[64 * 8]; } bw_ctx;
+#ifdef NM_X86
+NM_AVX2 static uint64_t sum_words_avx2(const uint64_t *p, size_t n) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(p + i)));
+    a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(p + i + 4)));
+    a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(p + i + 8)));
+    a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(p + i + 12)));
+  }
+  a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+  uint64_t t[4]; _mm256_storeu_si256((__m256i *)t, a0);
+  uint64_t s = t[0] + t[1] + t[2] + t[3];
+  for (; i < n; i++) s += p[i];
+  return s;
+}
+#endif
+static uint64_t sum_words(const uint64_t *p, size_t n) {
+#ifdef NM_X86
+  if (__builtin_cpu_supports("avx2")) return sum_words_avx2(p, n);
+#endif
+  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) { s0 += p[i]; s1 += p[i + 1]; s2 += p[i + 2]; s3 += p[i + 3]; }
+  for (; i < n; i++) s0 += p[i];
+  return s0 + s1 + s2 + s3;
+}
+static void bw_job(void *c_, int lo, int hi) {
+  bw_ctx *c = c_;
+  for (int j = lo; j < hi; j++) {
+    const size_t a = (size_t)j * c->words_per_chunk, n = a + c->words_per_chunk > c->words ? c->words - a : c->words_per_chunk;
+    c->sums[(j % 64) * 8] += sum_words(c->buf + a, n); /* 64-byte apart: no false sharing between workers */
+  }
+}
+double nm_read_bandwidth(size_t bytes, int threads, int reps, uint64_t *checksum) {
+  nm_simd();
+  bw_ctx *c = calloc(1, sizeof *c);
+  const size_t words = bytes / 8;
+  uint64_t *buf = aligned_alloc(64, words * 8);
+  if (!c || !buf) { free(c); free(buf); return -1; }
+  for (size_t i = 0; i < words; i++) buf[i] = i; /* touch every page before timing */
+  c->buf = buf; c->words = words; c->words_per_chunk = 1 << 18; /* 2 MB chunks */
+  const int chunks = (int)((words + c->words_per_chunk - 1) / c->words_per_chunk);
+  nm_pool *p = nm_pool_create(threads);
+  double best = 0;
+  for (int r = 0; r < reps; r++) {
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pool_run(p, bw_job, c, chunks, 1);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (bytes / s > best) best = (double)bytes / s;
+  }
+  uint64_t sum = 0;
+  for (int i = 0; i < 64; i++) sum += c->sums[i * 8];
+  if (checksum) *checksum = sum;
+  nm_pool_free(p);
+  free(buf); free(c);
+  return best / 1e9;
+}
+

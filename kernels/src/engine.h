@@ -46,4 +46,6 @@ void nm_model_free(nm_model *m);
 /* Runs s tokens at positions pos0 .. pos0 + s - 1 (the cache keeps rows < pos0). logits: vocab floats for the last
  * token, or s * vocab with all_logits. Returns NULL or an error. */
 const char *nm_forward(nm_model *m, const float *embeds, int s, int pos0, float *logits, int all_logits);
+/* GB/s of the best of `reps` passes summing a `bytes` buffer on `threads` threads (the benchmark's roofline). */
+double nm_read_bandwidth(size_t bytes, int threads, int reps, uint64_t *checksum);
 #endif
