@@ -73,6 +73,39 @@ static float dot_q8_c(const nm_q8_block *w, const nm_a8_block *a, int nb) {
   return sum;
 }
 
+/* ----------------------------------------------------------------------------------- Q4 row tiles */
+/* At load the engine regroups each Q4 matrix by 4 rows: per tile and block, the 4 fp16 scales, then the 4 rows' 16
+ * nibble bytes (72 bytes; the same bytes as 4 plain blocks, so a matrix keeps its size). A kernel then loads the 4
+ * scales at once, shares every activation load between 4 rows and reduces the 4 rows' integer sums together before
+ * one float multiply-add. Rows past the last multiple of 4 stay plain after the tiles. */
+typedef struct { uint16_t d[NM_Q4_ROWS]; uint8_t qs[NM_Q4_ROWS][NM_QK / 2]; } nm_q4_tile;
+
+static void q4_to_tiles(uint8_t *dst, const uint8_t *src, int n, int k) {
+  const int nb = k / NM_QK, n4 = n / NM_Q4_ROWS * NM_Q4_ROWS;
+  const size_t rb = nm_row_bytes(NM_Q4, k);
+  nm_q4_tile *t = (nm_q4_tile *)dst;
+  for (int r = 0; r < n4; r += NM_Q4_ROWS)
+    for (int b = 0; b < nb; b++, t++)
+      for (int i = 0; i < NM_Q4_ROWS; i++) {
+        const nm_q4_block *blk = (const nm_q4_block *)(src + (size_t)(r + i) * rb) + b;
+        t->d[i] = blk->d;
+        memcpy(t->qs[i], blk->qs, NM_QK / 2);
+      }
+  memcpy(dst + (size_t)n4 * rb, src + (size_t)n4 * rb, (size_t)(n - n4) * rb);
+}
+
+/* out[i * out_stride] = row (4 tile rows) . a, portable C */
+static void q4_tile_c(const nm_q4_tile *t, const nm_a8_block *a, int nb, float *out, size_t out_stride) {
+  float sum[NM_Q4_ROWS] = { 0 };
+  for (int b = 0; b < nb; b++)
+    for (int i = 0; i < NM_Q4_ROWS; i++) {
+      int acc = 0;
+      for (int j = 0; j < 16; j++) acc += ((t[b].qs[i][j] & 0x0f) - 8) * a[b].qs[j] + ((t[b].qs[i][j] >> 4) - 8) * a[b].qs[j + 16];
+      sum[i] += (float)acc * nm_half_to_float(t[b].d[i]) * a[b].d;
+    }
+  for (int i = 0; i < NM_Q4_ROWS; i++) out[i * out_stride] = sum[i];
+}
+
 /* ------------------------------------------------------------------------------------ dot, AVX2 */
 #ifdef NM_X86
 #define NM_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -95,41 +128,41 @@ NM_AVX2 static inline __m256 q4_block(const nm_q4_block *w, __m256i x, __m256i l
   const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo);
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1)));
 }
-NM_AVX2 static void dot_q4_rows_avx2(const uint8_t *w, size_t stride, int rows, const nm_a8_block *a, int nb, float *out, size_t out_stride) {
-  const __m256i lo = _mm256_set1_epi8(0x0f);
-  if (rows == NM_Q4_ROWS) {
-    __m256 acc[NM_Q4_ROWS];
-    float corr[NM_Q4_ROWS] = { 0, 0, 0, 0 };
-    for (int r = 0; r < NM_Q4_ROWS; r++) acc[r] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-      const __m256i x = _mm256_loadu_si256((const __m256i *)a[b].qs);
-      const float da = a[b].d, sa = a[b].s;
-      for (int r = 0; r < NM_Q4_ROWS; r++) {
-        const nm_q4_block *wb = (const nm_q4_block *)(w + r * stride) + b;
-        const float dw = _cvtsh_ss(wb->d);
-        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * da), q4_block(wb, x, lo), acc[r]);
-        corr[r] += dw * sa;
-      }
+/* 4 rows x 1 token: per block one 64-bit scale load, 4 nibble expansions sharing one activation load, a 3-step
+ * horizontal add tree that leaves [r0 r1 r2 r3 | r0 r1 r2 r3] partial sums, one convert and one FMA. The
+ * -8 x sum(x) offset term is one 4-wide FMA per block (activation block sums are precomputed). */
+NM_AVX2 static void q4_tile_avx2(const nm_q4_tile *t, const nm_a8_block *a, int nb, float *out, size_t out_stride) {
+  const __m256i lo = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  __m256 acc = _mm256_setzero_ps();
+  __m128 corr = _mm_setzero_ps();
+  for (int b = 0; b < nb; b++) {
+    const __m256i x = _mm256_loadu_si256((const __m256i *)a[b].qs);
+    const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t[b].d));
+    __m256i p[NM_Q4_ROWS];
+    for (int i = 0; i < NM_Q4_ROWS; i++) {
+      const __m128i raw = _mm_loadu_si128((const __m128i *)t[b].qs[i]);
+      const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo);
+      p[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), ones);
     }
-    for (int r = 0; r < NM_Q4_ROWS; r++) out[r * out_stride] = hsum(acc[r]) - 8.f * corr[r];
-    return;
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    const __m128 s4 = _mm_mul_ps(d4, _mm_set1_ps(a[b].d));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s4, s4), acc);
+    corr = _mm_fmadd_ps(d4, _mm_set1_ps(a[b].s), corr);
   }
-  for (int r = 0; r < rows; r++) {
-    __m256 acc = _mm256_setzero_ps();
-    float corr = 0;
-    for (int b = 0; b < nb; b++) {
-      const nm_q4_block *wb = (const nm_q4_block *)(w + r * stride) + b;
-      const float dw = _cvtsh_ss(wb->d);
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[b].d), q4_block(wb, _mm256_loadu_si256((const __m256i *)a[b].qs), lo), acc);
-      corr += dw * a[b].s;
-    }
-    out[r * out_stride] = hsum(acc) - 8.f * corr;
-  }
+  const __m128 r = _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)), _mm_mul_ps(_mm_set1_ps(8.f), corr));
+  float v[4]; _mm_storeu_ps(v, r);
+  for (int i = 0; i < NM_Q4_ROWS; i++) out[i * out_stride] = v[i];
 }
 NM_AVX2 static float dot_q4_avx2(const nm_q4_block *w, const nm_a8_block *a, int nb) {
-  float y;
-  dot_q4_rows_avx2((const uint8_t *)w, 0, 1, a, nb, &y, 1);
-  return y;
+  const __m256i lo = _mm256_set1_epi8(0x0f);
+  __m256 acc = _mm256_setzero_ps();
+  float corr = 0;
+  for (int b = 0; b < nb; b++) {
+    const float dw = _cvtsh_ss(w[b].d);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[b].d), q4_block(&w[b], _mm256_loadu_si256((const __m256i *)a[b].qs), lo), acc);
+    corr += dw * a[b].s;
+  }
+  return hsum(acc) - 8.f * corr;
 }
 NM_AVX2 static float dot_q8_avx2(const nm_q8_block *w, const nm_a8_block *a, int nb) {
   __m256 acc = _mm256_setzero_ps();
@@ -144,15 +177,15 @@ NM_AVX2 static float dot_q8_avx2(const nm_q8_block *w, const nm_a8_block *a, int
 
 typedef float (*dot_fn)(const void *, const nm_a8_block *, int);
 static dot_fn dot_q4 = (dot_fn)dot_q4_c, dot_q8 = (dot_fn)dot_q8_c;
-typedef void (*rows_fn)(const uint8_t *, size_t, int, const nm_a8_block *, int, float *, size_t);
-static rows_fn rows_q4 = NULL; /* NULL: one dot per row */
+typedef void (*tile_fn)(const nm_q4_tile *, const nm_a8_block *, int, float *, size_t);
+static tile_fn tile_q4 = q4_tile_c;
 static const char *simd_name = "portable";
 static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
 static void pick_simd(void) {
 #ifdef NM_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !getenv("NANOMIND_KERNELS_PORTABLE")) {
-    dot_q4 = (dot_fn)dot_q4_avx2; dot_q8 = (dot_fn)dot_q8_avx2; rows_q4 = dot_q4_rows_avx2; simd_name = "avx2";
+    dot_q4 = (dot_fn)dot_q4_avx2; dot_q8 = (dot_fn)dot_q8_avx2; tile_q4 = q4_tile_avx2; simd_name = "avx2";
   }
 #endif
 }
@@ -247,27 +280,48 @@ static void pool_run(nm_pool *p, job_fn fn, void *ctx, int n, int chunk) {
 
 /* ---------------------------------------------------------------------------------------- matmul */
 typedef struct { int fmt; const uint8_t *w; size_t row; int k; const nm_a8_block *x; int s; int n; float *y; } mm_ctx;
+/* Rows [lo, hi) for every token; Q4 weights are in tiles (q4_to_tiles), lo is a multiple of 4. Tokens run inside
+ * the tile loop so a tile's bytes are read from memory once per call (prefill reuses them from L1). */
 static void mm_job(void *c_, int lo, int hi) {
   const mm_ctx *c = c_;
   const int nb = c->k / NM_QK;
-  const dot_fn dot = c->fmt == NM_Q4 ? dot_q4 : dot_q8;
-  if (c->fmt == NM_Q4 && rows_q4) {
-    for (int t = 0; t < c->s; t++)
-      for (int r = lo; r < hi; r += NM_Q4_ROWS) {
-        const int rows = hi - r < NM_Q4_ROWS ? hi - r : NM_Q4_ROWS;
-        rows_q4(c->w + (size_t)r * c->row, c->row, rows, c->x + (size_t)t * nb, nb, c->y + (size_t)t * c->n + r, 1);
-      }
+  if (c->fmt == NM_Q4) {
+    const int n4 = c->n / NM_Q4_ROWS * NM_Q4_ROWS;
+    int r = lo;
+    for (; r + NM_Q4_ROWS <= hi && r < n4; r += NM_Q4_ROWS) {
+      const nm_q4_tile *t = (const nm_q4_tile *)(c->w + (size_t)r * c->row);
+      for (int s = 0; s < c->s; s++) tile_q4(t, c->x + (size_t)s * nb, nb, c->y + (size_t)s * c->n + r, 1);
+    }
+    for (; r < hi; r++)
+      for (int s = 0; s < c->s; s++) c->y[(size_t)s * c->n + r] = dot_q4(c->w + (size_t)r * c->row, c->x + (size_t)s * nb, nb);
     return;
   }
   for (int r = lo; r < hi; r++) {
     const void *wr = c->w + (size_t)r * c->row;
-    for (int t = 0; t < c->s; t++) c->y[(size_t)t * c->n + r] = dot(wr, c->x + (size_t)t * nb, nb);
+    for (int t = 0; t < c->s; t++) c->y[(size_t)t * c->n + r] = dot_q8(wr, c->x + (size_t)t * nb, nb);
   }
 }
+/* Chunks of rows for the pool: a multiple of 16 rows (whole Q4 tiles, whole cache lines of y), about 8 per thread
+ * so a thread slowed by the shared machine hands its share to the others. */
+static int mm_chunk(const nm_pool *p, int n) {
+  int c = n / (p->threads * 8);
+  c = c < 16 ? 16 : c / 16 * 16;
+  return c;
+}
+static void matmul_tiled(nm_pool *p, int fmt, const void *w, int n, int k, const nm_a8_block *xq, int s, float *y) {
+  mm_ctx c = { fmt, w, nm_row_bytes(fmt, k), k, xq, s, n, y };
+  pool_run(p, mm_job, &c, n, mm_chunk(p, n));
+}
+/* Test hook and standalone use: plain rows in, so Q4 is regrouped into tiles on a copy first. */
 void nm_matmul(nm_pool *p, int fmt, const void *w, int n, int k, const nm_a8_block *xq, int s, float *y) {
   nm_simd();
-  mm_ctx c = { fmt, w, nm_row_bytes(fmt, k), k, xq, s, n, y };
-  pool_run(p, mm_job, &c, n, 16);
+  if (fmt != NM_Q4) { matmul_tiled(p, fmt, w, n, k, xq, s, y); return; }
+  const size_t bytes = (size_t)n * nm_row_bytes(fmt, k);
+  uint8_t *t = malloc(bytes);
+  if (!t) return;
+  q4_to_tiles(t, w, n, k);
+  matmul_tiled(p, fmt, t, n, k, xq, s, y);
+  free(t);
 }
 
 /* ----------------------------------------------------------------------------------------- model */
@@ -355,6 +409,22 @@ nm_model *nm_model_create(const nm_config *cfg, const uint8_t *weights, size_t b
   AT(fo + 1, (size_t)c->vocab * nm_row_bytes(c->fmt, c->hidden), m->lm_head, const uint8_t *);
   #undef AT
   if (!m->final_norm || !m->lm_head) { *err = "final norm or lm_head missing"; nm_model_free(m); return NULL; }
+  if (c->fmt == NM_Q4) { /* regroup every matrix into row tiles, in place through one scratch copy */
+    const size_t rh = nm_row_bytes(NM_Q4, c->hidden), sizes[5] = { (size_t)c->vocab * rh, 2 * (size_t)c->inter * rh, qkv_rows * rh,
+      (size_t)c->hidden * nm_row_bytes(NM_Q4, c->inter), (size_t)c->hidden * nm_row_bytes(NM_Q4, (int)hd) };
+    size_t big = 0;
+    for (int i = 0; i < 5; i++) if (sizes[i] > big) big = sizes[i];
+    uint8_t *tmp = malloc(big);
+    if (!tmp) { *err = "out of memory repacking the weights"; nm_model_free(m); return NULL; }
+    #define TILE(ptr, n, k) do { const size_t b_ = (size_t)(n) * nm_row_bytes(NM_Q4, k); memcpy(tmp, ptr, b_); q4_to_tiles((uint8_t *)(ptr), tmp, n, k); } while (0)
+    for (int l = 0; l < c->layers; l++) {
+      const layer_w *L = &m->L[l];
+      TILE(L->wqkv, qkv_rows, c->hidden); TILE(L->wo, c->hidden, hd); TILE(L->wgu, 2 * c->inter, c->hidden); TILE(L->wdown, c->hidden, c->inter);
+    }
+    TILE(m->lm_head, c->vocab, c->hidden);
+    #undef TILE
+    free(tmp);
+  }
   m->inv_freq = malloc(sizeof(float) * c->head_dim / 2);
   memcpy(m->inv_freq, inv_freq, sizeof(float) * c->head_dim / 2);
   const size_t kv = (size_t)c->layers * c->kv_heads * c->max_ctx * c->head_dim;
@@ -414,6 +484,18 @@ static void att_job(void *c_, int lo, int hi) {
 
 static inline float silu(float x) { return x / (1.f + expf(-x)); }
 
+/* Phase timers for kernels/tools/nm-check.c's `bench` (compiled in only with -DNM_PROFILE). */
+#ifdef NM_PROFILE
+double nm_prof[NM_PROF_N];
+static double prof_t;
+static double now_s(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec; }
+#define PROF(i) do { const double t_ = now_s(); nm_prof[i] += t_ - prof_t; prof_t = t_; } while (0)
+#define PROF_START() (prof_t = now_s())
+#else
+#define PROF(i) ((void)0)
+#define PROF_START() ((void)0)
+#endif
+
 const char *nm_forward(nm_model *m, const float *embeds, int s, int pos0, float *logits, int all_logits) {
   const nm_config *c = &m->c;
   if (s <= 0 || pos0 < 0 || pos0 + s > c->max_ctx) return "tokens do not fit the preallocated KV cache";
@@ -421,11 +503,14 @@ const char *nm_forward(nm_model *m, const float *embeds, int s, int pos0, float 
   const int h = c->hidden, d = c->head_dim, H = c->heads, KV = c->kv_heads, I = c->inter, hd = H * d;
   const int qkv = (H + 2 * KV) * d;
   memcpy(m->x, embeds, sizeof(float) * s * h);
+  PROF_START();
   for (int l = 0; l < c->layers; l++) {
     const layer_w *L = &m->L[l];
     for (int t = 0; t < s; t++) rmsnorm(m->xn + (size_t)t * h, m->x + (size_t)t * h, L->attn_norm, h, c->eps);
     nm_quantize_act(m->xn, m->xq, s, h);
-    nm_matmul(m->pool, c->fmt, L->wqkv, qkv, h, m->xq, s, m->qkv);
+    PROF(NM_PROF_OTHER);
+    matmul_tiled(m->pool, c->fmt, L->wqkv, qkv, h, m->xq, s, m->qkv);
+    PROF(NM_PROF_QKV);
     for (int t = 0; t < s; t++) {
       float *r = m->qkv + (size_t)t * qkv;
       if (L->bqkv) for (int i = 0; i < qkv; i++) r[i] += L->bqkv[i];
@@ -440,27 +525,37 @@ const char *nm_forward(nm_model *m, const float *embeds, int s, int pos0, float 
         memcpy(m->vc + at, r + (size_t)(H + KV + g) * d, sizeof(float) * d);
       }
     }
+    PROF(NM_PROF_OTHER);
     att_ctx ac = { m, l, s, pos0 };
     pool_run(m->pool, att_job, &ac, s * H, 1);
+    PROF(NM_PROF_ATT);
     nm_quantize_act(m->att, m->xq, s, hd);
-    nm_matmul(m->pool, c->fmt, L->wo, h, hd, m->xq, s, m->tmp);
+    PROF(NM_PROF_OTHER);
+    matmul_tiled(m->pool, c->fmt, L->wo, h, hd, m->xq, s, m->tmp);
+    PROF(NM_PROF_WO);
     for (size_t i = 0; i < (size_t)s * h; i++) m->x[i] += m->tmp[i];
     for (int t = 0; t < s; t++) rmsnorm(m->xn + (size_t)t * h, m->x + (size_t)t * h, L->ffn_norm, h, c->eps);
     nm_quantize_act(m->xn, m->xq, s, h);
-    nm_matmul(m->pool, c->fmt, L->wgu, 2 * I, h, m->xq, s, m->gu);
+    PROF(NM_PROF_OTHER);
+    matmul_tiled(m->pool, c->fmt, L->wgu, 2 * I, h, m->xq, s, m->gu);
+    PROF(NM_PROF_GU);
     for (int t = 0; t < s; t++) {
       const float *g = m->gu + (size_t)t * 2 * I;
       float *o = m->xn + (size_t)t * I;
       for (int i = 0; i < I; i++) o[i] = silu(g[i]) * g[I + i];
     }
     nm_quantize_act(m->xn, m->xq, s, I);
-    nm_matmul(m->pool, c->fmt, L->wdown, h, I, m->xq, s, m->tmp);
+    PROF(NM_PROF_OTHER);
+    matmul_tiled(m->pool, c->fmt, L->wdown, h, I, m->xq, s, m->tmp);
+    PROF(NM_PROF_DOWN);
     for (size_t i = 0; i < (size_t)s * h; i++) m->x[i] += m->tmp[i];
   }
   const int first = all_logits ? 0 : s - 1, n = s - first;
   for (int t = 0; t < n; t++) rmsnorm(m->xn + (size_t)t * h, m->x + (size_t)(first + t) * h, m->final_norm, h, c->eps);
   nm_quantize_act(m->xn, m->xq, n, h);
-  nm_matmul(m->pool, c->fmt, m->lm_head, c->vocab, h, m->xq, n, logits);
+  PROF(NM_PROF_OTHER);
+  matmul_tiled(m->pool, c->fmt, m->lm_head, c->vocab, h, m->xq, n, logits);
+  PROF(NM_PROF_HEAD);
   return NULL;
 }
 

@@ -48,4 +48,8 @@ void nm_model_free(nm_model *m);
 const char *nm_forward(nm_model *m, const float *embeds, int s, int pos0, float *logits, int all_logits);
 /* GB/s of the best of `reps` passes summing a `bytes` buffer on `threads` threads (the benchmark's roofline). */
 double nm_read_bandwidth(size_t bytes, int threads, int reps, uint64_t *checksum);
+#ifdef NM_PROFILE
+enum { NM_PROF_QKV, NM_PROF_ATT, NM_PROF_WO, NM_PROF_GU, NM_PROF_DOWN, NM_PROF_HEAD, NM_PROF_OTHER, NM_PROF_N };
+extern double nm_prof[NM_PROF_N]; /* seconds per phase, accumulated by nm_forward */
+#endif
 #endif

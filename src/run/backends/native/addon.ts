@@ -22,6 +22,8 @@ export interface Kernels {
   forward(m: KernelModel, embeds: Float32Array, s: number, pos0: number, logits: Float32Array, allLogits: boolean): void;
   /** Test hook: y [s × n] = W (packed, n rows of k) · x [s × k], activations quantized as the model does. */
   matmul(bits: 4 | 8, w: Uint8Array, n: number, k: number, x: Float32Array, s: number, threads: number): Float32Array;
+  /** Benchmark roofline: GB/s of the best of `reps` passes summing a buffer of `megabytes` on `threads` threads. */
+  bandwidth(megabytes: number, threads: number, reps: number): number;
 }
 
 export type KernelsLoad = { readonly ok: true; readonly kernels: Kernels } | { readonly ok: false; readonly reason: string };
