@@ -13,6 +13,14 @@
 #include <immintrin.h>
 #define NM_X86 1
 #endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#include <sys/auxv.h>
+#define NM_ARM64 1
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#endif
 
 /* ----------------------------------------------------------------------------------------------- fp16 */
 float nm_half_to_float(uint16_t h) {
@@ -173,6 +181,85 @@ NM_AVX2 static float dot_q8_avx2(const nm_q8_block *w, const nm_a8_block *a, int
   }
   return hsum(acc);
 }
+
+/* ----------------------------------------------------------------------------- dot, AVX-512 VNNI */
+/* The same tile walk with vpdpbusd (unsigned nibbles x signed int8, summed into int32 in one instruction) in
+ * place of maddubs + madd. 256-bit forms only (AVX512VL), so no frequency licence change. Chosen when the CPU
+ * reports avx512vnni and avx512vl; the development machine (AMD EPYC, AVX2 only) cannot run it: compiled and
+ * dispatched, untested on hardware. */
+#define NM_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
+NM_VNNI static void q4_tile_vnni(const nm_q4_tile *t, const nm_a8_block *a, int nb, float *out, size_t out_stride) {
+  const __m256i lo = _mm256_set1_epi8(0x0f);
+  __m256 acc = _mm256_setzero_ps();
+  __m128 corr = _mm_setzero_ps();
+  for (int b = 0; b < nb; b++) {
+    const __m256i x = _mm256_loadu_si256((const __m256i *)a[b].qs);
+    const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t[b].d));
+    __m256i p[NM_Q4_ROWS];
+    for (int i = 0; i < NM_Q4_ROWS; i++) {
+      const __m128i raw = _mm_loadu_si128((const __m128i *)t[b].qs[i]);
+      const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo);
+      p[i] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, x);
+    }
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    const __m128 s4 = _mm_mul_ps(d4, _mm_set1_ps(a[b].d));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s4, s4), acc);
+    corr = _mm_fmadd_ps(d4, _mm_set1_ps(a[b].s), corr);
+  }
+  const __m128 r = _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)), _mm_mul_ps(_mm_set1_ps(8.f), corr));
+  float v[4]; _mm_storeu_ps(v, r);
+  for (int i = 0; i < NM_Q4_ROWS; i++) out[i * out_stride] = v[i];
+}
+#endif
+
+#ifdef NM_ARM64
+/* ------------------------------------------------------------------------------------- dot, NEON */
+/* Nibbles become signed (q - 8) before the products, so no offset term. With the dot-product extension
+ * (vdotq_s32: 4 int8 products summed into each int32 lane) when the CPU has it (HWCAP_ASIMDDP, checked at run
+ * time; the function carries its own target so the file builds for baseline armv8-a); else widening multiplies
+ * (vmull_s8 / vmlal_s8 into int16: |2 x 8 x 127| fits) and pairwise adds. */
+#define NM_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
+static inline int8x16_t nib_lo(uint8x16_t raw) { return vsubq_s8(vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0f))), vdupq_n_s8(8)); }
+static inline int8x16_t nib_hi(uint8x16_t raw) { return vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(raw, 4)), vdupq_n_s8(8)); }
+static inline int32x4_t dot16_neon(int32x4_t acc, int8x16_t w, int8x16_t x) {
+  int16x8_t p = vmull_s8(vget_low_s8(w), vget_low_s8(x));
+  p = vmlal_s8(p, vget_high_s8(w), vget_high_s8(x));
+  return vpadalq_s16(acc, p);
+}
+NM_DOTPROD static inline int32x4_t dot16_dp(int32x4_t acc, int8x16_t w, int8x16_t x) { return vdotq_s32(acc, w, x); }
+static inline float32x4_t half4(const uint16_t *d) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(d))); }
+
+#define NM_NEON_TILE(name, attr, dot) \
+  attr static void name(const nm_q4_tile *t, const nm_a8_block *a, int nb, float *out, size_t out_stride) { \
+    float32x4_t acc = vdupq_n_f32(0); \
+    for (int b = 0; b < nb; b++) { \
+      const int8x16_t x0 = vld1q_s8(a[b].qs), x1 = vld1q_s8(a[b].qs + 16); \
+      int32x4_t p[NM_Q4_ROWS]; \
+      for (int i = 0; i < NM_Q4_ROWS; i++) { \
+        const uint8x16_t raw = vld1q_u8(t[b].qs[i]); \
+        p[i] = dot(dot(vdupq_n_s32(0), nib_lo(raw), x0), nib_hi(raw), x1); \
+      } \
+      const int32x4_t h = vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3])); \
+      acc = vfmaq_f32(acc, vcvtq_f32_s32(h), vmulq_n_f32(half4(t[b].d), a[b].d)); \
+    } \
+    float v[4]; vst1q_f32(v, acc); \
+    for (int i = 0; i < NM_Q4_ROWS; i++) out[i * out_stride] = v[i]; \
+  } \
+
+#define NM_NEON_Q8(name, attr, dot) \
+  attr static float name(const nm_q8_block *w, const nm_a8_block *a, int nb) { \
+    float32x4_t acc = vdupq_n_f32(0); \
+    for (int b = 0; b < nb; b++) { \
+      int32x4_t p = dot(vdupq_n_s32(0), vld1q_s8(w[b].qs), vld1q_s8(a[b].qs)); \
+      p = dot(p, vld1q_s8(w[b].qs + 16), vld1q_s8(a[b].qs + 16)); \
+      acc = vfmaq_n_f32(acc, vcvtq_f32_s32(p), nm_half_to_float(w[b].d) * a[b].d); \
+    } \
+    return vaddvq_f32(acc); \
+  }
+NM_NEON_TILE(q4_tile_neon, , dot16_neon)
+NM_NEON_TILE(q4_tile_dp, NM_DOTPROD, dot16_dp)
+NM_NEON_Q8(dot_q8_neon, , dot16_neon)
+NM_NEON_Q8(dot_q8_dp, NM_DOTPROD, dot16_dp)
 #endif
 
 typedef float (*dot_fn)(const void *, const nm_a8_block *, int);
@@ -181,12 +268,19 @@ typedef void (*tile_fn)(const nm_q4_tile *, const nm_a8_block *, int, float *, s
 static tile_fn tile_q4 = q4_tile_c;
 static const char *simd_name = "portable";
 static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
+/* NANOMIND_KERNELS_PORTABLE=1 keeps the portable C path (tests compare the SIMD paths with it). */
 static void pick_simd(void) {
+  if (getenv("NANOMIND_KERNELS_PORTABLE")) return;
 #ifdef NM_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !getenv("NANOMIND_KERNELS_PORTABLE")) {
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
     dot_q4 = (dot_fn)dot_q4_avx2; dot_q8 = (dot_fn)dot_q8_avx2; tile_q4 = q4_tile_avx2; simd_name = "avx2";
+    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) { tile_q4 = q4_tile_vnni; simd_name = "avx512vnni"; }
   }
+#endif
+#ifdef NM_ARM64
+  if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) { tile_q4 = q4_tile_dp; dot_q8 = (dot_fn)dot_q8_dp; simd_name = "neon-dotprod"; }
+  else { tile_q4 = q4_tile_neon; dot_q8 = (dot_fn)dot_q8_neon; simd_name = "neon"; }
 #endif
 }
 const char *nm_simd(void) { pthread_once(&simd_once, pick_simd); return simd_name; }
