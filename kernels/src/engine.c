@@ -161,6 +161,34 @@ NM_AVX2 static void q4_tile_avx2(const nm_q4_tile *t, const nm_a8_block *a, int 
   float v[4]; _mm_storeu_ps(v, r);
   for (int i = 0; i < NM_Q4_ROWS; i++) out[i * out_stride] = v[i];
 }
+/* The same for 2 tokens: the 4 rows' nibbles are expanded once and used for both (prefill). */
+NM_AVX2 static void q4_tile2_avx2(const nm_q4_tile *t, const nm_a8_block *a0, const nm_a8_block *a1, int nb, float *out0, float *out1) {
+  const __m256i lo = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m128 corr0 = _mm_setzero_ps(), corr1 = _mm_setzero_ps();
+  for (int b = 0; b < nb; b++) {
+    const __m256i x0 = _mm256_loadu_si256((const __m256i *)a0[b].qs), x1 = _mm256_loadu_si256((const __m256i *)a1[b].qs);
+    const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t[b].d));
+    __m256i q[NM_Q4_ROWS], p[NM_Q4_ROWS];
+    for (int i = 0; i < NM_Q4_ROWS; i++) {
+      const __m128i raw = _mm_loadu_si128((const __m128i *)t[b].qs[i]);
+      q[i] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo);
+      p[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(q[i], x0), ones);
+    }
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    __m128 s4 = _mm_mul_ps(d4, _mm_set1_ps(a0[b].d));
+    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s4, s4), acc0);
+    corr0 = _mm_fmadd_ps(d4, _mm_set1_ps(a0[b].s), corr0);
+    for (int i = 0; i < NM_Q4_ROWS; i++) p[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(q[i], x1), ones);
+    h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    s4 = _mm_mul_ps(d4, _mm_set1_ps(a1[b].d));
+    acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s4, s4), acc1);
+    corr1 = _mm_fmadd_ps(d4, _mm_set1_ps(a1[b].s), corr1);
+  }
+  const __m128 eight = _mm_set1_ps(8.f);
+  _mm_storeu_ps(out0, _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1)), _mm_mul_ps(eight, corr0)));
+  _mm_storeu_ps(out1, _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc1), _mm256_extractf128_ps(acc1, 1)), _mm_mul_ps(eight, corr1)));
+}
 NM_AVX2 static float dot_q4_avx2(const nm_q4_block *w, const nm_a8_block *a, int nb) {
   const __m256i lo = _mm256_set1_epi8(0x0f);
   __m256 acc = _mm256_setzero_ps();
@@ -266,6 +294,9 @@ typedef float (*dot_fn)(const void *, const nm_a8_block *, int);
 static dot_fn dot_q4 = (dot_fn)dot_q4_c, dot_q8 = (dot_fn)dot_q8_c;
 typedef void (*tile_fn)(const nm_q4_tile *, const nm_a8_block *, int, float *, size_t);
 static tile_fn tile_q4 = q4_tile_c;
+/* 4 rows x 2 tokens into two contiguous 4-float outputs; NULL: two tile_q4 calls */
+typedef void (*tile2_fn)(const nm_q4_tile *, const nm_a8_block *, const nm_a8_block *, int, float *, float *);
+static tile2_fn tile2_q4 = NULL;
 static const char *simd_name = "portable";
 static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
 /* NANOMIND_KERNELS_PORTABLE=1 keeps the portable C path (tests compare the SIMD paths with it). */
@@ -274,7 +305,7 @@ static void pick_simd(void) {
 #ifdef NM_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    dot_q4 = (dot_fn)dot_q4_avx2; dot_q8 = (dot_fn)dot_q8_avx2; tile_q4 = q4_tile_avx2; simd_name = "avx2";
+    dot_q4 = (dot_fn)dot_q4_avx2; dot_q8 = (dot_fn)dot_q8_avx2; tile_q4 = q4_tile_avx2; tile2_q4 = q4_tile2_avx2; simd_name = "avx2";
     if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) { tile_q4 = q4_tile_vnni; simd_name = "avx512vnni"; }
   }
 #endif
@@ -384,7 +415,10 @@ static void mm_job(void *c_, int lo, int hi) {
     int r = lo;
     for (; r + NM_Q4_ROWS <= hi && r < n4; r += NM_Q4_ROWS) {
       const nm_q4_tile *t = (const nm_q4_tile *)(c->w + (size_t)r * c->row);
-      for (int s = 0; s < c->s; s++) tile_q4(t, c->x + (size_t)s * nb, nb, c->y + (size_t)s * c->n + r, 1);
+      int s = 0;
+      if (tile2_q4) for (; s + 2 <= c->s; s += 2)
+        tile2_q4(t, c->x + (size_t)s * nb, c->x + (size_t)(s + 1) * nb, nb, c->y + (size_t)s * c->n + r, c->y + (size_t)(s + 1) * c->n + r);
+      for (; s < c->s; s++) tile_q4(t, c->x + (size_t)s * nb, nb, c->y + (size_t)s * c->n + r, 1);
     }
     for (; r < hi; r++)
       for (int s = 0; s < c->s; s++) c->y[(size_t)s * c->n + r] = dot_q4(c->w + (size_t)r * c->row, c->x + (size_t)s * nb, nb);

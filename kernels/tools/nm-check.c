@@ -118,9 +118,9 @@ static int cmd_bench(int layers, int threads, int steps) {
   if (!m) { fprintf(stderr, "nm-check: %s\n", err); return 1; }
   float *emb = malloc(sizeof(float) * 32 * 896), *logits = malloc(sizeof(float) * 151936);
   for (int i = 0; i < 32 * 896; i++) emb[i] = 0.1f * uni();
-  double t0 = now_ms();
+  double t0 = now_ms(), pc0 = cpu_ms();
   nm_forward(m, emb, 32, 0, logits, 0);
-  const double prefill = now_ms() - t0;
+  const double prefill = now_ms() - t0, prefill_cpu = cpu_ms() - pc0;
 #ifdef NM_PROFILE
   memset(nm_prof, 0, sizeof nm_prof);
 #endif
@@ -128,8 +128,8 @@ static int cmd_bench(int layers, int threads, int steps) {
   const double c0 = cpu_ms();
   for (int i = 0; i < steps; i++) nm_forward(m, emb + (i % 32) * 896, 1, 32 + i, logits, 0);
   const double step = (now_ms() - t0) / steps, cpu = (cpu_ms() - c0) / steps;
-  printf("simd %s, %d thread(s): prefill 32 tokens %.1f ms (%.0f tok/s); decode %.2f ms/step (%.1f tok/s), CPU %.2f ms/step\n", nm_simd(), threads,
-         prefill, 32e3 / prefill, step, 1e3 / step, cpu);
+  printf("simd %s, %d thread(s): prefill 32 tokens %.1f ms (%.0f tok/s), CPU %.1f ms; decode %.2f ms/step (%.1f tok/s), CPU %.2f ms/step\n", nm_simd(), threads,
+         prefill, 32e3 / prefill, prefill_cpu, step, 1e3 / step, cpu);
 #ifdef NM_PROFILE
   const char *names[NM_PROF_N] = { "qkv", "attention", "o_proj", "gate_up", "down", "lm_head", "other" };
   for (int i = 0; i < NM_PROF_N; i++) printf("  %-10s %6.3f ms/step\n", names[i], 1e3 * nm_prof[i] / steps);
