@@ -27,7 +27,7 @@
 // prebuilt, and loaded with build: 'never' (no download, no compile; if the prebuilt does not load, llama.cpp is
 // left out and the reason printed).
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, homedir, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -110,14 +110,18 @@ async function open(engine, dir, threads) {
     const k = loadKernels();
     if (!k.ok) throw new Error(k.reason);
     const c = JSON.parse(readFileSync(join(dir, 'native.json'), 'utf8'));
-    let w = readFileSync(join(dir, 'decoder.nmq'));
+    const file = join(dir, 'decoder.nmq');
+    // as the runtime does (src/run/backends/native/native.ts): the engine reads the file into its own memory
     const model = k.kernels.create({ hidden: c.hidden, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
       intermediate: c.intermediate, vocab: c.vocab, maxContext: P + N + 8, threads, bits: c.bits, qkNorm: 0, attnBias: 0, rmsEps: c.rmsEps },
-    w, Float64Array.from(c.offsets), Float32Array.from(c.invFreq));
-    // The engine copied the weights; keep only the lm_head rows (tied: they are the embedding table, as in the GGUF).
+    { path: file, bytes: c.bytes }, Float64Array.from(c.offsets), Float32Array.from(c.invFreq));
+    // Embedding rows: the packed lm_head rows (tied: the embedding table, as in the GGUF), read from the file; the
+    // engine holds its own (tiled) copy, so this is the one extra table a tied model costs the runtime here.
     const rb = rowBytes(c.bits, c.hidden), lm = c.offsets[c.offsets.length - 1];
-    const table = Uint8Array.from(w.subarray(lm, lm + c.vocab * rb));
-    w = undefined;
+    const table = new Uint8Array(c.vocab * rb);
+    const fd = openSync(file, 'r');
+    readSync(fd, table, 0, table.byteLength, lm);
+    closeSync(fd);
     const logits = new Float32Array(c.vocab);
     const embed = (ids) => {
       const e = new Float32Array(ids.length * c.hidden);

@@ -1,6 +1,9 @@
 /* See engine.h. x86-64 gets AVX2 dot products chosen at run time (this file is compiled for the baseline ISA,
  * the AVX2 functions carry their own target attribute); everything else runs the portable C path. */
 #include "engine.h"
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
@@ -495,8 +498,33 @@ static int ensure_scratch(nm_model *m, int s) {
   return m->x && m->xn && m->qkv && m->att && m->gu && m->tmp && m->scores && m->xq;
 }
 
+/* Reads exactly `bytes` of a weights file into dst; NULL or an error. */
+static const char *read_weights(const char *path, uint8_t *dst, size_t bytes) {
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "cannot open the weights file";
+  struct stat st;
+  if (fstat(fd, &st) != 0 || (size_t)st.st_size != bytes) { close(fd); return "the weights file does not have the size the config gives"; }
+  for (size_t at = 0; at < bytes;) {
+    const ssize_t r = read(fd, dst + at, bytes - at > (1u << 30) ? (1u << 30) : bytes - at);
+    if (r <= 0) { close(fd); return "reading the weights file failed"; }
+    at += (size_t)r;
+  }
+  close(fd);
+  return NULL;
+}
+
+static nm_model *model_create(const nm_config *cfg, const uint8_t *weights, const char *path, size_t bytes, const double *off, size_t n_off,
+                              const float *inv_freq, const char **err);
 nm_model *nm_model_create(const nm_config *cfg, const uint8_t *weights, size_t bytes, const double *off, size_t n_off,
                           const float *inv_freq, const char **err) {
+  return model_create(cfg, weights, NULL, bytes, off, n_off, inv_freq, err);
+}
+nm_model *nm_model_create_file(const nm_config *cfg, const char *path, size_t bytes, const double *off, size_t n_off,
+                               const float *inv_freq, const char **err) {
+  return model_create(cfg, NULL, path, bytes, off, n_off, inv_freq, err);
+}
+static nm_model *model_create(const nm_config *cfg, const uint8_t *weights, const char *path, size_t bytes, const double *off, size_t n_off,
+                              const float *inv_freq, const char **err) {
   const nm_config *c = cfg;
   nm_simd();
   if (c->fmt != NM_Q4 && c->fmt != NM_Q8) { *err = "fmt must be 4 or 8"; return NULL; }
@@ -508,7 +536,8 @@ nm_model *nm_model_create(const nm_config *cfg, const uint8_t *weights, size_t b
   m->c = *c;
   m->mem = aligned_alloc(64, (bytes + 63) / 64 * 64);
   if (!m->mem) { *err = "out of memory for weights"; nm_model_free(m); return NULL; }
-  memcpy(m->mem, weights, bytes);
+  if (weights) memcpy(m->mem, weights, bytes);
+  else if ((*err = read_weights(path, m->mem, bytes))) { nm_model_free(m); return NULL; }
   /* every tensor: offset + size within the buffer, floats 4-aligned */
   #define AT(i, size, dst, type) do { double o_ = off[i]; \
     if (o_ < 0) { dst = NULL; break; } \

@@ -42,6 +42,9 @@ void nm_matmul(nm_pool *p, int fmt, const void *w, int n, int k, const nm_a8_blo
 /* Returns NULL with *err set on a bad config. Copies the weights. */
 nm_model *nm_model_create(const nm_config *cfg, const uint8_t *weights, size_t bytes, const double *offsets, size_t n_offsets,
                           const float *inv_freq, const char **err);
+/* The same, reading the weights file straight into the engine's memory (no second copy in the caller). */
+nm_model *nm_model_create_file(const nm_config *cfg, const char *path, size_t bytes, const double *offsets, size_t n_offsets,
+                               const float *inv_freq, const char **err);
 void nm_model_free(nm_model *m);
 /* Runs s tokens at positions pos0 .. pos0 + s - 1 (the cache keeps rows < pos0). logits: vocab floats for the last
  * token, or s * vocab with all_logits. Returns NULL or an error. */
