@@ -20,7 +20,9 @@
 // dequantizes the same packed lm_head row (tied), outside its timed forward; ORT gathers in-graph.
 // Read bandwidth: the engine's own C probe (kernels: AVX2 loads summing a 1 GB buffer on the engine's thread pool,
 // best of 5 passes), measured per thread count in every round; share = decode tok/s × weight MB per token / GB/s.
-// The machine is shared: the 1-minute load average is printed before and after.
+// The machine is shared: the 1-minute load average is printed before and after, and each row also gives the CPU
+// time the engine's process spent per token (all its threads, spinning included): on a contended machine wall-clock
+// tok/s mostly measures the wait for a core, while CPU ms/token at 1 thread measures the engine's own work.
 //
 // node-llama-cpp is not a package.json dependency (its optional dependencies pull CUDA/Vulkan binaries into every
 // `npm ci`): it is installed on first use into ~/.cache/nanomind/bench with --omit=optional plus the linux-x64 CPU
@@ -53,6 +55,10 @@ const P = Number(a.prompt), N = Number(a.new), layers = Number(a.layers), bits =
 const median = (xs) => { const s = [...xs].sort((x, y) => x - y); const k = s.length >> 1; return s.length % 2 ? s[k] : (s[k - 1] + s[k]) / 2; };
 const argmax = (v) => { let b = 0; for (let i = 1; i < v.length; i++) if (v[i] > v[b]) b = i; return b; };
 const log = (...x) => { if (!a.json) console.error(...x); };
+/** Wall clock and this process's CPU time (all threads, user + system), in ms. */
+const mark = () => { const c = process.cpuUsage(); return { t: performance.now(), c: (c.user + c.system) / 1000 }; };
+/** ttft / decode wall ms and CPU ms from three marks: start, first token, end. */
+const span = (m0, m1, m2, out) => ({ ttft: m1.t - m0.t, decode: m2.t - m1.t, ttftCpu: m1.c - m0.c, decodeCpu: m2.c - m1.c, out });
 const promptIds = Array.from({ length: P }, (_, i) => (7 * i + 3) % 1000);
 
 // ------------------------------------------------------------------------------------------------ peer install
@@ -99,6 +105,7 @@ async function measure(engine, dir, threads) {
   const x = await run(promptIds, N);
   const ru = process.resourceUsage();
   return { engine, threads, decodeTokPerS: ((N - 1) * 1000) / x.decode, prefillTokPerS: (P * 1000) / x.ttft, peakRssMB: ru.maxRSS / 1024,
+    decodeCpuMsPerTok: x.decodeCpu / (N - 1), prefillCpuMsPerTok: x.ttftCpu / P,
     rssAfterMB: process.memoryUsage().rss / 1e6, tokens: x.out, simd: run.simd };
 }
 
@@ -139,12 +146,12 @@ async function open(engine, dir, threads) {
     };
     const run = async (prompt, n) => {
       const out = [];
-      const ts = performance.now();
+      const m0 = mark();
       k.kernels.forward(model, embed(prompt), prompt.length, 0, logits, false);
       out.push(argmax(logits));
-      const tf = performance.now();
+      const m1 = mark();
       for (let i = 1, pos = prompt.length; i < n; i++) { k.kernels.forward(model, embed([out.at(-1)]), 1, pos++, logits, false); out.push(argmax(logits)); }
-      return { ttft: tf - ts, decode: performance.now() - tf, out };
+      return span(m0, m1, mark(), out);
     };
     run.simd = k.kernels.simd();
     return run;
@@ -156,18 +163,18 @@ async function open(engine, dir, threads) {
     return async (prompt, n) => {
       const kv = {};
       for (let l = 0; l < layers; l++) for (const x of ['key', 'value']) kv[`past_key_values.${l}.${x}`] = new ort.Tensor('float32', new Float32Array(0), [1, KVH, 0, HD]);
-      const out = []; let ids = prompt, total = 0, tf = 0;
-      const ts = performance.now();
+      const out = []; let ids = prompt, total = 0, m1;
+      const m0 = mark();
       for (let i = 0; i < n; i++) {
         total += ids.length;
         const r = await s.run({ input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [1, ids.length]),
           attention_mask: new ort.Tensor('int64', new BigInt64Array(total).fill(1n), [1, total]), ...kv });
         for (let l = 0; l < layers; l++) for (const x of ['key', 'value']) kv[`past_key_values.${l}.${x}`] = r[`present.${l}.${x}`];
         const lg = r.logits.data; out.push(argmax(lg.subarray(lg.length - VOCAB)));
-        if (i === 0) tf = performance.now();
+        if (i === 0) m1 = mark();
         ids = [out.at(-1)];
       }
-      return { ttft: tf - ts, decode: performance.now() - tf, out };
+      return span(m0, m1, mark(), out);
     };
   }
   if (engine === 'llama') {
@@ -178,14 +185,14 @@ async function open(engine, dir, threads) {
     const seq = ctx.getSequence();
     const run = async (prompt, n) => {
       await seq.clearHistory();
-      const out = []; let tf = 0;
-      const ts = performance.now();
+      const out = []; let m1;
+      const m0 = mark();
       for await (const t of seq.evaluate(prompt, { temperature: 0, yieldEogToken: true })) {
-        if (out.length === 0) tf = performance.now();
+        if (out.length === 0) m1 = mark();
         out.push(t);
         if (out.length === n) break;
       }
-      return { ttft: tf - ts, decode: performance.now() - tf, out };
+      return span(m0, m1, mark(), out);
     };
     run.simd = `llama.cpp ${llama.buildType}`;
     return run;
@@ -260,7 +267,8 @@ try {
       const dec = xs.map((x) => x.decodeTokPerS), pre = xs.map((x) => x.prefillTokPerS);
       const row = { engine: e, name: names[e], threads: t, decodeTokPerS: median(dec), decodeMin: Math.min(...dec), decodeMax: Math.max(...dec),
         prefillTokPerS: median(pre), prefillMin: Math.min(...pre), prefillMax: Math.max(...pre), peakRssMB: median(xs.map((x) => x.peakRssMB)),
-        rssAfterMB: median(xs.map((x) => x.rssAfterMB)), weightMBPerToken: mbPerToken[e], readGBps: gbs,
+        rssAfterMB: median(xs.map((x) => x.rssAfterMB)), decodeCpuMsPerTok: median(xs.map((x) => x.decodeCpuMsPerTok)),
+        prefillCpuMsPerTok: median(xs.map((x) => x.prefillCpuMsPerTok)), weightMBPerToken: mbPerToken[e], readGBps: gbs,
         bandwidthShare: (median(dec) * mbPerToken[e]) / 1000 / gbs, tokens: xs[0].tokens };
       if (ref) Object.assign(row, { decodeVsLlama: row.decodeTokPerS / median(ref.map((x) => x.decodeTokPerS)),
         prefillVsLlama: row.prefillTokPerS / median(ref.map((x) => x.prefillTokPerS)), rssVsLlama: row.peakRssMB / median(ref.map((x) => x.peakRssMB)) });
@@ -276,10 +284,10 @@ try {
     console.log(`${summary.machine}; prompt ${P}, ${N} new tokens; median (min–max) of ${a.runs} runs, each engine in its own process;`
       + ` load average (1 min) ${load0.toFixed(2)} → ${load1.toFixed(2)}`);
     for (const t of threadList) console.log(`read bandwidth, ${t} thread(s): ${f(median(bw.get(t)))} GB/s (kernels probe: AVX2 sum of 1 GB, best of 5; per round ${bw.get(t).map((x) => x.toFixed(1)).join(', ')})`);
-    console.log('| threads | engine | decode tok/s | prefill tok/s | peak RSS MB | weight MB/token | share of read BW | decode / llama.cpp | prefill / llama.cpp | RSS / llama.cpp |');
-    console.log('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+    console.log('| threads | engine | decode tok/s | prefill tok/s | peak RSS MB | weight MB/token | share of read BW | decode / llama.cpp | prefill / llama.cpp | RSS / llama.cpp | CPU ms/token decode, prefill |');
+    console.log('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const r of summary.rows)
-      console.log(`| ${r.threads} | ${r.name} | ${f(r.decodeTokPerS)} (${f(r.decodeMin)}–${f(r.decodeMax)}) | ${f(r.prefillTokPerS, 0)} (${f(r.prefillMin, 0)}–${f(r.prefillMax, 0)}) | ${f(r.peakRssMB, 0)} | ${f(r.weightMBPerToken, 0)} | ${f(100 * r.bandwidthShare, 0)} % | ${f(r.decodeVsLlama, 2)} | ${f(r.prefillVsLlama, 2)} | ${f(r.rssVsLlama, 2)} |`);
+      console.log(`| ${r.threads} | ${r.name} | ${f(r.decodeTokPerS)} (${f(r.decodeMin)}–${f(r.decodeMax)}) | ${f(r.prefillTokPerS, 0)} (${f(r.prefillMin, 0)}–${f(r.prefillMax, 0)}) | ${f(r.peakRssMB, 0)} | ${f(r.weightMBPerToken, 0)} | ${f(100 * r.bandwidthShare, 0)} % | ${f(r.decodeVsLlama, 2)} | ${f(r.prefillVsLlama, 2)} | ${f(r.rssVsLlama, 2)} | ${f(r.decodeCpuMsPerTok)}, ${f(r.prefillCpuMsPerTok)} |`);
     for (const n of notes) console.log(`note: ${n}`);
   }
 } finally {
