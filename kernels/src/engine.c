@@ -139,23 +139,31 @@ NM_AVX2 static inline __m256 q4_block(const nm_q4_block *w, __m256i x, __m256i l
   const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo);
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1)));
 }
+/* Q4 tile helpers. A row's 16 nibble bytes are broadcast to both 128-bit lanes by the load itself, the high lane
+ * shifted right by 4 (per 64-bit element; the AND drops what crosses a byte): low nibbles meet x[0..15], high ones
+ * x[16..31]. The 4 rows' int16 products are paired by hadd_epi16 before widening (|4 x 15 x 128| fits int16), so
+ * 4 rows cost 2 madds and 1 hadd_epi32 instead of 4 madds and 3 hadd_epi32. Result per lane: [r0 r1 r2 r3]. */
+NM_AVX2 static inline __m256i q4_expand(const uint8_t *qs, __m256i shift, __m256i lo) {
+  return _mm256_and_si256(_mm256_srlv_epi64(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs)), shift), lo);
+}
+NM_AVX2 static inline __m256i q4_rows4(const __m256i *q, __m256i x, __m256i ones) {
+  const __m256i h01 = _mm256_hadd_epi16(_mm256_maddubs_epi16(q[0], x), _mm256_maddubs_epi16(q[1], x));
+  const __m256i h23 = _mm256_hadd_epi16(_mm256_maddubs_epi16(q[2], x), _mm256_maddubs_epi16(q[3], x));
+  return _mm256_hadd_epi32(_mm256_madd_epi16(h01, ones), _mm256_madd_epi16(h23, ones));
+}
 /* 4 rows x 1 token: per block one 64-bit scale load, 4 nibble expansions sharing one activation load, a 3-step
  * horizontal add tree that leaves [r0 r1 r2 r3 | r0 r1 r2 r3] partial sums, one convert and one FMA. The
  * -8 x sum(x) offset term is one 4-wide FMA per block (activation block sums are precomputed). */
 NM_AVX2 static void q4_tile_avx2(const nm_q4_tile *t, const nm_a8_block *a, int nb, float *out, size_t out_stride) {
-  const __m256i lo = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  const __m256i lo = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1), shift = _mm256_set_epi64x(4, 4, 0, 0);
   __m256 acc = _mm256_setzero_ps();
   __m128 corr = _mm_setzero_ps();
   for (int b = 0; b < nb; b++) {
     const __m256i x = _mm256_loadu_si256((const __m256i *)a[b].qs);
     const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t[b].d));
-    __m256i p[NM_Q4_ROWS];
-    for (int i = 0; i < NM_Q4_ROWS; i++) {
-      const __m128i raw = _mm_loadu_si128((const __m128i *)t[b].qs[i]);
-      const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo);
-      p[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), ones);
-    }
-    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    __m256i q[NM_Q4_ROWS];
+    for (int i = 0; i < NM_Q4_ROWS; i++) q[i] = q4_expand(t[b].qs[i], shift, lo);
+    const __m256i h = q4_rows4(q, x, ones);
     const __m128 s4 = _mm_mul_ps(d4, _mm_set1_ps(a[b].d));
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s4, s4), acc);
     corr = _mm_fmadd_ps(d4, _mm_set1_ps(a[b].s), corr);
@@ -166,24 +174,19 @@ NM_AVX2 static void q4_tile_avx2(const nm_q4_tile *t, const nm_a8_block *a, int 
 }
 /* The same for 2 tokens: the 4 rows' nibbles are expanded once and used for both (prefill). */
 NM_AVX2 static void q4_tile2_avx2(const nm_q4_tile *t, const nm_a8_block *a0, const nm_a8_block *a1, int nb, float *out0, float *out1) {
-  const __m256i lo = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  const __m256i lo = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1), shift = _mm256_set_epi64x(4, 4, 0, 0);
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   __m128 corr0 = _mm_setzero_ps(), corr1 = _mm_setzero_ps();
   for (int b = 0; b < nb; b++) {
     const __m256i x0 = _mm256_loadu_si256((const __m256i *)a0[b].qs), x1 = _mm256_loadu_si256((const __m256i *)a1[b].qs);
     const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t[b].d));
-    __m256i q[NM_Q4_ROWS], p[NM_Q4_ROWS];
-    for (int i = 0; i < NM_Q4_ROWS; i++) {
-      const __m128i raw = _mm_loadu_si128((const __m128i *)t[b].qs[i]);
-      q[i] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo);
-      p[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(q[i], x0), ones);
-    }
-    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    __m256i q[NM_Q4_ROWS];
+    for (int i = 0; i < NM_Q4_ROWS; i++) q[i] = q4_expand(t[b].qs[i], shift, lo);
+    __m256i h = q4_rows4(q, x0, ones);
     __m128 s4 = _mm_mul_ps(d4, _mm_set1_ps(a0[b].d));
     acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s4, s4), acc0);
     corr0 = _mm_fmadd_ps(d4, _mm_set1_ps(a0[b].s), corr0);
-    for (int i = 0; i < NM_Q4_ROWS; i++) p[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(q[i], x1), ones);
-    h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    h = q4_rows4(q, x1, ones);
     s4 = _mm_mul_ps(d4, _mm_set1_ps(a1[b].d));
     acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s4, s4), acc1);
     corr1 = _mm_fmadd_ps(d4, _mm_set1_ps(a1[b].s), corr1);

@@ -122,6 +122,12 @@ static int cmd_bench(int layers, int threads, int steps) {
   nm_forward(m, emb, 32, 0, logits, 0);
   const double prefill = now_ms() - t0, prefill_cpu = cpu_ms() - pc0;
 #ifdef NM_PROFILE
+  { const char *names[NM_PROF_N] = { "qkv", "attention", "o_proj", "gate_up", "down", "lm_head", "other" };
+    printf("prefill profile (32 tokens):");
+    for (int i = 0; i < NM_PROF_N; i++) printf(" %s %.1f ms", names[i], 1e3 * nm_prof[i]);
+    printf("\n"); }
+#endif
+#ifdef NM_PROFILE
   memset(nm_prof, 0, sizeof nm_prof);
 #endif
   t0 = now_ms();
