@@ -1,5 +1,7 @@
-/* See engine.h. x86-64 gets AVX2 dot products chosen at run time (this file is compiled for the baseline ISA,
- * the AVX2 functions carry their own target attribute); everything else runs the portable C path. */
+/* See engine.h. Dot-product paths are chosen once at run time: x86-64 AVX2 (AVX-512 VNNI for Q4 tiles when the CPU
+ * has it), arm64 NEON with the dot-product extension or without it, else portable C. This file is compiled for the
+ * baseline ISA; each SIMD function carries its own target attribute. Q4 matrices are regrouped into 4-row tiles at
+ * load (q4_to_tiles). */
 #include "engine.h"
 #include <fcntl.h>
 #include <sys/stat.h>

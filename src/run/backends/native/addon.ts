@@ -15,7 +15,7 @@ export interface KernelModelConfig {
 export type KernelModel = { readonly __kernelModel: unique symbol };
 
 export interface Kernels {
-  /** Which dot-product path runs: 'avx2' or 'portable'. */
+  /** Which dot-product path runs: 'avx2', 'avx512vnni', 'neon-dotprod', 'neon' or 'portable'. */
   simd(): string;
   /** weights: the packed bytes, or a file the engine reads into its own memory (no copy on the JS heap). */
   create(cfg: KernelModelConfig, weights: Uint8Array | { readonly path: string; readonly bytes: number }, offsets: Float64Array, invFreq: Float32Array): KernelModel;
