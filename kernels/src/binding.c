@@ -40,14 +40,25 @@ static napi_value create(napi_env env, napi_callback_info info) {
       || napi_get_named_property(env, a[0], "rmsEps", &ev) != napi_ok || napi_get_value_double(env, ev, &eps) != napi_ok)
     THROW("config needs integer hidden, layers, heads, kvHeads, headDim, intermediate, vocab, maxContext, threads, bits, qkNorm, attnBias and number rmsEps");
   c.eps = (float)eps;
-  size_t nw, no, nf;
-  const uint8_t *w = typed(env, a[1], napi_uint8_array, &nw);
+  size_t nw = 0, no, nf;
+  /* weights: the bytes (Uint8Array), or { path, bytes } to read the file in C without a JS-side copy */
+  napi_valuetype wt;
+  CHECK(napi_typeof(env, a[1], &wt));
+  char path[4096] = "";
+  const uint8_t *w = NULL;
+  if (wt == napi_object && !typed(env, a[1], napi_uint8_array, &nw)) {
+    napi_value pv, bv; double bytes = -1; size_t len = 0;
+    if (napi_get_named_property(env, a[1], "path", &pv) != napi_ok || napi_get_value_string_utf8(env, pv, path, sizeof path, &len) != napi_ok
+        || len == 0 || len >= sizeof path - 1 || napi_get_named_property(env, a[1], "bytes", &bv) != napi_ok
+        || napi_get_value_double(env, bv, &bytes) != napi_ok || bytes <= 0) THROW("weights must be a Uint8Array or { path, bytes }");
+    nw = (size_t)bytes;
+  } else w = typed(env, a[1], napi_uint8_array, &nw);
   const double *off = typed(env, a[2], napi_float64_array, &no);
   const float *inv = typed(env, a[3], napi_float32_array, &nf);
-  if (!w || !off || !inv) THROW("weights must be a Uint8Array, offsets a Float64Array, invFreq a Float32Array");
+  if ((!w && !path[0]) || !off || !inv) THROW("weights must be a Uint8Array or { path, bytes }, offsets a Float64Array, invFreq a Float32Array");
   if (c.head_dim <= 0 || nf != (size_t)c.head_dim / 2) THROW("invFreq must hold headDim / 2 values");
   const char *err = NULL;
-  nm_model *m = nm_model_create(&c, w, nw, off, no, inv, &err);
+  nm_model *m = w ? nm_model_create(&c, w, nw, off, no, inv, &err) : nm_model_create_file(&c, path, nw, off, no, inv, &err);
   if (!m) THROW(err);
   napi_value ext;
   CHECK(napi_create_external(env, m, finalize_model, NULL, &ext));
@@ -113,14 +124,29 @@ static napi_value simd(napi_env env, napi_callback_info info) {
   return v;
 }
 
+static napi_value bandwidth(napi_env env, napi_callback_info info) {
+  size_t argc = 3; napi_value a[3];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  double mb = 0; int threads = 1, reps = 1;
+  if (argc < 3 || napi_get_value_double(env, a[0], &mb) != napi_ok || napi_get_value_int32(env, a[1], &threads) != napi_ok
+      || napi_get_value_int32(env, a[2], &reps) != napi_ok || mb < 1 || threads < 1 || reps < 1) THROW("bandwidth(megabytes, threads, reps)");
+  uint64_t sum = 0;
+  const double gbs = nm_read_bandwidth((size_t)(mb * 1e6) / 64 * 64, threads, reps, &sum);
+  if (gbs < 0) THROW("out of memory for the bandwidth buffer");
+  napi_value v;
+  CHECK(napi_create_double(env, gbs, &v));
+  return v;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor p[] = {
     { "create", NULL, create, NULL, NULL, NULL, napi_default, NULL },
     { "forward", NULL, forward, NULL, NULL, NULL, napi_default, NULL },
     { "matmul", NULL, matmul, NULL, NULL, NULL, napi_default, NULL },
     { "simd", NULL, simd, NULL, NULL, NULL, napi_default, NULL },
+    { "bandwidth", NULL, bandwidth, NULL, NULL, NULL, napi_default, NULL },
   };
-  if (napi_define_properties(env, exports, 4, p) != napi_ok) return NULL;
+  if (napi_define_properties(env, exports, 5, p) != napi_ok) return NULL;
   return exports;
 }
 

@@ -1,16 +1,30 @@
-/* See engine.h. x86-64 gets AVX2 dot products chosen at run time (this file is compiled for the baseline ISA,
- * the AVX2 functions carry their own target attribute); everything else runs the portable C path. */
+/* See engine.h. Dot-product paths are chosen once at run time: x86-64 AVX2 (AVX-512 VNNI for Q4 tiles when the CPU
+ * has it), arm64 NEON with the dot-product extension or without it, else portable C. This file is compiled for the
+ * baseline ISA; each SIMD function carries its own target attribute. Q4 matrices are regrouped into 4-row tiles at
+ * load (q4_to_tiles). */
 #include "engine.h"
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #define NM_Q4_ROWS 4 /* rows per AVX2 Q4 tile */
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define NM_X86 1
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#include <sys/auxv.h>
+#define NM_ARM64 1
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
 #endif
 
 /* ----------------------------------------------------------------------------------------------- fp16 */
@@ -72,6 +86,39 @@ static float dot_q8_c(const nm_q8_block *w, const nm_a8_block *a, int nb) {
   return sum;
 }
 
+/* ----------------------------------------------------------------------------------- Q4 row tiles */
+/* At load the engine regroups each Q4 matrix by 4 rows: per tile and block, the 4 fp16 scales, then the 4 rows' 16
+ * nibble bytes (72 bytes; the same bytes as 4 plain blocks, so a matrix keeps its size). A kernel then loads the 4
+ * scales at once, shares every activation load between 4 rows and reduces the 4 rows' integer sums together before
+ * one float multiply-add. Rows past the last multiple of 4 stay plain after the tiles. */
+typedef struct { uint16_t d[NM_Q4_ROWS]; uint8_t qs[NM_Q4_ROWS][NM_QK / 2]; } nm_q4_tile;
+
+static void q4_to_tiles(uint8_t *dst, const uint8_t *src, int n, int k) {
+  const int nb = k / NM_QK, n4 = n / NM_Q4_ROWS * NM_Q4_ROWS;
+  const size_t rb = nm_row_bytes(NM_Q4, k);
+  nm_q4_tile *t = (nm_q4_tile *)dst;
+  for (int r = 0; r < n4; r += NM_Q4_ROWS)
+    for (int b = 0; b < nb; b++, t++)
+      for (int i = 0; i < NM_Q4_ROWS; i++) {
+        const nm_q4_block *blk = (const nm_q4_block *)(src + (size_t)(r + i) * rb) + b;
+        t->d[i] = blk->d;
+        memcpy(t->qs[i], blk->qs, NM_QK / 2);
+      }
+  memcpy(dst + (size_t)n4 * rb, src + (size_t)n4 * rb, (size_t)(n - n4) * rb);
+}
+
+/* out[i * out_stride] = row (4 tile rows) . a, portable C */
+static void q4_tile_c(const nm_q4_tile *t, const nm_a8_block *a, int nb, float *out, size_t out_stride) {
+  float sum[NM_Q4_ROWS] = { 0 };
+  for (int b = 0; b < nb; b++)
+    for (int i = 0; i < NM_Q4_ROWS; i++) {
+      int acc = 0;
+      for (int j = 0; j < 16; j++) acc += ((t[b].qs[i][j] & 0x0f) - 8) * a[b].qs[j] + ((t[b].qs[i][j] >> 4) - 8) * a[b].qs[j + 16];
+      sum[i] += (float)acc * nm_half_to_float(t[b].d[i]) * a[b].d;
+    }
+  for (int i = 0; i < NM_Q4_ROWS; i++) out[i * out_stride] = sum[i];
+}
+
 /* ------------------------------------------------------------------------------------ dot, AVX2 */
 #ifdef NM_X86
 #define NM_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -94,41 +141,72 @@ NM_AVX2 static inline __m256 q4_block(const nm_q4_block *w, __m256i x, __m256i l
   const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo);
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1)));
 }
-NM_AVX2 static void dot_q4_rows_avx2(const uint8_t *w, size_t stride, int rows, const nm_a8_block *a, int nb, float *out, size_t out_stride) {
-  const __m256i lo = _mm256_set1_epi8(0x0f);
-  if (rows == NM_Q4_ROWS) {
-    __m256 acc[NM_Q4_ROWS];
-    float corr[NM_Q4_ROWS] = { 0, 0, 0, 0 };
-    for (int r = 0; r < NM_Q4_ROWS; r++) acc[r] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-      const __m256i x = _mm256_loadu_si256((const __m256i *)a[b].qs);
-      const float da = a[b].d, sa = a[b].s;
-      for (int r = 0; r < NM_Q4_ROWS; r++) {
-        const nm_q4_block *wb = (const nm_q4_block *)(w + r * stride) + b;
-        const float dw = _cvtsh_ss(wb->d);
-        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * da), q4_block(wb, x, lo), acc[r]);
-        corr[r] += dw * sa;
-      }
-    }
-    for (int r = 0; r < NM_Q4_ROWS; r++) out[r * out_stride] = hsum(acc[r]) - 8.f * corr[r];
-    return;
+/* Q4 tile helpers. A row's 16 nibble bytes are broadcast to both 128-bit lanes by the load itself, the high lane
+ * shifted right by 4 (per 64-bit element; the AND drops what crosses a byte): low nibbles meet x[0..15], high ones
+ * x[16..31]. The 4 rows' int16 products are paired by hadd_epi16 before widening (|4 x 15 x 128| fits int16), so
+ * 4 rows cost 2 madds and 1 hadd_epi32 instead of 4 madds and 3 hadd_epi32. Result per lane: [r0 r1 r2 r3]. */
+NM_AVX2 static inline __m256i q4_expand(const uint8_t *qs, __m256i shift, __m256i lo) {
+  return _mm256_and_si256(_mm256_srlv_epi64(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs)), shift), lo);
+}
+NM_AVX2 static inline __m256i q4_rows4(const __m256i *q, __m256i x, __m256i ones) {
+  const __m256i h01 = _mm256_hadd_epi16(_mm256_maddubs_epi16(q[0], x), _mm256_maddubs_epi16(q[1], x));
+  const __m256i h23 = _mm256_hadd_epi16(_mm256_maddubs_epi16(q[2], x), _mm256_maddubs_epi16(q[3], x));
+  return _mm256_hadd_epi32(_mm256_madd_epi16(h01, ones), _mm256_madd_epi16(h23, ones));
+}
+/* 4 rows x 1 token: per block one 64-bit scale load, 4 nibble expansions sharing one activation load, a 3-step
+ * horizontal add tree that leaves [r0 r1 r2 r3 | r0 r1 r2 r3] partial sums, one convert and one FMA. The
+ * -8 x sum(x) offset term is one 4-wide FMA per block (activation block sums are precomputed). */
+NM_AVX2 static void q4_tile_avx2(const nm_q4_tile *t, const nm_a8_block *a, int nb, float *out, size_t out_stride) {
+  const __m256i lo = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1), shift = _mm256_set_epi64x(4, 4, 0, 0);
+  __m256 acc = _mm256_setzero_ps();
+  __m128 corr = _mm_setzero_ps();
+  for (int b = 0; b < nb; b++) {
+    const __m256i x = _mm256_loadu_si256((const __m256i *)a[b].qs);
+    const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t[b].d));
+    __m256i q[NM_Q4_ROWS];
+    for (int i = 0; i < NM_Q4_ROWS; i++) q[i] = q4_expand(t[b].qs[i], shift, lo);
+    const __m256i h = q4_rows4(q, x, ones);
+    const __m128 s4 = _mm_mul_ps(d4, _mm_set1_ps(a[b].d));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s4, s4), acc);
+    corr = _mm_fmadd_ps(d4, _mm_set1_ps(a[b].s), corr);
   }
-  for (int r = 0; r < rows; r++) {
-    __m256 acc = _mm256_setzero_ps();
-    float corr = 0;
-    for (int b = 0; b < nb; b++) {
-      const nm_q4_block *wb = (const nm_q4_block *)(w + r * stride) + b;
-      const float dw = _cvtsh_ss(wb->d);
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[b].d), q4_block(wb, _mm256_loadu_si256((const __m256i *)a[b].qs), lo), acc);
-      corr += dw * a[b].s;
-    }
-    out[r * out_stride] = hsum(acc) - 8.f * corr;
+  const __m128 r = _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)), _mm_mul_ps(_mm_set1_ps(8.f), corr));
+  float v[4]; _mm_storeu_ps(v, r);
+  for (int i = 0; i < NM_Q4_ROWS; i++) out[i * out_stride] = v[i];
+}
+/* The same for 2 tokens: the 4 rows' nibbles are expanded once and used for both (prefill). */
+NM_AVX2 static void q4_tile2_avx2(const nm_q4_tile *t, const nm_a8_block *a0, const nm_a8_block *a1, int nb, float *out0, float *out1) {
+  const __m256i lo = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1), shift = _mm256_set_epi64x(4, 4, 0, 0);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m128 corr0 = _mm_setzero_ps(), corr1 = _mm_setzero_ps();
+  for (int b = 0; b < nb; b++) {
+    const __m256i x0 = _mm256_loadu_si256((const __m256i *)a0[b].qs), x1 = _mm256_loadu_si256((const __m256i *)a1[b].qs);
+    const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t[b].d));
+    __m256i q[NM_Q4_ROWS];
+    for (int i = 0; i < NM_Q4_ROWS; i++) q[i] = q4_expand(t[b].qs[i], shift, lo);
+    __m256i h = q4_rows4(q, x0, ones);
+    __m128 s4 = _mm_mul_ps(d4, _mm_set1_ps(a0[b].d));
+    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s4, s4), acc0);
+    corr0 = _mm_fmadd_ps(d4, _mm_set1_ps(a0[b].s), corr0);
+    h = q4_rows4(q, x1, ones);
+    s4 = _mm_mul_ps(d4, _mm_set1_ps(a1[b].d));
+    acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s4, s4), acc1);
+    corr1 = _mm_fmadd_ps(d4, _mm_set1_ps(a1[b].s), corr1);
   }
+  const __m128 eight = _mm_set1_ps(8.f);
+  _mm_storeu_ps(out0, _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1)), _mm_mul_ps(eight, corr0)));
+  _mm_storeu_ps(out1, _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc1), _mm256_extractf128_ps(acc1, 1)), _mm_mul_ps(eight, corr1)));
 }
 NM_AVX2 static float dot_q4_avx2(const nm_q4_block *w, const nm_a8_block *a, int nb) {
-  float y;
-  dot_q4_rows_avx2((const uint8_t *)w, 0, 1, a, nb, &y, 1);
-  return y;
+  const __m256i lo = _mm256_set1_epi8(0x0f);
+  __m256 acc = _mm256_setzero_ps();
+  float corr = 0;
+  for (int b = 0; b < nb; b++) {
+    const float dw = _cvtsh_ss(w[b].d);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[b].d), q4_block(&w[b], _mm256_loadu_si256((const __m256i *)a[b].qs), lo), acc);
+    corr += dw * a[b].s;
+  }
+  return hsum(acc) - 8.f * corr;
 }
 NM_AVX2 static float dot_q8_avx2(const nm_q8_block *w, const nm_a8_block *a, int nb) {
   __m256 acc = _mm256_setzero_ps();
@@ -139,20 +217,109 @@ NM_AVX2 static float dot_q8_avx2(const nm_q8_block *w, const nm_a8_block *a, int
   }
   return hsum(acc);
 }
+
+/* ----------------------------------------------------------------------------- dot, AVX-512 VNNI */
+/* The same tile walk with vpdpbusd (unsigned nibbles x signed int8, summed into int32 in one instruction) in
+ * place of maddubs + madd. 256-bit forms only (AVX512VL), so no frequency licence change. Chosen when the CPU
+ * reports avx512vnni and avx512vl; the development machine (AMD EPYC, AVX2 only) cannot run it: compiled and
+ * dispatched, untested on hardware. */
+#define NM_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
+NM_VNNI static void q4_tile_vnni(const nm_q4_tile *t, const nm_a8_block *a, int nb, float *out, size_t out_stride) {
+  const __m256i lo = _mm256_set1_epi8(0x0f);
+  __m256 acc = _mm256_setzero_ps();
+  __m128 corr = _mm_setzero_ps();
+  for (int b = 0; b < nb; b++) {
+    const __m256i x = _mm256_loadu_si256((const __m256i *)a[b].qs);
+    const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t[b].d));
+    __m256i p[NM_Q4_ROWS];
+    for (int i = 0; i < NM_Q4_ROWS; i++) {
+      const __m128i raw = _mm_loadu_si128((const __m128i *)t[b].qs[i]);
+      const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo);
+      p[i] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, x);
+    }
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    const __m128 s4 = _mm_mul_ps(d4, _mm_set1_ps(a[b].d));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s4, s4), acc);
+    corr = _mm_fmadd_ps(d4, _mm_set1_ps(a[b].s), corr);
+  }
+  const __m128 r = _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)), _mm_mul_ps(_mm_set1_ps(8.f), corr));
+  float v[4]; _mm_storeu_ps(v, r);
+  for (int i = 0; i < NM_Q4_ROWS; i++) out[i * out_stride] = v[i];
+}
+#endif
+
+#ifdef NM_ARM64
+/* ------------------------------------------------------------------------------------- dot, NEON */
+/* Nibbles become signed (q - 8) before the products, so no offset term. With the dot-product extension
+ * (vdotq_s32: 4 int8 products summed into each int32 lane) when the CPU has it (HWCAP_ASIMDDP, checked at run
+ * time; the function carries its own target so the file builds for baseline armv8-a); else widening multiplies
+ * (vmull_s8 / vmlal_s8 into int16: |2 x 8 x 127| fits) and pairwise adds. */
+#define NM_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
+static inline int8x16_t nib_lo(uint8x16_t raw) { return vsubq_s8(vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0f))), vdupq_n_s8(8)); }
+static inline int8x16_t nib_hi(uint8x16_t raw) { return vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(raw, 4)), vdupq_n_s8(8)); }
+static inline int32x4_t dot16_neon(int32x4_t acc, int8x16_t w, int8x16_t x) {
+  int16x8_t p = vmull_s8(vget_low_s8(w), vget_low_s8(x));
+  p = vmlal_s8(p, vget_high_s8(w), vget_high_s8(x));
+  return vpadalq_s16(acc, p);
+}
+NM_DOTPROD static inline int32x4_t dot16_dp(int32x4_t acc, int8x16_t w, int8x16_t x) { return vdotq_s32(acc, w, x); }
+static inline float32x4_t half4(const uint16_t *d) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(d))); }
+
+#define NM_NEON_TILE(name, attr, dot) \
+  attr static void name(const nm_q4_tile *t, const nm_a8_block *a, int nb, float *out, size_t out_stride) { \
+    float32x4_t acc = vdupq_n_f32(0); \
+    for (int b = 0; b < nb; b++) { \
+      const int8x16_t x0 = vld1q_s8(a[b].qs), x1 = vld1q_s8(a[b].qs + 16); \
+      int32x4_t p[NM_Q4_ROWS]; \
+      for (int i = 0; i < NM_Q4_ROWS; i++) { \
+        const uint8x16_t raw = vld1q_u8(t[b].qs[i]); \
+        p[i] = dot(dot(vdupq_n_s32(0), nib_lo(raw), x0), nib_hi(raw), x1); \
+      } \
+      const int32x4_t h = vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3])); \
+      acc = vfmaq_f32(acc, vcvtq_f32_s32(h), vmulq_n_f32(half4(t[b].d), a[b].d)); \
+    } \
+    float v[4]; vst1q_f32(v, acc); \
+    for (int i = 0; i < NM_Q4_ROWS; i++) out[i * out_stride] = v[i]; \
+  } \
+
+#define NM_NEON_Q8(name, attr, dot) \
+  attr static float name(const nm_q8_block *w, const nm_a8_block *a, int nb) { \
+    float32x4_t acc = vdupq_n_f32(0); \
+    for (int b = 0; b < nb; b++) { \
+      int32x4_t p = dot(vdupq_n_s32(0), vld1q_s8(w[b].qs), vld1q_s8(a[b].qs)); \
+      p = dot(p, vld1q_s8(w[b].qs + 16), vld1q_s8(a[b].qs + 16)); \
+      acc = vfmaq_n_f32(acc, vcvtq_f32_s32(p), nm_half_to_float(w[b].d) * a[b].d); \
+    } \
+    return vaddvq_f32(acc); \
+  }
+NM_NEON_TILE(q4_tile_neon, , dot16_neon)
+NM_NEON_TILE(q4_tile_dp, NM_DOTPROD, dot16_dp)
+NM_NEON_Q8(dot_q8_neon, , dot16_neon)
+NM_NEON_Q8(dot_q8_dp, NM_DOTPROD, dot16_dp)
 #endif
 
 typedef float (*dot_fn)(const void *, const nm_a8_block *, int);
 static dot_fn dot_q4 = (dot_fn)dot_q4_c, dot_q8 = (dot_fn)dot_q8_c;
-typedef void (*rows_fn)(const uint8_t *, size_t, int, const nm_a8_block *, int, float *, size_t);
-static rows_fn rows_q4 = NULL; /* NULL: one dot per row */
+typedef void (*tile_fn)(const nm_q4_tile *, const nm_a8_block *, int, float *, size_t);
+static tile_fn tile_q4 = q4_tile_c;
+/* 4 rows x 2 tokens into two contiguous 4-float outputs; NULL: two tile_q4 calls */
+typedef void (*tile2_fn)(const nm_q4_tile *, const nm_a8_block *, const nm_a8_block *, int, float *, float *);
+static tile2_fn tile2_q4 = NULL;
 static const char *simd_name = "portable";
 static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
+/* NANOMIND_KERNELS_PORTABLE=1 keeps the portable C path (tests compare the SIMD paths with it). */
 static void pick_simd(void) {
+  if (getenv("NANOMIND_KERNELS_PORTABLE")) return;
 #ifdef NM_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !getenv("NANOMIND_KERNELS_PORTABLE")) {
-    dot_q4 = (dot_fn)dot_q4_avx2; dot_q8 = (dot_fn)dot_q8_avx2; rows_q4 = dot_q4_rows_avx2; simd_name = "avx2";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    dot_q4 = (dot_fn)dot_q4_avx2; dot_q8 = (dot_fn)dot_q8_avx2; tile_q4 = q4_tile_avx2; tile2_q4 = q4_tile2_avx2; simd_name = "avx2";
+    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) { tile_q4 = q4_tile_vnni; simd_name = "avx512vnni"; }
   }
+#endif
+#ifdef NM_ARM64
+  if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) { tile_q4 = q4_tile_dp; dot_q8 = (dot_fn)dot_q8_dp; simd_name = "neon-dotprod"; }
+  else { tile_q4 = q4_tile_neon; dot_q8 = (dot_fn)dot_q8_neon; simd_name = "neon"; }
 #endif
 }
 const char *nm_simd(void) { pthread_once(&simd_once, pick_simd); return simd_name; }
@@ -246,27 +413,51 @@ static void pool_run(nm_pool *p, job_fn fn, void *ctx, int n, int chunk) {
 
 /* ---------------------------------------------------------------------------------------- matmul */
 typedef struct { int fmt; const uint8_t *w; size_t row; int k; const nm_a8_block *x; int s; int n; float *y; } mm_ctx;
+/* Rows [lo, hi) for every token; Q4 weights are in tiles (q4_to_tiles), lo is a multiple of 4. Tokens run inside
+ * the tile loop so a tile's bytes are read from memory once per call (prefill reuses them from L1). */
 static void mm_job(void *c_, int lo, int hi) {
   const mm_ctx *c = c_;
   const int nb = c->k / NM_QK;
-  const dot_fn dot = c->fmt == NM_Q4 ? dot_q4 : dot_q8;
-  if (c->fmt == NM_Q4 && rows_q4) {
-    for (int t = 0; t < c->s; t++)
-      for (int r = lo; r < hi; r += NM_Q4_ROWS) {
-        const int rows = hi - r < NM_Q4_ROWS ? hi - r : NM_Q4_ROWS;
-        rows_q4(c->w + (size_t)r * c->row, c->row, rows, c->x + (size_t)t * nb, nb, c->y + (size_t)t * c->n + r, 1);
-      }
+  if (c->fmt == NM_Q4) {
+    const int n4 = c->n / NM_Q4_ROWS * NM_Q4_ROWS;
+    int r = lo;
+    for (; r + NM_Q4_ROWS <= hi && r < n4; r += NM_Q4_ROWS) {
+      const nm_q4_tile *t = (const nm_q4_tile *)(c->w + (size_t)r * c->row);
+      int s = 0;
+      if (tile2_q4) for (; s + 2 <= c->s; s += 2)
+        tile2_q4(t, c->x + (size_t)s * nb, c->x + (size_t)(s + 1) * nb, nb, c->y + (size_t)s * c->n + r, c->y + (size_t)(s + 1) * c->n + r);
+      for (; s < c->s; s++) tile_q4(t, c->x + (size_t)s * nb, nb, c->y + (size_t)s * c->n + r, 1);
+    }
+    for (; r < hi; r++)
+      for (int s = 0; s < c->s; s++) c->y[(size_t)s * c->n + r] = dot_q4(c->w + (size_t)r * c->row, c->x + (size_t)s * nb, nb);
     return;
   }
   for (int r = lo; r < hi; r++) {
     const void *wr = c->w + (size_t)r * c->row;
-    for (int t = 0; t < c->s; t++) c->y[(size_t)t * c->n + r] = dot(wr, c->x + (size_t)t * nb, nb);
+    for (int t = 0; t < c->s; t++) c->y[(size_t)t * c->n + r] = dot_q8(wr, c->x + (size_t)t * nb, nb);
   }
 }
+/* Chunks of rows for the pool: a multiple of 16 rows (whole Q4 tiles, whole cache lines of y), about 8 per thread
+ * so a thread slowed by the shared machine hands its share to the others. */
+static int mm_chunk(const nm_pool *p, int n) {
+  int c = n / (p->threads * 8);
+  c = c < 16 ? 16 : c / 16 * 16;
+  return c;
+}
+static void matmul_tiled(nm_pool *p, int fmt, const void *w, int n, int k, const nm_a8_block *xq, int s, float *y) {
+  mm_ctx c = { fmt, w, nm_row_bytes(fmt, k), k, xq, s, n, y };
+  pool_run(p, mm_job, &c, n, mm_chunk(p, n));
+}
+/* Test hook and standalone use: plain rows in, so Q4 is regrouped into tiles on a copy first. */
 void nm_matmul(nm_pool *p, int fmt, const void *w, int n, int k, const nm_a8_block *xq, int s, float *y) {
   nm_simd();
-  mm_ctx c = { fmt, w, nm_row_bytes(fmt, k), k, xq, s, n, y };
-  pool_run(p, mm_job, &c, n, 16);
+  if (fmt != NM_Q4) { matmul_tiled(p, fmt, w, n, k, xq, s, y); return; }
+  const size_t bytes = (size_t)n * nm_row_bytes(fmt, k);
+  uint8_t *t = malloc(bytes);
+  if (!t) return;
+  q4_to_tiles(t, w, n, k);
+  matmul_tiled(p, fmt, t, n, k, xq, s, y);
+  free(t);
 }
 
 /* ----------------------------------------------------------------------------------------- model */
@@ -312,8 +503,33 @@ static int ensure_scratch(nm_model *m, int s) {
   return m->x && m->xn && m->qkv && m->att && m->gu && m->tmp && m->scores && m->xq;
 }
 
+/* Reads exactly `bytes` of a weights file into dst; NULL or an error. */
+static const char *read_weights(const char *path, uint8_t *dst, size_t bytes) {
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "cannot open the weights file";
+  struct stat st;
+  if (fstat(fd, &st) != 0 || (size_t)st.st_size != bytes) { close(fd); return "the weights file does not have the size the config gives"; }
+  for (size_t at = 0; at < bytes;) {
+    const ssize_t r = read(fd, dst + at, bytes - at > (1u << 30) ? (1u << 30) : bytes - at);
+    if (r <= 0) { close(fd); return "reading the weights file failed"; }
+    at += (size_t)r;
+  }
+  close(fd);
+  return NULL;
+}
+
+static nm_model *model_create(const nm_config *cfg, const uint8_t *weights, const char *path, size_t bytes, const double *off, size_t n_off,
+                              const float *inv_freq, const char **err);
 nm_model *nm_model_create(const nm_config *cfg, const uint8_t *weights, size_t bytes, const double *off, size_t n_off,
                           const float *inv_freq, const char **err) {
+  return model_create(cfg, weights, NULL, bytes, off, n_off, inv_freq, err);
+}
+nm_model *nm_model_create_file(const nm_config *cfg, const char *path, size_t bytes, const double *off, size_t n_off,
+                               const float *inv_freq, const char **err) {
+  return model_create(cfg, NULL, path, bytes, off, n_off, inv_freq, err);
+}
+static nm_model *model_create(const nm_config *cfg, const uint8_t *weights, const char *path, size_t bytes, const double *off, size_t n_off,
+                              const float *inv_freq, const char **err) {
   const nm_config *c = cfg;
   nm_simd();
   if (c->fmt != NM_Q4 && c->fmt != NM_Q8) { *err = "fmt must be 4 or 8"; return NULL; }
@@ -325,7 +541,8 @@ nm_model *nm_model_create(const nm_config *cfg, const uint8_t *weights, size_t b
   m->c = *c;
   m->mem = aligned_alloc(64, (bytes + 63) / 64 * 64);
   if (!m->mem) { *err = "out of memory for weights"; nm_model_free(m); return NULL; }
-  memcpy(m->mem, weights, bytes);
+  if (weights) memcpy(m->mem, weights, bytes);
+  else if ((*err = read_weights(path, m->mem, bytes))) { nm_model_free(m); return NULL; }
   /* every tensor: offset + size within the buffer, floats 4-aligned */
   #define AT(i, size, dst, type) do { double o_ = off[i]; \
     if (o_ < 0) { dst = NULL; break; } \
@@ -354,6 +571,22 @@ nm_model *nm_model_create(const nm_config *cfg, const uint8_t *weights, size_t b
   AT(fo + 1, (size_t)c->vocab * nm_row_bytes(c->fmt, c->hidden), m->lm_head, const uint8_t *);
   #undef AT
   if (!m->final_norm || !m->lm_head) { *err = "final norm or lm_head missing"; nm_model_free(m); return NULL; }
+  if (c->fmt == NM_Q4) { /* regroup every matrix into row tiles, in place through one scratch copy */
+    const size_t rh = nm_row_bytes(NM_Q4, c->hidden), sizes[5] = { (size_t)c->vocab * rh, 2 * (size_t)c->inter * rh, qkv_rows * rh,
+      (size_t)c->hidden * nm_row_bytes(NM_Q4, c->inter), (size_t)c->hidden * nm_row_bytes(NM_Q4, (int)hd) };
+    size_t big = 0;
+    for (int i = 0; i < 5; i++) if (sizes[i] > big) big = sizes[i];
+    uint8_t *tmp = malloc(big);
+    if (!tmp) { *err = "out of memory repacking the weights"; nm_model_free(m); return NULL; }
+    #define TILE(ptr, n, k) do { const size_t b_ = (size_t)(n) * nm_row_bytes(NM_Q4, k); memcpy(tmp, ptr, b_); q4_to_tiles((uint8_t *)(ptr), tmp, n, k); } while (0)
+    for (int l = 0; l < c->layers; l++) {
+      const layer_w *L = &m->L[l];
+      TILE(L->wqkv, qkv_rows, c->hidden); TILE(L->wo, c->hidden, hd); TILE(L->wgu, 2 * c->inter, c->hidden); TILE(L->wdown, c->hidden, c->inter);
+    }
+    TILE(m->lm_head, c->vocab, c->hidden);
+    #undef TILE
+    free(tmp);
+  }
   m->inv_freq = malloc(sizeof(float) * c->head_dim / 2);
   memcpy(m->inv_freq, inv_freq, sizeof(float) * c->head_dim / 2);
   const size_t kv = (size_t)c->layers * c->kv_heads * c->max_ctx * c->head_dim;
@@ -413,6 +646,18 @@ static void att_job(void *c_, int lo, int hi) {
 
 static inline float silu(float x) { return x / (1.f + expf(-x)); }
 
+/* Phase timers for kernels/tools/nm-check.c's `bench` (compiled in only with -DNM_PROFILE). */
+#ifdef NM_PROFILE
+double nm_prof[NM_PROF_N];
+static double prof_t;
+static double now_s(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec; }
+#define PROF(i) do { const double t_ = now_s(); nm_prof[i] += t_ - prof_t; prof_t = t_; } while (0)
+#define PROF_START() (prof_t = now_s())
+#else
+#define PROF(i) ((void)0)
+#define PROF_START() ((void)0)
+#endif
+
 const char *nm_forward(nm_model *m, const float *embeds, int s, int pos0, float *logits, int all_logits) {
   const nm_config *c = &m->c;
   if (s <= 0 || pos0 < 0 || pos0 + s > c->max_ctx) return "tokens do not fit the preallocated KV cache";
@@ -420,11 +665,14 @@ const char *nm_forward(nm_model *m, const float *embeds, int s, int pos0, float 
   const int h = c->hidden, d = c->head_dim, H = c->heads, KV = c->kv_heads, I = c->inter, hd = H * d;
   const int qkv = (H + 2 * KV) * d;
   memcpy(m->x, embeds, sizeof(float) * s * h);
+  PROF_START();
   for (int l = 0; l < c->layers; l++) {
     const layer_w *L = &m->L[l];
     for (int t = 0; t < s; t++) rmsnorm(m->xn + (size_t)t * h, m->x + (size_t)t * h, L->attn_norm, h, c->eps);
     nm_quantize_act(m->xn, m->xq, s, h);
-    nm_matmul(m->pool, c->fmt, L->wqkv, qkv, h, m->xq, s, m->qkv);
+    PROF(NM_PROF_OTHER);
+    matmul_tiled(m->pool, c->fmt, L->wqkv, qkv, h, m->xq, s, m->qkv);
+    PROF(NM_PROF_QKV);
     for (int t = 0; t < s; t++) {
       float *r = m->qkv + (size_t)t * qkv;
       if (L->bqkv) for (int i = 0; i < qkv; i++) r[i] += L->bqkv[i];
@@ -439,26 +687,102 @@ const char *nm_forward(nm_model *m, const float *embeds, int s, int pos0, float 
         memcpy(m->vc + at, r + (size_t)(H + KV + g) * d, sizeof(float) * d);
       }
     }
+    PROF(NM_PROF_OTHER);
     att_ctx ac = { m, l, s, pos0 };
     pool_run(m->pool, att_job, &ac, s * H, 1);
+    PROF(NM_PROF_ATT);
     nm_quantize_act(m->att, m->xq, s, hd);
-    nm_matmul(m->pool, c->fmt, L->wo, h, hd, m->xq, s, m->tmp);
+    PROF(NM_PROF_OTHER);
+    matmul_tiled(m->pool, c->fmt, L->wo, h, hd, m->xq, s, m->tmp);
+    PROF(NM_PROF_WO);
     for (size_t i = 0; i < (size_t)s * h; i++) m->x[i] += m->tmp[i];
     for (int t = 0; t < s; t++) rmsnorm(m->xn + (size_t)t * h, m->x + (size_t)t * h, L->ffn_norm, h, c->eps);
     nm_quantize_act(m->xn, m->xq, s, h);
-    nm_matmul(m->pool, c->fmt, L->wgu, 2 * I, h, m->xq, s, m->gu);
+    PROF(NM_PROF_OTHER);
+    matmul_tiled(m->pool, c->fmt, L->wgu, 2 * I, h, m->xq, s, m->gu);
+    PROF(NM_PROF_GU);
     for (int t = 0; t < s; t++) {
       const float *g = m->gu + (size_t)t * 2 * I;
       float *o = m->xn + (size_t)t * I;
       for (int i = 0; i < I; i++) o[i] = silu(g[i]) * g[I + i];
     }
     nm_quantize_act(m->xn, m->xq, s, I);
-    nm_matmul(m->pool, c->fmt, L->wdown, h, I, m->xq, s, m->tmp);
+    PROF(NM_PROF_OTHER);
+    matmul_tiled(m->pool, c->fmt, L->wdown, h, I, m->xq, s, m->tmp);
+    PROF(NM_PROF_DOWN);
     for (size_t i = 0; i < (size_t)s * h; i++) m->x[i] += m->tmp[i];
   }
   const int first = all_logits ? 0 : s - 1, n = s - first;
   for (int t = 0; t < n; t++) rmsnorm(m->xn + (size_t)t * h, m->x + (size_t)(first + t) * h, m->final_norm, h, c->eps);
   nm_quantize_act(m->xn, m->xq, n, h);
-  nm_matmul(m->pool, c->fmt, m->lm_head, c->vocab, h, m->xq, n, logits);
+  PROF(NM_PROF_OTHER);
+  matmul_tiled(m->pool, c->fmt, m->lm_head, c->vocab, h, m->xq, n, logits);
+  PROF(NM_PROF_HEAD);
   return NULL;
 }
+
+/* ------------------------------------------------------------------------------ read bandwidth probe */
+/* The benchmark's roofline: GB/s for summing a large buffer with the engine's own pool (the same threads a decode
+ * step uses). AVX2 loads where available, 4 independent accumulators so the loads, not the adds, set the pace. */
+typedef struct { const uint64_t *buf; size_t words_per_chunk, words; uint64_t sums[64 * 8]; } bw_ctx;
+#ifdef NM_X86
+NM_AVX2 static uint64_t sum_words_avx2(const uint64_t *p, size_t n) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(p + i)));
+    a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(p + i + 4)));
+    a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(p + i + 8)));
+    a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(p + i + 12)));
+  }
+  a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+  uint64_t t[4]; _mm256_storeu_si256((__m256i *)t, a0);
+  uint64_t s = t[0] + t[1] + t[2] + t[3];
+  for (; i < n; i++) s += p[i];
+  return s;
+}
+#endif
+static uint64_t sum_words(const uint64_t *p, size_t n) {
+#ifdef NM_X86
+  if (__builtin_cpu_supports("avx2")) return sum_words_avx2(p, n);
+#endif
+  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) { s0 += p[i]; s1 += p[i + 1]; s2 += p[i + 2]; s3 += p[i + 3]; }
+  for (; i < n; i++) s0 += p[i];
+  return s0 + s1 + s2 + s3;
+}
+static void bw_job(void *c_, int lo, int hi) {
+  bw_ctx *c = c_;
+  for (int j = lo; j < hi; j++) {
+    const size_t a = (size_t)j * c->words_per_chunk, n = a + c->words_per_chunk > c->words ? c->words - a : c->words_per_chunk;
+    c->sums[(j % 64) * 8] += sum_words(c->buf + a, n); /* 64-byte apart: no false sharing between workers */
+  }
+}
+double nm_read_bandwidth(size_t bytes, int threads, int reps, uint64_t *checksum) {
+  nm_simd();
+  bw_ctx *c = calloc(1, sizeof *c);
+  const size_t words = bytes / 8;
+  uint64_t *buf = aligned_alloc(64, words * 8);
+  if (!c || !buf) { free(c); free(buf); return -1; }
+  for (size_t i = 0; i < words; i++) buf[i] = i; /* touch every page before timing */
+  c->buf = buf; c->words = words; c->words_per_chunk = 1 << 18; /* 2 MB chunks */
+  const int chunks = (int)((words + c->words_per_chunk - 1) / c->words_per_chunk);
+  nm_pool *p = nm_pool_create(threads);
+  double best = 0;
+  for (int r = 0; r < reps; r++) {
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pool_run(p, bw_job, c, chunks, 1);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (bytes / s > best) best = (double)bytes / s;
+  }
+  uint64_t sum = 0;
+  for (int i = 0; i < 64; i++) sum += c->sums[i * 8];
+  if (checksum) *checksum = sum;
+  nm_pool_free(p);
+  free(buf); free(c);
+  return best / 1e9;
+}
+

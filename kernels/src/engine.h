@@ -42,8 +42,17 @@ void nm_matmul(nm_pool *p, int fmt, const void *w, int n, int k, const nm_a8_blo
 /* Returns NULL with *err set on a bad config. Copies the weights. */
 nm_model *nm_model_create(const nm_config *cfg, const uint8_t *weights, size_t bytes, const double *offsets, size_t n_offsets,
                           const float *inv_freq, const char **err);
+/* The same, reading the weights file straight into the engine's memory (no second copy in the caller). */
+nm_model *nm_model_create_file(const nm_config *cfg, const char *path, size_t bytes, const double *offsets, size_t n_offsets,
+                               const float *inv_freq, const char **err);
 void nm_model_free(nm_model *m);
 /* Runs s tokens at positions pos0 .. pos0 + s - 1 (the cache keeps rows < pos0). logits: vocab floats for the last
  * token, or s * vocab with all_logits. Returns NULL or an error. */
 const char *nm_forward(nm_model *m, const float *embeds, int s, int pos0, float *logits, int all_logits);
+/* GB/s of the best of `reps` passes summing a `bytes` buffer on `threads` threads (the benchmark's roofline). */
+double nm_read_bandwidth(size_t bytes, int threads, int reps, uint64_t *checksum);
+#ifdef NM_PROFILE
+enum { NM_PROF_QKV, NM_PROF_ATT, NM_PROF_WO, NM_PROF_GU, NM_PROF_DOWN, NM_PROF_HEAD, NM_PROF_OTHER, NM_PROF_N };
+extern double nm_prof[NM_PROF_N]; /* seconds per phase, accumulated by nm_forward */
+#endif
 #endif

@@ -2,7 +2,7 @@
 // sha256 in bundle.json), openModel runs the decoder on the native kernels without a "cannot run" notice, and a
 // ChatSession generates over it. What is checked is the wiring; the engine's numerics vs ORT are in oracle.test.ts
 // and the session plumbing in chat-session.test.ts. A decoder the lift refuses stays on ORT with a note.
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, stat, truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -10,6 +10,8 @@ import { compile } from '../../src/compile/index.js';
 import { buildTextFamily } from '../../src/fixtures/text-families.js';
 import { partition } from '../../src/partition/index.js';
 import { openModel } from '../../src/run/model.js';
+import { openNative } from '../../src/run/backends/native/native.js';
+import type { BrickEntry } from '../../src/formats/bricks.js';
 import { ChatSession } from '../../src/run/generation/chat-session.js';
 
 async function bundle(family: 'qwen3' | 'smollm2', tweak?: (cfg: Record<string, unknown>) => void) {
@@ -41,6 +43,10 @@ describe('compile --engine native', () => {
     const res = await new ChatSession(m.set).generate({ inputIds: [5, 6, 7, 8, 9] }, { maxNewTokens: 5, stopTokenIds: [] });
     expect(res.tokens).toHaveLength(5);
     await m.set.close();
+    // the engine reads the weights file itself: one cut short is refused with the file named, not read past its end
+    const nmq = join(out, `${dec.name}.nmq`);
+    await truncate(nmq, (await stat(nmq)).size - 1);
+    await expect(openNative({ name: dec.name } as unknown as BrickEntry, out, { threads: 1, maxContext: 16 })).rejects.toMatchObject({ code: 'E_NATIVE_CONFIG' });
   });
 
   it('a decoder the lift refuses stays on ORT with a note', async () => {

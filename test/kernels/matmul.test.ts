@@ -1,6 +1,7 @@
 // Oracle: float64 dot products of the dequantized packed weights (src/formats/native-weights.ts, written
 // in TypeScript, not by the kernels) with the float activations. The kernels quantize activations to int8
 // per block of 32, so the tolerance covers that rounding: |err| ≤ 1.5 % of Σ|w·x| per output.
+import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { dequantizeRows, quantizeRows, type NativeBits } from '../../src/formats/native-weights.js';
 import { loadKernels } from '../../src/run/backends/native/addon.js';
@@ -52,5 +53,14 @@ describe('native kernels: block-quantized matmul', () => {
     expect(portable.simd).toBe('portable');
     expect(simd.y.length).toBe(4);
     for (let i = 0; i < 4; i++) expect(simd.y[i]).toBeCloseTo(portable.y[i]!, 4);
+  });
+
+  // Dispatch only: the AVX-512 VNNI kernel cannot run on a machine without it (this one: AMD EPYC, AVX2); the
+  // oracle is the kernel's own flag list in /proc/cpuinfo, read here, not the engine's CPUID probe.
+  it.skipIf(process.arch !== 'x64' || !existsSync('/proc/cpuinfo'))('x86-64: the SIMD path follows the CPU flags in /proc/cpuinfo', () => {
+    if (!load.ok) throw new Error(load.reason);
+    const flags = new Set((readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '').trim().split(/\s+/));
+    const want = flags.has('avx2') && flags.has('fma') ? (flags.has('avx512_vnni') && flags.has('avx512vl') ? 'avx512vnni' : 'avx2') : 'portable';
+    expect(load.kernels.simd()).toBe(want);
   });
 });

@@ -15,13 +15,16 @@ export interface KernelModelConfig {
 export type KernelModel = { readonly __kernelModel: unique symbol };
 
 export interface Kernels {
-  /** Which dot-product path runs: 'avx2' or 'portable'. */
+  /** Which dot-product path runs: 'avx2', 'avx512vnni', 'neon-dotprod', 'neon' or 'portable'. */
   simd(): string;
-  create(cfg: KernelModelConfig, weights: Uint8Array, offsets: Float64Array, invFreq: Float32Array): KernelModel;
+  /** weights: the packed bytes, or a file the engine reads into its own memory (no copy on the JS heap). */
+  create(cfg: KernelModelConfig, weights: Uint8Array | { readonly path: string; readonly bytes: number }, offsets: Float64Array, invFreq: Float32Array): KernelModel;
   /** Runs s tokens at positions pos0 …; writes the last token's logits (or all with allLogits). */
   forward(m: KernelModel, embeds: Float32Array, s: number, pos0: number, logits: Float32Array, allLogits: boolean): void;
   /** Test hook: y [s × n] = W (packed, n rows of k) · x [s × k], activations quantized as the model does. */
   matmul(bits: 4 | 8, w: Uint8Array, n: number, k: number, x: Float32Array, s: number, threads: number): Float32Array;
+  /** Benchmark roofline: GB/s of the best of `reps` passes summing a buffer of `megabytes` on `threads` threads. */
+  bandwidth(megabytes: number, threads: number, reps: number): number;
 }
 
 export type KernelsLoad = { readonly ok: true; readonly kernels: Kernels } | { readonly ok: false; readonly reason: string };

@@ -5,7 +5,7 @@
  * present.*: it says how many cached rows to keep through `ownsKv.truncate`, and the attention mask's length
  * tells the engine where the new rows start. Batch 1, no padding.
  */
-import { readFile } from 'node:fs/promises';
+import { open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fail } from '../../../errors.js';
 import type { BrickEntry } from '../../../formats/bricks.js';
@@ -39,8 +39,9 @@ export async function openNative(brick: BrickEntry, dir: string, opts: NativeOpt
   }
   const cfg = checkNativeConfig(raw, cfgFile);
   const wfile = join(dir, (raw as { weightsFile?: string }).weightsFile ?? `${brick.name}.nmq`);
-  const weights = new Uint8Array(await readFile(wfile));
-  if (weights.byteLength !== cfg.bytes) throw fail('E_NATIVE_CONFIG', `${wfile} holds ${weights.byteLength} bytes, ${cfgFile} says ${cfg.bytes}`, { file: wfile });
+  // The engine reads the file into its own memory (no JS-side copy: peak RSS holds the weights once).
+  const size = await stat(wfile).then((st) => st.size, () => -1);
+  if (size !== cfg.bytes) throw fail('E_NATIVE_CONFIG', `${wfile} holds ${size < 0 ? 'no readable' : size} bytes, ${cfgFile} says ${cfg.bytes}`, { file: wfile });
   const threads = opts.threads && opts.threads > 0 ? opts.threads : 2;
   const maxContext = opts.maxContext ?? 4096;
   let model: KernelModel;
@@ -48,12 +49,25 @@ export async function openNative(brick: BrickEntry, dir: string, opts: NativeOpt
     model = k.kernels.create({
       hidden: cfg.hidden, layers: cfg.layers, heads: cfg.heads, kvHeads: cfg.kvHeads, headDim: cfg.headDim, intermediate: cfg.intermediate,
       vocab: cfg.vocab, maxContext, threads, bits: cfg.bits, qkNorm: cfg.qkNorm ? 1 : 0, attnBias: cfg.attnBias ? 1 : 0, rmsEps: cfg.rmsEps,
-    }, weights, Float64Array.from(cfg.offsets), Float32Array.from(cfg.invFreq));
+    }, { path: wfile, bytes: cfg.bytes }, Float64Array.from(cfg.offsets), Float32Array.from(cfg.invFreq));
   } catch (e) {
     throw fail('E_NATIVE_CONFIG', `brick '${brick.name}': the engine refused ${cfgFile}: ${(e as Error).message}`, { file: cfgFile });
   }
-  const embed = cfg.takes === 'input_ids' ? new Float32Array(weights.buffer, weights.byteOffset + cfg.embedOffset, cfg.vocab * cfg.hidden) : undefined;
+  const embed = cfg.takes === 'input_ids' ? await readEmbedding(wfile, cfg) : undefined;
   return new NativeSession(k.kernels, model, brick, cfg, maxContext, embed);
+}
+
+/** The float32 embedding table stored in the weights file (only that range is read). */
+async function readEmbedding(file: string, cfg: NativeConfig): Promise<Float32Array> {
+  const out = new Float32Array(cfg.vocab * cfg.hidden);
+  const fh = await open(file, 'r');
+  try {
+    const { bytesRead } = await fh.read(new Uint8Array(out.buffer), 0, out.byteLength, cfg.embedOffset);
+    if (bytesRead !== out.byteLength) throw fail('E_NATIVE_CONFIG', `${file}: the embedding table at ${cfg.embedOffset} is cut short`, { file });
+  } finally {
+    await fh.close();
+  }
+  return out;
 }
 
 export class NativeSession implements BrickSession {
