@@ -5,7 +5,7 @@ Usage: /usr/bin/python3 tools/shapes-vlm/train.py [--work DIR] [--threads 2]   (
 
 Two stages. 1: the vision and audio towers alone learn, through linear probes, to see each grid cell's
 shape and colour and to hear which question was asked (600 steps). 2: the towers frozen, the
-projectors and the decoder learn to answer (4000 steps), helped by a grounding loss that makes each
+projectors and the decoder learn to answer (3000 steps), helped by a grounding loss that makes each
 image row name its cell's colour, shape and place through the decoder's own lm_head (see Alignment).
 Every step draws fresh scenes (infinite data), each a conversation of 1-5 turns about its scene,
 rendered exactly as `nanomind chat` renders its history (image in the first user turn, earlier answers
@@ -143,15 +143,17 @@ def make_model(task):
 
 
 def train_batch(task, clips, rng, batch, spoken_frac, max_turns=data.MAX_TURNS):
-    """Fresh scenes, each a conversation of 1..max_turns turns (uniform) about it, rendered as chat
-    renders it; the first question of the first `spoken_frac` of the batch is spoken, the follow-ups
-    typed. Right-padded ids; labels on every turn's answer and its <|im_end|>."""
+    """Fresh scenes, each a conversation about it rendered as chat renders it; the first question of
+    the first `spoken_frac` of the batch is spoken, the follow-ups typed. Right-padded ids; labels on
+    every turn's answer and its <|im_end|>. The number of turns (1..max_turns, uniform) is drawn once
+    per batch, so its conversations have about the same length and little compute goes to padding."""
     imgs, ids, labels, feats, cells, sent = [], [], [], [], [], []
     n_spoken = int(round(batch * spoken_frac))
+    n_turns = int(rng.integers(1, max_turns + 1))
     for i in range(batch):
         spoken = i < n_spoken
         scene = data.sample_scene(rng)
-        turns = data.conversation(scene, rng, int(rng.integers(1, max_turns + 1)))
+        turns = data.conversation(scene, rng, n_turns)
         q = turns[0][0]
         x, y = task.conversation_ids([t[0] for t in turns], [t[1] for t in turns], spoken)
         imgs.append(data.render(scene))
@@ -419,7 +421,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--encoder-steps", type=int, default=600, help="stage 1 (towers + probes); 0: train everything jointly")
     ap.add_argument("--encoder-batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=4000, help="stage 2 (projectors + decoder)")
+    ap.add_argument("--steps", type=int, default=3000, help="stage 2 (projectors + decoder)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--spoken-frac", type=float, default=0.5)
