@@ -5,16 +5,17 @@
  * An eval set is a folder with `eval.jsonl`, one item per line:
  *   {"id", "image"?: "images/x.png", "question", "answer", "type", "modality": "typed"|"spoken", "audio"?: "audio/x.wav"}
  * paths relative to the folder. A typed item asks `question` about the image; a spoken item sends the
- * image and the audio clip of the question, with no text.
+ * image and the audio clip of the question, with no text. Multi-turn conversations (conversations.jsonl
+ * in the same folder) are scored by ./conversations.ts.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fail } from '../errors.js';
-import { openModel, type RuntimeModel } from '../run/model.js';
 import { brickBackends } from '../run/brick-set.js';
 import { runPrompt } from '../run/run.js';
 import { resolveInside } from '../util/files.js';
-import { EMBEDDED_EVAL_SET, EMBEDDED_MODEL } from './embedded.js';
+import { EMBEDDED_EVAL_SET } from './embedded.js';
+import { openEvalModel } from './open.js';
 import { runnableDir } from '../partition/runnable.js';
 
 export interface EvalItem {
@@ -111,13 +112,9 @@ export async function evaluate(o: EvalOptions = {}): Promise<EvalReport> {
   const unknown = (o.ids ?? []).filter((id) => !all.some((i) => i.id === id));
   if (unknown.length) throw fail('E_EVAL_SET', `${setDir}: no item with id ${unknown.map((u) => `'${u}'`).join(', ')}`);
   const items = spread(o.ids ? all.filter((i) => o.ids!.includes(i.id)) : all, o.limit, (i) => `${i.modality}/${i.type}`);
-  const modelPath = resolve(o.model ?? EMBEDDED_MODEL);
-  if (!(await stat(modelPath).catch(() => undefined)))
-    throw fail('E_EVAL_MODEL', `${modelPath}: no such model`, { hint: o.model ? 'pass a model folder, brick set or bundle' : 'this build has no embedded model yet; pass a model path' });
-  const runnable = await runnableDir(modelPath);
-  let m: RuntimeModel | undefined;
+  const opened = await openEvalModel(o.model, o.threads);
+  const { path: modelPath, model: m } = opened;
   try {
-    m = await openModel(runnable.dir, { threads: o.threads });
     const answers: EvalAnswer[] = [];
     for (const item of items) {
       const r = await runPrompt(m, {
@@ -141,7 +138,6 @@ export async function evaluate(o: EvalOptions = {}): Promise<EvalReport> {
       byType: group((a) => a.type), byTypeAndModality: group((a) => `${a.type}/${a.modality}`), answers, notices: m.notices, backends: brickBackends(m.set), ms: performance.now() - t0,
     };
   } finally {
-    await m?.close();
-    await runnable.cleanup();
+    await opened.close();
   }
 }

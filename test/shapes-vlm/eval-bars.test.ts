@@ -2,7 +2,9 @@
  * The accuracy bars of the embedded trained model (issue 4), measured by nanomind's own runtime on the
  * committed held-out set: ≥ 90 % exact match on typed questions and ≥ 80 % on spoken ones, for the
  * onnx-community split folder (through the CLI), for the bricks partitioned out of the monolithic graph,
- * and for the hybrid-quantized bundle compiled for the RK3588 (answering as its brick set). A regression in partitioning, the merge,
+ * and for the hybrid-quantized bundle compiled for the RK3588 (answering as its brick set). The 5-turn
+ * conversations (their own bars: test/shapes-vlm/conversations.test.ts) hold within a few points on the
+ * quantized bundle too. A regression in partitioning, the merge,
  * preprocessing, the KV cache, quantization or bundling shows up here as lost accuracy.
  */
 import { execFile } from 'node:child_process';
@@ -16,12 +18,16 @@ import { simulateBundle } from '../../src/compile/simulate.js';
 import { readBundle } from '../../src/formats/bundle.js';
 import { EMBEDDED_MODEL } from '../../src/eval/embedded.js';
 import { evaluate, type EvalReport } from '../../src/eval/index.js';
+import { evaluateConversations, type ConversationReport } from '../../src/eval/conversations.js';
 import { partition } from '../../src/partition/index.js';
 import { quantizeBricks } from '../../src/quantize/index.js';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'nanomind.js');
 const exec = promisify(execFile);
 const TYPES = ['color', 'count', 'describe', 'position', 'shape'];
+/** How far the quantized bundle may fall below float on the conversations: per turn, and all 5 right. */
+const QUANT_TURN_POINTS = 0.075 + 1e-9; // 3 of 40 conversations (+ rounding)
+const QUANT_ALL_POINTS = 0.1;
 let work: string;
 beforeAll(async () => { work = await mkdtemp(join(tmpdir(), 'nanomind-bars-')); });
 afterAll(async () => { await rm(work, { recursive: true, force: true }); });
@@ -34,7 +40,7 @@ function expectBars(r: Pick<EvalReport, 'n' | 'accuracy' | 'byType'>, typed = 0.
 }
 
 describe('embedded shapes-vlm accuracy', () => {
-  let split: EvalReport;
+  let split: EvalReport & { conversations: ConversationReport };
 
   it('`nanomind eval --json` (no path: the embedded split folder) meets the bars on the whole held-out set', async () => {
     const { stdout } = await exec(process.execPath, [BIN, 'eval', '--json'], { maxBuffer: 64 << 20 });
@@ -42,6 +48,9 @@ describe('embedded shapes-vlm accuracy', () => {
     expectBars(split);
     expect(split.accuracy.overall).toBeCloseTo((split.accuracy.typed! * 200 + split.accuracy.spoken! * 100) / 300, 10);
     for (const t of TYPES) expect(split.byType[t]).toBeGreaterThanOrEqual(0.6);
+    // the default mode also runs the builtin 5-turn conversations
+    expect(split.conversations.conversations).toBe(40);
+    expect(split.conversations.perTurn).toHaveLength(5);
   }, 120_000);
 
   it('bricks partitioned from the monolithic graph answer exactly as the split folder does', async () => {
@@ -65,6 +74,9 @@ describe('embedded shapes-vlm accuracy', () => {
     // NPU-placed bricks fall back to their portable ONNX here: the bundle answers exactly as its brick set
     expect(r.notices.some((n) => /npu/.test(n))).toBe(true);
     expect(r.answers.map((a) => a.got)).toEqual((await evaluate({ model: q.out })).answers.map((a) => a.got));
+    const c = await evaluateConversations({ model: b.out });
+    for (const [k, acc] of c.perTurn.entries()) expect(acc, `turn ${k + 1}`).toBeGreaterThanOrEqual(split.conversations.perTurn[k]! - QUANT_TURN_POINTS);
+    expect(c.allRight).toBeGreaterThanOrEqual(split.conversations.allRight - QUANT_ALL_POINTS);
     // the simulator's CPU-only baseline runs the fp16 encoders widened to fp32 (no fp16 CPU kernels listed)
     const sim = await simulateBundle(await readBundle(b.out), { scenario: { kind: 'camera', fps: 2 } });
     expect(sim.estimate).toBe(true);

@@ -141,6 +141,21 @@ describe('shapes-vlm eval set', () => {
     }
     expect(Object.keys(reference.answers).sort()).toEqual(rows.map((r) => r.id).sort());
   });
+
+  it('holds 40 typed 5-turn conversations on their own scenes, with PyTorch\'s answer for every turn', async () => {
+    const convs = (await readFile(join(DIR, 'eval', 'conversations.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    expect(convs.length).toBe(40);
+    expect(new Set(convs.map((c) => c.id)).size).toBe(40);
+    expect(new Set(convs.map((c) => c.image)).size).toBe(40);
+    for (const c of convs) {
+      expect(c.turns.length, c.id).toBe(5);
+      for (const t of c.turns) expect(TYPES.includes(t.type) && t.question.length > 0 && t.answer === t.answer.trim(), c.id).toBe(true);
+      const meta = await sharp(join(DIR, 'eval', c.image)).metadata();
+      expect([meta.format, meta.width, meta.height], c.id).toEqual(['png', pre.size.width, pre.size.height]);
+      expect(reference.conversation_answers[c.id], c.id).toHaveLength(5);
+    }
+    expect(Object.keys(reference.conversation_answers).sort()).toEqual(convs.map((c) => c.id).sort());
+  });
 });
 
 describe('shapes-vlm monolithic graph', () => {

@@ -9,6 +9,9 @@ drawn at random), resampled from 22050 Hz to 16 kHz with a Kaiser-windowed sinc 
 16-bit mono WAV; features are computed from the 16-bit samples (int16 / 32768), as a reader of the WAV
 gets them.
 
+Conversations (1-5 turns about one scene, the image in the first user turn) are drawn by `conversation`;
+the held-out conversation set is written by `write_conversations`.
+
 Usage: python3 tools/shapes-vlm/data.py eval OUT_DIR   (the held-out set; export.py calls this too)
 """
 
@@ -146,6 +149,19 @@ def ask(scene, qtype, rng):
     if qtype == "position":
         return q, CELLS[o["cell"]]
     return q, describe(scene)
+
+
+MAX_TURNS = 5
+
+
+def conversation(scene, rng, turns):
+    """`turns` (question, answer, type) about one scene, each turn's type drawn afresh: a chat where
+    the image comes with the first question and the follow-ups ask about the same image."""
+    out = []
+    for _ in range(turns):
+        qtype = TYPES[int(rng.integers(len(TYPES)))]
+        out.append((*ask(scene, qtype, rng), qtype))
+    return out
 
 
 def all_questions():
@@ -304,6 +320,33 @@ def write_eval(out_dir, seed=20250101, n_typed=200, n_spoken=100):
             write_wav(os.path.join(out_dir, row["audio"]), samples)
         rows.append(row)
     with open(os.path.join(out_dir, "eval.jsonl"), "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return rows
+
+
+def make_conversations(seed, n, turns=MAX_TURNS):
+    """n typed conversations of `turns` turns, each about its own unseen scene; every turn's type is
+    drawn at random, so a conversation mixes colour, shape, count, position and describe questions."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        scene = sample_scene(rng)
+        out.append({"scene": scene, "turns": conversation(scene, rng, turns)})
+    return out
+
+
+def write_conversations(out_dir, seed, n=40, turns=MAX_TURNS):
+    """OUT_DIR/conversations.jsonl + OUT_DIR/images/conv-*.png: one line per conversation,
+    {"id", "image", "turns": [{"question", "answer", "type"}]} (paths relative to OUT_DIR)."""
+    os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
+    rows = []
+    for i, c in enumerate(make_conversations(seed, n, turns)):
+        rid = f"conv-{i:04d}"
+        img = f"images/{rid}.png"
+        write_png(os.path.join(out_dir, img), render(c["scene"]))
+        rows.append({"id": rid, "image": img, "turns": [{"question": q, "answer": a, "type": t} for q, a, t in c["turns"]]})
+    with open(os.path.join(out_dir, "conversations.jsonl"), "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
     return rows

@@ -13,7 +13,10 @@ Writes, from WORK/model.pt (train.py):
                                    (both encoders and the merges in-graph)
   config.json, preprocessor_config.json, tokenizer.json, tokenizer_config.json, generation_config.json
   eval/eval.jsonl + eval/images/*.png + eval/audio/*.wav   (held-out scenes and voices, other seeds)
-  eval/reference.json              PyTorch's greedy answers on the eval set read back from those files
+  eval/conversations.jsonl + eval/images/conv-*.png   40 typed 5-turn conversations on unseen scenes
+  eval/reference.json              PyTorch's greedy answers on the eval set and, turn by turn (its own
+                                   earlier answers in the history, as chat keeps them), on the conversations,
+                                   read back from those files
   calib/eval.jsonl + calib/...     32 more questions (other seeds) for `nanomind quantize --calib builtin`
 
 All graphs: torch.onnx.export, opset 17, constant folding, fp32, weights inline.
@@ -32,12 +35,13 @@ import torch.nn as nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
 from model import CONFIG, ShapesVLM, count_params, merge_features, position_ids_from_mask  # noqa: E402
-from tokenizer import CHAT_TEMPLATE, Tokenizer, render_prompt  # noqa: E402
-from train import DEFAULT_WORK, MAX_NEW_TOKENS, REPO, Task, evaluate, report  # noqa: E402
+from tokenizer import CHAT_TEMPLATE, Tokenizer, render_conversation, render_prompt  # noqa: E402
+from train import DEFAULT_WORK, MAX_NEW_TOKENS, REPO, Task, evaluate, evaluate_conversations, report, report_conversations  # noqa: E402
 
 OPSET = 17
 DEFAULT_OUT = os.path.join(REPO, "models", "shapes-vlm")
 EVAL_SEED = 20250101
+CONVERSATION_SEED = 20250303
 CALIB_SEED = 20250202
 
 
@@ -227,6 +231,15 @@ def eval_examples(task, out):
     return ex
 
 
+def conversation_examples(out):
+    """The committed 5-turn conversations (written after eval/, which write_eval recreates), images
+    read back from their PNG files."""
+    from PIL import Image
+    rows = data.write_conversations(os.path.join(out, "eval"), seed=CONVERSATION_SEED)
+    return [{"row": r, "image": np.array(Image.open(os.path.join(out, "eval", r["image"])).convert("RGB")),
+             "turns": [(t["question"], t["answer"], t["type"]) for t in r["turns"]]} for r in rows]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default=DEFAULT_WORK)
@@ -257,6 +270,10 @@ def main():
     ex = eval_examples(task, out)
     preds = evaluate(model, task, ex)
     acc = report(preds, f"eval set (seed {EVAL_SEED}, {len(ex)} examples, read back from PNG/WAV)")
+    convs = conversation_examples(out)
+    conv_prompts = []
+    conv_answers = evaluate_conversations(model, task, convs, prompts_out=conv_prompts)
+    conv_acc = report_conversations(convs, conv_answers, f"{len(convs)} conversations (seed {CONVERSATION_SEED}, read back from PNG)")
     params = {n: count_params(getattr(model, n)) for n in
               ("vision_tower", "multi_modal_projector", "audio_tower", "audio_projector", "language_model")}
     params["language_model.embed_tokens"] = count_params(model.language_model.embed_tokens)
@@ -268,11 +285,18 @@ def main():
         "prompt_example": {"typed": render_prompt("how many shapes are there?"), "spoken": render_prompt(None, True)},
         # tokenizer.py's ids for every string of the task (and the two prompts): @huggingface/tokenizers must agree
         "token_ids": {s: task.tok.encode(s) for s in data.all_texts() + [
-            render_prompt("how many shapes are there?"), render_prompt(None, True)]},
+            render_prompt("how many shapes are there?"), render_prompt(None, True),
+            render_conversation(["how many shapes are there?", "describe the image."], ["2"])]},
         "accuracy": acc,
         "params": params,
         "bytes": sizes,
         "answers": {e["id"]: p for e, p in preds},
+        "conversation_decoding": "per turn as above, on the whole conversation rendered by the chat template with "
+                                 "the model's own earlier answers verbatim (before .strip()) in the history",
+        "conversation_accuracy": conv_acc,
+        "conversation_answers": {c["row"]["id"]: a for c, a in zip(convs, conv_answers)},
+        # the ids PyTorch fed on each turn of the first conversation (placeholders expanded): chat must feed the same
+        "conversation_prompt_ids": {convs[0]["row"]["id"]: conv_prompts[0]},
     })
     for k, v in sizes.items():
         print(f"{k}: {v:,} bytes")

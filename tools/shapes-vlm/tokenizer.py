@@ -202,7 +202,7 @@ class Tokenizer:
             "errors": "replace",
             "image_token": "<image>",
             "audio_token": "<audio>",
-            "model_max_length": 128,
+            "model_max_length": 256,  # = the decoder's max_position_embeddings (5-turn chats need ~150)
             "pad_token": "<|endoftext|>",
             "split_special_tokens": False,
             "tokenizer_class": "Qwen2Tokenizer",
@@ -216,12 +216,55 @@ class Tokenizer:
 PROMPT_ORDER = "question-first"
 
 
-def render_prompt(question=None, spoken=False, order=None):
+def render_prompt(question=None, spoken=False, order=None, image=True):
     """The chat template applied to one user turn with the generation prompt; each placeholder appears
-    once here and is expanded by `prompt_ids`."""
+    once here and is expanded by `prompt_ids`. image=False: a follow-up turn (text only)."""
     q = "<audio>" if spoken else question
-    parts = q + "<image>" if (order or PROMPT_ORDER) == "question-first" else "<image>" + q
+    img = "<image>" if image else ""
+    parts = q + img if (order or PROMPT_ORDER) == "question-first" else img + q
     return f"<|im_start|>user\n{parts}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def render_conversation(questions, answers, spoken_first=False, order=None):
+    """The chat template over a conversation about one image, as `nanomind chat` renders its history:
+    the image (and, spoken, the audio) in the first user turn only, every earlier answer verbatim and
+    closed by <|im_end|>. len(answers) == len(questions) - 1: ends with the generation prompt of the
+    last question (what chat sends on that turn); == len(questions): ends with the last answer's
+    <|im_end|> (a training example)."""
+    text = ""
+    for i, q in enumerate(questions):
+        if i:
+            text += "\n"
+        text += render_prompt(q, spoken_first and i == 0, order, image=i == 0)
+        if i < len(answers):
+            text += answers[i] + "<|im_end|>"
+    return text
+
+
+def conversation_ids(tok, questions, answers, n_img, n_aud, spoken_first=False, order=None):
+    """(ids, labels) of `render_conversation`, placeholders expanded; labels hold each answer's ids and
+    its <|im_end|> (what the model must generate), -100 elsewhere. Built piece by piece so the labels
+    are exact, and checked against the whole text's encoding (the runtime tokenizes the whole text)."""
+    ids, labels = [], []
+    for i, q in enumerate(questions):
+        p = tok.encode(("\n" if i else "") + render_prompt(q, spoken_first and i == 0, order, image=i == 0))
+        ids += p
+        labels += [-100] * len(p)
+        if i < len(answers):
+            a = tok.encode(answers[i]) + [tok.eos_id]
+            ids += a
+            labels += a
+    whole = tok.encode(render_conversation(questions, answers, spoken_first, order))
+    if ids != whole:
+        if len(answers) == len(questions):
+            raise ValueError(f"piecewise ids differ from the whole conversation's: {questions} {answers}")
+        # a prompt whose history holds an odd answer (early in training): the runtime's encoding
+        ids, labels = whole, [-100] * len(whole)
+    ex = expand(ids, tok, n_img, n_aud)
+    lab = []
+    for i, l in zip(ids, labels):
+        lab += [l] * (n_img if i == tok.image_id else n_aud if i == tok.audio_id else 1)
+    return ex, lab
 
 
 def expand(ids, tok, image_tokens, audio_tokens):

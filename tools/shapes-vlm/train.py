@@ -5,12 +5,16 @@ Usage: /usr/bin/python3 tools/shapes-vlm/train.py [--work DIR] [--threads 2]   (
 
 Two stages. 1: the vision and audio towers alone learn, through linear probes, to see each grid cell's
 shape and colour and to hear which question was asked (600 steps). 2: the towers frozen, the
-projectors and the decoder learn to answer (4000 steps), helped by a grounding loss that makes each
+projectors and the decoder learn to answer (3000 steps), helped by a grounding loss that makes each
 image row name its cell's colour, shape and place through the decoder's own lm_head (see Alignment).
-Every step draws fresh scenes (infinite data); spoken questions come from a pool of espeak-ng clips
+Every step draws fresh scenes (infinite data), each a conversation of 1-5 turns about its scene,
+rendered exactly as `nanomind chat` renders its history (image in the first user turn, earlier answers
+verbatim; tokenizer.render_conversation); the loss covers the answer of every turn. In half of the
+batch the first question is spoken and the follow-ups typed. Spoken questions come from a pool of espeak-ng clips
 (every question sentence read by many random voices), cached in the work dir. Writes WORK/model.pt and
 prints greedy exact-match accuracy on a held-out set (other seeds for scenes and voices) per question
-type and modality. The other flags are for experiments.
+type and modality, and per turn on 40 held-out 5-turn conversations answered with the model's own
+earlier answers in the history. The other flags are for experiments.
 """
 
 import argparse
@@ -31,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
 from mel import WhisperFeatures  # noqa: E402
 from model import CONFIG, ShapesVLM, audio_tokens, count_params, image_tokens, merge_features, position_ids_from_mask  # noqa: E402
-from tokenizer import PROMPT_ORDER, build_tokenizer, expand, render_prompt  # noqa: E402
+from tokenizer import PROMPT_ORDER, build_tokenizer, conversation_ids, expand, render_prompt  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DEFAULT_WORK = os.path.join(REPO, ".work", "shapes-vlm")
@@ -69,6 +73,10 @@ class Task:
         if key not in self._prompts:
             self._prompts[key] = expand(self.tok.encode(render_prompt(question, spoken, self.order)), self.tok, self.n_img, self.n_aud)
         return self._prompts[key]
+
+    def conversation_ids(self, questions, answers, spoken_first=False):
+        """(ids, labels) of a conversation as chat renders it (see tokenizer.conversation_ids)."""
+        return conversation_ids(self.tok, questions, answers, self.n_img, self.n_aud, spoken_first, self.order)
 
     def answer_ids(self, answer):
         return self.tok.encode(answer) + [self.tok.eos_id]
@@ -134,19 +142,24 @@ def make_model(task):
     return ShapesVLM(CONFIG, task.tok.vocab_size, task.tok.image_id, task.tok.audio_id)
 
 
-def train_batch(task, clips, rng, batch, spoken_frac):
-    """Fresh scenes; right-padded ids; labels only on the answer and <|im_end|>."""
+def train_batch(task, clips, rng, batch, spoken_frac, max_turns=data.MAX_TURNS):
+    """Fresh scenes, each a conversation about it rendered as chat renders it; the first question of
+    the first `spoken_frac` of the batch is spoken, the follow-ups typed. Right-padded ids; labels on
+    every turn's answer and its <|im_end|>. The number of turns (1..max_turns, uniform) is drawn once
+    per batch, so its conversations have about the same length and little compute goes to padding."""
     imgs, ids, labels, feats, cells, sent = [], [], [], [], [], []
     n_spoken = int(round(batch * spoken_frac))
+    n_turns = int(rng.integers(1, max_turns + 1))
     for i in range(batch):
         spoken = i < n_spoken
         scene = data.sample_scene(rng)
-        q, a = data.ask(scene, data.TYPES[int(rng.integers(len(data.TYPES)))], rng)
-        p, ans = task.prompt_ids(q, spoken), task.answer_ids(a)
+        turns = data.conversation(scene, rng, n_turns)
+        q = turns[0][0]
+        x, y = task.conversation_ids([t[0] for t in turns], [t[1] for t in turns], spoken)
         imgs.append(data.render(scene))
         cells.append(cell_targets(scene))
-        ids.append(p + ans)
-        labels.append([-100] * len(p) + ans)
+        ids.append(x)
+        labels.append(y)
         if spoken:
             pool = clips[q]
             feats.append(pool[int(rng.integers(len(pool)))])
@@ -236,10 +249,11 @@ def loss_fn(model, heads, px, feats, ids, labels, aux, aux_weight=AUX_WEIGHT, to
 
 
 @torch.no_grad()
-def greedy(model, task, prompts, px, feats, max_new=MAX_NEW_TOKENS):
+def greedy(model, task, prompts, px, feats, max_new=MAX_NEW_TOKENS, raw=False):
     """Batched greedy decoding with left padding and the KV cache, as the exported decoder runs:
     prefill the whole prompt, then one token per step with attention_mask growing by one and
-    position_ids = (number of real tokens) - 1. Returns the decoded answers (before <|im_end|>)."""
+    position_ids = (number of real tokens) - 1. Returns the decoded answers (before <|im_end|>),
+    stripped, or (raw) verbatim as chat keeps them in the history."""
     lm, tok = model.language_model, task.tok
     dev = next(model.parameters()).device
     b, n = len(prompts), max(len(p) for p in prompts)
@@ -266,7 +280,48 @@ def greedy(model, task, prompts, px, feats, max_new=MAX_NEW_TOKENS):
         pos = mask.sum(-1, keepdim=True) - 1
         logits, past = lm(lm.embed_tokens(nxt[:, None]), mask, pos, past)
         nxt = logits[:, -1].argmax(-1)
-    return [tok.decode(o).strip() for o in out]
+    return [tok.decode(o).strip() for o in out] if not raw else [tok.decode(o) for o in out]
+
+
+def evaluate_conversations(model, task, convs, batch=50, prompts_out=None):
+    """convs: dicts with image (uint8) and turns [(question, answer, type)]. Each turn is asked with the
+    model's own earlier answers in the history, verbatim, as `nanomind chat` keeps them (greedy, batched
+    per turn). Returns per conversation the list of answers (stripped); `prompts_out` (a list) gets per
+    conversation the ids fed on each turn."""
+    model.eval()
+    answers = []
+    for s in range(0, len(convs), batch):
+        chunk = convs[s:s + batch]
+        px = pixels(np.stack([c["image"] for c in chunk]))
+        raw = [[] for _ in chunk]
+        fed = [[] for _ in chunk]
+        for k in range(max(len(c["turns"]) for c in chunk)):
+            live = [j for j, c in enumerate(chunk) if k < len(c["turns"])]
+            prompts = [task.conversation_ids([t[0] for t in chunk[j]["turns"][:k + 1]], raw[j])[0] for j in live]
+            if prompts_out is not None:
+                for j, p in zip(live, prompts):
+                    fed[j].append(p)
+            for j, a in zip(live, greedy(model, task, prompts, px[live], None, raw=True)):
+                raw[j].append(a)
+        answers += [[a.strip() for a in r] for r in raw]
+        if prompts_out is not None:
+            prompts_out += fed
+    model.train()
+    return answers
+
+
+def report_conversations(convs, answers, title):
+    turns = max(len(c["turns"]) for c in convs)
+    per_turn = []
+    for k in range(turns):
+        ok = [a[k] == c["turns"][k][1] for c, a in zip(convs, answers) if k < len(c["turns"])]
+        per_turn.append({"correct": sum(ok), "total": len(ok), "accuracy": sum(ok) / len(ok)})
+    whole = [all(x == t[1] for x, t in zip(a, c["turns"])) for c, a in zip(convs, answers)]
+    out = {"per_turn": per_turn, "conversation": {"correct": sum(whole), "total": len(whole), "accuracy": sum(whole) / len(whole)}}
+    print(title)
+    print("  " + " | ".join(f"turn {k + 1} {100 * t['accuracy']:.1f}%" for k, t in enumerate(per_turn))
+          + f" | all {turns} right {100 * out['conversation']['accuracy']:.1f}% ({sum(whole)}/{len(whole)})")
+    return out
 
 
 def evaluate(model, task, examples, batch=50):
@@ -366,7 +421,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--encoder-steps", type=int, default=600, help="stage 1 (towers + probes); 0: train everything jointly")
     ap.add_argument("--encoder-batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=4000, help="stage 2 (projectors + decoder)")
+    ap.add_argument("--steps", type=int, default=3000, help="stage 2 (projectors + decoder)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--spoken-frac", type=float, default=0.5)
@@ -384,6 +439,8 @@ def main():
     ap.add_argument("--clips-per-sentence", type=int, default=CLIPS_PER_SENTENCE)
     ap.add_argument("--val-cache")
     ap.add_argument("--val-n", type=int, default=200, help="held-out questions per modality")
+    ap.add_argument("--val-conversations", type=int, default=40, help="held-out 5-turn conversations")
+    ap.add_argument("--max-turns", type=int, default=data.MAX_TURNS, help="training conversations have 1..this many turns")
     ap.add_argument("--out", help="where model.pt and train-log.json go (default: the work dir)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -392,6 +449,7 @@ def main():
     task = Task(args.work, args.order, args.clips_per_sentence)
     clips = task.clip_features()
     val = validation_set(task, args.val_n, args.val_n, args.val_cache)
+    val_conv = [{"image": data.render(c["scene"]), "turns": c["turns"]} for c in data.make_conversations(VAL_SEED, args.val_conversations)]
     print(f"data ready in {time.time() - t0:.0f} s; vocab {task.tok.vocab_size}", flush=True)
 
     model = make_model(task)
@@ -433,23 +491,26 @@ def main():
     align = Alignment(task.tok).to(args.device)
 
     def lm_step(step):
-        px, feats, ids, labels, aux = to_device(*train_batch(task, clips, rng, args.batch, args.spoken_frac))
+        px, feats, ids, labels, aux = to_device(*train_batch(task, clips, rng, args.batch, args.spoken_frac, args.max_turns))
         loss, lm_loss = loss_fn(model, heads, px, feats, ids, labels, aux, args.aux_weight, towers, align, args.align)
         return loss, lm_loss, (f"probe shape/colour {heads.probe[0]:.2f}/{heads.probe[1]:.2f}" if towers else "")
 
     def validate(step):
         report(evaluate(model, task, val), f"validation @ {step}")
+        report_conversations(val_conv, evaluate_conversations(model, task, val_conv), f"{len(val_conv)} conversations @ {step}")
 
     lm_params = [p for p in list(model.parameters()) + list(heads.parameters()) if p.requires_grad]
     run_stage("answers", args.steps, args.lr, lm_params, lm_step, t1, log, validate, args.eval_every)
     train_s = time.time() - t1
     acc = report(evaluate(model, task, val), f"validation (seed {VAL_SEED}) after {args.steps} steps")
+    acc["conversations"] = report_conversations(val_conv, evaluate_conversations(model, task, val_conv),
+                                                f"{len(val_conv)} {data.MAX_TURNS}-turn conversations (seed {VAL_SEED})")
     out = args.out or args.work
     os.makedirs(out, exist_ok=True)
     torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "config": CONFIG, "merges": task.tok.merges,
                 "order": args.order or PROMPT_ORDER}, os.path.join(out, "model.pt"))
     with open(os.path.join(out, "train-log.json"), "w") as f:
-        json.dump({"encoder_steps": args.encoder_steps, "encoder_batch": args.encoder_batch, "align": args.align, "steps": args.steps, "batch": args.batch, "lr": args.lr, "threads": args.threads,
+        json.dump({"max_turns": args.max_turns, "encoder_steps": args.encoder_steps, "encoder_batch": args.encoder_batch, "align": args.align, "steps": args.steps, "batch": args.batch, "lr": args.lr, "threads": args.threads,
                    "train_seconds": round(train_s), "total_seconds": round(time.time() - t0), "validation": acc,
                    "progress": log}, f, indent=2)
     print(f"trained in {train_s:.0f} s (total {time.time() - t0:.0f} s) -> {os.path.join(out, 'model.pt')}")
