@@ -3,6 +3,7 @@
  * family that packs its encoder output before the merge (LLaVA-OneVision anyres: tiles unpadded, newline
  * rows; src/run/anyres.ts) gets the same packing here, so prompts sized for the packed rows line up.
  */
+import '../util/no-telemetry.js'; // before onnxruntime-node loads: telemetry off
 import ort from 'onnxruntime-node';
 import type { TensorLike } from '../run/backend.js';
 import type { EncodeResult } from '../run/brick-set.js';
