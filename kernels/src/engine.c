@@ -166,6 +166,21 @@ static inline void prefetch_tile(const nm_q4_tile *t) {
   __builtin_prefetch((const char *)t, 0, 3);
   __builtin_prefetch((const char *)t + 64, 0, 3);
 }
+/* One block of a 4-row tile: its 4 int32 row sums `h` (dot products with the activation block) scaled by the rows'
+ * and the activation's scales into `acc`, and the Q4 offset term into `corr`; then the 4 results. Shared by the
+ * AVX2 and VNNI tile kernels, which differ only in how they form `h`. */
+NM_AVX2 static inline void tile_accumulate(__m256i h, __m128 d4, const nm_a8_block *a, __m256 *acc, __m128 *corr) {
+  const __m128 s4 = _mm_mul_ps(d4, _mm_set1_ps(a->d));
+  *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s4, s4), *acc);
+  *corr = _mm_fmadd_ps(d4, _mm_set1_ps(a->s), *corr);
+}
+NM_AVX2 static inline __m128 tile_result(__m256 acc, __m128 corr) {
+  return _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)), _mm_mul_ps(_mm_set1_ps(8.f), corr));
+}
+NM_AVX2 static inline void tile_store(__m128 r, float *out, size_t out_stride) {
+  float v[4]; _mm_storeu_ps(v, r);
+  for (int i = 0; i < NM_Q4_ROWS; i++) out[i * out_stride] = v[i];
+}
 NM_AVX2 static void q4_tile_avx2(const nm_q4_tile *t, const nm_a8_block *a, int nb, float *out, size_t out_stride) {
   const __m256i lo = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1), shift = _mm256_set_epi64x(4, 4, 0, 0);
   __m256 acc = _mm256_setzero_ps();
@@ -176,14 +191,9 @@ NM_AVX2 static void q4_tile_avx2(const nm_q4_tile *t, const nm_a8_block *a, int 
     const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t[b].d));
     __m256i q[NM_Q4_ROWS];
     for (int i = 0; i < NM_Q4_ROWS; i++) q[i] = q4_expand(t[b].qs[i], shift, lo);
-    const __m256i h = q4_rows4(q, x, ones);
-    const __m128 s4 = _mm_mul_ps(d4, _mm_set1_ps(a[b].d));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s4, s4), acc);
-    corr = _mm_fmadd_ps(d4, _mm_set1_ps(a[b].s), corr);
+    tile_accumulate(q4_rows4(q, x, ones), d4, &a[b], &acc, &corr);
   }
-  const __m128 r = _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)), _mm_mul_ps(_mm_set1_ps(8.f), corr));
-  float v[4]; _mm_storeu_ps(v, r);
-  for (int i = 0; i < NM_Q4_ROWS; i++) out[i * out_stride] = v[i];
+  tile_store(tile_result(acc, corr), out, out_stride);
 }
 /* The same for 2 tokens: the 4 rows' nibbles are expanded once and used for both (prefill). */
 NM_AVX2 static void q4_tile2_avx2(const nm_q4_tile *t, const nm_a8_block *a0, const nm_a8_block *a1, int nb, float *out0, float *out1) {
@@ -195,18 +205,11 @@ NM_AVX2 static void q4_tile2_avx2(const nm_q4_tile *t, const nm_a8_block *a0, co
     const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t[b].d));
     __m256i q[NM_Q4_ROWS];
     for (int i = 0; i < NM_Q4_ROWS; i++) q[i] = q4_expand(t[b].qs[i], shift, lo);
-    __m256i h = q4_rows4(q, x0, ones);
-    __m128 s4 = _mm_mul_ps(d4, _mm_set1_ps(a0[b].d));
-    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s4, s4), acc0);
-    corr0 = _mm_fmadd_ps(d4, _mm_set1_ps(a0[b].s), corr0);
-    h = q4_rows4(q, x1, ones);
-    s4 = _mm_mul_ps(d4, _mm_set1_ps(a1[b].d));
-    acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s4, s4), acc1);
-    corr1 = _mm_fmadd_ps(d4, _mm_set1_ps(a1[b].s), corr1);
+    tile_accumulate(q4_rows4(q, x0, ones), d4, &a0[b], &acc0, &corr0);
+    tile_accumulate(q4_rows4(q, x1, ones), d4, &a1[b], &acc1, &corr1);
   }
-  const __m128 eight = _mm_set1_ps(8.f);
-  _mm_storeu_ps(out0, _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1)), _mm_mul_ps(eight, corr0)));
-  _mm_storeu_ps(out1, _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc1), _mm256_extractf128_ps(acc1, 1)), _mm_mul_ps(eight, corr1)));
+  _mm_storeu_ps(out0, tile_result(acc0, corr0));
+  _mm_storeu_ps(out1, tile_result(acc1, corr1));
 }
 NM_AVX2 static float dot_q4_avx2(const nm_q4_block *w, const nm_a8_block *a, int nb) {
   const __m256i lo = _mm256_set1_epi8(0x0f);
@@ -249,14 +252,9 @@ NM_VNNI static void q4_tile_vnni(const nm_q4_tile *t, const nm_a8_block *a, int 
       const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo);
       p[i] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, x);
     }
-    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-    const __m128 s4 = _mm_mul_ps(d4, _mm_set1_ps(a[b].d));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s4, s4), acc);
-    corr = _mm_fmadd_ps(d4, _mm_set1_ps(a[b].s), corr);
+    tile_accumulate(_mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3])), d4, &a[b], &acc, &corr);
   }
-  const __m128 r = _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)), _mm_mul_ps(_mm_set1_ps(8.f), corr));
-  float v[4]; _mm_storeu_ps(v, r);
-  for (int i = 0; i < NM_Q4_ROWS; i++) out[i * out_stride] = v[i];
+  tile_store(tile_result(acc, corr), out, out_stride);
 }
 #endif
 
