@@ -14,6 +14,7 @@
  */
 import { fail } from '../errors.js';
 import { floatToHalf, halfToFloat } from '../onnx/dtype.js';
+import type { DecoderDims } from './decoder-dims.js';
 
 export const NATIVE_CONFIG_FILE = 'native.json';
 export const NATIVE_WEIGHTS_FILE = 'decoder.nmq';
@@ -24,18 +25,10 @@ export type NativeBits = 4 | 8;
 export const LAYER_TENSORS = ['attn_norm', 'q_norm', 'k_norm', 'wqkv', 'bqkv', 'wo', 'ffn_norm', 'wgu', 'wdown'] as const;
 export type LayerTensor = (typeof LAYER_TENSORS)[number];
 
-export interface NativeConfig {
+export interface NativeConfig extends DecoderDims {
   readonly formatVersion: number;
   readonly family: string;
   readonly bits: NativeBits;
-  readonly hidden: number;
-  readonly layers: number;
-  readonly heads: number;
-  readonly kvHeads: number;
-  readonly headDim: number;
-  readonly intermediate: number;
-  readonly vocab: number;
-  readonly rmsEps: number;
   readonly qkNorm: boolean;
   readonly attnBias: boolean;
   /** Rotary inverse frequencies (headDim / 2), rope scaling already applied. */
