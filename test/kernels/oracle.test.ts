@@ -76,6 +76,12 @@ const relErr = (a: Float32Array, b: Float32Array): number => {
   return err / mag;
 };
 
+/** A text decoder's feeds for `ids` after a cache of `total - ids.length` rows. */
+const feeds = (ids: number[], total: number) => ({
+  input_ids: { type: 'int64', data: BigInt64Array.from(ids, BigInt), dims: [1, ids.length] },
+  attention_mask: { type: 'int64', data: new BigInt64Array(total).fill(1n), dims: [1, total] },
+});
+
 describe('native engine vs ONNX Runtime on the same (round-tripped) weights', () => {
   for (const family of TEXT_FAMILIES)
     for (const bits of [8, 4] as NativeBits[])
@@ -95,10 +101,6 @@ describe('native engine vs ONNX Runtime on the same (round-tripped) weights', ()
 
         const entry = { name: 'decoder', file: 'onnx/model.onnx', inputs: [], outputs: [] } as unknown as BrickEntry;
         const s = await openNative(entry, dir, { threads: 2, maxContext: 64 });
-        const feeds = (ids: number[], total: number) => ({
-          input_ids: { type: 'int64', data: BigInt64Array.from(ids, BigInt), dims: [1, ids.length] },
-          attention_mask: { type: 'int64', data: new BigInt64Array(total).fill(1n), dims: [1, total] },
-        });
         const all = s.runAll(feeds(prompt, prompt.length)).data as Float32Array;
         let worst = 0;
         for (let r = 0; r < prompt.length; r++) worst = Math.max(worst, relErr(all.subarray(r * vocab, (r + 1) * vocab), want.logitsRows[r]!));
@@ -125,10 +127,6 @@ describe('native engine vs ONNX Runtime on the same (round-tripped) weights', ()
   async function compareNative(dir: string, prompt: number[], want: Awaited<ReturnType<typeof ortGreedy>>, vocab: number, tol: number, greedy: boolean) {
     const entry = { name: 'decoder', file: 'x.onnx', inputs: [], outputs: [] } as unknown as BrickEntry;
     const s = await openNative(entry, dir, { threads: 2, maxContext: 64 });
-    const feeds = (ids: number[], total: number) => ({
-      input_ids: { type: 'int64', data: BigInt64Array.from(ids, BigInt), dims: [1, ids.length] },
-      attention_mask: { type: 'int64', data: new BigInt64Array(total).fill(1n), dims: [1, total] },
-    });
     const all = s.runAll(feeds(prompt, prompt.length)).data as Float32Array;
     let worst = 0;
     for (let r = 0; r < prompt.length; r++) worst = Math.max(worst, relErr(all.subarray(r * vocab, (r + 1) * vocab), want.logitsRows[r]!));
