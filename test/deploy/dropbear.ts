@@ -7,11 +7,11 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { freePort, waitForPort } from './sshd.js';
+import { freePort, stopServer, waitForPort } from './sshd.js';
 
 export const dropbearMissing = process.getuid?.() !== 0 ? 'needs root (Dropbear logs in only as its own user, and the test maps /root in a private namespace)'
   : !existsSync('/usr/sbin/dropbear') ? '/usr/sbin/dropbear is missing (apt-get install dropbear-bin)'
@@ -49,13 +49,6 @@ export async function startDropbear(): Promise<TestDropbear> {
   await waitForPort(port, child, () => log);
   return {
     dir, home, port, user: 'root', identity: join(dir, 'user_key'), knownHosts: join(dir, 'known_hosts'),
-    async stop() {
-      if (child.exitCode === null) {
-        const exited = new Promise((ok) => child.once('exit', ok));
-        child.kill('SIGTERM');
-        await exited;
-      }
-      await rm(dir, { recursive: true, force: true });
-    },
+    stop: () => stopServer(child, dir),
   };
 }

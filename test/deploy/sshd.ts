@@ -56,6 +56,16 @@ export async function waitForPort(port: number, child: ChildProcess, log: () => 
  * `sftp: false`: no `Subsystem sftp` line, as on stripped-down boards (OpenSSH 9's scp then fails).
  * `pathPrefix`: a folder searched first on the board's PATH (e.g. one holding an old `node`).
  */
+/** Stops a test server (SIGTERM, waits for its exit) and removes its folder. */
+export async function stopServer(child: ChildProcess, dir: string): Promise<void> {
+  if (child.exitCode === null) {
+    const exited = new Promise((ok) => child.once('exit', ok));
+    child.kill('SIGTERM');
+    await exited;
+  }
+  await rm(dir, { recursive: true, force: true });
+}
+
 export async function startSshd(o: { sftp?: boolean; pathPrefix?: string } = {}): Promise<TestSshd> {
   const dir = await mkdtemp(join(tmpdir(), 'nanomind-sshd-'));
   const key = (name: string) => execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', name, '-f', join(dir, name)]);
@@ -85,13 +95,6 @@ export async function startSshd(o: { sftp?: boolean; pathPrefix?: string } = {})
   return {
     dir, port, user: userInfo().username,
     identity: join(dir, 'user_key'), wrongIdentity: join(dir, 'wrong_key'), knownHosts: join(dir, 'known_hosts'), config: join(dir, 'ssh_config'),
-    async stop() {
-      if (child.exitCode === null) {
-        const exited = new Promise((ok) => child.once('exit', ok));
-        child.kill('SIGTERM');
-        await exited;
-      }
-      await rm(dir, { recursive: true, force: true });
-    },
+    stop: () => stopServer(child, dir),
   };
 }
