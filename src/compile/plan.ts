@@ -9,6 +9,7 @@ import { slotBytesFor, type SlotDtype } from '../run/buffers/ring-buffer.js';
 import type { BrickSetInfo } from './analyze.js';
 import type { Workload } from './cost.js';
 import type { PlacementResult } from './placement.js';
+import { encoderTokens } from './schedule.js';
 import { val, type TargetProfile } from './targets.js';
 
 /** Every estimate in a plan or a simulation rests on these, besides the target's sourced numbers. */
@@ -55,15 +56,15 @@ export function buildPlan(set: BrickSetInfo, target: TargetProfile, placed: Plac
     stages.push({ id: `encode:${p.brick}`, brick: p.brick, phase: 'encode', accelerator: p.accelerator, dependsOn: dep, repeat: p.kind === 'audio' ? 'per-clip' : 'per-image', predicted: predicted(p.brick, 1, 1) });
     if (p.kind !== 'vision' || !kind('projector').length) encoders.push(`encode:${p.brick}`);
   }
-  for (const p of kind('embed')) stages.push({ id: `embed:${p.brick}`, brick: p.brick, phase: 'embed', accelerator: p.accelerator, dependsOn: [], predicted: predicted(p.brick, w.promptTokens, w.promptTokens) });
+  for (const p of kind('embed')) stages.push({ id: `embed:${p.brick}`, brick: p.brick, phase: 'embed', accelerator: p.accelerator, dependsOn: [], tokens: w.promptTokens, predicted: predicted(p.brick, w.promptTokens, w.promptTokens) });
   // Each generated token is embedded before its decode step: one more call per token.
   const tokenEmbeds = kind('decoder').length ? kind('embed') : [];
-  const prompt = w.promptTokens + set.bricks.reduce((n, b) => n + (b.entry.kind === 'vision' ? (b.tokens ?? 0) * w.images : b.entry.kind === 'audio' ? (b.tokens ?? 0) * w.audioClips : 0), 0);
+  const prompt = w.promptTokens + encoderTokens(set, w);
   for (const p of kind('decoder')) {
-    stages.push({ id: `prefill:${p.brick}`, brick: p.brick, phase: 'prefill', accelerator: p.accelerator, dependsOn: [...encoders, ...kind('embed').map((e) => `embed:${e.brick}`)], predicted: predicted(p.brick, prompt, prompt) });
+    stages.push({ id: `prefill:${p.brick}`, brick: p.brick, phase: 'prefill', accelerator: p.accelerator, dependsOn: [...encoders, ...kind('embed').map((e) => `embed:${e.brick}`)], tokens: prompt, predicted: predicted(p.brick, prompt, prompt) });
     for (const e of tokenEmbeds)
-      stages.push({ id: `embed-token:${e.brick}`, brick: e.brick, phase: 'embed', accelerator: e.accelerator, dependsOn: [`prefill:${p.brick}`], repeat: 'per-token', predicted: predicted(e.brick, 1, 1) });
-    stages.push({ id: `decode:${p.brick}`, brick: p.brick, phase: 'decode', accelerator: p.accelerator, dependsOn: [`prefill:${p.brick}`, ...tokenEmbeds.map((e) => `embed-token:${e.brick}`)], repeat: 'per-token', predicted: predicted(p.brick, 1, prompt + Math.ceil(w.outputTokens / 2)) });
+      stages.push({ id: `embed-token:${e.brick}`, brick: e.brick, phase: 'embed', accelerator: e.accelerator, dependsOn: [`prefill:${p.brick}`], repeat: 'per-token', tokens: 1, predicted: predicted(e.brick, 1, 1) });
+    stages.push({ id: `decode:${p.brick}`, brick: p.brick, phase: 'decode', accelerator: p.accelerator, dependsOn: [`prefill:${p.brick}`, ...tokenEmbeds.map((e) => `embed-token:${e.brick}`)], repeat: 'per-token', tokens: 1, predicted: predicted(p.brick, 1, prompt + Math.ceil(w.outputTokens / 2)) });
   }
 
   const perBrick: Record<string, BrickMemory> = {};

@@ -81,6 +81,8 @@ export interface Predicted { readonly ms: number; readonly mJ: number | null }
 export interface PlanStage {
   readonly id: string; readonly brick: string; readonly phase: PlanPhase; readonly accelerator: string;
   readonly dependsOn: readonly string[]; readonly repeat?: 'per-image' | 'per-clip' | 'per-token'; readonly predicted: Predicted;
+  /** Tokens one call of the stage processes (the prefill's: the prompt with its image / audio rows); absent for encoders. */
+  readonly tokens?: number;
 }
 export interface RingBufferPlan {
   readonly from: string; readonly to: string; readonly slots: number; readonly slotBytes: number;
@@ -238,6 +240,7 @@ function checkPlan(p: unknown, issues: string[], bricks: ReadonlySet<string>): v
     if (!['encode', 'embed', 'prefill', 'decode'].includes(s.phase)) issues.push(`${at}.phase: expected encode, embed, prefill or decode`);
     if (!Array.isArray(s.dependsOn) || !s.dependsOn.every((d: unknown) => ids.has(d))) issues.push(`${at}.dependsOn: expected ids of other stages`);
     if (!isObj(s.predicted) || typeof s.predicted.ms !== 'number') issues.push(`${at}.predicted: expected {ms, mJ}`);
+    if (s.tokens !== undefined && !isCount(s.tokens)) issues.push(`${at}.tokens: expected a count`);
   });
   (Array.isArray(p.ringBuffers) ? p.ringBuffers : []).forEach((r: Obj, i: number) => {
     if (!isObj(r) || !(Number.isSafeInteger(r.slots) && r.slots > 0) || !(Number.isSafeInteger(r.slotBytes) && r.slotBytes > 0) || typeof r.dtype !== 'string')

@@ -34,22 +34,16 @@ export function planVsMeasured(plan: Plan, b: BenchResult, tolerance = 0.25, sta
   const ms = (keep: (s: Plan['stages'][number]) => boolean) => plan.stages.filter(keep).reduce((n, s) => n + s.predicted.ms, 0);
   // bench encodes one media item: its kind picks the encoder stages compared (one image, or one clip).
   const clip = b.model.media?.startsWith('audio') ?? false;
-  // The rows the plan's request merges into the prompt, as compile counts them (schedule.ts encoderTokens): each
-  // ring's rows once per image for an image encoder, once per clip for an audio one.
-  const per = (ring: Plan['ringBuffers'][number]) => {
-    const brick = ring.from.slice(0, ring.from.lastIndexOf('.'));
-    const repeat = plan.stages.find((s) => s.brick === brick && s.phase === 'encode')?.repeat;
-    return repeat === 'per-image' ? plan.workload.images : repeat === 'per-clip' ? plan.workload.audioClips : 0;
-  };
-  const mediaRows = plan.ringBuffers.filter((r) => r.to.length > 0).reduce((n, r) => n + r.tokens * per(r), 0);
-  const prompt = plan.workload.promptTokens + mediaRows;
+  // The prompt's tokens as compile predicted its prefill for: text plus the request's own image / audio rows.
+  const prompt = plan.stages.find((s) => s.phase === 'prefill')?.tokens;
   // bench's prefill runs from the start of generate (the prompt's embedding) to the first logits;
   // a decode step is one token's embedding and one decoder call.
   const prefillMs = ms((s) => (s.phase === 'embed' && !s.repeat) || s.phase === 'prefill');
   const stepMs = ms((s) => s.repeat === 'per-token');
   const pairs: [PlanCheckRow['what'], number, number | undefined][] = [
     ['encode ms', ms((s) => s.phase === 'encode' && s.repeat === (clip ? 'per-clip' : 'per-image')), ms_(b.encodeMs)],
-    ['prefill tok/s', prompt / (prefillMs / 1000), rate(b.prefillTokPerS)],
+    // a plan written before stages carried their tokens has no prefill figure to compare
+    ['prefill tok/s', prompt === undefined ? NaN : prompt / (prefillMs / 1000), rate(b.prefillTokPerS)],
     ['decode tok/s', 1000 / stepMs, rate(b.decodeTokPerS)],
     ['latency ms', plan.predicted.latencyMs, ms_(b.totalMs)],
   ];
