@@ -3,6 +3,7 @@
  * baseline ISA; each SIMD function carries its own target attribute. Q4 matrices are regrouped into 4-row tiles at
  * load (q4_to_tiles). */
 #include "engine.h"
+#include "elementwise.h"
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -43,23 +44,6 @@ float nm_half_to_float(uint16_t h) {
 
 size_t nm_row_bytes(int fmt, int k) {
   return (size_t)(k / NM_QK) * (fmt == NM_Q4 ? sizeof(nm_q4_block) : sizeof(nm_q8_block));
-}
-
-/* ------------------------------------------------------------------------------------- activations */
-void nm_quantize_act(const float *x, nm_a8_block *out, int s, int k) {
-  const int nb = k / NM_QK;
-  for (int r = 0; r < s; r++)
-    for (int b = 0; b < nb; b++) {
-      const float *v = x + (size_t)r * k + b * NM_QK;
-      float amax = 0;
-      for (int j = 0; j < NM_QK; j++) amax = fmaxf(amax, fabsf(v[j]));
-      nm_a8_block *o = out + (size_t)r * nb + b;
-      o->d = amax / 127.f;
-      const float id = amax > 0 ? 127.f / amax : 0.f;
-      int sum = 0;
-      for (int j = 0; j < NM_QK; j++) sum += (o->qs[j] = (int8_t)lrintf(v[j] * id));
-      o->s = o->d * (float)sum;
-    }
 }
 
 /* --------------------------------------------------------------------------------------- dot, C */
@@ -484,6 +468,7 @@ struct nm_model {
   /* scratch, sized for `cap` tokens */
   int cap;
   float *x, *xn, *qkv, *att, *gu, *tmp, *scores;
+  float *rope_cos, *rope_sin; /* [token][head_dim / 2] for this call's positions */
   nm_a8_block *xq;
 };
 
@@ -491,7 +476,7 @@ void nm_model_free(nm_model *m) {
   if (!m) return;
   nm_pool_free(m->pool);
   free(m->mem); free(m->L); free(m->inv_freq); free(m->kc); free(m->vc);
-  free(m->x); free(m->xn); free(m->qkv); free(m->att); free(m->gu); free(m->tmp); free(m->scores); free(m->xq);
+  free(m->x); free(m->xn); free(m->qkv); free(m->att); free(m->gu); free(m->tmp); free(m->scores); free(m->xq); free(m->rope_cos); free(m->rope_sin);
   free(m);
 }
 
@@ -500,7 +485,7 @@ static int ensure_scratch(nm_model *m, int s) {
   const nm_config *c = &m->c;
   const int qkv = (c->heads + 2 * c->kv_heads) * c->head_dim, wide = c->inter > c->hidden ? c->inter : c->hidden;
   const int widest = wide > c->heads * c->head_dim ? wide : c->heads * c->head_dim;
-  free(m->x); free(m->xn); free(m->qkv); free(m->att); free(m->gu); free(m->tmp); free(m->scores); free(m->xq);
+  free(m->x); free(m->xn); free(m->qkv); free(m->att); free(m->gu); free(m->tmp); free(m->scores); free(m->xq); free(m->rope_cos); free(m->rope_sin);
   m->x = malloc(sizeof(float) * s * c->hidden);
   m->xn = malloc(sizeof(float) * s * widest);
   m->qkv = malloc(sizeof(float) * s * qkv);
@@ -509,8 +494,10 @@ static int ensure_scratch(nm_model *m, int s) {
   m->tmp = malloc(sizeof(float) * s * c->hidden);
   m->scores = malloc(sizeof(float) * (size_t)s * c->heads * c->max_ctx);
   m->xq = malloc(sizeof(nm_a8_block) * s * (widest / NM_QK));
+  m->rope_cos = malloc(sizeof(float) * s * (c->head_dim / 2));
+  m->rope_sin = malloc(sizeof(float) * s * (c->head_dim / 2));
   m->cap = s;
-  return m->x && m->xn && m->qkv && m->att && m->gu && m->tmp && m->scores && m->xq;
+  return m->x && m->xn && m->qkv && m->att && m->gu && m->tmp && m->scores && m->xq && m->rope_cos && m->rope_sin;
 }
 
 /* Reads exactly `bytes` of a weights file into dst; NULL or an error. */
@@ -607,23 +594,6 @@ static nm_model *model_create(const nm_config *cfg, const uint8_t *weights, cons
   return m;
 }
 
-static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
-  double ss = 0;
-  for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
-  const float r = (float)(1.0 / sqrt(ss / n + eps));
-  for (int i = 0; i < n; i++) out[i] = x[i] * r * w[i];
-}
-
-static void rope(float *v, const float *inv_freq, int d, int pos) {
-  const int h = d / 2;
-  for (int i = 0; i < h; i++) {
-    const float a = (float)pos * inv_freq[i], cs = cosf(a), sn = sinf(a);
-    const float x1 = v[i], x2 = v[i + h];
-    v[i] = x1 * cs - x2 * sn;
-    v[i + h] = x2 * cs + x1 * sn;
-  }
-}
-
 /* attention for (token, head) pairs: causal over the cache, GQA head sharing */
 typedef struct { nm_model *m; int l, s, pos0; } att_ctx;
 static void att_job(void *c_, int lo, int hi) {
@@ -638,23 +608,15 @@ static void att_job(void *c_, int lo, int hi) {
     const float *K = a->m->kc + base, *V = a->m->vc + base;
     float *sc = a->m->scores + (size_t)j * c->max_ctx, mx = -INFINITY;
     for (int p = 0; p < len; p++) {
-      float dot = 0;
-      for (int i = 0; i < d; i++) dot += q[i] * K[(size_t)p * d + i];
-      sc[p] = dot * scale;
+      sc[p] = nm_dot_f32(q, K + (size_t)p * d, d) * scale;
       if (sc[p] > mx) mx = sc[p];
     }
-    float sum = 0;
-    for (int p = 0; p < len; p++) sum += (sc[p] = expf(sc[p] - mx));
+    const float inv_sum = 1.f / nm_exp_shifted(sc, mx, len);
     float *o = a->m->att + (size_t)t * H * d + (size_t)h * d;
     memset(o, 0, sizeof(float) * d);
-    for (int p = 0; p < len; p++) {
-      const float w = sc[p] / sum;
-      for (int i = 0; i < d; i++) o[i] += w * V[(size_t)p * d + i];
-    }
+    for (int p = 0; p < len; p++) nm_axpy(o, sc[p] * inv_sum, V + (size_t)p * d, d);
   }
 }
-
-static inline float silu(float x) { return x / (1.f + expf(-x)); }
 
 /* Phase timers for kernels/tools/nm-check.c's `bench` (compiled in only with -DNM_PROFILE). */
 #ifdef NM_PROFILE
@@ -676,9 +638,10 @@ const char *nm_forward(nm_model *m, const float *embeds, int s, int pos0, float 
   const int qkv = (H + 2 * KV) * d;
   memcpy(m->x, embeds, sizeof(float) * s * h);
   PROF_START();
+  for (int t = 0; t < s; t++) nm_rope_table(m->rope_cos + (size_t)t * (d / 2), m->rope_sin + (size_t)t * (d / 2), m->inv_freq, d / 2, pos0 + t);
   for (int l = 0; l < c->layers; l++) {
     const layer_w *L = &m->L[l];
-    for (int t = 0; t < s; t++) rmsnorm(m->xn + (size_t)t * h, m->x + (size_t)t * h, L->attn_norm, h, c->eps);
+    for (int t = 0; t < s; t++) nm_rmsnorm(m->xn + (size_t)t * h, m->x + (size_t)t * h, L->attn_norm, h, c->eps);
     nm_quantize_act(m->xn, m->xq, s, h);
     PROF(NM_PROF_OTHER);
     matmul_tiled(m->pool, c->fmt, L->wqkv, qkv, h, m->xq, s, m->qkv);
@@ -688,8 +651,8 @@ const char *nm_forward(nm_model *m, const float *embeds, int s, int pos0, float 
       if (L->bqkv) for (int i = 0; i < qkv; i++) r[i] += L->bqkv[i];
       for (int hh = 0; hh < H + KV; hh++) {
         float *v = r + (size_t)hh * d;
-        if (L->q_norm) rmsnorm(v, v, hh < H ? L->q_norm : L->k_norm, d, c->eps);
-        rope(v, m->inv_freq, d, pos0 + t);
+        if (L->q_norm) nm_rmsnorm(v, v, hh < H ? L->q_norm : L->k_norm, d, c->eps);
+        nm_rope(v, m->rope_cos + (size_t)t * (d / 2), m->rope_sin + (size_t)t * (d / 2), d / 2);
       }
       for (int g = 0; g < KV; g++) {
         const size_t at = (((size_t)l * KV + g) * c->max_ctx + pos0 + t) * d;
@@ -706,15 +669,14 @@ const char *nm_forward(nm_model *m, const float *embeds, int s, int pos0, float 
     matmul_tiled(m->pool, c->fmt, L->wo, h, hd, m->xq, s, m->tmp);
     PROF(NM_PROF_WO);
     for (size_t i = 0; i < (size_t)s * h; i++) m->x[i] += m->tmp[i];
-    for (int t = 0; t < s; t++) rmsnorm(m->xn + (size_t)t * h, m->x + (size_t)t * h, L->ffn_norm, h, c->eps);
+    for (int t = 0; t < s; t++) nm_rmsnorm(m->xn + (size_t)t * h, m->x + (size_t)t * h, L->ffn_norm, h, c->eps);
     nm_quantize_act(m->xn, m->xq, s, h);
     PROF(NM_PROF_OTHER);
     matmul_tiled(m->pool, c->fmt, L->wgu, 2 * I, h, m->xq, s, m->gu);
     PROF(NM_PROF_GU);
     for (int t = 0; t < s; t++) {
       const float *g = m->gu + (size_t)t * 2 * I;
-      float *o = m->xn + (size_t)t * I;
-      for (int i = 0; i < I; i++) o[i] = silu(g[i]) * g[I + i];
+      nm_silu_mul(m->xn + (size_t)t * I, g, g + I, I);
     }
     nm_quantize_act(m->xn, m->xq, s, I);
     PROF(NM_PROF_OTHER);
@@ -723,7 +685,7 @@ const char *nm_forward(nm_model *m, const float *embeds, int s, int pos0, float 
     for (size_t i = 0; i < (size_t)s * h; i++) m->x[i] += m->tmp[i];
   }
   const int first = all_logits ? 0 : s - 1, n = s - first;
-  for (int t = 0; t < n; t++) rmsnorm(m->xn + (size_t)t * h, m->x + (size_t)(first + t) * h, m->final_norm, h, c->eps);
+  for (int t = 0; t < n; t++) nm_rmsnorm(m->xn + (size_t)t * h, m->x + (size_t)(first + t) * h, m->final_norm, h, c->eps);
   nm_quantize_act(m->xn, m->xq, n, h);
   PROF(NM_PROF_OTHER);
   matmul_tiled(m->pool, c->fmt, m->lm_head, c->vocab, h, m->xq, n, logits);

@@ -6,11 +6,14 @@
  *                                                 S x N outputs, one "%.9g" per line
  *   nm-check forward FMT SEED                     a tiny random decoder (2 layers, GQA, q/k norms, biases): logits of a
  *                                                 5-token prefill then 3 decode steps, one "%.9g" per line
+ *   nm-check exp                                  x, e^x and silu(x) of the engine's vector math on a grid over [-90, 90],
+ *                                                 one "%.9g %.9g %.9g" line each (the test's oracle is float64)
  *   nm-check bench LAYERS THREADS STEPS           Qwen2-0.5B shape, random Q4 weights: ms per decode step and, built
  *                                                 with -DNM_PROFILE, per phase
  *
  * Setting NANOMIND_KERNELS_PORTABLE=1 selects the portable C path, so two runs compare a SIMD path with it. */
 #include "../src/engine.h"
+#include "../src/elementwise.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,14 +147,25 @@ static int cmd_bench(int layers, int threads, int steps) {
   return 0;
 }
 
+/* 8 lanes at a time through nm_silu_mul (up = 1) so the vector path is the one checked, not the scalar tail */
+static int cmd_exp(void) {
+  enum { N = 14400 };
+  static float x[N], up[N], y[N];
+  for (int i = 0; i < N; i++) { x[i] = -90.f + 180.f * (float)i / N + 1e-3f * uni(); up[i] = 1.f; }
+  nm_silu_mul(y, x, up, N);
+  for (int i = 0; i < N; i++) printf("%.9g %.9g %.9g\n", x[i], nm_expf(x[i]), y[i]);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "simd")) { puts(nm_simd()); return 0; }
   if (argc == 8 && !strcmp(argv[1], "matmul")) {
     rng = strtoull(argv[7], NULL, 10);
     return cmd_matmul(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
   }
+  if (argc == 2 && !strcmp(argv[1], "exp")) { rng = 3; return cmd_exp(); }
   if (argc == 4 && !strcmp(argv[1], "forward")) { rng = strtoull(argv[3], NULL, 10); return cmd_forward(atoi(argv[2])); }
   if (argc == 5 && !strcmp(argv[1], "bench")) { rng = 1; return cmd_bench(atoi(argv[2]), atoi(argv[3]), atoi(argv[4])); }
-  fprintf(stderr, "usage: nm-check simd | matmul FMT N K S THREADS SEED | forward FMT SEED | bench LAYERS THREADS STEPS\n");
+  fprintf(stderr, "usage: nm-check simd | matmul FMT N K S THREADS SEED | forward FMT SEED | exp | bench LAYERS THREADS STEPS\n");
   return 2;
 }

@@ -1,4 +1,4 @@
-// The arm64 NEON paths of the engine, for real under qemu-user: kernels/tools/nm-check.c + kernels/src/engine.c
+// The arm64 NEON paths of the engine, for real under qemu-user: kernels/tools/nm-check.c + kernels/src/{engine,elementwise}.c
 // cross-compiled with gcc-aarch64-linux-gnu (static), run by qemu-aarch64-static with `-cpu max` (has the dot-product
 // extension: the vdotq_s32 path) and `-cpu cortex-a53` (no dotprod: the plain NEON path).
 // Oracle: the portable C path of the same binary (NANOMIND_KERNELS_PORTABLE=1) on the same seeded inputs, and the
@@ -7,17 +7,13 @@
 // Without the cross compiler or qemu the test is skipped with the reason, except under CI (.ci/run installs both).
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { buildNmCheck, expErrors } from './nm-check.js';
 
 const CC = 'aarch64-linux-gnu-gcc', QEMU = 'qemu-aarch64-static';
 const has = (cmd: string) => { try { execFileSync('sh', ['-c', `command -v ${cmd}`]); return true; } catch { return false; } };
 const missing = [CC, QEMU].filter((c) => !has(c));
 const why = missing.length ? `${missing.join(' and ')} not installed (apt-get install gcc-aarch64-linux-gnu qemu-user-static)` : undefined;
-const SRC = ['kernels/tools/nm-check.c', 'kernels/src/engine.c'];
-const FLAGS = ['-O2', '-std=c11', '-D_GNU_SOURCE', '-Wall', '-Wno-unused-function'];
 
 const nums = (s: string) => s.trim().split('\n').map(Number);
 function within(got: number[], want: number[]): number {
@@ -31,10 +27,8 @@ if (why && process.env.CI) throw new Error(`arm64 kernel test needs ${why}`);
 describe.skipIf(why !== undefined)(`arm64 NEON kernels under qemu${why ? ` — skipped: ${why}` : ''}`, () => {
   let arm = '', host = '';
   beforeAll(async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'nm-arm64-'));
-    arm = join(dir, 'nm-check-arm64'); host = join(dir, 'nm-check-host');
-    execFileSync(CC, [...FLAGS, '-static', '-o', arm, ...SRC, '-lm', '-lpthread']);
-    execFileSync('cc', [...FLAGS, '-o', host, ...SRC, '-lm', '-lpthread']);
+    arm = await buildNmCheck(CC, 'nm-check-arm64', ['-static']);
+    host = await buildNmCheck('cc', 'nm-check-host');
     expect(existsSync(arm)).toBe(true);
   }, 60_000);
   const run = (cpu: string, args: string[], portable = false) => {
@@ -64,4 +58,11 @@ describe.skipIf(why !== undefined)(`arm64 NEON kernels under qemu${why ? ` — s
       expect(within(nums(run('cortex-a53', args)), ref)).toBeLessThan(1e-5);
       expect(within(nums(execFileSync(host, args, { encoding: 'utf8' })), ref)).toBeLessThan(1e-5);
     }, 60_000);
+
+  it('the vector e^x and SiLU on NEON are as close to float64 as on x86-64', () => {
+    const r = expErrors(run('max', ['exp']));
+    expect(r.lines).toBe(14400);
+    expect(r.exp).toBeLessThan(2.4e-7);
+    expect(r.silu).toBeLessThan(3.6e-7);
+  });
 });

@@ -1,0 +1,20 @@
+/* The engine's float work outside the matrix products (elementwise.c). nm_quantize_act is declared in engine.h. */
+#ifndef NM_ELEMENTWISE_H
+#define NM_ELEMENTWISE_H
+#include "engine.h"
+
+/* e^x to within 2 ulp of expf for x in [-87, 88] (clamped outside) */
+float nm_expf(float x);
+void nm_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+/* out[i] = silu(gate[i]) * up[i] */
+void nm_silu_mul(float *out, const float *gate, const float *up, int n);
+/* cos / sin of pos * inv_freq[i] for i < half: computed once per position, shared by every head and layer */
+void nm_rope_table(float *cs, float *sn, const float *inv_freq, int half, int pos);
+/* rotate-half RoPE of one head of 2 * half floats, in place */
+void nm_rope(float *v, const float *cs, const float *sn, int half);
+float nm_dot_f32(const float *a, const float *b, int n);
+/* y += a * x */
+void nm_axpy(float *y, float a, const float *x, int n);
+/* v[i] = e^(v[i] - shift) in place; returns their sum (softmax) */
+float nm_exp_shifted(float *v, float shift, int n);
+#endif

@@ -1,0 +1,33 @@
+// Builds kernels/tools/nm-check (the engine's C without N-API) for the tests that drive it: the host build and
+// the arm64 cross build run the very sources the addon compiles.
+import { execFileSync } from 'node:child_process';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const SRC = ['kernels/tools/nm-check.c', 'kernels/src/engine.c', 'kernels/src/elementwise.c'];
+const FLAGS = ['-O2', '-std=c11', '-D_GNU_SOURCE', '-Wall', '-Wno-unused-function', '-Wno-psabi'];
+
+/** Compiles nm-check with `cc` (extra flags e.g. -static) into a fresh temp dir; returns the binary's path. */
+export async function buildNmCheck(cc: string, name: string, extra: readonly string[] = []): Promise<string> {
+  const out = join(await mkdtemp(join(tmpdir(), 'nm-check-')), name);
+  execFileSync(cc, [...FLAGS, ...extra, '-o', out, ...SRC, '-lm', '-lpthread']);
+  return out;
+}
+
+/**
+ * Worst relative errors of `nm-check exp` output (x, e^x, silu(x) per line) against float64 Math.exp, over the
+ * range the engine promises ([-87, 88]: e^x within 2 ulp of expf); silu is checked everywhere (the clamp below
+ * -87 only moves results smaller than 1e-35 in absolute terms).
+ */
+export function expErrors(out: string): { lines: number; exp: number; silu: number } {
+  let exp = 0, silu = 0, lines = 0;
+  for (const line of out.trim().split('\n')) {
+    const [x, e, s] = line.split(' ').map(Number) as [number, number, number];
+    lines++;
+    if (x >= -87 && x <= 88) exp = Math.max(exp, Math.abs(e - Math.exp(x)) / Math.exp(x));
+    const want = x / (1 + Math.exp(-x));
+    silu = Math.max(silu, Math.abs(s - want) / Math.max(Math.abs(want), 1e-30) * (Math.abs(want) < 1e-35 ? 0 : 1));
+  }
+  return { lines, exp, silu };
+}
