@@ -124,27 +124,59 @@ NM_CLONES void nm_rope(float *v, const float *cs, const float *sn, int half) {
   }
 }
 
-NM_CLONES float nm_dot_f32(const float *a, const float *b, int n) {
-  v8f acc0 = splat(0), acc1 = splat(0);
-  int i = 0;
-  for (; i + 16 <= n; i += 16) { acc0 += load8(a + i) * load8(b + i); acc1 += load8(a + i + 8) * load8(b + i + 8); }
-  for (; i + 8 <= n; i += 8) acc0 += load8(a + i) * load8(b + i);
-  float sum = hsum8(acc0 + acc1);
-  for (; i < n; i++) sum += a[i] * b[i];
-  return sum;
-}
-
-NM_CLONES void nm_axpy(float *y, float a, const float *x, int n) {
-  int i = 0;
-  for (; i + 8 <= n; i += 8) store8(y + i, load8(y + i) + a * load8(x + i));
-  for (; i < n; i++) y[i] += a * x[i];
-}
-
-NM_CLONES float nm_exp_shifted(float *v, float shift, int n) {
+/* q . k for one cached row, 8 lanes at a time (d % 8 lanes done scalar) */
+static inline float dot_row(const float *q, const float *k, int d) {
   v8f acc = splat(0);
   int i = 0;
-  for (; i + 8 <= n; i += 8) { const v8f e = exp8(load8(v + i) - shift); store8(v + i, e); acc += e; }
+  for (; i + 8 <= d; i += 8) acc += load8(q + i) * load8(k + i);
+  float dot = hsum8(acc);
+  for (; i < d; i++) dot += q[i] * k[i];
+  return dot;
+}
+
+/* One query head over `len` cached positions (rows of d floats): scores, softmax, weighted sum of V. The scores
+ * take 4 rows at a time (4 independent FMA chains instead of one), the weighted sum keeps 32 output floats in
+ * registers across all rows (two chains, even and odd rows) instead of a load-add-store per row: at 1 thread and
+ * 32-332 cached rows, attention fell from 2.2 to 0.94 ms per step of the 24-layer benchmark. */
+NM_CLONES void nm_attend(const float *q, const float *K, const float *V, int len, int d, float scale, float *scores, float *out) {
+  float mx = -INFINITY;
+  int p = 0;
+  if (d % 8 == 0)
+    for (; p + 4 <= len; p += 4) {
+      const float *k = K + (size_t)p * d;
+      v8f a0 = splat(0), a1 = splat(0), a2 = splat(0), a3 = splat(0);
+      for (int i = 0; i < d; i += 8) {
+        const v8f x = load8(q + i);
+        a0 += x * load8(k + i); a1 += x * load8(k + d + i); a2 += x * load8(k + 2 * d + i); a3 += x * load8(k + 3 * d + i);
+      }
+      scores[p] = hsum8(a0) * scale; scores[p + 1] = hsum8(a1) * scale; scores[p + 2] = hsum8(a2) * scale; scores[p + 3] = hsum8(a3) * scale;
+    }
+  for (; p < len; p++) scores[p] = dot_row(q, K + (size_t)p * d, d) * scale;
+  for (p = 0; p < len; p++) mx = scores[p] > mx ? scores[p] : mx;
+  v8f acc = splat(0);
+  for (p = 0; p + 8 <= len; p += 8) { const v8f e = exp8(load8(scores + p) - mx); store8(scores + p, e); acc += e; }
   float sum = hsum8(acc);
-  for (; i < n; i++) sum += (v[i] = nm_expf(v[i] - shift));
-  return sum;
+  for (; p < len; p++) sum += (scores[p] = nm_expf(scores[p] - mx));
+  const float inv = 1.f / sum;
+  int i = 0;
+  for (; i + 32 <= d; i += 32) {
+    v8f e0 = splat(0), e1 = splat(0), e2 = splat(0), e3 = splat(0), o0 = splat(0), o1 = splat(0), o2 = splat(0), o3 = splat(0);
+    for (p = 0; p + 2 <= len; p += 2) {
+      const float *v = V + (size_t)p * d + i;
+      const float w0 = scores[p], w1 = scores[p + 1];
+      e0 += w0 * load8(v); e1 += w0 * load8(v + 8); e2 += w0 * load8(v + 16); e3 += w0 * load8(v + 24);
+      o0 += w1 * load8(v + d); o1 += w1 * load8(v + d + 8); o2 += w1 * load8(v + d + 16); o3 += w1 * load8(v + d + 24);
+    }
+    if (p < len) {
+      const float *v = V + (size_t)p * d + i;
+      const float w = scores[p];
+      e0 += w * load8(v); e1 += w * load8(v + 8); e2 += w * load8(v + 16); e3 += w * load8(v + 24);
+    }
+    store8(out + i, (e0 + o0) * inv); store8(out + i + 8, (e1 + o1) * inv); store8(out + i + 16, (e2 + o2) * inv); store8(out + i + 24, (e3 + o3) * inv);
+  }
+  for (; i < d; i++) {
+    float o = 0;
+    for (p = 0; p < len; p++) o += scores[p] * V[(size_t)p * d + i];
+    out[i] = o * inv;
+  }
 }

@@ -12,9 +12,6 @@ void nm_silu_mul(float *out, const float *gate, const float *up, int n);
 void nm_rope_table(float *cs, float *sn, const float *inv_freq, int half, int pos);
 /* rotate-half RoPE of one head of 2 * half floats, in place */
 void nm_rope(float *v, const float *cs, const float *sn, int half);
-float nm_dot_f32(const float *a, const float *b, int n);
-/* y += a * x */
-void nm_axpy(float *y, float a, const float *x, int n);
-/* v[i] = e^(v[i] - shift) in place; returns their sum (softmax) */
-float nm_exp_shifted(float *v, float shift, int n);
+/* softmax(q . K^T * scale) V for one query head over `len` cached rows of d floats; scores: len floats of scratch */
+void nm_attend(const float *q, const float *K, const float *V, int len, int d, float scale, float *scores, float *out);
 #endif

@@ -606,15 +606,7 @@ static void att_job(void *c_, int lo, int hi) {
     const float *q = a->m->qkv + (size_t)t * qkv + (size_t)h * d;
     const size_t base = ((size_t)a->l * c->kv_heads + kvh) * c->max_ctx * d;
     const float *K = a->m->kc + base, *V = a->m->vc + base;
-    float *sc = a->m->scores + (size_t)j * c->max_ctx, mx = -INFINITY;
-    for (int p = 0; p < len; p++) {
-      sc[p] = nm_dot_f32(q, K + (size_t)p * d, d) * scale;
-      if (sc[p] > mx) mx = sc[p];
-    }
-    const float inv_sum = 1.f / nm_exp_shifted(sc, mx, len);
-    float *o = a->m->att + (size_t)t * H * d + (size_t)h * d;
-    memset(o, 0, sizeof(float) * d);
-    for (int p = 0; p < len; p++) nm_axpy(o, sc[p] * inv_sum, V + (size_t)p * d, d);
+    nm_attend(q, K, V, len, d, scale, a->m->scores + (size_t)j * c->max_ctx, a->m->att + (size_t)t * H * d + (size_t)h * d);
   }
 }
 

@@ -8,6 +8,8 @@
  *                                                 5-token prefill then 3 decode steps, one "%.9g" per line
  *   nm-check exp                                  x, e^x and silu(x) of the engine's vector math on a grid over [-90, 90],
  *                                                 one "%.9g %.9g %.9g" line each (the test's oracle is float64)
+ *   nm-check attend D LEN SEED                    one query head over LEN random cached rows of D floats (nm_attend): the
+ *                                                 inputs q, K, V, then the output, "%.9g" per line (oracle: float64)
  *   nm-check bench LAYERS THREADS STEPS           Qwen2-0.5B shape, random Q4 weights: ms per decode step and, built
  *                                                 with -DNM_PROFILE, per phase
  *
@@ -157,15 +159,30 @@ static int cmd_exp(void) {
   return 0;
 }
 
+static int cmd_attend(int d, int len) {
+  float *q = malloc(sizeof(float) * d), *K = malloc(sizeof(float) * (size_t)len * d), *V = malloc(sizeof(float) * (size_t)len * d);
+  float *out = malloc(sizeof(float) * d), *scores = malloc(sizeof(float) * len);
+  for (int i = 0; i < d; i++) q[i] = 2.f * uni();
+  for (size_t i = 0; i < (size_t)len * d; i++) { K[i] = uni(); V[i] = uni(); }
+  nm_attend(q, K, V, len, d, 1.f / sqrtf((float)d), scores, out);
+  for (int i = 0; i < d; i++) printf("%.9g\n", q[i]);
+  for (size_t i = 0; i < (size_t)len * d; i++) printf("%.9g\n", K[i]);
+  for (size_t i = 0; i < (size_t)len * d; i++) printf("%.9g\n", V[i]);
+  for (int i = 0; i < d; i++) printf("%.9g\n", out[i]);
+  free(q); free(K); free(V); free(out); free(scores);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "simd")) { puts(nm_simd()); return 0; }
   if (argc == 8 && !strcmp(argv[1], "matmul")) {
     rng = strtoull(argv[7], NULL, 10);
     return cmd_matmul(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
   }
+  if (argc == 5 && !strcmp(argv[1], "attend")) { rng = strtoull(argv[4], NULL, 10); return cmd_attend(atoi(argv[2]), atoi(argv[3])); }
   if (argc == 2 && !strcmp(argv[1], "exp")) { rng = 3; return cmd_exp(); }
   if (argc == 4 && !strcmp(argv[1], "forward")) { rng = strtoull(argv[3], NULL, 10); return cmd_forward(atoi(argv[2])); }
   if (argc == 5 && !strcmp(argv[1], "bench")) { rng = 1; return cmd_bench(atoi(argv[2]), atoi(argv[3]), atoi(argv[4])); }
-  fprintf(stderr, "usage: nm-check simd | matmul FMT N K S THREADS SEED | forward FMT SEED | exp | bench LAYERS THREADS STEPS\n");
+  fprintf(stderr, "usage: nm-check simd | matmul FMT N K S THREADS SEED | forward FMT SEED | exp | attend D LEN SEED | bench LAYERS THREADS STEPS\n");
   return 2;
 }

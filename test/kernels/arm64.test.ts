@@ -8,7 +8,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { buildNmCheck, expErrors } from './nm-check.js';
+import { attendError, buildNmCheck, expErrors } from './nm-check.js';
 
 const CC = 'aarch64-linux-gnu-gcc', QEMU = 'qemu-aarch64-static';
 const has = (cmd: string) => { try { execFileSync('sh', ['-c', `command -v ${cmd}`]); return true; } catch { return false; } };
@@ -59,10 +59,11 @@ describe.skipIf(why !== undefined)(`arm64 NEON kernels under qemu${why ? ` — s
       expect(within(nums(execFileSync(host, args, { encoding: 'utf8' })), ref)).toBeLessThan(1e-5);
     }, 60_000);
 
-  it('the vector e^x and SiLU on NEON are as close to float64 as on x86-64', () => {
+  it('the vector e^x, SiLU and attention head on NEON are as close to float64 as on x86-64', () => {
     const r = expErrors(run('max', ['exp']));
     expect(r.lines).toBe(14400);
     expect(r.exp).toBeLessThan(2.4e-7);
     expect(r.silu).toBeLessThan(3.6e-7);
+    for (const [d, len] of [[40, 9], [64, 33]] as const) expect(attendError(run('max', ['attend', String(d), String(len), '1']), d, len)).toBeLessThan(1e-6);
   });
 });

@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { expect } from 'vitest';
 
 const SRC = ['kernels/tools/nm-check.c', 'kernels/src/engine.c', 'kernels/src/elementwise.c'];
 const FLAGS = ['-O2', '-std=c11', '-D_GNU_SOURCE', '-Wall', '-Wno-unused-function', '-Wno-psabi'];
@@ -30,4 +31,19 @@ export function expErrors(out: string): { lines: number; exp: number; silu: numb
     silu = Math.max(silu, Math.abs(s - want) / Math.max(Math.abs(want), 1e-30) * (Math.abs(want) < 1e-35 ? 0 : 1));
   }
   return { lines, exp, silu };
+}
+
+/**
+ * Worst error of `nm-check attend D LEN SEED` output (q, K, V, then the engine's output, one number per line)
+ * against softmax(q·Kᵀ/√D)·V in float64, relative to the largest |V| (1 here).
+ */
+export function attendError(out: string, d: number, len: number): number {
+  const v = out.trim().split('\n').map(Number);
+  expect(v.length).toBe(d * (2 + 2 * len));
+  const q = v.slice(0, d), K = v.slice(d, d + len * d), V = v.slice(d + len * d, d + 2 * len * d), got = v.slice(d + 2 * len * d);
+  const s = Array.from({ length: len }, (_, p) => q.reduce((a, x, i) => a + x * K[p * d + i]!, 0) / Math.sqrt(d));
+  const mx = Math.max(...s), e = s.map((x) => Math.exp(x - mx)), sum = e.reduce((a, x) => a + x, 0);
+  let worst = 0;
+  for (let i = 0; i < d; i++) worst = Math.max(worst, Math.abs(got[i]! - e.reduce((a, w, p) => a + w * V[p * d + i]!, 0) / sum));
+  return worst;
 }
