@@ -79,7 +79,7 @@ NM_CLONES void nm_silu_mul(float *out, const float *gate, const float *up, int n
   for (; i < n; i++) out[i] = gate[i] / (1.f + nm_expf(-gate[i])) * up[i];
 }
 
-/* Per block of 32: d = max |x| / 127, q = round(x / d), s = d * sum(q) (see nm_a8_block). */
+/* Per block of 32: d = max |x| / 127, q = round(x / d), sum4 = 4 * sum(q) (see nm_a8_block). */
 NM_CLONES void nm_quantize_act(const float *x, nm_a8_block *out, int s, int k) {
   const int nb = k / NM_QK;
   for (int r = 0; r < s; r++)
@@ -98,7 +98,7 @@ NM_CLONES void nm_quantize_act(const float *x, nm_a8_block *out, int s, int k) {
         sum += sum8[j];
         o->qs[j] = (int8_t)q0[j]; o->qs[j + 8] = (int8_t)q1[j]; o->qs[j + 16] = (int8_t)q2[j]; o->qs[j + 24] = (int8_t)q3[j];
       }
-      o->s = o->d * (float)sum;
+      o->sum4 = 4 * sum;
     }
 }
 

@@ -91,16 +91,24 @@ static void q4_to_tiles(uint8_t *dst, const uint8_t *src, int n, int k) {
   memcpy(dst + (size_t)n4 * rb, src + (size_t)n4 * rb, (size_t)(n - n4) * rb);
 }
 
-/* out[i * out_stride] = row (4 tile rows) . a, portable C */
-static void q4_tile_c(const nm_q4_tile *t, const nm_a8_block *a, int nb, float *out, size_t out_stride) {
-  float sum[NM_Q4_ROWS] = { 0 };
-  for (int b = 0; b < nb; b++)
-    for (int i = 0; i < NM_Q4_ROWS; i++) {
-      int acc = 0;
-      for (int j = 0; j < 16; j++) acc += ((t[b].qs[i][j] & 0x0f) - 8) * a[b].qs[j] + ((t[b].qs[i][j] >> 4) - 8) * a[b].qs[j + 16];
-      sum[i] += (float)acc * nm_half_to_float(t[b].d[i]) * a[b].d;
-    }
-  for (int i = 0; i < NM_Q4_ROWS; i++) out[i * out_stride] = sum[i];
+/* The Q4 tile kernels' one signature: the 4 rows of tile `t` against `ntok` (1 to NM_TILE_TOKENS) activation rows
+ * x + j * xs (in blocks), into y + j * ys (4 contiguous floats each). */
+#define NM_TILE_TOKENS 4
+typedef void (*tile_fn)(const nm_q4_tile *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys);
+
+/* portable C */
+static void q4_tile_c(const nm_q4_tile *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) {
+  for (int tok = 0; tok < ntok; tok++) {
+    const nm_a8_block *a = x + (size_t)tok * xs;
+    float sum[NM_Q4_ROWS] = { 0 };
+    for (int b = 0; b < nb; b++)
+      for (int i = 0; i < NM_Q4_ROWS; i++) {
+        int acc = 0;
+        for (int j = 0; j < 16; j++) acc += ((t[b].qs[i][j] & 0x0f) - 8) * a[b].qs[j] + ((t[b].qs[i][j] >> 4) - 8) * a[b].qs[j + 16];
+        sum[i] += (float)acc * nm_half_to_float(t[b].d[i]) * a[b].d;
+      }
+    memcpy(y + (size_t)tok * ys, sum, sizeof sum);
+  }
 }
 
 /* ------------------------------------------------------------------------------------ dot, AVX2 */
@@ -137,12 +145,9 @@ NM_AVX2 static inline __m256i q4_rows4(const __m256i *q, __m256i x, __m256i ones
   const __m256i h23 = _mm256_hadd_epi16(_mm256_maddubs_epi16(q[2], x), _mm256_maddubs_epi16(q[3], x));
   return _mm256_hadd_epi32(_mm256_madd_epi16(h01, ones), _mm256_madd_epi16(h23, ones));
 }
-/* 4 rows x 1 token: per block one 64-bit scale load, 4 nibble expansions sharing one activation load, a 3-step
- * horizontal add tree that leaves [r0 r1 r2 r3 | r0 r1 r2 r3] partial sums, one convert and one FMA. The
- * -8 x sum(x) offset term is one 4-wide FMA per block (activation block sums are precomputed). */
 /* Decode streams every weight once: the hardware prefetcher alone leaves the tile walk waiting on memory, so the
  * one-token kernels ask for the tile NM_PREFETCH_TILES ahead (2.3 KB; a 72-byte tile spans two cache lines). Not
- * the 2-token prefill kernel: it is compute-bound. On the 2-core EPYC, nm-check bench at 1 thread: decode 22-25
+ * the prefill instances: they are compute-bound. On the 2-core EPYC, nm-check bench at 1 thread: decode 22-25
  * ms/step without, 18.4-22 ms with (distances 6, 12, 24, 32, 48 tried; 24-48 alike). A prefetch of an address
  * past the matrix is a hint and never faults. */
 #define NM_PREFETCH_TILES 32
@@ -150,61 +155,53 @@ static inline void prefetch_tile(const nm_q4_tile *t) {
   __builtin_prefetch((const char *)t, 0, 3);
   __builtin_prefetch((const char *)t + 64, 0, 3);
 }
-/* One block of a 4-row tile: its 4 int32 row sums `h` (dot products with the activation block) scaled by the rows'
- * and the activation's scales into `acc`, and the Q4 offset term into `corr`; then the 4 results. Shared by the
- * AVX2 and VNNI tile kernels, which differ only in how they form `h`. */
-NM_AVX2 static inline void tile_accumulate(__m256i h, __m128 d4, const nm_a8_block *a, __m256 *acc, __m128 *corr) {
-  const __m128 s4 = _mm_mul_ps(d4, _mm_set1_ps(a->d));
-  *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s4, s4), *acc);
-  *corr = _mm_fmadd_ps(d4, _mm_set1_ps(a->s), *corr);
-}
-NM_AVX2 static inline __m128 tile_result(__m256 acc, __m128 corr) {
-  return _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)), _mm_mul_ps(_mm_set1_ps(8.f), corr));
-}
-NM_AVX2 static inline void tile_store(__m128 r, float *out, size_t out_stride) {
-  float v[4]; _mm_storeu_ps(v, r);
-  for (int i = 0; i < NM_Q4_ROWS; i++) out[i * out_stride] = v[i];
-}
-NM_AVX2 static void q4_tile_avx2(const nm_q4_tile *t, const nm_a8_block *a, int nb, float *out, size_t out_stride) {
-  const __m256i lo = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1), shift = _mm256_set_epi64x(4, 4, 0, 0);
-  __m256 acc = _mm256_setzero_ps();
-  __m128 corr = _mm_setzero_ps();
-  for (int b = 0; b < nb; b++) {
-    prefetch_tile(t + b + NM_PREFETCH_TILES);
-    const __m256i x = _mm256_loadu_si256((const __m256i *)a[b].qs);
-    const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t[b].d));
-    __m256i q[NM_Q4_ROWS];
-    for (int i = 0; i < NM_Q4_ROWS; i++) q[i] = q4_expand(t[b].qs[i], shift, lo);
-    tile_accumulate(q4_rows4(q, x, ones), d4, &a[b], &acc, &corr);
+/* 4 rows x T tokens, T = 1 .. 4 a constant in each instance: per block one 64-bit scale load and 4 nibble
+ * expansions shared by the T tokens; per token one activation load, the 4 rows' sums as [r0 r1 r2 r3 | r0 r1 r2 r3]
+ * partials (ROWS4: the maddubs + hadd tree on AVX2, vpdpbusd on VNNI), the Q4 offset taken off in integers
+ * (sum4 = 4 sum(x) from each 128-bit half: 8 sum(x) in all), one convert and one FMA. Prefill runs 4 tokens per
+ * tile pass (the expansions cost a quarter per token; the 2-token kernel before it: nm-check 32-token prefill
+ * at 1 thread 273-276 -> 248-252 ms CPU). */
+#define NM_X86_TILE(name, attr, rows4) \
+  attr __attribute__((always_inline)) static inline void name##_t(const nm_q4_tile *t, const nm_a8_block *x, size_t xs, int nb, \
+                                                                  float *y, size_t ys, const int T) { \
+    const __m256i lo = _mm256_set1_epi8(0x0f), shift = _mm256_set_epi64x(4, 4, 0, 0); \
+    __m256 acc[NM_TILE_TOKENS]; \
+    for (int j = 0; j < T; j++) acc[j] = _mm256_setzero_ps(); \
+    for (int b = 0; b < nb; b++) { \
+      if (T == 1) prefetch_tile(t + b + NM_PREFETCH_TILES); \
+      const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t[b].d)); \
+      const __m256 d8 = _mm256_set_m128(d4, d4); \
+      __m256i q[NM_Q4_ROWS]; \
+      for (int i = 0; i < NM_Q4_ROWS; i++) q[i] = q4_expand(t[b].qs[i], shift, lo); \
+      for (int j = 0; j < T; j++) { \
+        const nm_a8_block *a = x + (size_t)j * xs + b; \
+        const __m256i h = _mm256_sub_epi32(rows4(q, _mm256_loadu_si256((const __m256i *)a->qs)), _mm256_set1_epi32(a->sum4)); \
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_mul_ps(d8, _mm256_set1_ps(a->d)), acc[j]); \
+      } \
+    } \
+    for (int j = 0; j < T; j++) \
+      _mm_storeu_ps(y + (size_t)j * ys, _mm_add_ps(_mm256_castps256_ps128(acc[j]), _mm256_extractf128_ps(acc[j], 1))); \
+  } \
+  attr static void name(const nm_q4_tile *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) { \
+    switch (ntok) { \
+      case 1: name##_t(t, x, xs, nb, y, ys, 1); break; \
+      case 2: name##_t(t, x, xs, nb, y, ys, 2); break; \
+      case 3: name##_t(t, x, xs, nb, y, ys, 3); break; \
+      default: name##_t(t, x, xs, nb, y, ys, 4); break; \
+    } \
   }
-  tile_store(tile_result(acc, corr), out, out_stride);
-}
-/* The same for 2 tokens: the 4 rows' nibbles are expanded once and used for both (prefill). */
-NM_AVX2 static void q4_tile2_avx2(const nm_q4_tile *t, const nm_a8_block *a0, const nm_a8_block *a1, int nb, float *out0, float *out1) {
-  const __m256i lo = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1), shift = _mm256_set_epi64x(4, 4, 0, 0);
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  __m128 corr0 = _mm_setzero_ps(), corr1 = _mm_setzero_ps();
-  for (int b = 0; b < nb; b++) {
-    const __m256i x0 = _mm256_loadu_si256((const __m256i *)a0[b].qs), x1 = _mm256_loadu_si256((const __m256i *)a1[b].qs);
-    const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t[b].d));
-    __m256i q[NM_Q4_ROWS];
-    for (int i = 0; i < NM_Q4_ROWS; i++) q[i] = q4_expand(t[b].qs[i], shift, lo);
-    tile_accumulate(q4_rows4(q, x0, ones), d4, &a0[b], &acc0, &corr0);
-    tile_accumulate(q4_rows4(q, x1, ones), d4, &a1[b], &acc1, &corr1);
-  }
-  _mm_storeu_ps(out0, tile_result(acc0, corr0));
-  _mm_storeu_ps(out1, tile_result(acc1, corr1));
-}
+NM_AVX2 static inline __m256i rows4_avx2(const __m256i *q, __m256i x) { return q4_rows4(q, x, _mm256_set1_epi16(1)); }
+NM_X86_TILE(q4_tile_avx2, NM_AVX2, rows4_avx2)
 NM_AVX2 static float dot_q4_avx2(const nm_q4_block *w, const nm_a8_block *a, int nb) {
   const __m256i lo = _mm256_set1_epi8(0x0f);
   __m256 acc = _mm256_setzero_ps();
   float corr = 0;
   for (int b = 0; b < nb; b++) {
-    const float dw = _cvtsh_ss(w[b].d);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[b].d), q4_block(&w[b], _mm256_loadu_si256((const __m256i *)a[b].qs), lo), acc);
-    corr += dw * a[b].s;
+    const float s = _cvtsh_ss(w[b].d) * a[b].d;
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(s), q4_block(&w[b], _mm256_loadu_si256((const __m256i *)a[b].qs), lo), acc);
+    corr += s * (float)(2 * a[b].sum4); /* 8 sum(x) */
   }
-  return hsum(acc) - 8.f * corr;
+  return hsum(acc) - corr;
 }
 NM_AVX2 static float dot_q8_avx2(const nm_q8_block *w, const nm_a8_block *a, int nb) {
   __m256 acc = _mm256_setzero_ps();
@@ -222,24 +219,12 @@ NM_AVX2 static float dot_q8_avx2(const nm_q8_block *w, const nm_a8_block *a, int
  * reports avx512vnni and avx512vl; the development machine (AMD EPYC, AVX2 only) cannot run it: compiled and
  * dispatched, untested on hardware. */
 #define NM_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
-NM_VNNI static void q4_tile_vnni(const nm_q4_tile *t, const nm_a8_block *a, int nb, float *out, size_t out_stride) {
-  const __m256i lo = _mm256_set1_epi8(0x0f);
-  __m256 acc = _mm256_setzero_ps();
-  __m128 corr = _mm_setzero_ps();
-  for (int b = 0; b < nb; b++) {
-    prefetch_tile(t + b + NM_PREFETCH_TILES);
-    const __m256i x = _mm256_loadu_si256((const __m256i *)a[b].qs);
-    const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t[b].d));
-    __m256i p[NM_Q4_ROWS];
-    for (int i = 0; i < NM_Q4_ROWS; i++) {
-      const __m128i raw = _mm_loadu_si128((const __m128i *)t[b].qs[i]);
-      const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo);
-      p[i] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, x);
-    }
-    tile_accumulate(_mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3])), d4, &a[b], &acc, &corr);
-  }
-  tile_store(tile_result(acc, corr), out, out_stride);
+NM_VNNI static inline __m256i rows4_vnni(const __m256i *q, __m256i x) {
+  __m256i p[NM_Q4_ROWS];
+  for (int i = 0; i < NM_Q4_ROWS; i++) p[i] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q[i], x);
+  return _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
 }
+NM_X86_TILE(q4_tile_vnni, NM_VNNI, rows4_vnni)
 #endif
 
 #ifdef NM_ARM64
@@ -260,7 +245,9 @@ NM_DOTPROD static inline int32x4_t dot16_dp(int32x4_t acc, int8x16_t w, int8x16_
 static inline float32x4_t half4(const uint16_t *d) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(d))); }
 
 #define NM_NEON_TILE(name, attr, dot) \
-  attr static void name(const nm_q4_tile *t, const nm_a8_block *a, int nb, float *out, size_t out_stride) { \
+  attr static void name(const nm_q4_tile *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) { \
+   for (int tok = 0; tok < ntok; tok++) { \
+    const nm_a8_block *a = x + (size_t)tok * xs; \
     float32x4_t acc = vdupq_n_f32(0); \
     for (int b = 0; b < nb; b++) { \
       const int8x16_t x0 = vld1q_s8(a[b].qs), x1 = vld1q_s8(a[b].qs + 16); \
@@ -272,8 +259,8 @@ static inline float32x4_t half4(const uint16_t *d) { return vcvt_f32_f16(vreinte
       const int32x4_t h = vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3])); \
       acc = vfmaq_f32(acc, vcvtq_f32_s32(h), vmulq_n_f32(half4(t[b].d), a[b].d)); \
     } \
-    float v[4]; vst1q_f32(v, acc); \
-    for (int i = 0; i < NM_Q4_ROWS; i++) out[i * out_stride] = v[i]; \
+    vst1q_f32(y + (size_t)tok * ys, acc); \
+   } \
   } \
 
 #define NM_NEON_Q8(name, attr, dot) \
@@ -294,11 +281,7 @@ NM_NEON_Q8(dot_q8_dp, NM_DOTPROD, dot16_dp)
 
 typedef float (*dot_fn)(const void *, const nm_a8_block *, int);
 static dot_fn dot_q4 = (dot_fn)dot_q4_c, dot_q8 = (dot_fn)dot_q8_c;
-typedef void (*tile_fn)(const nm_q4_tile *, const nm_a8_block *, int, float *, size_t);
 static tile_fn tile_q4 = q4_tile_c;
-/* 4 rows x 2 tokens into two contiguous 4-float outputs; NULL: two tile_q4 calls */
-typedef void (*tile2_fn)(const nm_q4_tile *, const nm_a8_block *, const nm_a8_block *, int, float *, float *);
-static tile2_fn tile2_q4 = NULL;
 static const char *simd_name = "portable";
 static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
 /* NANOMIND_KERNELS_PORTABLE=1 keeps the portable C path (tests compare the SIMD paths with it). */
@@ -307,7 +290,7 @@ static void pick_simd(void) {
 #ifdef NM_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    dot_q4 = (dot_fn)dot_q4_avx2; dot_q8 = (dot_fn)dot_q8_avx2; tile_q4 = q4_tile_avx2; tile2_q4 = q4_tile2_avx2; simd_name = "avx2";
+    dot_q4 = (dot_fn)dot_q4_avx2; dot_q8 = (dot_fn)dot_q8_avx2; tile_q4 = q4_tile_avx2; simd_name = "avx2";
     if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) { tile_q4 = q4_tile_vnni; simd_name = "avx512vnni"; }
   }
 #endif
@@ -417,10 +400,8 @@ static void mm_job(void *c_, int lo, int hi) {
     int r = lo;
     for (; r + NM_Q4_ROWS <= hi && r < n4; r += NM_Q4_ROWS) {
       const nm_q4_tile *t = (const nm_q4_tile *)(c->w + (size_t)r * c->row);
-      int s = 0;
-      if (tile2_q4) for (; s + 2 <= c->s; s += 2)
-        tile2_q4(t, c->x + (size_t)s * nb, c->x + (size_t)(s + 1) * nb, nb, c->y + (size_t)s * c->n + r, c->y + (size_t)(s + 1) * c->n + r);
-      for (; s < c->s; s++) tile_q4(t, c->x + (size_t)s * nb, nb, c->y + (size_t)s * c->n + r, 1);
+      for (int s = 0; s < c->s; s += NM_TILE_TOKENS)
+        tile_q4(t, c->x + (size_t)s * nb, nb, c->s - s < NM_TILE_TOKENS ? c->s - s : NM_TILE_TOKENS, nb, c->y + (size_t)s * c->n + r, c->n);
     }
     for (; r < hi; r++)
       for (int s = 0; s < c->s; s++) c->y[(size_t)s * c->n + r] = dot_q4(c->w + (size_t)r * c->row, c->x + (size_t)s * nb, nb);

@@ -12,8 +12,9 @@ enum { NM_Q4 = 4, NM_Q8 = 8 };
 /* Q4: 32 weights as (q - 8) * d, q in 0..15; element j (< 16) in the low nibble of qs[j], j + 16 in the high one. */
 typedef struct { uint16_t d; uint8_t qs[NM_QK / 2]; } nm_q4_block;  /* 18 bytes: 0.5625 B / weight */
 typedef struct { uint16_t d; int8_t qs[NM_QK]; } nm_q8_block;       /* 34 bytes */
-/* Activations: float scale d, s = d * sum(qs) (folds the Q4 offset of 8 into one term per block), 32 int8. */
-typedef struct { float d; float s; int8_t qs[NM_QK]; } nm_a8_block;
+/* Activations: float scale d, 32 int8, and sum4 = 4 * sum(qs): the x86 Q4 kernels keep nibbles unsigned and take
+ * the offset (sum((q - 8) x) = sum(q x) - 8 sum(x)) off in integers, half from each 128-bit lane. */
+typedef struct { float d; int32_t sum4; int8_t qs[NM_QK]; } nm_a8_block;
 
 typedef struct {
   int hidden, layers, heads, kv_heads, head_dim, inter, vocab, max_ctx, threads, fmt, qk_norm, attn_bias;
