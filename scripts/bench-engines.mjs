@@ -8,7 +8,7 @@
 // intermediate 4864, vocab 151936, tied embeddings, no q/k/v bias).
 //
 //   npm run bench:engines -- [--threads 1,2] [--runs 3] [--prompt 32] [--new 64] [--layers 24] [--bits 4]
-//                             [--engines native,ort32,ort128,llama] [--json]
+//                             [--engines native,ort32,ort128,llama] [--json | --markdown]
 //   npm run bench:engines -- --install-peer      # only install node-llama-cpp into the cache and exit
 //
 // How it is fair: every measurement is its own child process (one engine, one thread count, one run), so peak RSS
@@ -47,6 +47,7 @@ const { values: a } = parseArgs({ options: {
   threads: { type: 'string', default: '1,2' }, runs: { type: 'string', default: '3' }, prompt: { type: 'string', default: '32' },
   new: { type: 'string', default: '64' }, layers: { type: 'string', default: '24' }, bits: { type: 'string', default: '4' },
   engines: { type: 'string', default: 'native,ort32,ort128,llama' }, json: { type: 'boolean', default: false },
+  markdown: { type: 'boolean', default: false },
   'install-peer': { type: 'boolean', default: false },
   // internal: one measurement / the setup, in a child process
   child: { type: 'string' }, dir: { type: 'string' }, setup: { type: 'boolean', default: false },
@@ -255,9 +256,11 @@ try {
   const params = layers * (H * (H + 2 * KVH * HD) + H * H + 3 * H * INTER) + H * VOCAB;
   const mbPerToken = { native: params * (bits === 4 ? 18 : 34) / 32 / 1e6, llama: params * (bits === 4 ? 18 : 34) / 32 / 1e6,
     ort32: params * (0.5 + 4 / 32) / 1e6, ort128: params * (0.5 + 4 / 128) / 1e6 };
-  const names = { native: `nanomind native Q${bits} block 32 (${res.get(`native@${threadList[0]}`)?.[0]?.simd ?? '?'})`,
+  const simd = res.get(`native@${threadList[0]}`)?.[0]?.simd ?? '?';
+  const names = { native: `nanomind native Q${bits} block 32 (${simd})`,
     ort32: 'ORT MatMulNBits 4-bit block 32, acc 4', ort128: 'ORT MatMulNBits 4-bit block 128, acc 4',
     llama: `llama.cpp Q${bits === 4 ? '4_0' : '8_0'} (node-llama-cpp ${PEER_VERSION})` };
+  const short = { native: `native ${simd}`, ort32: 'ORT b32', ort128: 'ORT b128', llama: 'llama.cpp' };
   const rows = [];
   for (const t of threadList) {
     const gbs = median(bw.get(t));
@@ -269,7 +272,7 @@ try {
         prefillTokPerS: median(pre), prefillMin: Math.min(...pre), prefillMax: Math.max(...pre), peakRssMB: median(xs.map((x) => x.peakRssMB)),
         rssAfterMB: median(xs.map((x) => x.rssAfterMB)), decodeCpuMsPerTok: median(xs.map((x) => x.decodeCpuMsPerTok)),
         prefillCpuMsPerTok: median(xs.map((x) => x.prefillCpuMsPerTok)), weightMBPerToken: mbPerToken[e], readGBps: gbs,
-        bandwidthShare: (median(dec) * mbPerToken[e]) / 1000 / gbs, tokens: xs[0].tokens };
+        bandwidthShare: (median(dec) * mbPerToken[e]) / 1000 / gbs, tokens: xs[0].tokens, short: short[e] };
       if (ref) Object.assign(row, { decodeVsLlama: row.decodeTokPerS / median(ref.map((x) => x.decodeTokPerS)),
         prefillVsLlama: row.prefillTokPerS / median(ref.map((x) => x.prefillTokPerS)), rssVsLlama: row.peakRssMB / median(ref.map((x) => x.peakRssMB)) });
       rows.push(row);
@@ -277,17 +280,29 @@ try {
   }
   const summary = { machine: `${cpus()[0]?.model} × ${cpus().length}`, threads: threadList, prompt: P, newTokens: N, runs: Number(a.runs), layers, bits,
     loadavg1: [load0, load1], readGBps: Object.fromEntries([...bw].map(([t, v]) => [t, { median: median(v), all: v }])), notes,
-    rows: rows.map(({ tokens, ...r }) => ({ ...r, greedyAgreementWithNative: tokens.filter((x, i) => x === rows.find((q) => q.engine === 'native' && q.threads === r.threads)?.tokens[i]).length })) };
+    rows: rows.map(({ tokens, short: _, ...r }) => ({ ...r, greedyAgreementWithNative: tokens.filter((x, i) => x === rows.find((q) => q.engine === 'native' && q.threads === r.threads)?.tokens[i]).length })) };
   if (a.json) console.log(JSON.stringify(summary, null, 2));
   else {
     const f = (v, d = 1) => (v === undefined ? '–' : v.toFixed(d));
-    console.log(`${summary.machine}; prompt ${P}, ${N} new tokens; median (min–max) of ${a.runs} runs, each engine in its own process;`
-      + ` load average (1 min) ${load0.toFixed(2)} → ${load1.toFixed(2)}`);
-    for (const t of threadList) console.log(`read bandwidth, ${t} thread(s): ${f(median(bw.get(t)))} GB/s (kernels probe: AVX2 sum of 1 GB, best of 5; per round ${bw.get(t).map((x) => x.toFixed(1)).join(', ')})`);
-    console.log('| threads | engine | decode tok/s | prefill tok/s | peak RSS MB | weight MB/token | share of read BW | decode / llama.cpp | prefill / llama.cpp | RSS / llama.cpp | CPU ms/token decode, prefill |');
-    console.log('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
-    for (const r of summary.rows)
-      console.log(`| ${r.threads} | ${r.name} | ${f(r.decodeTokPerS)} (${f(r.decodeMin)}–${f(r.decodeMax)}) | ${f(r.prefillTokPerS, 0)} (${f(r.prefillMin, 0)}–${f(r.prefillMax, 0)}) | ${f(r.peakRssMB, 0)} | ${f(r.weightMBPerToken, 0)} | ${f(100 * r.bandwidthShare, 0)} % | ${f(r.decodeVsLlama, 2)} | ${f(r.prefillVsLlama, 2)} | ${f(r.rssVsLlama, 2)} | ${f(r.decodeCpuMsPerTok)}, ${f(r.prefillCpuMsPerTok)} |`);
+    console.log(`${summary.machine}; prompt ${P}, ${N} new tokens; median (min–max) of ${a.runs} runs,\n`
+      + `each engine in its own process; load average (1 min) ${load0.toFixed(2)} → ${load1.toFixed(2)}`);
+    for (const t of threadList) console.log(`read bandwidth, ${t} thread(s): ${f(median(bw.get(t)))} GB/s (C probe, best of 5; rounds ${bw.get(t).map((x) => x.toFixed(1)).join(', ')})`);
+    if (a.markdown) { // the README's table
+      console.log('| threads | engine | decode tok/s | prefill tok/s | peak RSS MB | weight MB/token | share of read BW | decode / llama.cpp | prefill / llama.cpp | RSS / llama.cpp | CPU ms/token decode, prefill |');
+      console.log('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+      for (const r of summary.rows)
+        console.log(`| ${r.threads} | ${r.name} | ${f(r.decodeTokPerS)} (${f(r.decodeMin)}–${f(r.decodeMax)}) | ${f(r.prefillTokPerS, 0)} (${f(r.prefillMin, 0)}–${f(r.prefillMax, 0)}) | ${f(r.peakRssMB, 0)} | ${f(r.weightMBPerToken, 0)} | ${f(100 * r.bandwidthShare, 0)} % | ${f(r.decodeVsLlama, 2)} | ${f(r.prefillVsLlama, 2)} | ${f(r.rssVsLlama, 2)} | ${f(r.decodeCpuMsPerTok)}, ${f(r.prefillCpuMsPerTok)} |`);
+    } else { // 80 columns: ×llama = ratio to llama.cpp at the same thread count; BW = share of the read bandwidth
+      const { table } = await import(join(dist, 'cli', 'output.js'));
+      const tps = (v) => f(v, v < 100 ? 1 : 0);
+      console.log(table(['thr', 'engine', 'decode tok/s', '×llama', 'prefill', '×llama', 'RSS', 'BW %', 'CPU ms'],
+        rows.map((r) => [r.threads, r.short, `${tps(r.decodeTokPerS)} (${f(r.decodeMin, 0)}–${f(r.decodeMax, 0)})`, f(r.decodeVsLlama, 2),
+          f(r.prefillTokPerS, 0), f(r.prefillVsLlama, 2), f(r.peakRssMB, 0), f(100 * r.bandwidthShare, 0), `${f(r.decodeCpuMsPerTok)}/${f(r.prefillCpuMsPerTok)}`]), 80));
+      console.log(`${short.native}: ${names.native}\nORT b32, b128: ${names.ort32.replace(' block 32', '')}\nllama.cpp: ${names.llama}\n`
+        + '×llama: ratio to llama.cpp at the same threads; RSS: peak MB; BW %: share of the\n'
+        + 'read bandwidth (decode tok/s × weight MB per token); CPU ms: per token, all\n'
+        + 'threads, decode/prefill');
+    }
     for (const n of notes) console.log(`note: ${n}`);
   }
 } finally {
