@@ -1,7 +1,7 @@
 /* See engine.h. Dot-product paths are chosen once at run time: x86-64 AVX2 (AVX-512 VNNI for Q4 tiles when the CPU
  * has it), arm64 NEON with the dot-product extension or without it, else portable C. This file is compiled for the
- * baseline ISA; each SIMD function carries its own target attribute. Q4 matrices are regrouped into 4-row tiles at
- * load (q4_to_tiles). */
+ * baseline ISA; each SIMD function carries its own target attribute. Matrices are regrouped into 4-row tiles at
+ * load (to_tiles). */
 #include "engine.h"
 #include "elementwise.h"
 #include <fcntl.h>
@@ -70,34 +70,37 @@ static float dot_q8_c(const nm_q8_block *w, const nm_a8_block *a, int nb) {
   return sum;
 }
 
-/* ----------------------------------------------------------------------------------- Q4 row tiles */
-/* At load the engine regroups each Q4 matrix by 4 rows: per tile and block, the 4 fp16 scales, then the 4 rows' 16
- * nibble bytes (72 bytes; the same bytes as 4 plain blocks, so a matrix keeps its size). A kernel then loads the 4
- * scales at once, shares every activation load between 4 rows and reduces the 4 rows' integer sums together before
- * one float multiply-add. Rows past the last multiple of 4 stay plain after the tiles. */
+/* -------------------------------------------------------------------------------------- row tiles */
+/* At load the engine regroups each matrix by 4 rows: per tile and block, the 4 fp16 scales, then the 4 rows' quant
+ * bytes (Q4: 16 nibble bytes, a 72-byte tile; Q8: 32 bytes, 136) -- the same bytes as 4 plain blocks, so a matrix
+ * keeps its size. A kernel then loads the 4 scales at once, shares every activation load between 4 rows and
+ * reduces the 4 rows' integer sums together before one float multiply-add. Rows past the last multiple of 4 stay
+ * plain after the tiles. */
 typedef struct { uint16_t d[NM_Q4_ROWS]; uint8_t qs[NM_Q4_ROWS][NM_QK / 2]; } nm_q4_tile;
+typedef struct { uint16_t d[NM_Q4_ROWS]; int8_t qs[NM_Q4_ROWS][NM_QK]; } nm_q8_tile;
 
-static void q4_to_tiles(uint8_t *dst, const uint8_t *src, int n, int k) {
+static void to_tiles(int fmt, uint8_t *dst, const uint8_t *src, int n, int k) {
   const int nb = k / NM_QK, n4 = n / NM_Q4_ROWS * NM_Q4_ROWS;
-  const size_t rb = nm_row_bytes(NM_Q4, k);
-  nm_q4_tile *t = (nm_q4_tile *)dst;
+  const size_t rb = nm_row_bytes(fmt, k), bb = rb / (size_t)nb, qb = bb - 2; /* block, its quant bytes */
+  uint8_t *t = dst;
   for (int r = 0; r < n4; r += NM_Q4_ROWS)
-    for (int b = 0; b < nb; b++, t++)
+    for (int b = 0; b < nb; b++, t += NM_Q4_ROWS * bb)
       for (int i = 0; i < NM_Q4_ROWS; i++) {
-        const nm_q4_block *blk = (const nm_q4_block *)(src + (size_t)(r + i) * rb) + b;
-        t->d[i] = blk->d;
-        memcpy(t->qs[i], blk->qs, NM_QK / 2);
+        const uint8_t *blk = src + (size_t)(r + i) * rb + (size_t)b * bb;
+        memcpy(t + 2 * i, blk, 2);
+        memcpy(t + 2 * NM_Q4_ROWS + i * qb, blk + 2, qb);
       }
   memcpy(dst + (size_t)n4 * rb, src + (size_t)n4 * rb, (size_t)(n - n4) * rb);
 }
 
-/* The Q4 tile kernels' one signature: the 4 rows of tile `t` against `ntok` (1 to NM_TILE_TOKENS) activation rows
- * x + j * xs (in blocks), into y + j * ys (4 contiguous floats each). */
+/* The tile kernels' one signature: the 4 rows of tile `t` (nm_q4_tile or nm_q8_tile blocks) against `ntok` (1 to
+ * NM_TILE_TOKENS) activation rows x + j * xs (in blocks), into y + j * ys (4 contiguous floats each). */
 #define NM_TILE_TOKENS 4
-typedef void (*tile_fn)(const nm_q4_tile *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys);
+typedef void (*tile_fn)(const void *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys);
 
 /* portable C */
-static void q4_tile_c(const nm_q4_tile *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) {
+static void q4_tile_c(const void *tv, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) {
+  const nm_q4_tile *t = tv;
   for (int tok = 0; tok < ntok; tok++) {
     const nm_a8_block *a = x + (size_t)tok * xs;
     float sum[NM_Q4_ROWS] = { 0 };
@@ -105,6 +108,20 @@ static void q4_tile_c(const nm_q4_tile *t, const nm_a8_block *x, size_t xs, int 
       for (int i = 0; i < NM_Q4_ROWS; i++) {
         int acc = 0;
         for (int j = 0; j < 16; j++) acc += ((t[b].qs[i][j] & 0x0f) - 8) * a[b].qs[j] + ((t[b].qs[i][j] >> 4) - 8) * a[b].qs[j + 16];
+        sum[i] += (float)acc * nm_half_to_float(t[b].d[i]) * a[b].d;
+      }
+    memcpy(y + (size_t)tok * ys, sum, sizeof sum);
+  }
+}
+static void q8_tile_c(const void *tv, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) {
+  const nm_q8_tile *t = tv;
+  for (int tok = 0; tok < ntok; tok++) {
+    const nm_a8_block *a = x + (size_t)tok * xs;
+    float sum[NM_Q4_ROWS] = { 0 };
+    for (int b = 0; b < nb; b++)
+      for (int i = 0; i < NM_Q4_ROWS; i++) {
+        int acc = 0;
+        for (int j = 0; j < NM_QK; j++) acc += t[b].qs[i][j] * a[b].qs[j];
         sum[i] += (float)acc * nm_half_to_float(t[b].d[i]) * a[b].d;
       }
     memcpy(y + (size_t)tok * ys, sum, sizeof sum);
@@ -146,43 +163,39 @@ NM_AVX2 static inline __m256i q4_rows4(const __m256i *q, __m256i x, __m256i ones
   return _mm256_hadd_epi32(_mm256_madd_epi16(h01, ones), _mm256_madd_epi16(h23, ones));
 }
 /* Decode streams every weight once: the hardware prefetcher alone leaves the tile walk waiting on memory, so the
- * one-token kernels ask for the tile NM_PREFETCH_TILES ahead (2.3 KB; a 72-byte tile spans two cache lines). Not
+ * one-token kernels ask for the tile NM_PREFETCH_TILES ahead (Q4: 2.3 KB, a 72-byte tile spans two cache lines). Not
  * the prefill instances: they are compute-bound. On the 2-core EPYC, nm-check bench at 1 thread: decode 22-25
  * ms/step without, 18.4-22 ms with (distances 6, 12, 24, 32, 48 tried; 24-48 alike). A prefetch of an address
  * past the matrix is a hint and never faults. */
 #define NM_PREFETCH_TILES 32
-static inline void prefetch_tile(const nm_q4_tile *t) {
-  __builtin_prefetch((const char *)t, 0, 3);
-  __builtin_prefetch((const char *)t + 64, 0, 3);
+static inline void prefetch_tile(const void *t, size_t bytes) {
+  for (size_t at = 0; at < bytes; at += 64) __builtin_prefetch((const char *)t + at, 0, 3);
 }
-/* 4 rows x T tokens, T = 1 .. 4 a constant in each instance: per block one 64-bit scale load and 4 nibble
- * expansions shared by the T tokens; per token one activation load, the 4 rows' sums as [r0 r1 r2 r3 | r0 r1 r2 r3]
- * partials (ROWS4: the maddubs + hadd tree on AVX2, vpdpbusd on VNNI), the Q4 offset taken off in integers
- * (sum4 = 4 sum(x) from each 128-bit half: 8 sum(x) in all), one convert and one FMA. Prefill runs 4 tokens per
- * tile pass (the expansions cost a quarter per token; the 2-token kernel before it: nm-check 32-token prefill
- * at 1 thread 273-276 -> 248-252 ms CPU). */
-#define NM_X86_TILE(name, attr, rows4) \
-  attr __attribute__((always_inline)) static inline void name##_t(const nm_q4_tile *t, const nm_a8_block *x, size_t xs, int nb, \
+/* 4 rows x T tokens, T = 1 .. 4 a constant in each instance: per block one 64-bit scale load and the 4 rows'
+ * quants made ready once for the T tokens (PREP: Q4 nibble expansion; Q8 load and |w|); per token one activation
+ * load and the 4 rows' integer sums as [r0 r1 r2 r3 | r0 r1 r2 r3] partials (ROWS4), one convert and one FMA.
+ * Prefill runs 4 tokens per tile pass (Q4: the expansions cost a quarter per token; the 2-token kernel before it:
+ * nm-check 32-token prefill at 1 thread 273-276 -> 248-252 ms CPU). */
+#define NM_X86_TILE(name, attr, tile_t, prep, rows4) \
+  attr __attribute__((always_inline)) static inline void name##_t(const tile_t *t, const nm_a8_block *x, size_t xs, int nb, \
                                                                   float *y, size_t ys, const int T) { \
-    const __m256i lo = _mm256_set1_epi8(0x0f), shift = _mm256_set_epi64x(4, 4, 0, 0); \
     __m256 acc[NM_TILE_TOKENS]; \
     for (int j = 0; j < T; j++) acc[j] = _mm256_setzero_ps(); \
     for (int b = 0; b < nb; b++) { \
-      if (T == 1) prefetch_tile(t + b + NM_PREFETCH_TILES); \
+      if (T == 1) prefetch_tile(t + b + NM_PREFETCH_TILES, sizeof(tile_t)); \
       const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t[b].d)); \
       const __m256 d8 = _mm256_set_m128(d4, d4); \
-      __m256i q[NM_Q4_ROWS]; \
-      for (int i = 0; i < NM_Q4_ROWS; i++) q[i] = q4_expand(t[b].qs[i], shift, lo); \
+      __m256i q[2 * NM_Q4_ROWS]; \
+      prep(&t[b], q); \
       for (int j = 0; j < T; j++) { \
         const nm_a8_block *a = x + (size_t)j * xs + b; \
-        const __m256i h = _mm256_sub_epi32(rows4(q, _mm256_loadu_si256((const __m256i *)a->qs)), _mm256_set1_epi32(a->sum4)); \
-        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_mul_ps(d8, _mm256_set1_ps(a->d)), acc[j]); \
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(rows4(q, a)), _mm256_mul_ps(d8, _mm256_set1_ps(a->d)), acc[j]); \
       } \
     } \
     for (int j = 0; j < T; j++) \
       _mm_storeu_ps(y + (size_t)j * ys, _mm_add_ps(_mm256_castps256_ps128(acc[j]), _mm256_extractf128_ps(acc[j], 1))); \
   } \
-  attr static void name(const nm_q4_tile *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) { \
+  attr static void name(const void *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) { \
     switch (ntok) { \
       case 1: name##_t(t, x, xs, nb, y, ys, 1); break; \
       case 2: name##_t(t, x, xs, nb, y, ys, 2); break; \
@@ -190,8 +203,29 @@ static inline void prefetch_tile(const nm_q4_tile *t) {
       default: name##_t(t, x, xs, nb, y, ys, 4); break; \
     } \
   }
-NM_AVX2 static inline __m256i rows4_avx2(const __m256i *q, __m256i x) { return q4_rows4(q, x, _mm256_set1_epi16(1)); }
-NM_X86_TILE(q4_tile_avx2, NM_AVX2, rows4_avx2)
+/* Q4: nibbles stay unsigned for maddubs; the offset comes off in integers (sum4 = 4 sum(x) from each 128-bit half:
+ * 8 sum(x) in all). */
+NM_AVX2 static inline void prep_q4(const nm_q4_tile *t, __m256i *q) {
+  const __m256i lo = _mm256_set1_epi8(0x0f), shift = _mm256_set_epi64x(4, 4, 0, 0);
+  for (int i = 0; i < NM_Q4_ROWS; i++) q[i] = q4_expand(t->qs[i], shift, lo);
+}
+NM_AVX2 static inline __m256i rows4_q4_avx2(const __m256i *q, const nm_a8_block *a) {
+  return _mm256_sub_epi32(q4_rows4(q, _mm256_loadu_si256((const __m256i *)a->qs), _mm256_set1_epi16(1)), _mm256_set1_epi32(a->sum4));
+}
+/* Q8: signed x signed through maddubs as |w| x (x with w's sign); each row widened to int32 before the hadd tree
+ * (two products already fill an int16). */
+NM_AVX2 static inline void prep_q8(const nm_q8_tile *t, __m256i *q) {
+  for (int i = 0; i < NM_Q4_ROWS; i++) { q[i] = _mm256_loadu_si256((const __m256i *)t->qs[i]); q[NM_Q4_ROWS + i] = _mm256_sign_epi8(q[i], q[i]); }
+}
+NM_AVX2 static inline __m256i rows4_q8_avx2(const __m256i *q, const nm_a8_block *a) {
+  const __m256i x = _mm256_loadu_si256((const __m256i *)a->qs), ones = _mm256_set1_epi16(1);
+  __m256i p[NM_Q4_ROWS];
+  for (int i = 0; i < NM_Q4_ROWS; i++) p[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(q[NM_Q4_ROWS + i], _mm256_sign_epi8(x, q[i])), ones);
+  /* [r0 r1 r0 r1 | ...] pairs, then [r0 r1 r2 r3] per lane: each lane still a partial sum */
+  return _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+}
+NM_X86_TILE(q4_tile_avx2, NM_AVX2, nm_q4_tile, prep_q4, rows4_q4_avx2)
+NM_X86_TILE(q8_tile_avx2, NM_AVX2, nm_q8_tile, prep_q8, rows4_q8_avx2)
 NM_AVX2 static float dot_q4_avx2(const nm_q4_block *w, const nm_a8_block *a, int nb) {
   const __m256i lo = _mm256_set1_epi8(0x0f);
   __m256 acc = _mm256_setzero_ps();
@@ -219,12 +253,13 @@ NM_AVX2 static float dot_q8_avx2(const nm_q8_block *w, const nm_a8_block *a, int
  * reports avx512vnni and avx512vl; the development machine (AMD EPYC, AVX2 only) cannot run it: compiled and
  * dispatched, untested on hardware. */
 #define NM_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
-NM_VNNI static inline __m256i rows4_vnni(const __m256i *q, __m256i x) {
+NM_VNNI static inline __m256i rows4_q4_vnni(const __m256i *q, const nm_a8_block *a) {
+  const __m256i x = _mm256_loadu_si256((const __m256i *)a->qs);
   __m256i p[NM_Q4_ROWS];
   for (int i = 0; i < NM_Q4_ROWS; i++) p[i] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q[i], x);
-  return _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+  return _mm256_sub_epi32(_mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3])), _mm256_set1_epi32(a->sum4));
 }
-NM_X86_TILE(q4_tile_vnni, NM_VNNI, rows4_vnni)
+NM_X86_TILE(q4_tile_vnni, NM_VNNI, nm_q4_tile, prep_q4, rows4_q4_vnni)
 #endif
 
 #ifdef NM_ARM64
@@ -245,7 +280,8 @@ NM_DOTPROD static inline int32x4_t dot16_dp(int32x4_t acc, int8x16_t w, int8x16_
 static inline float32x4_t half4(const uint16_t *d) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(d))); }
 
 #define NM_NEON_TILE(name, attr, dot) \
-  attr static void name(const nm_q4_tile *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) { \
+  attr static void name(const void *tv, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) { \
+   const nm_q4_tile *t = tv; \
    for (int tok = 0; tok < ntok; tok++) { \
     const nm_a8_block *a = x + (size_t)tok * xs; \
     float32x4_t acc = vdupq_n_f32(0); \
@@ -263,25 +299,31 @@ static inline float32x4_t half4(const uint16_t *d) { return vcvt_f32_f16(vreinte
    } \
   } \
 
-#define NM_NEON_Q8(name, attr, dot) \
-  attr static float name(const nm_q8_block *w, const nm_a8_block *a, int nb) { \
+#define NM_NEON_Q8_TILE(name, attr, dot) \
+  attr static void name(const void *tv, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) { \
+   const nm_q8_tile *t = tv; \
+   for (int tok = 0; tok < ntok; tok++) { \
+    const nm_a8_block *a = x + (size_t)tok * xs; \
     float32x4_t acc = vdupq_n_f32(0); \
     for (int b = 0; b < nb; b++) { \
-      int32x4_t p = dot(vdupq_n_s32(0), vld1q_s8(w[b].qs), vld1q_s8(a[b].qs)); \
-      p = dot(p, vld1q_s8(w[b].qs + 16), vld1q_s8(a[b].qs + 16)); \
-      acc = vfmaq_n_f32(acc, vcvtq_f32_s32(p), nm_half_to_float(w[b].d) * a[b].d); \
+      const int8x16_t x0 = vld1q_s8(a[b].qs), x1 = vld1q_s8(a[b].qs + 16); \
+      int32x4_t p[NM_Q4_ROWS]; \
+      for (int i = 0; i < NM_Q4_ROWS; i++) p[i] = dot(dot(vdupq_n_s32(0), vld1q_s8(t[b].qs[i]), x0), vld1q_s8(t[b].qs[i] + 16), x1); \
+      const int32x4_t h = vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3])); \
+      acc = vfmaq_f32(acc, vcvtq_f32_s32(h), vmulq_n_f32(half4(t[b].d), a[b].d)); \
     } \
-    return vaddvq_f32(acc); \
+    vst1q_f32(y + (size_t)tok * ys, acc); \
+   } \
   }
 NM_NEON_TILE(q4_tile_neon, , dot16_neon)
 NM_NEON_TILE(q4_tile_dp, NM_DOTPROD, dot16_dp)
-NM_NEON_Q8(dot_q8_neon, , dot16_neon)
-NM_NEON_Q8(dot_q8_dp, NM_DOTPROD, dot16_dp)
+NM_NEON_Q8_TILE(q8_tile_neon, , dot16_neon)
+NM_NEON_Q8_TILE(q8_tile_dp, NM_DOTPROD, dot16_dp)
 #endif
 
 typedef float (*dot_fn)(const void *, const nm_a8_block *, int);
 static dot_fn dot_q4 = (dot_fn)dot_q4_c, dot_q8 = (dot_fn)dot_q8_c;
-static tile_fn tile_q4 = q4_tile_c;
+static tile_fn tile_q4 = q4_tile_c, tile_q8 = q8_tile_c;
 static const char *simd_name = "portable";
 static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
 /* NANOMIND_KERNELS_PORTABLE=1 keeps the portable C path (tests compare the SIMD paths with it). */
@@ -290,13 +332,13 @@ static void pick_simd(void) {
 #ifdef NM_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    dot_q4 = (dot_fn)dot_q4_avx2; dot_q8 = (dot_fn)dot_q8_avx2; tile_q4 = q4_tile_avx2; simd_name = "avx2";
+    dot_q4 = (dot_fn)dot_q4_avx2; dot_q8 = (dot_fn)dot_q8_avx2; tile_q4 = q4_tile_avx2; tile_q8 = q8_tile_avx2; simd_name = "avx2";
     if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) { tile_q4 = q4_tile_vnni; simd_name = "avx512vnni"; }
   }
 #endif
 #ifdef NM_ARM64
-  if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) { tile_q4 = q4_tile_dp; dot_q8 = (dot_fn)dot_q8_dp; simd_name = "neon-dotprod"; }
-  else { tile_q4 = q4_tile_neon; dot_q8 = (dot_fn)dot_q8_neon; simd_name = "neon"; }
+  if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) { tile_q4 = q4_tile_dp; tile_q8 = q8_tile_dp; simd_name = "neon-dotprod"; }
+  else { tile_q4 = q4_tile_neon; tile_q8 = q8_tile_neon; simd_name = "neon"; }
 #endif
 }
 const char *nm_simd(void) { pthread_once(&simd_once, pick_simd); return simd_name; }
@@ -390,27 +432,20 @@ static void pool_run(nm_pool *p, job_fn fn, void *ctx, int n, int chunk) {
 
 /* ---------------------------------------------------------------------------------------- matmul */
 typedef struct { int fmt; const uint8_t *w; size_t row; int k; const nm_a8_block *x; int s; int n; float *y; } mm_ctx;
-/* Rows [lo, hi) for every token; Q4 weights are in tiles (q4_to_tiles), lo is a multiple of 4. Tokens run inside
- * the tile loop so a tile's bytes are read from memory once per call (prefill reuses them from L1). */
+/* Rows [lo, hi) for every token; weights are in row tiles (to_tiles), lo is a multiple of 4. Tokens run inside
+ * the tile loop, NM_TILE_TOKENS at a time, so a tile's bytes are read from memory once per call (prefill reuses them
+ * from L1). */
 static void mm_job(void *c_, int lo, int hi) {
   const mm_ctx *c = c_;
-  const int nb = c->k / NM_QK;
-  if (c->fmt == NM_Q4) {
-    const int n4 = c->n / NM_Q4_ROWS * NM_Q4_ROWS;
-    int r = lo;
-    for (; r + NM_Q4_ROWS <= hi && r < n4; r += NM_Q4_ROWS) {
-      const nm_q4_tile *t = (const nm_q4_tile *)(c->w + (size_t)r * c->row);
-      for (int s = 0; s < c->s; s += NM_TILE_TOKENS)
-        tile_q4(t, c->x + (size_t)s * nb, nb, c->s - s < NM_TILE_TOKENS ? c->s - s : NM_TILE_TOKENS, nb, c->y + (size_t)s * c->n + r, c->n);
-    }
-    for (; r < hi; r++)
-      for (int s = 0; s < c->s; s++) c->y[(size_t)s * c->n + r] = dot_q4(c->w + (size_t)r * c->row, c->x + (size_t)s * nb, nb);
-    return;
-  }
-  for (int r = lo; r < hi; r++) {
-    const void *wr = c->w + (size_t)r * c->row;
-    for (int t = 0; t < c->s; t++) c->y[(size_t)t * c->n + r] = dot_q8(wr, c->x + (size_t)t * nb, nb);
-  }
+  const int nb = c->k / NM_QK, n4 = c->n / NM_Q4_ROWS * NM_Q4_ROWS;
+  const tile_fn tile = c->fmt == NM_Q4 ? tile_q4 : tile_q8;
+  const dot_fn dot = c->fmt == NM_Q4 ? dot_q4 : dot_q8;
+  int r = lo;
+  for (; r + NM_Q4_ROWS <= hi && r < n4; r += NM_Q4_ROWS)
+    for (int s = 0; s < c->s; s += NM_TILE_TOKENS)
+      tile(c->w + (size_t)r * c->row, c->x + (size_t)s * nb, nb, c->s - s < NM_TILE_TOKENS ? c->s - s : NM_TILE_TOKENS, nb, c->y + (size_t)s * c->n + r, c->n);
+  for (; r < hi; r++)
+    for (int s = 0; s < c->s; s++) c->y[(size_t)s * c->n + r] = dot(c->w + (size_t)r * c->row, c->x + (size_t)s * nb, nb);
 }
 /* Chunks of rows for the pool: a multiple of 16 rows (whole Q4 tiles, whole cache lines of y), about 8 per thread
  * so a thread slowed by the shared machine hands its share to the others. */
@@ -423,14 +458,13 @@ static void matmul_tiled(nm_pool *p, int fmt, const void *w, int n, int k, const
   mm_ctx c = { fmt, w, nm_row_bytes(fmt, k), k, xq, s, n, y };
   pool_run(p, mm_job, &c, n, mm_chunk(p, n));
 }
-/* Test hook and standalone use: plain rows in, so Q4 is regrouped into tiles on a copy first. */
+/* Test hook and standalone use: plain rows in, so they are regrouped into tiles on a copy first. */
 void nm_matmul(nm_pool *p, int fmt, const void *w, int n, int k, const nm_a8_block *xq, int s, float *y) {
   nm_simd();
-  if (fmt != NM_Q4) { matmul_tiled(p, fmt, w, n, k, xq, s, y); return; }
   const size_t bytes = (size_t)n * nm_row_bytes(fmt, k);
   uint8_t *t = malloc(bytes);
   if (!t) return;
-  q4_to_tiles(t, w, n, k);
+  to_tiles(fmt, t, w, n, k);
   matmul_tiled(p, fmt, t, n, k, xq, s, y);
   free(t);
 }
@@ -549,14 +583,14 @@ static nm_model *model_create(const nm_config *cfg, const uint8_t *weights, cons
   AT(fo + 1, (size_t)c->vocab * nm_row_bytes(c->fmt, c->hidden), m->lm_head, const uint8_t *);
   #undef AT
   if (!m->final_norm || !m->lm_head) { *err = "final norm or lm_head missing"; nm_model_free(m); return NULL; }
-  if (c->fmt == NM_Q4) { /* regroup every matrix into row tiles, in place through one scratch copy */
-    const size_t rh = nm_row_bytes(NM_Q4, c->hidden), sizes[5] = { (size_t)c->vocab * rh, 2 * (size_t)c->inter * rh, qkv_rows * rh,
-      (size_t)c->hidden * nm_row_bytes(NM_Q4, c->inter), (size_t)c->hidden * nm_row_bytes(NM_Q4, (int)hd) };
+  { /* regroup every matrix into row tiles, in place through one scratch copy */
+    const size_t rh = nm_row_bytes(c->fmt, c->hidden), sizes[5] = { (size_t)c->vocab * rh, 2 * (size_t)c->inter * rh, qkv_rows * rh,
+      (size_t)c->hidden * nm_row_bytes(c->fmt, c->inter), (size_t)c->hidden * nm_row_bytes(c->fmt, (int)hd) };
     size_t big = 0;
     for (int i = 0; i < 5; i++) if (sizes[i] > big) big = sizes[i];
     uint8_t *tmp = malloc(big);
     if (!tmp) { *err = "out of memory repacking the weights"; nm_model_free(m); return NULL; }
-    #define TILE(ptr, n, k) do { const size_t b_ = (size_t)(n) * nm_row_bytes(NM_Q4, k); memcpy(tmp, ptr, b_); q4_to_tiles((uint8_t *)(ptr), tmp, n, k); } while (0)
+    #define TILE(ptr, n, k) do { const size_t b_ = (size_t)(n) * nm_row_bytes(c->fmt, k); memcpy(tmp, ptr, b_); to_tiles(c->fmt, (uint8_t *)(ptr), tmp, n, k); } while (0)
     for (int l = 0; l < c->layers; l++) {
       const layer_w *L = &m->L[l];
       TILE(L->wqkv, qkv_rows, c->hidden); TILE(L->wo, c->hidden, hd); TILE(L->wgu, 2 * c->inter, c->hidden); TILE(L->wdown, c->hidden, c->inter);

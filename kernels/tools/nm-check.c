@@ -10,8 +10,8 @@
  *                                                 one "%.9g %.9g %.9g" line each (the test's oracle is float64)
  *   nm-check attend D LEN SEED                    one query head over LEN random cached rows of D floats (nm_attend): the
  *                                                 inputs q, K, V, then the output, "%.9g" per line (oracle: float64)
- *   nm-check bench LAYERS THREADS STEPS           Qwen2-0.5B shape, random Q4 weights: ms per decode step and, built
- *                                                 with -DNM_PROFILE, per phase
+ *   nm-check bench LAYERS THREADS STEPS [FMT]     Qwen2-0.5B shape, random Q4 (or FMT 8: Q8) weights: ms per decode step
+ *                                                 and, built with -DNM_PROFILE, per phase
  *
  * Setting NANOMIND_KERNELS_PORTABLE=1 selects the portable C path, so two runs compare a SIMD path with it. */
 #include "../src/engine.h"
@@ -115,9 +115,9 @@ static int cmd_forward(int fmt) {
   return 0;
 }
 
-static int cmd_bench(int layers, int threads, int steps) {
+static int cmd_bench(int layers, int threads, int steps, int fmt) {
   const nm_config c = { .hidden = 896, .layers = layers, .heads = 14, .kv_heads = 2, .head_dim = 64, .inter = 4864, .vocab = 151936,
-    .max_ctx = steps + 40, .threads = threads, .fmt = NM_Q4, .qk_norm = 0, .attn_bias = 0, .eps = 1e-6f };
+    .max_ctx = steps + 40, .threads = threads, .fmt = fmt, .qk_norm = 0, .attn_bias = 0, .eps = 1e-6f };
   const char *err = NULL;
   nm_model *m = random_model(&c, &err);
   if (!m) { fprintf(stderr, "nm-check: %s\n", err); return 1; }
@@ -182,7 +182,7 @@ int main(int argc, char **argv) {
   if (argc == 5 && !strcmp(argv[1], "attend")) { rng = strtoull(argv[4], NULL, 10); return cmd_attend(atoi(argv[2]), atoi(argv[3])); }
   if (argc == 2 && !strcmp(argv[1], "exp")) { rng = 3; return cmd_exp(); }
   if (argc == 4 && !strcmp(argv[1], "forward")) { rng = strtoull(argv[3], NULL, 10); return cmd_forward(atoi(argv[2])); }
-  if (argc == 5 && !strcmp(argv[1], "bench")) { rng = 1; return cmd_bench(atoi(argv[2]), atoi(argv[3]), atoi(argv[4])); }
-  fprintf(stderr, "usage: nm-check simd | matmul FMT N K S THREADS SEED | forward FMT SEED | exp | attend D LEN SEED | bench LAYERS THREADS STEPS\n");
+  if ((argc == 5 || argc == 6) && !strcmp(argv[1], "bench")) { rng = 1; return cmd_bench(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]), argc == 6 ? atoi(argv[5]) : NM_Q4); }
+  fprintf(stderr, "usage: nm-check simd | matmul FMT N K S THREADS SEED | forward FMT SEED | exp | attend D LEN SEED | bench LAYERS THREADS STEPS [FMT]\n");
   return 2;
 }

@@ -16,9 +16,9 @@ describe('native kernels: block-quantized matmul', () => {
 
   for (const bits of [4, 8] as NativeBits[])
     for (const threads of [1, 2])
-      it(`Q${bits}, ${threads} thread(s), 3 tokens, matches float64 on the dequantized weights`, () => {
+      it(`Q${bits}, ${threads} thread(s), 6 tokens (a 4-token pass and a 2-token one), matches float64 on the dequantized weights`, () => {
         if (!load.ok) throw new Error(load.reason);
-        const n = 67, k = 96, s = 3;
+        const n = 67, k = 96, s = 6;
         const rnd = mulberry32(bits * 10 + threads);
         const w = Float32Array.from({ length: n * k }, () => rnd() * 2 - 1);
         const x = Float32Array.from({ length: s * k }, () => (rnd() * 2 - 1) * 3);
