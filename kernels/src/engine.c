@@ -47,26 +47,25 @@ size_t nm_row_bytes(int fmt, int k) {
 }
 
 /* --------------------------------------------------------------------------------------- dot, C */
+/* One block's integer dot product: Q4 nibbles (element j < 16 low, j + 16 high) minus 8, or Q8, with 32 int8. */
+static int q4_ints(const uint8_t *qs, const int8_t *x) {
+  int acc = 0;
+  for (int j = 0; j < 16; j++) acc += ((qs[j] & 0x0f) - 8) * x[j] + ((qs[j] >> 4) - 8) * x[j + 16];
+  return acc;
+}
+static int q8_ints(const uint8_t *qs, const int8_t *x) {
+  int acc = 0;
+  for (int j = 0; j < NM_QK; j++) acc += (int8_t)qs[j] * x[j];
+  return acc;
+}
 static float dot_q4_c(const nm_q4_block *w, const nm_a8_block *a, int nb) {
   float sum = 0;
-  for (int b = 0; b < nb; b++) {
-    int acc = 0;
-    for (int j = 0; j < 16; j++) {
-      acc += ((w[b].qs[j] & 0x0f) - 8) * a[b].qs[j];
-      acc += ((w[b].qs[j] >> 4) - 8) * a[b].qs[j + 16];
-    }
-    sum += (float)acc * nm_half_to_float(w[b].d) * a[b].d;
-  }
+  for (int b = 0; b < nb; b++) sum += (float)q4_ints(w[b].qs, a[b].qs) * nm_half_to_float(w[b].d) * a[b].d;
   return sum;
 }
-
 static float dot_q8_c(const nm_q8_block *w, const nm_a8_block *a, int nb) {
   float sum = 0;
-  for (int b = 0; b < nb; b++) {
-    int acc = 0;
-    for (int j = 0; j < NM_QK; j++) acc += w[b].qs[j] * a[b].qs[j];
-    sum += (float)acc * nm_half_to_float(w[b].d) * a[b].d;
-  }
+  for (int b = 0; b < nb; b++) sum += (float)q8_ints((const uint8_t *)w[b].qs, a[b].qs) * nm_half_to_float(w[b].d) * a[b].d;
   return sum;
 }
 
@@ -98,35 +97,25 @@ static void to_tiles(int fmt, uint8_t *dst, const uint8_t *src, int n, int k) {
 #define NM_TILE_TOKENS 4
 typedef void (*tile_fn)(const void *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys);
 
-/* portable C */
-static void q4_tile_c(const void *tv, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) {
-  const nm_q4_tile *t = tv;
+/* portable C, either format: a tile block is the 4 scales then the 4 rows' quant bytes */
+static void tile_c(int fmt, const uint8_t *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) {
+  const size_t qb = fmt == NM_Q4 ? NM_QK / 2 : NM_QK, tb = NM_Q4_ROWS * (2 + qb);
   for (int tok = 0; tok < ntok; tok++) {
     const nm_a8_block *a = x + (size_t)tok * xs;
     float sum[NM_Q4_ROWS] = { 0 };
-    for (int b = 0; b < nb; b++)
+    for (int b = 0; b < nb; b++) {
+      const uint8_t *blk = t + (size_t)b * tb, *qs = blk + 2 * NM_Q4_ROWS;
       for (int i = 0; i < NM_Q4_ROWS; i++) {
-        int acc = 0;
-        for (int j = 0; j < 16; j++) acc += ((t[b].qs[i][j] & 0x0f) - 8) * a[b].qs[j] + ((t[b].qs[i][j] >> 4) - 8) * a[b].qs[j + 16];
-        sum[i] += (float)acc * nm_half_to_float(t[b].d[i]) * a[b].d;
+        uint16_t d; memcpy(&d, blk + 2 * i, 2);
+        const int acc = fmt == NM_Q4 ? q4_ints(qs + i * qb, a[b].qs) : q8_ints(qs + i * qb, a[b].qs);
+        sum[i] += (float)acc * nm_half_to_float(d) * a[b].d;
       }
+    }
     memcpy(y + (size_t)tok * ys, sum, sizeof sum);
   }
 }
-static void q8_tile_c(const void *tv, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) {
-  const nm_q8_tile *t = tv;
-  for (int tok = 0; tok < ntok; tok++) {
-    const nm_a8_block *a = x + (size_t)tok * xs;
-    float sum[NM_Q4_ROWS] = { 0 };
-    for (int b = 0; b < nb; b++)
-      for (int i = 0; i < NM_Q4_ROWS; i++) {
-        int acc = 0;
-        for (int j = 0; j < NM_QK; j++) acc += t[b].qs[i][j] * a[b].qs[j];
-        sum[i] += (float)acc * nm_half_to_float(t[b].d[i]) * a[b].d;
-      }
-    memcpy(y + (size_t)tok * ys, sum, sizeof sum);
-  }
-}
+static void q4_tile_c(const void *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) { tile_c(NM_Q4, t, x, xs, ntok, nb, y, ys); }
+static void q8_tile_c(const void *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) { tile_c(NM_Q8, t, x, xs, ntok, nb, y, ys); }
 
 /* ------------------------------------------------------------------------------------ dot, AVX2 */
 #ifdef NM_X86
