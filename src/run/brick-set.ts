@@ -35,7 +35,7 @@ export interface OpenBrickSetOptions extends BackendOptions {
   /**
    * The decoder's engine when the lift wrote native weights next to it (`<brick>.native.json`): 'auto' (default)
    * tries the native kernels first and keeps ONNX Runtime when they do not load (the skip reason is the notice),
-   * 'native' requires them (E_NATIVE_MISSING without a pack, E_NATIVE_UNAVAILABLE when the kernels do not load),
+   * 'native' requires them (E_NATIVE_MISSING without a pack, E_BACKEND_UNAVAILABLE when the kernels do not load),
    * 'ort' ignores the native files. Applies to a bundle's placed decoder too (its placement lists 'native' first).
    */
   readonly engine?: RuntimeEngine;
@@ -261,10 +261,10 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
 }
 
 
-/** `--engine native`: the native backend, or one error of its own when the kernels do not load here (no fallback). */
+/** `--engine native`: the native backend, or E_BACKEND_UNAVAILABLE saying why and what to do instead (no fallback). */
 async function requireNative(brick: string) {
   const k = await BACKENDS.native.probe();
-  if (!k.ok) throw fail('E_NATIVE_UNAVAILABLE', `--engine native: the native kernels do not run here, so decoder '${brick}' cannot use them (${k.reason})`,
+  if (!k.ok) throw fail('E_BACKEND_UNAVAILABLE', `--engine native: the native kernels do not run here, so decoder '${brick}' cannot use them (${k.reason})`,
     { hint: 'run with --engine auto (ONNX Runtime when the kernels do not load) or --engine ort, or build them: node kernels/build.mjs' });
   return resolveBackend(['native']);
 }
