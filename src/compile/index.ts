@@ -24,7 +24,7 @@ import { writeRealCalibration } from './rknn-calib.js';
 import { EMBEDDED_CALIB_SET } from '../eval/embedded.js';
 import { fail, isNanomindError } from '../errors.js';
 import { liftDecoder, writeNative, type HfTextConfig } from './native/lift.js';
-import { chooseNative, type CompileEngine } from './native/choose.js';
+import { chooseNative, nativeBitsFor, type CompileEngine } from './native/choose.js';
 import { loadTarget, val, type TargetProfile } from './targets.js';
 
 export interface CompileOptions {
@@ -149,12 +149,12 @@ export async function compile(o: CompileOptions): Promise<CompileResult> {
     if (choice.lift) {
       const dec = bricks.find((b) => b.name === choice.brick)!;
       o.onStage?.(`pack ${dec.name} for the native kernels`);
-      const bits = choice.bits;
-      const from = choice.bitsFrom === 'flag' ? '--native-bits' : `its format ${dec.format}`;
       try {
         const cfgRaw = await readFile(join(set.dir, 'config.json'), 'utf8').catch(() => '{}');
         const cfg = JSON.parse(cfgRaw) as { text_config?: HfTextConfig } & HfTextConfig;
-        const lifted = await liftDecoder(join(tmp, dec.file), cfg.text_config ?? cfg, bits);
+        const lifted = await liftDecoder(join(tmp, dec.file), cfg.text_config ?? cfg, choice.bits);
+        const bits = lifted.config.bits;
+        const from = choice.bitsFrom === 'flag' ? '--native-bits' : `its format ${dec.format}${bits === 8 && nativeBitsFor(dec.format) === 4 ? ' (AWQ-scaled weights: Q4 would round them twice)' : ''}`;
         const written = await writeNative(tmp, dec.name, lifted);
         files.push(await entry(tmp, written.config), await entry(tmp, written.weights));
         native = { brick: dec.name, bits, bitsFrom: choice.bitsFrom, format: dec.format, bytes: lifted.weights.byteLength };

@@ -12,7 +12,7 @@
  *   records each step's top-1 − top-2 logit gap, and the test first asserts that every gap is wider than twice
  *   the Q8 error bound (test/kernels/oracle.test.ts: within 4 % of the largest logit; 3.0 % measured on this
  *   fixture's prompt logits) — the condition under which equal tokens are the right expectation.
- * - `--engine native` without the kernels (NANOMIND_NO_KERNELS=1) is E_NATIVE_UNAVAILABLE, on a bundle without a
+ * - `--engine native` without the kernels (NANOMIND_NO_KERNELS=1) is E_BACKEND_UNAVAILABLE, on a bundle without a
  *   pack E_NATIVE_MISSING; both exit 1 (src/cli/main.ts: a NanomindError that is not a usage error).
  */
 import { execFile } from 'node:child_process';
@@ -26,6 +26,9 @@ import { compile } from '../../src/compile/index.js';
 import { buildTextFamily } from '../../src/fixtures/text-families.js';
 import { writeDtypeVariants } from '../../src/fixtures/variants.js';
 import { partition } from '../../src/partition/index.js';
+import { quantizeBricks } from '../../src/quantize/index.js';
+import { nativeBitsFor } from '../../src/compile/native/choose.js';
+import type { NativeSession } from '../../src/run/backends/native/native.js';
 import { openModel } from '../../src/run/model.js';
 import { BIN, cli } from '../cli-helper.js';
 
@@ -128,6 +131,47 @@ async function ortGreedy(file: string, prompt: readonly number[], steps: number,
   }
 }
 
+describe('bits under auto', () => {
+  it('4-bit formats → Q4, every other format → Q8, and Q8 when AWQ scales had to be folded into 4-bit weights', () => {
+    expect(['fp32', 'fp16', 'w8a8', 'w8a16', 'w8a16-g32', 'w4a16-g32', 'w4a16-g128'].map((f) => nativeBitsFor(f))).toEqual([8, 8, 8, 8, 8, 4, 4]);
+    expect(nativeBitsFor('w4a16-g32', { awqFolded: 0 })).toBe(4);
+    expect(nativeBitsFor('w4a16-g32', { awqFolded: 3 })).toBe(8);
+  });
+
+  it("nanomind's own cpu-q4 decoder (AWQ, block-quantized embedding) is packed, at Q8, and matches ORT on the quantized brick", async () => {
+    // Oracle: a plain onnxruntime-node run of the quantized brick the bundle carries (MatMulNBits, GatherBlockQuantized
+    // and AWQ's inverse-scale Muls as ORT executes them), all prompt rows, against the engine's logits for the same rows.
+    const q = await quantizeBricks({ dir: fp32, out: join(root, 'bricks-cpu-q4'), recipe: 'cpu-q4', algorithm: 'awq', compareAlgorithms: false, evaluate: false });
+    const r = await compile({ bricks: q.out, target: 'host', out: join(root, 'b-cpu-q4'), rknn: 'skip' });
+    expect(r.native).toMatchObject({ bits: 8, bitsFrom: 'format', format: 'w4a16-g32' });
+    const dec = r.manifest.bricks.find((b) => b.kind === 'decoder')!;
+    const s = await ort.InferenceSession.create(join(r.out, dec.file));
+    const ops = (await import('../../src/onnx/model-io.js')).loadModel;
+    const graph = (await ops(join(r.out, dec.file))).model.graph!;
+    expect(graph.node.some((n) => n.opType === 'GatherBlockQuantized')).toBe(true);
+    expect(graph.initializer.some((t) => t.name.endsWith('_awq_inv_scale'))).toBe(true);
+    const cfg = JSON.parse(await readFile(join(r.out, 'config.json'), 'utf8')) as { num_key_value_heads: number; head_dim: number };
+    const i64 = (v: readonly number[]) => new ort.Tensor('int64', BigInt64Array.from(v.map(BigInt)), [1, v.length]);
+    const feeds: Record<string, ort.Tensor> = { input_ids: i64(PROMPT), attention_mask: i64(PROMPT.map(() => 1)), position_ids: i64(PROMPT.map((_, i) => i)) };
+    for (const n of s.inputNames.filter((x) => x.startsWith('past_key_values.'))) feeds[n] = new ort.Tensor('float32', new Float32Array(0), [1, cfg.num_key_value_heads, 0, cfg.head_dim]);
+    const want = (await s.run(feeds)).logits!.data as Float32Array;
+    await s.release();
+    const m = await openModel(r.out, { engine: 'native' });
+    try {
+      const session = await m.set.session(dec.name) as NativeSession;
+      const got = session.runAll({ input_ids: { type: 'int64', data: BigInt64Array.from(PROMPT.map(BigInt)), dims: [1, PROMPT.length] } }).data as Float32Array;
+      expect(got.length).toBe(want.length);
+      let dot = 0, a = 0, b = 0;
+      for (let i = 0; i < want.length; i++) { dot += got[i]! * want[i]!; a += got[i]! ** 2; b += want[i]! ** 2; }
+      // Q8 of the dequantized weights with int8 activations (measured 0.9998 here); a lost AWQ scale or a misread
+      // embedding table gives far less (the scales are not near 1, the table feeds every row).
+      expect(dot / Math.sqrt(a * b)).toBeGreaterThan(0.999);
+    } finally {
+      await m.close();
+    }
+  });
+});
+
 describe('run --engine ort | native on the same bundle', () => {
   const run = async (bundle: string, engine: string, env: NodeJS.ProcessEnv = {}) => {
     try {
@@ -166,7 +210,7 @@ describe('run --engine ort | native on the same bundle', () => {
   it('--engine native is one error when the kernels do not load or the bundle has no pack; auto falls back', async () => {
     const off = await run(join(root, 'b-fp32'), 'native', { NANOMIND_NO_KERNELS: '1' });
     expect(off.code).toBe(1);
-    expect(off.json.error.code).toBe('E_NATIVE_UNAVAILABLE');
+    expect(off.json.error.code).toBe('E_BACKEND_UNAVAILABLE');
     const fallback = await run(join(root, 'b-fp32'), 'auto', { NANOMIND_NO_KERNELS: '1' });
     expect(fallback.code).toBe(0);
     expect(fallback.json.stats.backends.decoder).toBe('ort-cpu');

@@ -33,18 +33,25 @@
  */
 import { FORMAT_PATTERN } from '../../formats/quantized.js';
 import type { NativeBits } from '../../formats/native-weights.js';
+import type { LiftFacts } from './lift.js';
 
 export type CompileEngine = 'auto' | 'native' | 'ort';
 export const COMPILE_ENGINES: readonly CompileEngine[] = ['auto', 'native', 'ort'];
 
-/** Q4 for a 4-bit format, Q8 for everything else (never fewer bits than the brick already has). */
-export function nativeBitsFor(format: string): NativeBits {
-  return FORMAT_PATTERN.exec(format)?.[2] === '4' ? 4 : 8;
+/**
+ * Q4 for a 4-bit format, Q8 for everything else (never fewer bits than the brick already has). A 4-bit decoder
+ * whose AWQ channel scales the lift had to fold into the weights gets Q8 too: the scaled rows no longer sit on the
+ * 4-bit grid they were rounded to, so a Q4 repack rounds them again (measured on the generated 25 M text LM,
+ * cpu-q4 recipe with AWQ: cosine of the logits against ORT's 4-bit decoder 0.994 at Q4, 0.9996 at Q8 — the same as
+ * Q8 of the float decoder).
+ */
+export function nativeBitsFor(format: string, facts?: LiftFacts): NativeBits {
+  return FORMAT_PATTERN.exec(format)?.[2] === '4' && !facts?.awqFolded ? 4 : 8;
 }
 
 /** What compile does with the decoder: try the lift (at these bits), or leave it to ORT (with a note, or silently). */
 export type NativeChoice =
-  | { readonly lift: true; readonly brick: string; readonly bits: NativeBits; readonly bitsFrom: 'flag' | 'format' }
+  | { readonly lift: true; readonly brick: string; readonly bits: NativeBits | ((facts: LiftFacts) => NativeBits); readonly bitsFrom: 'flag' | 'format' }
   | { readonly lift: false; readonly note?: string };
 
 /**
@@ -58,5 +65,6 @@ export function chooseNative(engine: CompileEngine, bricks: readonly { name: str
   if (engine === 'ort') return { lift: false };
   const dec = bricks.find((b) => b.kind === 'decoder' && b.backend === 'ort-cpu');
   if (!dec) return engine === 'native' ? { lift: false, note: '--engine native: no decoder brick is placed on the CPU; nothing packed for the native kernels' } : { lift: false };
-  return explicitBits ? { lift: true, brick: dec.name, bits: explicitBits, bitsFrom: 'flag' } : { lift: true, brick: dec.name, bits: nativeBitsFor(dec.format), bitsFrom: 'format' };
+  return explicitBits ? { lift: true, brick: dec.name, bits: explicitBits, bitsFrom: 'flag' }
+    : { lift: true, brick: dec.name, bits: (facts) => nativeBitsFor(dec.format, facts), bitsFrom: 'format' };
 }
