@@ -8,7 +8,7 @@
  *
  * "Where it is faster" was measured, not assumed: `nanomind bench <bundle> --json --engine ort` vs `--engine native`
  * on the same bundle (target host, `--runs 5 --stream-images 0`), engines interleaved, 3 rounds, median of the
- * round medians; 2 shared EPYC cores (AVX2), load average 1.4–2.6 during the runs:
+ * round medians; 2 shared EPYC cores (AVX2), load average 1.4–2.6 during the runs (* rows: 2.9–3.9):
  *
  * | decoder (bundle for host)                        | pack | prompt + new | decode tok/s ort → native | prefill tok/s ort → native | request ms ort → native |
  * |--------------------------------------------------|------|-------------:|--------------------------:|---------------------------:|------------------------:|
@@ -20,23 +20,30 @@
  * | embedded cpu-q4                                   | Q4   | 137 + 32     |  367 → 1298               |  8381 → 4478               | 161.1 → 78.4            |
  * | Qwen2.5 fixture fp32                              | Q8   | 128 + 32     | 1157 → 4983               | 81764 → 46703              |  28.9 → 9.0             |
  * | Qwen2.5 fixture q4                                | Q4   | 128 + 32     | 1050 → 4769               | 39654 → 50546              |  32.3 → 9.2             |
+ * | generated text LM fp32 (512×8, ~25 M params)     | Q8   |  32 + 64     |   56 → 342                |   633 → 691                | 1164 → 232              |
+ * | same                                              | Q8   | 128 + 32     |   57 → 294                |   887 → 611                |  684 → 320              |
+ * | same, cpu-q4 recipe (AWQ, w4a16-g32) *            | Q8   |  32 + 64     |  174 → 351                |  1016 → 697                |  415 → 225              |
+ * | same                                              | Q8   | 128 + 32     |  130 → 543                |   849 → 1067               |  377 → 174              |
  * | Qwen2-0.5B shape, Q4 (README, bench:engines, 2 thr.) | Q4 | 32 + 64   | 65.7 → 84.8               |   153 → 168                | —                       |
  *
- * Decode is 1.3–4.6× faster everywhere: ORT's fixed cost per decoder call dominates a small decoder and the
- * engine has none of it; on a large one the engine streams the weights closer to the read bandwidth. Prefill of
- * these tiny decoders is often slower on the engine (and noisy under load), but the whole request is 2–4×
- * faster in every row, so the rule is: pack every decoder the lift accepts. (Break-even on the embedded model is
+ * (* load average 2.9–3.9 for the 25 M rows. Forcing Q4 there (`--native-bits 4`) decodes at 550–913 tok/s but
+ * its logits drift to cosine 0.994 against ORT's 4-bit decoder: see nativeBitsFor.)
+ *
+ * Decode is 1.3–6× faster everywhere: ORT's fixed cost per decoder call dominates a small decoder and the
+ * engine has none of it; on a large one the engine streams the weights closer to the read bandwidth. Prefill at
+ * these sizes is often slower on the engine (and noisy under load), but the whole request is 2–5× faster in
+ * every row, so the rule is: pack every decoder the lift accepts. (Break-even on the embedded model is
  * about 12 new tokens per 41-token prompt: a prompt-only use — scoring, one-token answers — may be faster with
  * `--engine ort` at run time, which needs no recompile.) What the lift refuses (Gemma, sliding windows,
- * MatMulNBits with zero points, a decoder without KV cache, …) stays on ORT with one compile note. Add a
- * condition to `chooseNative` when a class of decoder measures slower end to end.
+ * MatMulNBits with zero points, the CumSum position ids of a decoder partitioned from a monolithic graph without
+ * KV cache, …) stays on ORT with one compile note. Add a condition to `chooseNative` when a class of decoder
+ * measures slower end to end.
  */
 import { FORMAT_PATTERN } from '../../formats/quantized.js';
 import type { NativeBits } from '../../formats/native-weights.js';
 import type { LiftFacts } from './lift.js';
 
 export type CompileEngine = 'auto' | 'native' | 'ort';
-export const COMPILE_ENGINES: readonly CompileEngine[] = ['auto', 'native', 'ort'];
 
 /**
  * Q4 for a 4-bit format, Q8 for everything else (never fewer bits than the brick already has). A 4-bit decoder
