@@ -23,7 +23,6 @@ import { findSeq2SeqRole, type Seq2SeqRole } from './seq2seq-role.js';
 
 /** Which engine runs a decoder that has a native pack (`<brick>.native.json`). */
 export type RuntimeEngine = 'auto' | 'native' | 'ort';
-export const RUNTIME_ENGINES: readonly RuntimeEngine[] = ['auto', 'native', 'ort'];
 
 export interface OpenBrickSetOptions extends BackendOptions {
   /** Verify every file's sha256 against bricks.json (default true). */
