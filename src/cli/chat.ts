@@ -84,7 +84,7 @@ export const chatVerb = (program: Command) => program
 function forwardedFlags(f: ChatFlags): string[] {
   const pairs: [string, string | undefined][] = [
     ['--system', f.system], ['--max-tokens', f.maxTokens], ['--temperature', f.temperature], ['--top-k', f.topK], ['--top-p', f.topP],
-    ['--repetition-penalty', f.repetitionPenalty], ['--seed', f.seed], ['--threads', f.threads], ['--engine', f.engine], ['--context', f.context],
+    ['--repetition-penalty', f.repetitionPenalty], ['--seed', f.seed], ['--threads', f.threads], ['--engine', f.engine === 'auto' ? undefined : f.engine], ['--context', f.context],
   ];
   return [...pairs.flatMap(([k, v]) => (v === undefined ? [] : [k, v])), ...f.stop.flatMap((s) => ['--stop', s]), ...(f.json ? ['--json'] : [])];
 }
