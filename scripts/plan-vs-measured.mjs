@@ -40,13 +40,14 @@ try {
   const models = [];
   say('(a) the embedded model: partition + compile');
   nanomind('partition', join(root, 'models', 'shapes-vlm'), '-o', join(work, 'sv'), '--json');
-  nanomind('compile', join(work, 'sv'), '--target', host, '-o', join(work, 'sv-bundle'), '--json');
+  // --engine ort: the plan's cost model is ONNX Runtime's; compile's default would pack the decoder for the native kernels.
+  nanomind('compile', join(work, 'sv'), '--target', host, '-o', join(work, 'sv-bundle'), '--engine', 'ort', '--json');
   models.push(['shapes-vlm (embedded, ~0.6 M params)', join(work, 'sv-bundle')]);
   say('(b) a ~25 M-parameter text LM: generate + partition + compile');
   const { buildTinyTextLm } = await import(join(root, 'dist', 'fixtures', 'index.js'));
   await buildTinyTextLm(join(work, 'lm'), { text: { hidden: 512, layers: 8, heads: 8, kvHeads: 2, headDim: 64, intermediate: 1536, vocab: 320 } });
   nanomind('partition', join(work, 'lm'), '-o', join(work, 'lm-bricks'), '--json');
-  nanomind('compile', join(work, 'lm-bricks'), '--target', host, '-o', join(work, 'lm-bundle'), '--json');
+  nanomind('compile', join(work, 'lm-bricks'), '--target', host, '-o', join(work, 'lm-bundle'), '--engine', 'ort', '--json');
   models.push(['text LM (generated, ~25 M params)', join(work, 'lm-bundle')]);
 
   const { planVsMeasured } = await import(join(root, 'dist', 'run', 'plan-check.js'));

@@ -4,18 +4,18 @@ import type { Command } from 'commander';
 import type { TargetProfile } from '../compile/targets.js';
 import { fail } from '../errors.js';
 import type { BenchResult, Spread } from '../run/bench.js';
-import { parseNumber } from './flags.js';
+import { ENGINE_OPTION, parseEngine, parseNumber } from './flags.js';
 import { bytes, emit, table } from './output.js';
 import { stageProgress } from './progress.js';
 import { withRunnableDir } from './open-model.js';
 
 interface BenchFlags {
-  runs?: string; promptTokens?: string; newTokens?: string; image?: string; audio?: string; threads?: string; streamImages?: string; json?: boolean; powerSupply?: string; againstPlan?: boolean;
+  runs?: string; promptTokens?: string; newTokens?: string; image?: string; audio?: string; threads?: string; engine?: string; streamImages?: string; json?: boolean; powerSupply?: string; againstPlan?: boolean;
   calibrate?: boolean; out?: string; mib?: string;
 }
 
 /** Flags that only mean something for a model run, and the ones only for --calibrate. */
-const MODEL_ONLY = { promptTokens: '--prompt-tokens', newTokens: '--new-tokens', image: '--image', audio: '--audio', streamImages: '--stream-images' } as const;
+const MODEL_ONLY = { promptTokens: '--prompt-tokens', newTokens: '--new-tokens', image: '--image', audio: '--audio', streamImages: '--stream-images', engine: '--engine' } as const;
 const CALIBRATE_ONLY = { out: '--out', mib: '--mib' } as const;
 
 export const benchVerb = (program: Command) => program
@@ -29,6 +29,7 @@ export const benchVerb = (program: Command) => program
   .option('--audio <file>', 'WAV clip for the audio encoder (default: a synthetic tone when the model has only audio)')
   .option('--stream-images <n>', 'images in the overlapped vs sequential image stream (0 = skip)', '4')
   .option('--threads <n>', 'CPU threads per brick (default: ONNX Runtime decides; with --calibrate: all cores)')
+  .option(...ENGINE_OPTION)
   .option('--calibrate', 'measure this machine (memory read, fp32 and int8 matmul, per-call, per-node and per-tensor overheads, the runtime loop per token, image preprocessing) and write a target profile')
   .option('-o, --out <file>', 'with --calibrate: the profile to write, atomically (default: host.json in the current directory)')
   .option('--mib <n>', 'with --calibrate: MiB each memory-read thread sums (default: 256)')
@@ -65,7 +66,7 @@ export const benchVerb = (program: Command) => program
         promptTokens: parseNumber('--prompt-tokens', f.promptTokens, { min: 1, integer: true }),
         newTokens: parseNumber('--new-tokens', f.newTokens, { min: 1, integer: true }),
         streamImages: parseNumber('--stream-images', f.streamImages, { min: 0, integer: true }),
-        threads: parseNumber('--threads', f.threads, { min: 1, integer: true }),
+        threads: parseNumber('--threads', f.threads, { min: 1, integer: true }), engine: parseEngine(f.engine),
         onStage: (s) => progress.stage(s), power,
       });
     } finally {

@@ -1,12 +1,12 @@
 import { basename, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { fail } from '../errors.js';
-import { collect, parseNumber, samplingFlags } from './flags.js';
+import { collect, ENGINE_OPTION, parseEngine, parseNumber, samplingFlags } from './flags.js';
 import { openRuntimeModel } from './open-model.js';
 
 interface ChatFlags {
   system?: string; maxTokens?: string; temperature?: string; topK?: string; topP?: string; repetitionPenalty?: string;
-  seed?: string; stop: string[]; threads?: string; context?: string; json?: boolean; remote?: string; powerSupply?: string;
+  seed?: string; stop: string[]; threads?: string; engine?: string; context?: string; json?: boolean; remote?: string; powerSupply?: string;
   identity?: string; knownHosts?: string; sshConfig?: string; runtimeDir: string;
 }
 
@@ -22,6 +22,7 @@ export const chatVerb = (program: Command) => program
   .option('--seed <s>', 'sampling seed (reproducible runs)')
   .option('--stop <text>', 'end an answer when it contains this text (repeatable)', collect, [])
   .option('--threads <n>', 'CPU threads per brick (default: ONNX Runtime decides)')
+  .option(...ENGINE_OPTION)
   .option('--context <n>', "tokens the conversation may hold (default: the model's, at most 4096)")
   .option('--json', 'without a terminal: one JSON line per answer ({text, tokens, stopReason, stats})')
   .option('--power-supply <dir>', 'where the battery is read (default /sys/class/power_supply; a test folder laid out the same)')
@@ -47,7 +48,7 @@ export const chatVerb = (program: Command) => program
       maxContext: parseNumber('--context', f.context, { min: 2, integer: true }),
     };
     const { Conversation } = await import('../chat/session.js');
-    const opened = await openRuntimeModel(model, { threads });
+    const opened = await openRuntimeModel(model, { threads, engine: parseEngine(f.engine) });
     if (opened.model.set.seq2seq) {
       const vision = !!opened.model.set.seq2seq.vision;
       await opened.close();
@@ -83,7 +84,7 @@ export const chatVerb = (program: Command) => program
 function forwardedFlags(f: ChatFlags): string[] {
   const pairs: [string, string | undefined][] = [
     ['--system', f.system], ['--max-tokens', f.maxTokens], ['--temperature', f.temperature], ['--top-k', f.topK], ['--top-p', f.topP],
-    ['--repetition-penalty', f.repetitionPenalty], ['--seed', f.seed], ['--threads', f.threads], ['--context', f.context],
+    ['--repetition-penalty', f.repetitionPenalty], ['--seed', f.seed], ['--threads', f.threads], ['--engine', f.engine === 'auto' ? undefined : f.engine], ['--context', f.context],
   ];
   return [...pairs.flatMap(([k, v]) => (v === undefined ? [] : [k, v])), ...f.stop.flatMap((s) => ['--stop', s]), ...(f.json ? ['--json'] : [])];
 }

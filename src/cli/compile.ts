@@ -9,7 +9,7 @@ import { stageProgress } from './progress.js';
 interface CompileFlags {
   target: string; out: string; objective: string; place: string[]; explain?: boolean; json?: boolean;
   maxContext?: string; promptTokens?: string; outputTokens?: string; rknn?: boolean; calib?: string;
-  engine: string; nativeBits: string;
+  engine: string; nativeBits?: string;
 }
 
 const OBJECTIVES = ['latency', 'energy', 'balanced'];
@@ -38,20 +38,21 @@ export const compileVerb = (program: Command) => program
   .option('--output-tokens <n>', 'generated tokens of the reference request (default: 64)')
   .option('--calib <dir>', 'images / WAVs or a question set (prepared by the model\'s own processor), or builtin (the embedded model), that rknn-toolkit2 calibrates int8 NPU conversions with; without it float bricks go to the NPU in fp16')
   .option('--no-rknn', 'do not run rknn-toolkit2 even when it is installed; only write convert_rknn.py')
-  .option('--engine <ort|native>', 'native: also pack a CPU-placed Llama/Qwen decoder for the native kernels (ONNX stays the fallback)', 'ort')
-  .option('--native-bits <4|8>', 'weight format of the native pack: 4 (Q4, block 32, fp16 scales) or 8 (Q8)', '4')
+  .option('--engine <auto|native|ort>', 'auto/native: also pack a CPU-placed Llama/Qwen decoder for the native kernels (ONNX stays the fallback; auto: silently skipped, with a note, when the lift does not recognise it); ort: pack nothing', 'auto')
+  .option('--native-bits <4|8>', "weight format of the native pack: 4 (Q4, block 32, fp16 scales) or 8 (Q8); default: the decoder's format (4-bit → 4, else 8)")
   .option('--json', 'print the result as JSON')
   .action(async (dir: string, f: CompileFlags) => {
     if (!OBJECTIVES.includes(f.objective)) throw fail('E_USAGE', `--objective '${f.objective}': expected ${OBJECTIVES.join(', ')}`);
-    if (f.engine !== 'ort' && f.engine !== 'native') throw fail('E_USAGE', `--engine '${f.engine}': expected ort or native`);
-    if (f.nativeBits !== '4' && f.nativeBits !== '8') throw fail('E_USAGE', `--native-bits '${f.nativeBits}': expected 4 or 8`);
+    if (f.engine !== 'auto' && f.engine !== 'ort' && f.engine !== 'native') throw fail('E_USAGE', `--engine '${f.engine}': expected auto, native or ort`);
+    if (f.nativeBits !== undefined && f.nativeBits !== '4' && f.nativeBits !== '8') throw fail('E_USAGE', `--native-bits '${f.nativeBits}': expected 4 or 8`);
+    if (f.nativeBits !== undefined && f.engine === 'ort') throw fail('E_USAGE', '--native-bits: --engine ort packs nothing', { hint: 'drop --native-bits, or use --engine auto / native' });
     const { compile } = await import('../compile/index.js');
     const progress = stageProgress(undefined, f.json);
     let r: CompileResult;
     try {
       r = await compile({
         bricks: dir, target: f.target, out: f.out, objective: f.objective as 'balanced', place: parsePlace(f.place), rknn: f.rknn === false ? 'skip' : 'auto', calib: f.calib,
-        engine: f.engine, nativeBits: Number(f.nativeBits) as 4 | 8,
+        engine: f.engine, nativeBits: f.nativeBits === undefined ? undefined : Number(f.nativeBits) as 4 | 8,
         maxContext: parseNumber('--max-context', f.maxContext, { min: 1, integer: true }),
         workload: {
           ...(f.promptTokens !== undefined && { promptTokens: parseNumber('--prompt-tokens', f.promptTokens, { min: 1, integer: true }) }),
@@ -70,6 +71,7 @@ export const compileVerb = (program: Command) => program
       })),
       predicted: r.plan.predicted, ringBuffers: r.plan.ringBuffers, memoryDomains: r.plan.memory.domains,
       artifacts: r.manifest.bricks.flatMap((b) => b.artifacts.map((a) => ({ brick: b.name, kind: a.kind, path: a.path, status: a.status, note: a.note }))),
+      native: r.native && { brick: r.native.brick, bits: r.native.bits, bitsFrom: r.native.bitsFrom, format: r.native.format, mb: Number((r.native.bytes / 1e6).toFixed(3)) },
       notes: r.manifest.notes,
     };
     emit(report, f.json, (x) => {

@@ -4,11 +4,11 @@ import type { Command } from 'commander';
 import { fail } from '../errors.js';
 import type { ConversationReport } from '../eval/conversations.js';
 import type { EvalReport } from '../eval/index.js';
-import { parseNumber } from './flags.js';
+import { ENGINE_OPTION, parseEngine, parseNumber } from './flags.js';
 import { emit, table } from './output.js';
 import { stageProgress } from './progress.js';
 
-interface EvalFlags { set?: string; mode?: string; limit?: string; threads?: string; json?: boolean; answers?: boolean }
+interface EvalFlags { set?: string; mode?: string; limit?: string; threads?: string; engine?: string; json?: boolean; answers?: boolean }
 
 const MODES = ['both', 'questions', 'conversations'] as const;
 type Mode = (typeof MODES)[number];
@@ -22,6 +22,7 @@ export const evalVerb = (program: Command) => program
   .option('--mode <mode>', 'both | questions | conversations (both: the conversations too when the set has conversations.jsonl)', 'both')
   .option('--limit <n>', 'evaluate at most n items (and n conversations), spread evenly over the set')
   .option('--threads <n>', 'CPU threads per brick')
+  .option(...ENGINE_OPTION)
   .option('--answers', 'list every answer next to the expected one')
   .option('--json', 'print the report as JSON (both: the question report with a "conversations" field)')
   .action(async (model: string | undefined, f: EvalFlags) => {
@@ -31,6 +32,7 @@ export const evalVerb = (program: Command) => program
     const { evaluateConversations, conversationSetDir, CONVERSATION_FILE } = await import('../eval/conversations.js');
     const limit = parseNumber('--limit', f.limit, { min: 1, integer: true });
     const threads = parseNumber('--threads', f.threads, { min: 1, integer: true });
+    const engine = parseEngine(f.engine);
     const progress = () => {
       let bar: ReturnType<typeof stageProgress> | undefined;
       return (done: number, total: number, label: string) => { bar ??= stageProgress(total, f.json); bar.stage(label); if (done === total) bar.stop(); };
@@ -38,12 +40,12 @@ export const evalVerb = (program: Command) => program
     let questions: EvalReport | undefined;
     if (mode !== 'conversations') {
       const p = progress();
-      questions = await evaluate({ model, set: f.set, limit, threads, onItem: (d, t, a) => p(d, t, `${a.id} ${a.ok ? '✓' : '✗'}`) });
+      questions = await evaluate({ model, set: f.set, limit, threads, engine, onItem: (d, t, a) => p(d, t, `${a.id} ${a.ok ? '✓' : '✗'}`) });
     }
     let conversations: ConversationReport | undefined;
     if (mode === 'conversations' || existsSync(join(conversationSetDir(f.set), CONVERSATION_FILE))) {
       const p = progress();
-      conversations = await evaluateConversations({ model, set: f.set, limit, threads, onTurn: (d, t, a) => p(d, t, `${a.id} turn ${a.turn} ${a.ok ? '✓' : '✗'}`) });
+      conversations = await evaluateConversations({ model, set: f.set, limit, threads, engine, onTurn: (d, t, a) => p(d, t, `${a.id} turn ${a.turn} ${a.ok ? '✓' : '✗'}`) });
     }
     const report = questions ? (conversations ? { ...questions, conversations } : questions) : conversations!;
     emit(report, f.json, () => (questions ? renderQuestions(questions, f.answers) : '') + (conversations ? renderConversations(conversations, f.answers) : ''));

@@ -3,6 +3,16 @@ import { fail } from '../errors.js';
 import { BRICK_KINDS, type BrickKind } from '../formats/names.js';
 import type { SamplingOptions } from '../run/generation/sampling.js';
 
+/** `--engine` of the commands that open a model: which engine runs a decoder that has a native pack. */
+export const ENGINE_OPTION = ['--engine <auto|native|ort>',
+  'decoder engine when it has a native pack: auto (the native kernels when they load, else ONNX Runtime), native (required; an error otherwise), ort (ignore the pack)', 'auto'] as const;
+
+export function parseEngine(v: string | undefined): 'auto' | 'native' | 'ort' {
+  const e = v ?? 'auto';
+  if (e !== 'auto' && e !== 'native' && e !== 'ort') throw fail('E_USAGE', `--engine '${e}': expected auto, native or ort`);
+  return e;
+}
+
 export const collect = (value: string, previous: string[]): string[] => [...previous, ...value.split(',').filter(Boolean)];
 
 /** `--cut vision=tensor` (repeatable, or comma separated) → overrides per brick kind. */

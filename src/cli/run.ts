@@ -3,14 +3,14 @@ import { extname, join } from 'node:path';
 import type { Command } from 'commander';
 import { fail } from '../errors.js';
 import type { MediaItem } from '../run/model.js';
-import { collect, parseNumber, samplingFlags } from './flags.js';
+import { collect, ENGINE_OPTION, parseEngine, parseNumber, samplingFlags } from './flags.js';
 import { emit } from './output.js';
 import { openRuntimeModel } from './open-model.js';
 
 interface RunFlags {
   prompt?: string; system?: string; image: string[]; audio: string[]; images?: string[]; inputIds?: string; input: string[];
   maxTokens?: string; temperature?: string; topK?: string; topP?: string; repetitionPenalty?: string; seed?: string;
-  stop: string[]; threads?: string; overlap: boolean; json?: boolean; language?: string; task?: string; powerSupply?: string;
+  stop: string[]; threads?: string; engine?: string; overlap: boolean; json?: boolean; language?: string; task?: string; powerSupply?: string;
 }
 
 const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg', '.webp', '.gif', '.bmp', '.tif', '.tiff']);
@@ -36,6 +36,7 @@ export const runVerb = (program: Command) => program
   .option('--seed <s>', 'sampling seed (reproducible runs)')
   .option('--stop <text>', 'stop when the answer contains this text (repeatable)', collect, [])
   .option('--threads <n>', 'CPU threads per brick (default: ONNX Runtime decides)')
+  .option(...ENGINE_OPTION)
   .option('--no-overlap', 'with --images: encode and answer one image at a time (for comparison)')
   .option('--power-supply <dir>', 'with --images: where the battery is read (default /sys/class/power_supply; a test folder laid out the same)')
   .option('--json', 'print {text, tokens, stats} as JSON instead of streaming')
@@ -49,7 +50,7 @@ export const runVerb = (program: Command) => program
     // An overlapped image stream runs the encoder worker beside the decoder: unless told otherwise, give
     // the decoder the cores the worker leaves (ORT's default would take them all and oversubscribe).
     const streamThreads = f.images && f.overlap && threads === undefined ? decoderThreadsBesideWorker() : threads;
-    const opened = await openRuntimeModel(model, { threads: streamThreads });
+    const opened = await openRuntimeModel(model, { threads: streamThreads, engine: parseEngine(f.engine) });
     const m = opened.model;
     try {
       const onText = f.json ? undefined : (t: string) => { process.stdout.write(t); };

@@ -1,10 +1,10 @@
 import { basename, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { parseNumber } from './flags.js';
+import { ENGINE_OPTION, parseEngine, parseNumber } from './flags.js';
 import { openRuntimeModel } from './open-model.js';
 
 interface ServeFlags {
-  host: string; port: string; apiKey?: string; auth: boolean; maxQueue: string; context?: string; jsonLog?: boolean; threads?: string;
+  host: string; port: string; apiKey?: string; auth: boolean; maxQueue: string; context?: string; jsonLog?: boolean; threads?: string; engine?: string;
   name?: string; maxBody?: string; maxImagePixels?: string; maxAudioSeconds?: string; powerSupply?: string;
 }
 
@@ -18,6 +18,7 @@ export const serveVerb = (program: Command) => program
   .option('--max-queue <n>', 'requests that may wait for the decoder; more get 429', '16')
   .option('--context <n>', "tokens a conversation may hold (default: the model's, at most 4096)")
   .option('--threads <n>', 'CPU threads per brick (default: ONNX Runtime decides)')
+  .option(...ENGINE_OPTION)
   .option('--name <id>', 'the model name clients use (default: the folder name)')
   .option('--max-body <bytes>', 'request body size limit', String(20 * 2 ** 20))
   .option('--max-image-pixels <n>', 'width × height limit of one image', String(4096 * 4096))
@@ -42,7 +43,7 @@ export const serveVerb = (program: Command) => program
     };
     checkBind(options);
     const threads = parseNumber('--threads', f.threads, { min: 1, integer: true });
-    const opened = await openRuntimeModel(path, { threads });
+    const opened = await openRuntimeModel(path, { threads, engine: parseEngine(f.engine) });
     try {
       // The battery as run and chat read it, with the bundle's thresholds; one stderr line per transition.
       const { powerMonitor, thresholdsFrom, transitionLine } = await import('../run/power/policy.js');

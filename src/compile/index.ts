@@ -24,6 +24,7 @@ import { writeRealCalibration } from './rknn-calib.js';
 import { EMBEDDED_CALIB_SET } from '../eval/embedded.js';
 import { fail, isNanomindError } from '../errors.js';
 import { liftDecoder, writeNative, type HfTextConfig } from './native/lift.js';
+import { chooseNative, nativeBitsFor, type CompileEngine } from './native/choose.js';
 import { loadTarget, val, type TargetProfile } from './targets.js';
 
 export interface CompileOptions {
@@ -42,11 +43,13 @@ export interface CompileOptions {
   /** `auto` (default): convert with rknn-toolkit2 when it imports here; `skip`: only write the script. */
   readonly rknn?: 'auto' | 'skip';
   /**
-   * 'native': a CPU-placed Llama / Qwen decoder is also packed for the native kernels (`<brick>.native.json` +
-   * `<brick>.nmq`, Q4 or Q8 block 32 per `nativeBits`, default 4); the runtime prefers them and keeps the ONNX brick
-   * as its fallback. A decoder the lift does not recognise stays on ORT with a note. Default 'ort'.
+   * 'auto' (default) and 'native': a CPU-placed Llama / Qwen decoder is also packed for the native kernels
+   * (`<brick>.native.json` + `<brick>.nmq`, Q4 or Q8 block 32); the runtime prefers them and keeps the ONNX brick as
+   * its fallback. A decoder the lift does not recognise stays on ORT with a note. 'ort': nothing is packed.
+   * The rule and its measurements: ./native/choose.ts.
    */
-  readonly engine?: 'ort' | 'native';
+  readonly engine?: CompileEngine;
+  /** Bits of the native pack; default: the decoder's format (4-bit → Q4, else Q8). */
   readonly nativeBits?: 4 | 8;
   readonly onStage?: (stage: string) => void;
 }
@@ -57,6 +60,18 @@ export interface CompileResult {
   readonly plan: Plan;
   readonly placement: PlacementResult;
   readonly target: TargetProfile;
+  /** The decoder packed for the native kernels; null when none was (see the notes for why). */
+  readonly native: NativePack | null;
+}
+
+export interface NativePack {
+  readonly brick: string;
+  readonly bits: 4 | 8;
+  /** 'flag': --native-bits; 'format': followed the decoder's format. */
+  readonly bitsFrom: 'flag' | 'format';
+  readonly format: string;
+  /** Bytes of the .nmq weights file. */
+  readonly bytes: number;
 }
 
 export const TARGET_COPY = 'target.json';
@@ -86,6 +101,7 @@ export async function compile(o: CompileOptions): Promise<CompileResult> {
   const plan = buildPlan(set, target, placement, workload);
   const rknnProbe = o.rknn === 'skip' ? { ok: false, reason: 'skipped (--no-rknn)' } : placement.bricks.some((p) => p.route === 'rknn') ? await probeRknnToolkit() : { ok: false };
 
+  let native: NativePack | null = null;
   const manifest = await writeDirAtomically(o.out, BUNDLE_FILE, async (tmp) => {
     o.onStage?.('copy bricks');
     const kv = noKvCacheNotice(set.manifest.bricks);
@@ -128,23 +144,24 @@ export async function compile(o: CompileOptions): Promise<CompileResult> {
         format: p.format, sourceFormat: p.sourceFormat, memory: placement.models.get(p.brick)!.memory, artifacts,
       });
     }
-    if (o.engine === 'native') {
-      const dec = bricks.find((b) => b.kind === 'decoder' && b.backend === 'ort-cpu');
-      if (!dec) notes.push('--engine native: no decoder brick is placed on the CPU; nothing packed for the native kernels');
-      else {
-        o.onStage?.(`pack ${dec.name} for the native kernels`);
-        const bits = o.nativeBits ?? 4;
-        try {
-          const cfgRaw = await readFile(join(set.dir, 'config.json'), 'utf8').catch(() => '{}');
-          const cfg = JSON.parse(cfgRaw) as { text_config?: HfTextConfig } & HfTextConfig;
-          const lifted = await liftDecoder(join(tmp, dec.file), cfg.text_config ?? cfg, bits);
-          const written = await writeNative(tmp, dec.name, lifted);
-          files.push(await entry(tmp, written.config), await entry(tmp, written.weights));
-          notes.push(`${dec.name}: packed for the native kernels (Q${bits} block 32, ${(lifted.weights.byteLength / 1e6).toFixed(1)} MB); the runtime uses them when the kernels load, else ONNX Runtime`);
-        } catch (e) {
-          if (!(isNanomindError(e) && e.code === 'E_NATIVE_LIFT')) throw e;
-          notes.push(`${dec.name}: stays on ONNX Runtime: ${e.message}`);
-        }
+    const choice = chooseNative(o.engine ?? 'auto', bricks, o.nativeBits);
+    if (!choice.lift && choice.note) notes.push(choice.note);
+    if (choice.lift) {
+      const dec = bricks.find((b) => b.name === choice.brick)!;
+      o.onStage?.(`pack ${dec.name} for the native kernels`);
+      try {
+        const cfgRaw = await readFile(join(set.dir, 'config.json'), 'utf8').catch(() => '{}');
+        const cfg = JSON.parse(cfgRaw) as { text_config?: HfTextConfig } & HfTextConfig;
+        const lifted = await liftDecoder(join(tmp, dec.file), cfg.text_config ?? cfg, choice.bits);
+        const bits = lifted.config.bits;
+        const from = choice.bitsFrom === 'flag' ? '--native-bits' : `its format ${dec.format}${bits === 8 && nativeBitsFor(dec.format) === 4 ? ' (AWQ-scaled weights: Q4 would round them twice)' : ''}`;
+        const written = await writeNative(tmp, dec.name, lifted);
+        files.push(await entry(tmp, written.config), await entry(tmp, written.weights));
+        native = { brick: dec.name, bits, bitsFrom: choice.bitsFrom, format: dec.format, bytes: lifted.weights.byteLength };
+        notes.push(`${dec.name}: packed for the native kernels (Q${bits} block 32 from ${from}, ${(lifted.weights.byteLength / 1e6).toFixed(1)} MB); the runtime uses them when the kernels load, else ONNX Runtime (run --engine ort to compare)`);
+      } catch (e) {
+        if (!(isNanomindError(e) && e.code === 'E_NATIVE_LIFT')) throw e;
+        notes.push(`${dec.name}: stays on ONNX Runtime (${o.engine === 'native' ? '--engine native' : 'engine auto'}: the native lift does not recognise it): ${e.message.replace(join(tmp, dec.file), dec.file)}`);
       }
     }
     if (rknnBricks.length) {
@@ -178,7 +195,7 @@ export async function compile(o: CompileOptions): Promise<CompileResult> {
     await writeBundleManifest(tmp, m);
     return m;
   });
-  return { out: resolve(o.out), manifest, plan, placement, target };
+  return { out: resolve(o.out), manifest, plan, placement, target, native };
 }
 
 async function copyInto(srcDir: string, rel: string, outDir: string): Promise<FileEntry> {

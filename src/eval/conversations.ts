@@ -17,6 +17,7 @@ import { brickBackends } from '../run/brick-set.js';
 import { resolveInside } from '../util/files.js';
 import { EMBEDDED_EVAL_SET } from './embedded.js';
 import { normalizeAnswer, spread } from './index.js';
+import type { RuntimeEngine } from '../run/brick-set.js';
 import { openEvalModel } from './open.js';
 
 export const CONVERSATION_FILE = 'conversations.jsonl';
@@ -64,6 +65,8 @@ export interface ConversationEvalOptions {
   /** At most this many conversations, evenly spaced over the set. */
   readonly limit?: number;
   readonly threads?: number;
+  /** The decoder's engine when it has a native pack (default 'auto'). */
+  readonly engine?: RuntimeEngine;
   readonly onTurn?: (done: number, total: number, a: TurnAnswer) => void;
 }
 
@@ -102,7 +105,7 @@ export async function evaluateConversations(o: ConversationEvalOptions = {}): Pr
   const t0 = performance.now();
   const setDir = conversationSetDir(o.set);
   const items = spread(await loadConversationSet(setDir), o.limit);
-  const opened = await openEvalModel(o.model, o.threads);
+  const opened = await openEvalModel(o.model, o.threads, o.engine);
   const m = opened.model;
   try {
     // Greedy and 32 new tokens, as the question mode; one Conversation, reset between items as /reset does.

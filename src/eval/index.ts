@@ -15,6 +15,7 @@ import { brickBackends } from '../run/brick-set.js';
 import { runPrompt } from '../run/run.js';
 import { resolveInside } from '../util/files.js';
 import { EMBEDDED_EVAL_SET } from './embedded.js';
+import type { RuntimeEngine } from '../run/brick-set.js';
 import { openEvalModel } from './open.js';
 import { runnableDir } from '../partition/runnable.js';
 
@@ -55,6 +56,8 @@ export interface EvalOptions {
   /** Only these item ids (in the set's order); unknown ids are an error. */
   readonly ids?: readonly string[];
   readonly threads?: number;
+  /** The decoder's engine when it has a native pack (default 'auto'). */
+  readonly engine?: RuntimeEngine;
   readonly onItem?: (done: number, total: number, a: EvalAnswer) => void;
 }
 
@@ -112,7 +115,7 @@ export async function evaluate(o: EvalOptions = {}): Promise<EvalReport> {
   const unknown = (o.ids ?? []).filter((id) => !all.some((i) => i.id === id));
   if (unknown.length) throw fail('E_EVAL_SET', `${setDir}: no item with id ${unknown.map((u) => `'${u}'`).join(', ')}`);
   const items = spread(o.ids ? all.filter((i) => o.ids!.includes(i.id)) : all, o.limit, (i) => `${i.modality}/${i.type}`);
-  const opened = await openEvalModel(o.model, o.threads);
+  const opened = await openEvalModel(o.model, o.threads, o.engine);
   const { path: modelPath, model: m } = opened;
   try {
     const answers: EvalAnswer[] = [];

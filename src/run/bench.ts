@@ -20,7 +20,7 @@ import { fail } from '../errors.js';
 import { ChatSession, type GenerateResult } from './generation/chat-session.js';
 import type { MediaKind } from './inputs/chat-template.js';
 import { openModel, type RuntimeModel } from './model.js';
-import { brickBackends } from './brick-set.js';
+import { brickBackends, type RuntimeEngine } from './brick-set.js';
 import { toneWav } from './inputs/wav.js';
 import { peakRssMb, runImageStream } from './run.js';
 import type { PowerMonitor, PowerReport } from './power/policy.js';
@@ -38,6 +38,8 @@ export interface BenchOptions {
   /** A WAV clip for the audio encoder (default: a synthetic 1 s tone when the model has only audio). */
   readonly audio?: string;
   readonly threads?: number;
+  /** The decoder's engine when it has a native pack (default 'auto'). */
+  readonly engine?: RuntimeEngine;
   /** Images in the overlap-vs-sequential stream (default 4; 0 skips it). */
   readonly streamImages?: number;
   readonly onStage?: (stage: string) => void;
@@ -102,7 +104,7 @@ export async function bench(o: BenchOptions): Promise<BenchResult> {
   const runs = o.runs ?? 5, promptTokens = o.promptTokens ?? 128, newTokens = o.newTokens ?? 32;
   for (const [name, v, min] of [['runs', runs, 1], ['promptTokens', promptTokens, 1], ['newTokens', newTokens, 1], ['streamImages', o.streamImages ?? 4, 0]] as const)
     if (!(Number.isSafeInteger(v) && v >= min)) throw fail('E_BAD_OPTION', `${name} must be an integer ≥ ${min}, got ${v}`);
-  const m = await openModel(o.dir, { threads: o.threads });
+  const m = await openModel(o.dir, { threads: o.threads, engine: o.engine });
   const tmp = await makeTemp('bench');
   try {
     return await measure(m, o, { runs, promptTokens, newTokens, tmp });
@@ -177,7 +179,7 @@ async function measure(m: RuntimeModel, o: BenchOptions, s: { runs: number; prom
     const question = m.tokenizer!.decode(prompt.slice(0, 16));
     const rates = { overlap: [] as number[], sequential: [] as number[], steady: [] as number[], start: [] as number[] };
     // As `run --images` does: unless threads were given, the overlapped decoder takes the cores the worker leaves.
-    const beside = o.threads === undefined ? await openModel(o.dir, { threads: decoderThreadsBesideWorker() }) : m;
+    const beside = o.threads === undefined ? await openModel(o.dir, { threads: decoderThreadsBesideWorker(), engine: o.engine }) : m;
     try {
       for (let i = 0; i < Math.min(s.runs, 3); i++)
         for (const overlap of [true, false]) {

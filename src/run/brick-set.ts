@@ -14,12 +14,15 @@ import { isReplaceRows, readBricksManifest, type BrickEntry, type KvCacheMode, t
 import { readJsonFile } from '../formats/json-file.js';
 import { TENSOR, type BrickKind } from '../formats/names.js';
 import { elementCount, type Backend, type BackendId, type BackendOptions, type BrickSession, type Feeds, type RunOptions, type TensorLike } from './backend.js';
-import { resolveBackend, DEFAULT_BACKENDS, type SkippedBackend } from './backends/index.js';
+import { BACKENDS, resolveBackend, DEFAULT_BACKENDS, type SkippedBackend } from './backends/index.js';
 import { nativeConfigFile } from './backends/native/native.js';
 import { withPinnedThread } from './affinity.js';
 import { checkFeeds, isTensorLike, resolveDims, tensor, toFloat32 } from './feeds.js';
 import { decoderInputs, type DecoderInputs } from './generation/decoder-inputs.js';
 import { findSeq2SeqRole, type Seq2SeqRole } from './seq2seq-role.js';
+
+/** Which engine runs a decoder that has a native pack (`<brick>.native.json`). */
+export type RuntimeEngine = 'auto' | 'native' | 'ort';
 
 export interface OpenBrickSetOptions extends BackendOptions {
   /** Verify every file's sha256 against bricks.json (default true). */
@@ -31,9 +34,10 @@ export interface OpenBrickSetOptions extends BackendOptions {
   /**
    * The decoder's engine when the lift wrote native weights next to it (`<brick>.native.json`): 'auto' (default)
    * tries the native kernels first and keeps ONNX Runtime when they do not load (the skip reason is the notice),
-   * 'native' requires them, 'ort' ignores the native files.
+   * 'native' requires them (E_NATIVE_MISSING without a pack, E_BACKEND_UNAVAILABLE when the kernels do not load),
+   * 'ort' ignores the native files. Applies to a bundle's placed decoder too (its placement lists 'native' first).
    */
-  readonly engine?: 'auto' | 'native' | 'ort';
+  readonly engine?: RuntimeEngine;
 }
 
 export interface BrickPlacement {
@@ -139,12 +143,20 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
   const { backend, skipped } = await resolveBackend(opts.backends ?? DEFAULT_BACKENDS);
   const placed: Record<string, { backend: BackendId; skipped: readonly SkippedBackend[] }> = {};
   const backendOf = new Map<string, Backend>();
+  const engine = opts.engine ?? 'auto';
   for (const b of manifest.bricks) {
     const own = opts.placement?.[b.name];
-    const lifted = !own && b.kind === 'decoder' && (opts.engine ?? 'auto') !== 'ort' && existsSync(join(dir, nativeConfigFile(b.name)));
-    const r = own ? await resolveBackend(own.backends)
-      : lifted ? await resolveBackend(opts.engine === 'native' ? ['native'] : ['native', backend.id])
-        : { backend, skipped: [] };
+    const packed = b.kind === 'decoder' && existsSync(join(dir, nativeConfigFile(b.name)));
+    if (engine === 'native' && b.kind === 'decoder' && !packed)
+      throw fail('E_NATIVE_MISSING', `--engine native: decoder '${b.name}' has no native pack (${join(dir, nativeConfigFile(b.name))})`,
+        { file: join(dir, nativeConfigFile(b.name)), hint: 'compile the brick set with --engine native (or auto), or run with --engine ort' });
+    // A decoder's backends per engine: the native kernels only; ORT only (the placement without 'native'); or as
+    // compiled (a bundle lists native first when it packed one; a bare packed brick set: native, then the default).
+    const list = b.kind !== 'decoder' ? own?.backends
+      : engine === 'native' ? ['native']
+        : engine === 'ort' ? own?.backends.filter((id) => id !== 'native')
+          : own ? own.backends : packed ? ['native', backend.id] : undefined;
+    const r = !list ? { backend, skipped: [] } : engine === 'native' && b.kind === 'decoder' ? await requireNative(b.name) : await resolveBackend(list);
     placed[b.name] = { backend: r.backend.id, skipped: r.skipped };
     backendOf.set(b.name, r.backend);
   }
@@ -247,6 +259,14 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
   return set;
 }
 
+
+/** `--engine native`: the native backend, or E_BACKEND_UNAVAILABLE saying why and what to do instead (no fallback). */
+async function requireNative(brick: string) {
+  const k = await BACKENDS.native.probe();
+  if (!k.ok) throw fail('E_BACKEND_UNAVAILABLE', `--engine native: the native kernels do not run here, so decoder '${brick}' cannot use them (${k.reason})`,
+    { hint: 'run with --engine auto (ONNX Runtime when the kernels do not load) or --engine ort, or build them: node kernels/build.mjs' });
+  return resolveBackend(['native']);
+}
 
 /** Feeds of `to` from the outputs of `from`, following the manifest's connections between them. */
 function nextFeeds(m: BricksManifest, from: BrickEntry, to: BrickEntry, out: Record<string, TensorLike>): Feeds {

@@ -16,7 +16,7 @@ import { florence2TaskPrompts, type TaskPrompts } from './inputs/families/floren
 import { nativeConfigFile } from './backends/native/native.js';
 import { ANYRES_NEEDS_NEWLINE, openAnyres, type AnyresRuntime } from './anyres.js';
 import { cpusOnThisMachine } from './affinity.js';
-import { openBrickSet, type BrickPlacement, type BrickSet, type EncodeResult, type EncoderRole } from './brick-set.js';
+import { openBrickSet, type RuntimeEngine, type BrickPlacement, type BrickSet, type EncodeResult, type EncoderRole } from './brick-set.js';
 import { tensor } from './feeds.js';
 import { audioFeatures, loadFeatureExtractorConfig, type WhisperFeatureConfig } from './inputs/audio.js';
 import { loadPromptBuilder, type ChatMessage, type ContentPart, type MediaKind, type PromptBuilder } from './inputs/chat-template.js';
@@ -30,6 +30,8 @@ export interface OpenModelOptions {
   readonly checkHashes?: boolean;
   /** Image resampling: 'pillow' (default, as Python transformers) or 'sharp-affine' (as transformers.js). */
   readonly resampler?: Resampler;
+  /** The decoder's engine when it has a native pack (see OpenBrickSetOptions.engine); default 'auto'. */
+  readonly engine?: RuntimeEngine;
 }
 
 export interface RuntimeModel {
@@ -83,7 +85,7 @@ const exists = async (p: string) => (await stat(p).catch(() => undefined))?.isFi
 export async function openModel(dir: string, opts: OpenModelOptions = {}): Promise<RuntimeModel> {
   const bundle = (await exists(join(dir, BUNDLE_FILE))) ? await readBundle(dir, { checkHashes: opts.checkHashes ?? true }) : undefined;
   // A bundle's hashes were just checked; its bricks.json copy lists the same files.
-  const set = await openBrickSet(dir, { threads: opts.threads, checkHashes: bundle ? false : opts.checkHashes, placement: bundle && bundlePlacement(bundle) });
+  const set = await openBrickSet(dir, { threads: opts.threads, checkHashes: bundle ? false : opts.checkHashes, placement: bundle && bundlePlacement(bundle), engine: opts.engine });
   const notices = placementNotices(bundle, set);
   const kv = noKvCacheNotice(set.manifest.bricks);
   if (kv) notices.push(kv);
@@ -179,7 +181,7 @@ function backendsOf(b: Bundle, x: Bundle['manifest']['bricks'][number]): BrickPl
   const rkllm = x.backend === 'rkllm' ? rkllmFile(b, x) : undefined;
   // max_context_len as convert_rkllm_<brick>.py converted it (the plan's workload.maxContext).
   if (rkllm) return { backends: ['rkllm', 'ort-cpu'], artifact: rkllm, maxContext: b.plan.workload.maxContext };
-  // `compile --engine native` packed this decoder for the native kernels: they go first, its ONNX is the fallback.
+  // `compile --engine auto|native` packed this decoder for the native kernels: they go first, its ONNX is the fallback.
   if (x.kind === 'decoder' && x.backend === 'ort-cpu' && b.manifest.files.some((f) => f.path === nativeConfigFile(x.name)))
     return { backends: ['native', 'ort-cpu'] };
   return { backends: x.backend === 'ort-webgpu' ? ['ort-webgpu', 'ort-cpu'] : ['ort-cpu'] };

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import type { NodeProto, TensorProto } from 'onnx-buf';
 import { fail } from '../../errors.js';
 import { DT, halfToFloat } from '../../onnx/dtype.js';
-import { dequantizeBlocks } from '../../quantize/block-quant.js';
+import { dequantizeBlocks, unpackZeroPoints } from '../../quantize/block-quant.js';
 import { allTensors, loadModel, tensorBytes } from '../../onnx/model-io.js';
 import {
   LAYER_TENSORS, NATIVE_FORMAT_VERSION, quantizeRows, type LayerTensor, type NativeBits, type NativeConfig,
@@ -32,11 +32,16 @@ const KNOWN_OPS = new Set(['MatMul', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'Sqrt', 
   'Expand', 'Where', 'And', 'LessOrEqual', 'Less', 'Greater', 'Equal', 'Constant', 'ConstantOfShape', 'ScatterND', 'Trilu',
   'Identity', 'Not', 'Or', 'Max', 'Min', 'IsNaN', 'Tile', 'SimplifiedLayerNormalization',
   // onnxruntime-genai builder graphs
-  'SkipSimplifiedLayerNormalization', 'GroupQueryAttention', 'ReduceSum', 'MatMulNBits']);
+  'SkipSimplifiedLayerNormalization', 'GroupQueryAttention', 'ReduceSum', 'MatMulNBits',
+  // a block-quantized embedding table (nanomind's cpu-q4 / hybrid recipes on a decoder that takes input_ids)
+  'GatherBlockQuantized']);
 
 const PROJ = /layers\.(\d+)[./](?:self_attn|attn|mlp)[./](q_proj|k_proj|v_proj|qkv_proj|o_proj|gate_proj|up_proj|down_proj)\b/;
-const NORM = /layers\.(\d+)[./](?:(input_layernorm|post_attention_layernorm)|(?:self_attn|attn)[./](q_norm|k_norm))[./](?:layernorm[./])?weight$/;
-const FINAL_NORM = /(?:^|[./])norm[./]weight$|final_norm_layernorm[./]weight$/;
+// `_awq`: nanomind's AWQ folds its inverse channel scales into the norm weight before the projections it scaled.
+const NORM = /layers\.(\d+)[./](?:(input_layernorm|post_attention_layernorm)|(?:self_attn|attn)[./](q_norm|k_norm))[./](?:layernorm[./])?weight(?:_awq)?$/;
+const FINAL_NORM = /(?:^|[./])norm[./]weight(?:_awq)?$|final_norm_layernorm[./]weight$/;
+/** AWQ's unfolded inverse scale: `Mul(x, <x>_awq_inv_scale)` in front of the projections it scaled (src/quantize/awq.ts). */
+const AWQ_INV = /_awq_inv_scale$/;
 
 export interface HfTextConfig {
   readonly hidden_size: number; readonly num_hidden_layers: number; readonly num_attention_heads: number;
@@ -68,7 +73,14 @@ export function invFreq(cfg: HfTextConfig, d: number): number[] {
   });
 }
 
-export async function liftDecoder(file: string, cfg: HfTextConfig, bits: NativeBits): Promise<LiftResult> {
+/** What the lift found that may decide the pack's bits (src/compile/native/choose.ts). */
+export interface LiftFacts {
+  /** Projections whose AWQ inverse scales were folded into their (block-quantized) weights: repacking them re-rounds. */
+  readonly awqFolded: number;
+}
+
+/** `bits`, or a choice made from what the lift found (called once, before packing). */
+export async function liftDecoder(file: string, cfg: HfTextConfig, bits: NativeBits | ((facts: LiftFacts) => NativeBits)): Promise<LiftResult> {
   const why = (msg: string, notes?: string[]) => fail('E_NATIVE_LIFT', `${file}: ${msg}`, { file, notes, hint: 'this decoder stays on ONNX Runtime' });
   if (!SUPPORTED_TYPES.has(cfg.model_type)) throw why(`model_type '${cfg.model_type}' is not a Llama / Qwen2 / Qwen3 decoder`);
   if ((cfg.hidden_act ?? 'silu') !== 'silu') throw why(`hidden_act '${cfg.hidden_act}' (the engine runs SwiGLU with SiLU)`);
@@ -97,8 +109,30 @@ export async function liftDecoder(file: string, cfg: HfTextConfig, bits: NativeB
   let lmHead: TensorProto | undefined, embed: TensorProto | undefined;
   want.qkv_proj = [h, (H + 2 * KV) * d];
   let lmHeadNBits: (() => Promise<Float32Array>) | undefined;
+  let embedQ: { dims: number[]; read: () => Promise<Float32Array> } | undefined;
+  const producer = new Map<string, NodeProto>();
+  for (const n of g.node) for (const o of n.output) producer.set(o, n);
+  const awqMuls = g.node.filter((n) => n.opType === 'Mul' && n.input.some((i) => AWQ_INV.test(i) && inits.has(i)));
+  const folded = new Set<NodeProto>();
+  /**
+   * A projection's weight read, with an AWQ inverse scale in front of it folded into its rows: y = (x ⊙ s) W = x (diag(s) W),
+   * exact, so the engine (which has no such Mul) computes what the graph does.
+   */
+  const withAwq = (n: NodeProto, read: () => Promise<Float32Array>, inF: number, outF: number): (() => Promise<Float32Array>) => {
+    const p = producer.get(n.input[0]!);
+    const sName = p && awqMuls.includes(p) ? p.input.find((i) => AWQ_INV.test(i)) : undefined;
+    if (!p || !sName) return read;
+    folded.add(p);
+    return async () => {
+      const [W, sc] = [await read(), await floats(inits.get(sName)!)];
+      if (sc.length !== inF) throw why(`${sName}: ${sc.length} scales for ${inF} input features`);
+      for (let i = 0; i < inF; i++) for (let o = 0; o < outF; o++) W[i * outF + o]! *= sc[i]!;
+      return W;
+    };
+  };
   for (const n of g.node) {
     if (n.opType === 'Gather' && inits.get(n.input[0]!)?.dims.length === 2) embed = inits.get(n.input[0]!);
+    if (n.opType === 'GatherBlockQuantized') embedQ = gatherBlockTable(n, inits, (t) => tensorBytes(t, m.dir), why);
     if (n.opType === 'GroupQueryAttention') checkGqa(n, d, why);
     if (n.opType !== 'MatMul' && n.opType !== 'MatMulNBits') continue;
     const w = inits.get(n.input[1]!);
@@ -106,7 +140,9 @@ export async function liftDecoder(file: string, cfg: HfTextConfig, bits: NativeB
     const nbits = n.opType === 'MatMulNBits' ? nbitsWeights(n, inits, (t) => tensorBytes(t, m.dir), why) : undefined;
     const dims = nbits ? nbits.dims : w.dims.map(Number);
     if (/lm_head/.test(n.name) || /lm_head/.test(w.name)) {
-      if (nbits) { lmHeadNBits = nbits.read; if (dims.join(',') !== `${h},${V}`) missing0.push(`lm_head [${h}, ${V}] (found [${dims.join(', ')}])`); } else lmHead = w;
+      if (dims.join(',') !== `${h},${V}`) missing0.push(`lm_head [${h}, ${V}] (found [${dims.join(', ')}])`);
+      else if (nbits || producer.get(n.input[0]!) && awqMuls.includes(producer.get(n.input[0]!)!)) lmHeadNBits = withAwq(n, nbits ? nbits.read : () => floats(w), h, V);
+      else lmHead = w;
       continue;
     }
     const hit = PROJ.exec(n.name) ?? PROJ.exec(w.name);
@@ -118,7 +154,8 @@ export async function liftDecoder(file: string, cfg: HfTextConfig, bits: NativeB
     const add = (consumers.get(n.output[0]!) ?? []).find((c) => c.opType === 'Add');
     const biasName = add?.input.find((i) => i !== n.output[0]);
     const bias = biasName ? inits.get(biasName) : undefined;
-    proj[layer]!.set(kind, { w: nbits ? nbits.read : w, bias: bias && bias.dims.length === 1 && Number(bias.dims[0]) === outF ? bias : undefined });
+    const read = withAwq(n, nbits ? nbits.read : () => floats(w), inF, outF);
+    proj[layer]!.set(kind, { w: nbits || folded.has(producer.get(n.input[0]!)!) ? read : w, bias: bias && bias.dims.length === 1 && Number(bias.dims[0]) === outF ? bias : undefined });
   }
   // A fused q|k|v projection stands for the three (its columns are q heads, k heads, v heads).
   for (const p of proj) {
@@ -133,6 +170,9 @@ export async function liftDecoder(file: string, cfg: HfTextConfig, bits: NativeB
     };
     p.set('q_proj', { w: cols(0, H * d) }); p.set('k_proj', { w: cols(H * d, KV * d) }); p.set('v_proj', { w: cols((H + KV) * d, KV * d) });
   }
+  // Every AWQ inverse scale must sit in front of projections the engine runs (folded above); anywhere else it would be lost.
+  const stray = awqMuls.filter((x) => !folded.has(x) || (consumers.get(x.output[0]!) ?? []).some((c) => c.opType !== 'MatMul' && c.opType !== 'MatMulNBits'));
+  if (stray.length) throw why(`AWQ inverse scales the engine cannot fold: ${stray.map((x) => x.name).join(', ')}`);
   const norms = Array.from({ length: L }, () => new Map<string, TensorProto>());
   let finalNorm: TensorProto | undefined;
   for (const [name, t] of inits) {
@@ -152,7 +192,8 @@ export async function liftDecoder(file: string, cfg: HfTextConfig, bits: NativeB
   if (!lmHead && !lmHeadNBits) missing.push('lm_head');
   else if (lmHead && lmHead.dims.map(Number).join(',') !== `${h},${V}`) missing.push(`lm_head [${h}, ${V}] (found [${lmHead.dims.join(', ')}])`);
   const takes = g.input.some((i) => i.name === 'input_ids') ? 'input_ids' : 'inputs_embeds';
-  if (takes === 'input_ids' && (!embed || embed.dims.map(Number).join(',') !== `${V},${h}`)) missing.push(`embedding table [${V}, ${h}]`);
+  const embedDims = embedQ?.dims ?? embed?.dims.map(Number);
+  if (takes === 'input_ids' && embedDims?.join(',') !== `${V},${h}`) missing.push(`embedding table [${V}, ${h}]`);
   if (missing.length) throw why(`not a complete Llama/Qwen decoder: ${missing.length} part(s) missing`, missing.slice(0, 12));
   if ([h, I, H * d].some((k) => k % 32 !== 0)) throw why(`hidden ${h}, intermediate ${I} and heads × head_dim ${H * d} must be multiples of 32`);
 
@@ -174,10 +215,11 @@ export async function liftDecoder(file: string, cfg: HfTextConfig, bits: NativeB
     family: cfg.model_type, hidden: h, layers: L, heads: H, kvHeads: KV, headDim: d, intermediate: I, vocab: V,
     rmsEps: cfg.rms_norm_eps, invFreq: invFreq(cfg, d),
   };
+  const packBits = typeof bits === 'function' ? bits({ awqFolded: folded.size }) : bits;
   return packDecoder(shape, {
     layers, finalNorm: await floats(finalNorm!), lmHead: lmHeadNBits ? await lmHeadNBits() : await floats(lmHead!),
-    ...(takes === 'input_ids' ? { embed: await floats(embed!) } : {}),
-  }, bits);
+    ...(takes === 'input_ids' ? { embed: embedQ ? await embedQ.read() : await floats(embed!) } : {}),
+  }, packBits);
 }
 
 /** GroupQueryAttention as the engine runs it: rotary inside, half-split, global attention, plain softmax scale. */
@@ -216,6 +258,36 @@ function nbitsWeights(n: NodeProto, inits: Map<string, TensorProto>, raw: (t: Te
     const b = await raw(t);
     return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
   }
+}
+
+/**
+ * A GatherBlockQuantized embedding table (com.microsoft; `data` uint8 [V, H·bits/8] packed along H, `scales`
+ * [V, H/block], optional packed `zero_points`, absent meaning 2^(bits−1): src/quantize/formats/gather-block.ts)
+ * dequantized to float [V, H], the table the engine keeps in float32.
+ */
+function gatherBlockTable(n: NodeProto, inits: Map<string, TensorProto>, raw: (t: TensorProto) => Promise<Uint8Array>,
+  why: (m: string) => Error): { dims: number[]; read: () => Promise<Float32Array> } {
+  const attr = (k: string, dflt: number) => { const a = n.attribute.find((x) => x.name === k); return a ? Number(a.i) : dflt; };
+  const bits = attr('bits', 4), block = attr('block_size', 128), gatherAxis = attr('gather_axis', 0), quantAxis = attr('quantize_axis', 1);
+  const D = inits.get(n.input[0]!), S = inits.get(n.input[2]!), Z = n.input[3] ? inits.get(n.input[3]) : undefined;
+  if (!D || !S || (n.input[3] && !Z)) throw why(`${n.name}: GatherBlockQuantized whose table is not an initializer`);
+  if (bits !== 4 && bits !== 8) throw why(`${n.name}: GatherBlockQuantized with ${bits} bits`);
+  if (D.dataType !== DT.UINT8 || D.dims.length !== 2 || gatherAxis !== 0 || (quantAxis !== 1 && quantAxis !== -1))
+    throw why(`${n.name}: GatherBlockQuantized layout other than uint8 [V, H·bits/8], gather_axis 0, quantize_axis 1`);
+  const V = Number(D.dims[0]), H = (Number(D.dims[1]) * 8) / bits, kBlocks = Math.ceil(H / block);
+  return {
+    dims: [V, H],
+    read: async () => {
+      const bytes = async (t: TensorProto) => { const b = await raw(t); return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer; };
+      const scales = S.dataType === DT.FLOAT ? new Float32Array(await bytes(S)) : Float32Array.from(new Uint16Array(await bytes(S)), halfToFloat);
+      const zeroPoints = Z ? unpackZeroPoints(new Uint8Array(await bytes(Z)), V, kBlocks, bits) : new Uint8Array(V * kBlocks).fill(1 << (bits - 1));
+      // the table's rows are MatMulNBits' N (V) and its columns K (H): dequantizeBlocks gives [H, V]
+      const hv = dequantizeBlocks({ K: H, N: V, kBlocks, packed: new Uint8Array(await bytes(D)), scales, zeroPoints }, bits, block);
+      const out = new Float32Array(V * H);
+      for (let k = 0; k < H; k++) for (let v = 0; v < V; v++) out[v * H + k] = hv[k * V + v]!;
+      return out;
+    },
+  };
 }
 
 /** One layer's float weights as exported: projections `[in, out]`, norms and biases 1-D. */

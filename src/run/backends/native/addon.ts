@@ -2,6 +2,7 @@
  * Loads the native kernels (kernels/, built by node-gyp at install) once. A missing or broken build is
  * not an error here: `loadKernels` reports why, and the caller keeps the decoder on ONNX Runtime.
  */
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
@@ -31,6 +32,7 @@ export type KernelsLoad = { readonly ok: true; readonly kernels: Kernels } | { r
 
 // src/run/backends/native → repo root (the same depth under dist/).
 const ADDON = fileURLToPath(new URL('../../../../kernels/build/Release/nanomind_kernels.node', import.meta.url));
+const BUILD_SCRIPT = fileURLToPath(new URL('../../../../kernels/build.mjs', import.meta.url));
 
 let loaded: KernelsLoad | undefined;
 export function loadKernels(): KernelsLoad {
@@ -39,7 +41,10 @@ export function loadKernels(): KernelsLoad {
   try {
     loaded = { ok: true, kernels: createRequire(import.meta.url)(ADDON) as Kernels };
   } catch (e) {
-    loaded = { ok: false, reason: `native kernels do not load (${(e as Error).message.split('\n')[0]}); run \`npm rebuild\` or \`node kernels/build.mjs\`` };
+    // A runtime installed by `nanomind deploy` ships bin, dist and targets only (src/deploy/runtime.ts): no sources to build.
+    loaded = { ok: false, reason: existsSync(BUILD_SCRIPT)
+      ? `native kernels do not load (${(e as Error).message.split('\n')[0]}); run \`npm rebuild\` or \`node kernels/build.mjs\``
+      : 'this install carries no native kernels (a runtime installed by `nanomind deploy` ships bin, dist and targets only)' };
   }
   return loaded;
 }
