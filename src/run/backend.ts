@@ -33,6 +33,8 @@ export interface BackendOptions {
   readonly coreMask?: string;
   /** Rows of the KV cache a backend that keeps its own allocates (the bundle's context; the native engine, RKLLM). */
   readonly maxContext?: number;
+  /** false: ONNX Runtime's intra-op threads block as soon as a call ends instead of spinning (default true). */
+  readonly spinning?: boolean;
 }
 
 export interface RunOptions {

@@ -160,6 +160,13 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
     placed[b.name] = { backend: r.backend.id, skipped: r.skipped };
     backendOf.set(b.name, r.backend);
   }
+  // ORT's intra-op threads spin for a while after every call; beside the native engine's own pool (the decoder)
+  // they hold the cores it is about to use: the embed brick runs before every decode step, an encoder before the
+  // prefill. Measured on the embedded model's host bundle (Q8 pack; bench --stream-images 0 --prompt-tokens 32
+  // --new-tokens 16, 5 runs, 3 interleaved pairs, 2 quiet EPYC cores): decode 2.7–3.1 k tok/s spinning, 5.7–6.9 k
+  // not; prefill 34–38 k vs 54–56 k; TTFT unchanged. With every brick on ORT spinning stays (the same bundle on
+  // --engine ort: decode 1.59–1.63 k spinning vs 1.45–1.46 k not).
+  const spinning = !Object.values(placed).some((p) => p.backend === 'native');
   const config = await readConfigs(dir, manifest);
   const seq2seq = findSeq2SeqRole(manifest, config);
   const roles = seq2seq ? seq2seqRoles(seq2seq) : findRoles(manifest, config);
@@ -185,7 +192,7 @@ export async function openBrickSet(dir: string, opts: OpenBrickSetOptions = {}):
       let s = sessions.get(name);
       if (!s) {
         const own = opts.placement?.[name];
-        const open = () => (backendOf.get(name) ?? backend).open(entry(name), dir, { threads: threadsOf.get(name) ?? opts.threads, artifact: own?.artifact, coreMask: own?.coreMask, maxContext: own?.maxContext });
+        const open = () => (backendOf.get(name) ?? backend).open(entry(name), dir, { threads: threadsOf.get(name) ?? opts.threads, artifact: own?.artifact, coreMask: own?.coreMask, maxContext: own?.maxContext, spinning });
         // Opened in turn with any pinned open of this process, pinned itself when the plan places it on CPUs.
         s = withPinnedThread(own?.cpus?.length ? own.cpus : undefined, open).then((r) => { cpusOf.set(name, r.cpus); return r.value; });
         s.catch(() => sessions.delete(name));

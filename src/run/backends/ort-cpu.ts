@@ -69,6 +69,7 @@ export async function openOrtBrick(ep: 'cpu' | 'webgpu', brick: BrickEntry, dir:
         // Bricks run one after another; parallelism lives inside each op.
         interOpNumThreads: 1,
         ...(opts.threads ? { intraOpNumThreads: opts.threads } : {}),
+        ...(opts.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
       });
     } catch (e) {
       if (describeOpenError) throw describeOpenError(e as Error, file);
