@@ -29,14 +29,17 @@
  * (* load average 2.9–3.9 for the 25 M rows. Forcing Q4 there (`--native-bits 4`) decodes at 550–913 tok/s but
  * its logits drift to cosine 0.994 against ORT's 4-bit decoder: see nativeBitsFor.)
  *
+ * These rows were taken while ONNX Runtime's intra-op threads still spun beside the engine (the embed brick before
+ * every step, the encoders before the prefill), which is why native prefill looked slower at these sizes. Since the
+ * runtime opens those bricks with spinning off (src/run/brick-set.ts), the embedded fp32 bundle, 41 + 64, 3
+ * interleaved pairs on the quiet machine: prefill 21.6–24.8 k → 42.9–50.4 k tok/s, decode 1.14–1.43 k → 6.0–6.7 k
+ * tok/s, request 63–81 → 25–30 ms.
+ *
  * Decode is 1.3–6× faster everywhere: ORT's fixed cost per decoder call dominates a small decoder and the
- * engine has none of it; on a large one the engine streams the weights closer to the read bandwidth. Prefill at
- * these sizes is often slower on the engine (and noisy under load), but the whole request is 2–5× faster in
- * every row, so the rule is: pack every decoder the lift accepts. (Break-even on the embedded model is
- * about 12 new tokens per 41-token prompt: a prompt-only use — scoring, one-token answers — may be faster with
- * `--engine ort` at run time, which needs no recompile.) What the lift refuses (Gemma, sliding windows,
- * MatMulNBits with zero points, the CumSum position ids of a decoder partitioned from a monolithic graph without
- * KV cache, …) stays on ORT with one compile note. Add a condition to `chooseNative` when a class of decoder
+ * engine has none of it; on a large one the engine streams the weights closer to the read bandwidth. The whole
+ * request is 2–5× faster in every row, so the rule is: pack every decoder the lift accepts. What the lift refuses
+ * (Gemma, sliding windows, MatMulNBits with zero points, the CumSum position ids of a decoder partitioned from a
+ * monolithic graph without KV cache, …) stays on ORT with one compile note. Add a condition to `chooseNative` when a class of decoder
  * measures slower end to end.
  */
 import { FORMAT_PATTERN } from '../../formats/quantized.js';
