@@ -154,7 +154,10 @@ async function deployWith(t: Transport, o: DeployOptions, target: Target, local:
   let runtime: DeployResult['runtime'] = { action: action === 'install' ? 'installed' : action, local: version, remote: readiness.runtime };
   if (action === 'install') {
     o.onStage?.(`installing nanomind ${version} on the board`);
-    runtime = { ...runtime, remote: await installRuntime(t, { runtimeDir, signal: o.signal, onOutput: (s) => o.onOutput?.('stderr', s) }) };
+    const installed = await installRuntime(t, { runtimeDir, uname: readiness.arch, signal: o.signal, onOutput: (s) => o.onOutput?.('stderr', s) });
+    runtime = { ...runtime, remote: installed.version };
+    const k = installed.kernels;
+    notes.push('note' in k ? k.note : `native kernels for the board: ${k.how} for ${readiness.arch}`);
   }
 
   let run: DeployResult['run'];

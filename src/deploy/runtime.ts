@@ -2,7 +2,8 @@
  * The nanomind runtime on the board: this very package, runtime files only, packed with `npm pack` and installed with
  * `npm install --omit=dev` into a runtime folder (default `~/.nanomind/runtime`). A board whose runtime
  * has the same version as this nanomind is left alone. onnxruntime-node and sharp ship linux-arm64
- * binaries in their npm packages, so the install needs the npm registry but no compiler.
+ * binaries in their npm packages, and the native kernels go prebuilt for the board's architecture
+ * (./kernels-prebuild.ts), so the install needs the npm registry but no compiler.
  */
 import { readFileSync } from 'node:fs';
 import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -12,6 +13,7 @@ import { execa } from 'execa';
 import { fail } from '../errors.js';
 import type { Transport } from './transport.js';
 import { makeTemp, removeTemp } from '../util/temp.js';
+import { PREBUILDS_DIR, prebuildKernels, type Prebuild } from './kernels-prebuild.js';
 
 export const DEFAULT_RUNTIME_DIR = '.nanomind/runtime';
 
@@ -37,16 +39,19 @@ export function runtimeAction(remoteVersion: string, local: string, skip: boolea
 export const RUNTIME_FILES = ['bin', 'dist', 'targets'] as const;
 
 /**
- * A copy of the package holding only RUNTIME_FILES and a package.json that ships just those (no scripts,
- * no devDependencies), in `dir`: `npm pack` there gives the runtime-only tarball.
+ * A copy of the package holding only RUNTIME_FILES, the native kernels prebuilt for a board of architecture
+ * `uname` (when they can be), and a package.json that ships just those (no scripts, no devDependencies), in
+ * `dir`: `npm pack` there gives the runtime-only tarball.
  */
-export async function stageRuntimePackage(root: string, dir: string): Promise<void> {
+export async function stageRuntimePackage(root: string, dir: string, uname: string, signal?: AbortSignal): Promise<Prebuild> {
   const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as Record<string, unknown>;
   delete pkg.scripts;
   delete pkg.devDependencies;
-  pkg.files = [...RUNTIME_FILES];
-  await writeFile(join(dir, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
   for (const d of RUNTIME_FILES) await cp(join(root, d), join(dir, d), { recursive: true });
+  const kernels = await prebuildKernels(root, uname, dir, signal);
+  pkg.files = [...RUNTIME_FILES, ...(kernels.file ? [PREBUILDS_DIR] : [])];
+  await writeFile(join(dir, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
+  return kernels;
 }
 
 /** The local `npm pack` (no lifecycle scripts: dist/ is already built by `npm ci`/`prepare`). */
@@ -67,13 +72,15 @@ rm -f "./$TGZ"
 /** The argv prefix that runs the installed runtime's CLI (paths relative to the remote home). */
 export const remoteNanomindCommand = (runtimeDir: string): string[] => ['node', `${runtimeDir}/node_modules/nanomind/bin/nanomind.js`];
 
-export async function installRuntime(t: Transport, o: { runtimeDir: string; root?: string; signal?: AbortSignal; onOutput?: (s: string) => void }): Promise<string> {
+/** Installs the runtime for a board of architecture `uname`; the installed version and what became of the kernels. */
+export async function installRuntime(t: Transport, o: { runtimeDir: string; uname: string; root?: string; signal?: AbortSignal; onOutput?: (s: string) => void }):
+  Promise<{ version: string; kernels: Prebuild }> {
   const root = o.root ?? PACKAGE_ROOT;
   const tmp = await makeTemp('pack');
   try {
     const staged = join(tmp, 'package');
     await mkdir(staged);
-    await stageRuntimePackage(root, staged);
+    const kernels = await stageRuntimePackage(root, staged, o.uname, o.signal);
     const cmd = packCommand(staged, tmp);
     const packed = await execa(cmd.file, cmd.args, { cwd: cmd.cwd, reject: false, cancelSignal: o.signal });
     if (packed.failed) throw fail('E_DEPLOY_RUNTIME', `npm pack failed for ${root}: ${String(packed.stderr).trim().split('\n').pop()}`, { hint: 'run `npm ci` (it builds dist/) and retry, or pass --skip-runtime' });
@@ -86,7 +93,7 @@ export async function installRuntime(t: Transport, o: { runtimeDir: string; root
     if (r.exitCode !== 0 || !installed)
       throw fail('E_DEPLOY_RUNTIME', `npm install of the runtime failed on the board (exit ${r.exitCode})`,
         { notes: r.stderr.trim().split('\n').slice(-10), hint: 'the board needs Node >= 20 with npm and access to the npm registry; or install nanomind there yourself and pass --skip-runtime' });
-    return installed;
+    return { version: installed, kernels };
   } finally {
     await removeTemp(tmp);
   }

@@ -3,7 +3,8 @@
  * onnxruntime-node's linux-arm64 library run under qemu-user (scripts/arm64-board.sh; built once per
  * machine by .ci/run, cached in /var/cache). The real CLI, as a user types it:
  *   deploy the embedded model's brick set → the runtime `npm install`s on arm64 (linux-arm64 binaries)
- *   → `deploy --run PROMPT --image F` answers → `chat --remote` answers too.
+ *   → `deploy --run PROMPT --image F` answers → `chat --remote` answers too; a bundle compiled for the CPU
+ *   runs its decoder on the native kernels deploy cross-compiled for the board (NEON, under qemu).
  * Oracle: the answers recorded with the model (PyTorch's, at export: models/shapes-vlm/eval/reference.json),
  * not anything this code produced. Emulated arm64 is slow: this file takes minutes, not seconds.
  * Without a built board it is skipped here with the reason, but fails under CI (.ci/run builds the board).
@@ -14,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compile } from '../../src/compile/index.js';
 import { EMBEDDED_EVAL_SET, EMBEDDED_MODEL } from '../../src/eval/embedded.js';
 import { partition } from '../../src/partition/index.js';
 
@@ -91,7 +93,30 @@ describe.skipIf(!!status && !process.env.CI)('deploy to an emulated arm64 board 
     expect(probe.stdout.split('\n')[0]).toBe('linux-arm64 function');
     expect(probe.stdout).toMatch(/^sharp-linux-arm64$/m);
     expect(probe.stdout).not.toMatch(/x64/);
+    // deploy cross-compiled the native kernels for the board and shipped them with the runtime
+    expect(out.notes).toContain('native kernels for the board: cross-compiled for aarch64');
   }, 1_200_000);
+
+  it('a bundle compiled for the CPU runs its decoder on the native kernels (arm64 NEON) and answers', async () => {
+    const q = await question();
+    const bundle = join(work, 'bundle');
+    const c = await compile({ bricks, target: 'host', out: bundle, rknn: 'skip' }); // --engine auto: the decoder packed at Q8
+    expect(c.manifest.files.some((f) => f.path.endsWith('.nmq'))).toBe(true);
+    const d = await timed('deploy native bundle', () => exec(process.execPath, [BIN, 'deploy', bundle, '--to',
+      `ssh://${board.user}@${board.host}:${board.port}/~/models/shapes-native`, ...ssh, '--json'], { maxBuffer: 64 << 20 }));
+    expect(JSON.parse(d.stdout).verified).toBe(true);
+    await exec('scp', ['-q', '-i', board.identity, '-o', 'IdentitiesOnly=yes', '-o', `UserKnownHostsFile=${board.knownHosts}`, '-o', 'BatchMode=yes',
+      '-P', String(board.port), q.image, `${board.user}@${board.host}:native.png`]);
+    const cli = 'node .nanomind/runtime/node_modules/nanomind/bin/nanomind.js';
+    const r = await timed('run on the native kernels', () => onBoard(`${cli} run models/shapes-native --prompt '${q.question}' --image native.png --json`));
+    const out = JSON.parse(r.stdout) as { text: string; stats: { backends: Record<string, string> } };
+    expect(out.stats.backends.decoder).toBe('native');
+    expect(out.text.trim()).toBe(q.answer);
+    // the engine's own dispatch there: an arm64 path (qemu's default CPU has the dot-product extension)
+    const simd = await onBoard('cd .nanomind/runtime/node_modules/nanomind && node -e "' +
+      "process.stdout.write(require('./prebuilds/linux-arm64/nanomind_kernels.node').simd())" + '"');
+    expect(['neon-dotprod', 'neon']).toContain(simd.stdout.trim());
+  }, 900_000);
 
   it('chat --remote with --identity and --known-hosts answers on the board', async () => {
     const q = await question();

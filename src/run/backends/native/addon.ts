@@ -30,8 +30,10 @@ export interface Kernels {
 
 export type KernelsLoad = { readonly ok: true; readonly kernels: Kernels } | { readonly ok: false; readonly reason: string };
 
-// src/run/backends/native → repo root (the same depth under dist/).
+// src/run/backends/native → repo root (the same depth under dist/). The package's own build (npm ci / install), else
+// the build `nanomind deploy` ships for the board's architecture (src/deploy/kernels-prebuild.ts, which owns the path).
 const ADDON = fileURLToPath(new URL('../../../../kernels/build/Release/nanomind_kernels.node', import.meta.url));
+const PREBUILT = fileURLToPath(new URL(`../../../../prebuilds/linux-${process.arch}/nanomind_kernels.node`, import.meta.url));
 const BUILD_SCRIPT = fileURLToPath(new URL('../../../../kernels/build.mjs', import.meta.url));
 
 let loaded: KernelsLoad | undefined;
@@ -39,12 +41,13 @@ export function loadKernels(): KernelsLoad {
   if (loaded) return loaded;
   if (process.env.NANOMIND_NO_KERNELS) return (loaded = { ok: false, reason: 'NANOMIND_NO_KERNELS is set' });
   try {
-    loaded = { ok: true, kernels: createRequire(import.meta.url)(ADDON) as Kernels };
+    loaded = { ok: true, kernels: createRequire(import.meta.url)(existsSync(ADDON) || !existsSync(PREBUILT) ? ADDON : PREBUILT) as Kernels };
   } catch (e) {
-    // A runtime installed by `nanomind deploy` ships bin, dist and targets only (src/deploy/runtime.ts): no sources to build.
+    // A runtime installed by `nanomind deploy` has no sources to build, only the prebuilt addon deploy could make.
     loaded = { ok: false, reason: existsSync(BUILD_SCRIPT)
       ? `native kernels do not load (${(e as Error).message.split('\n')[0]}); run \`npm rebuild\` or \`node kernels/build.mjs\``
-      : 'this install carries no native kernels (a runtime installed by `nanomind deploy` ships bin, dist and targets only)' };
+      : existsSync(PREBUILT) ? `the prebuilt native kernels do not load (${(e as Error).message.split('\n')[0]})`
+        : 'this install carries no native kernels (deploy ships them prebuilt only where it could build them for the board)' };
   }
   return loaded;
 }
