@@ -11,7 +11,7 @@
  * decoder on ONNX Runtime with one notice, and deploy says why in a note.
  */
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir } from 'node:fs/promises';
+import { copyFile, mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 
@@ -27,9 +27,13 @@ export function nodeArch(uname: string): string | undefined {
 export const prebuiltAddon = (arch: string): string => join(PREBUILDS_DIR, `linux-${arch}`, ADDON_FILE);
 
 const CROSS: Record<string, string> = { arm64: 'aarch64-linux-gnu-gcc' };
-/** kernels/binding.gyp's flags and sources, for a build without node-gyp. */
-const CFLAGS = ['-O3', '-std=c11', '-D_GNU_SOURCE', '-Wall', '-Wno-unused-function', '-Wno-psabi', '-fPIC', '-shared'];
-const SOURCES = ['engine.c', 'elementwise.c', 'binding.c'];
+
+/** The sources, flags and libraries of kernels/binding.gyp (plain JSON), for a build without node-gyp. */
+async function gypTarget(root: string): Promise<{ sources: string[]; cflags: string[]; libraries: string[] }> {
+  const gyp = JSON.parse(await readFile(join(root, 'kernels', 'binding.gyp'), 'utf8')) as { targets: { sources: string[]; cflags: string[]; libraries: string[] }[] };
+  const t = gyp.targets[0]!;
+  return { sources: t.sources.map((f) => join(root, 'kernels', f)), cflags: t.cflags, libraries: t.libraries };
+}
 
 export type Prebuild = { readonly file: string; readonly how: 'copied' | 'cross-compiled' } | { readonly file?: undefined; readonly note: string };
 
@@ -50,8 +54,8 @@ export async function prebuildKernels(root: string, uname: string, dest: string,
   if (!cc || process.arch !== 'x64') return { note: `no cross compiler from ${process.arch} to ${arch} is known; the board's decoders run on ONNX Runtime` };
   if (!existsSync(join(headers, 'node_api.h'))) return { note: `this Node has no N-API headers (${headers}) to build the board's native kernels; its decoders run on ONNX Runtime` };
   await mkdir(dirname(out), { recursive: true });
-  const src = join(root, 'kernels', 'src');
-  const r = await execa(cc, [...CFLAGS, `-I${headers}`, '-o', out, ...SOURCES.map((f) => join(src, f)), '-lm', '-lpthread'], { reject: false, cancelSignal: signal });
+  const t = await gypTarget(root);
+  const r = await execa(cc, [...t.cflags, '-fPIC', '-shared', `-I${headers}`, '-o', out, ...t.sources, ...t.libraries], { reject: false, cancelSignal: signal });
   if (r.failed) {
     const why = (r as { code?: string }).code === 'ENOENT' ? `${cc} is not installed (apt-get install gcc-aarch64-linux-gnu)` : `${cc} failed: ${String(r.stderr).trim().split('\n').pop()}`;
     return { note: `the board's native kernels were not built: ${why}; its decoders run on ONNX Runtime` };
