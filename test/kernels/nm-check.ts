@@ -1,13 +1,16 @@
 // Builds kernels/tools/nm-check (the engine's C without N-API) for the tests that drive it: the host build and
 // the arm64 cross build run the very sources the addon compiles.
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 
-const SRC = ['kernels/tools/nm-check.c', 'kernels/src/engine.c', 'kernels/src/elementwise.c'];
-const FLAGS = ['-O2', '-std=c11', '-D_GNU_SOURCE', '-Wall', '-Wno-unused-function', '-Wno-psabi'];
+// kernels/binding.gyp's sources (less the N-API binding) and flags: the engine as the addon builds it.
+const GYP = (JSON.parse(readFileSync('kernels/binding.gyp', 'utf8')) as { targets: { sources: string[]; cflags: string[] }[] }).targets[0]!;
+const SRC = ['kernels/tools/nm-check.c', ...GYP.sources.filter((f) => !f.endsWith('binding.c')).map((f) => `kernels/${f}`)];
+const FLAGS = GYP.cflags;
 
 /** Compiles nm-check with `cc` (extra flags e.g. -static) into a fresh temp dir; returns the binary's path. */
 export async function buildNmCheck(cc: string, name: string, extra: readonly string[] = []): Promise<string> {
