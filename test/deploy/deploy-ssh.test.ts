@@ -152,8 +152,14 @@ describe.skipIf(!!sshdMissing)('deploy over ssh to a local OpenSSH server', () =
     // --run used the installed runtime's own CLI (the default command, no override).
     expect(r.run?.command).toEqual(['node', `${runtimeDir}/node_modules/nanomind/bin/nanomind.js`, '--version']);
     expect(r.run?.stdout.trim()).toBe(localVersion());
-    // The board got the runtime-only package: the CLI, dist and targets, not models/ (14 MB) or README.
-    expect((await readdir(join(runtimeDir, 'node_modules', 'nanomind'))).sort()).toEqual(['bin', 'dist', 'package.json', 'targets']);
+    // The board got the runtime-only package: the CLI, dist, targets and the native kernels prebuilt for it (this
+    // machine's build: the "board" is this machine), not models/ (14 MB), README or the kernel sources.
+    const pkg = join(runtimeDir, 'node_modules', 'nanomind');
+    expect((await readdir(pkg)).sort()).toEqual(['bin', 'dist', 'package.json', 'prebuilds', 'targets']);
+    expect(r.notes).toContain(`native kernels for the board: copied for ${r.readiness.arch}`);
+    const probe = await execa(process.execPath, ['--input-type=module', '-e',
+      `import { loadKernels } from ${JSON.stringify(join(pkg, 'dist', 'run', 'backends', 'native', 'addon.js'))}; const k = loadKernels(); process.stdout.write(k.ok ? k.kernels.simd() : k.reason);`]);
+    expect(['avx2', 'avx512vnni', 'neon-dotprod', 'neon', 'portable']).toContain(probe.stdout); // the installed runtime loads its prebuilt addon
     expect((await deploy(opts({ skipRuntime: false, runtimeDir }))).runtime.action).toBe('up-to-date');
   }, 180_000);
 
