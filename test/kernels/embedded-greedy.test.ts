@@ -6,9 +6,10 @@
 // code shared with the kernels. The engine rounds activations to int8 per block (and the float decoder's weights
 // to Q8), so an answer whose top two tokens nearly tie may flip: measured, 1 of 300 answers and 3 of 200 turns
 // (cpu-q4 recipe, AWQ decoder packed at Q8 from its folded weights) and 1 and 2 (float decoder at Q8), every one
-// a position answer ("bottom" / "bottom right" / "bottom left"), the type the model is least sure of. The bars
-// hold those counts: one more flip fails the test.
-import { mkdtemp } from 'node:fs/promises';
+// a position answer ("bottom" / "bottom right" / "bottom left"), the type the model is least sure of. With ORT
+// given the very Q8 weights the engine holds (./round-trip.ts), only the int8 activations differ: 1 answer, 0
+// turns. The bars hold those counts: one more flip fails the test.
+import { cp, mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -18,6 +19,9 @@ import { evaluate } from '../../src/eval/index.js';
 import { evaluateConversations } from '../../src/eval/conversations.js';
 import { partition } from '../../src/partition/index.js';
 import { quantizeBricks } from '../../src/quantize/index.js';
+import { liftDecoder, writeNative, type HfTextConfig } from '../../src/compile/native/lift.js';
+import { sha256File } from '../../src/util/files.js';
+import { roundTripModel } from './round-trip.js';
 
 /** Answers of both engines on the same bundle: questions and conversation turns. */
 async function bothEngines(bundle: string) {
@@ -57,5 +61,27 @@ describe('native engine on the embedded trained model: greedy answers equal ONNX
     expect([r.native.backend, r.ort.backend]).toEqual(['native', 'ort-cpu']);
     expect(r.questions).toBeLessThanOrEqual(1);
     expect(r.turns).toBeLessThanOrEqual(2);
+  }, 300_000);
+
+  it('same weights (ORT on the Q8 round trip of the float decoder): 299 of 300 answers and all 200 turns identical', async () => {
+    const bricks = join(work, 'bricks');
+    const manifest = JSON.parse(await readFile(join(bricks, 'bricks.json'), 'utf8')) as { bricks: { name: string; kind: string; file: string; sha256: string; bytes: number }[] };
+    const dec = manifest.bricks.find((b) => b.kind === 'decoder')!;
+    const cfg = JSON.parse(await readFile(join(bricks, 'config.json'), 'utf8')) as { text_config: HfTextConfig };
+    const native = join(work, 'same-native'), ort = join(work, 'same-ort');
+    await cp(bricks, native, { recursive: true });
+    await writeNative(native, dec.name, await liftDecoder(join(native, dec.file), cfg.text_config, 8));
+    await cp(bricks, ort, { recursive: true });
+    expect(await roundTripModel(join(bricks, dec.file), join(ort, dec.file), 8)).toBe(22); // 3 layers × 7 projections + lm_head
+    Object.assign(dec, { sha256: await sha256File(join(ort, dec.file)), bytes: (await stat(join(ort, dec.file))).size });
+    await writeFile(join(ort, 'bricks.json'), JSON.stringify(manifest, null, 2));
+    const answers = async (model: string, engine: 'native' | 'ort') => {
+      const q = await evaluate({ model, engine });
+      return { backend: q.backends.decoder, questions: q.answers.map((a) => a.got), turns: (await evaluateConversations({ model, engine })).answers.map((a) => a.got) };
+    };
+    const a = await answers(native, 'native'), b = await answers(ort, 'ort');
+    expect([a.backend, b.backend]).toEqual(['native', 'ort-cpu']);
+    expect(a.questions.filter((x, i) => x !== b.questions[i]).length).toBeLessThanOrEqual(1);
+    expect(a.turns).toEqual(b.turns);
   }, 300_000);
 });

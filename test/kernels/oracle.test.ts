@@ -1,7 +1,7 @@
 // Oracle: a plain onnxruntime-node loop (written here, sharing no code with the engine) over the family
 // fixture's own ONNX decoder, whose projection and lm_head weights are replaced by their Q4 / Q8 round trip
-// (quantized and dequantized by the TypeScript reference in src/formats/native-weights.ts, independently of
-// the lift's layout). Both sides then hold the same weights; what remains is the engine's int8 activation
+// (./round-trip.ts: quantized and dequantized by the TypeScript reference in src/formats/native-weights.ts,
+// independently of the lift's layout). Both sides then hold the same weights; what remains is the engine's int8 activation
 // rounding, so logits must agree within 4 % of the largest logit (either format), and greedy tokens match.
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,34 +11,11 @@ import { describe, expect, it } from 'vitest';
 import { liftDecoder, writeNative, type HfTextConfig } from '../../src/compile/native/lift.js';
 import { buildTextFamily, TEXT_FAMILIES } from '../../src/fixtures/text-families.js';
 import { buildGqaTextLm } from '../../src/fixtures/gqa-decoder.js';
-import { dequantizeRows, quantizeRows, type NativeBits } from '../../src/formats/native-weights.js';
-import { allTensors, loadModel, saveModel, tensorBytes } from '../../src/onnx/model-io.js';
+import type { NativeBits } from '../../src/formats/native-weights.js';
 import { openNative } from '../../src/run/backends/native/native.js';
 import type { BrickEntry } from '../../src/formats/bricks.js';
 import { readFile } from 'node:fs/promises';
-
-const PROJ = /(q_proj|k_proj|v_proj|qkv_proj|o_proj|gate_proj|up_proj|down_proj|lm_head)(\.MatMul)?\.weight$/;
-
-/** The fixture model with every projection's [in, out] weight replaced by its quantize→dequantize round trip. */
-async function roundTripModel(src: string, dst: string, bits: NativeBits): Promise<void> {
-  const m = await loadModel(src);
-  for (const t of allTensors(m.model.graph!)) {
-    if (!PROJ.test(t.name)) continue;
-    const [inF, outF] = t.dims.map(Number) as [number, number];
-    const b = await tensorBytes(t, m.dir); // may be a Node Buffer view: copy its own bytes
-    const w = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-    const rows = new Float32Array(inF * outF);
-    for (let i = 0; i < inF; i++) for (let o = 0; o < outF; o++) rows[o * inF + i] = w[i * outF + o]!;
-    const dq = dequantizeRows(bits, quantizeRows(bits, rows, outF, inF), outF, inF);
-    const back = new Float32Array(inF * outF);
-    for (let i = 0; i < inF; i++) for (let o = 0; o < outF; o++) back[i * outF + o] = dq[o * inF + i]!;
-    t.rawData = new Uint8Array(back.buffer);
-    t.floatData = [];
-    t.externalData = [];
-    t.dataLocation = 0;
-  }
-  await saveModel(m.model, dst);
-}
+import { roundTripModel } from './round-trip.js';
 
 /** Plain ORT greedy loop with a Concat KV cache: logits of every prompt row, then `steps` greedy tokens. */
 async function ortGreedy(file: string, prompt: number[], steps: number, kv: number, d: number, layers: number) {
