@@ -45,7 +45,7 @@ describe.skipIf(why !== undefined)(`arm64 NEON kernels under qemu${why ? ` — s
   });
 
   const cases: [string, string[]][] = [
-    ['Q4 matmul, 101 rows (25 tiles + 1 plain row), 3 tokens, 2 threads', ['matmul', '4', '101', '256', '3', '2', '7']],
+    ['Q4 matmul, 101 rows (25 tiles + 1 plain row), 7 tokens (a 4- and a 3-token pass), 2 threads', ['matmul', '4', '101', '256', '7', '2', '7']],
     ['Q8 matmul, 42 rows (10 tiles + 2 plain rows), 5 tokens', ['matmul', '8', '42', '128', '5', '2', '5']],
     ['Q4 decoder forward (GQA, q/k norms, biases): prefill + 3 steps', ['forward', '4', '1']],
     ['Q8 decoder forward', ['forward', '8', '2']],
