@@ -96,6 +96,16 @@ static void to_tiles(int fmt, uint8_t *dst, const uint8_t *src, int n, int k) {
  * NM_TILE_TOKENS) activation rows x + j * xs (in blocks), into y + j * ys (4 contiguous floats each). */
 #define NM_TILE_TOKENS 4
 typedef void (*tile_fn)(const void *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys);
+/* A SIMD tile kernel's entry point: `name##_t` instantiated for T = 1 .. 4 tokens (a constant, so its loops unroll). */
+#define NM_TILE_ENTRY(name, attr) \
+  attr static void name(const void *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) { \
+    switch (ntok) { \
+      case 1: name##_t(t, x, xs, nb, y, ys, 1); break; \
+      case 2: name##_t(t, x, xs, nb, y, ys, 2); break; \
+      case 3: name##_t(t, x, xs, nb, y, ys, 3); break; \
+      default: name##_t(t, x, xs, nb, y, ys, 4); break; \
+    } \
+  }
 
 /* portable C, either format: a tile block is the 4 scales then the 4 rows' quant bytes */
 static void tile_c(int fmt, const uint8_t *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) {
@@ -184,14 +194,7 @@ static inline void prefetch_tile(const void *t, size_t bytes) {
     for (int j = 0; j < T; j++) \
       _mm_storeu_ps(y + (size_t)j * ys, _mm_add_ps(_mm256_castps256_ps128(acc[j]), _mm256_extractf128_ps(acc[j], 1))); \
   } \
-  attr static void name(const void *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) { \
-    switch (ntok) { \
-      case 1: name##_t(t, x, xs, nb, y, ys, 1); break; \
-      case 2: name##_t(t, x, xs, nb, y, ys, 2); break; \
-      case 3: name##_t(t, x, xs, nb, y, ys, 3); break; \
-      default: name##_t(t, x, xs, nb, y, ys, 4); break; \
-    } \
-  }
+  NM_TILE_ENTRY(name, attr)
 /* Q4: nibbles stay unsigned for maddubs; the offset comes off in integers (sum4 = 4 sum(x) from each 128-bit half:
  * 8 sum(x) in all). */
 NM_AVX2 static inline void prep_q4(const nm_q4_tile *t, __m256i *q) {
@@ -298,14 +301,7 @@ static inline void prep_q8_neon(const nm_q8_tile *t, int8x16_t *w) {
     } \
     for (int j = 0; j < T; j++) vst1q_f32(y + (size_t)j * ys, acc[j]); \
   } \
-  attr static void name(const void *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) { \
-    switch (ntok) { \
-      case 1: name##_t(t, x, xs, nb, y, ys, 1); break; \
-      case 2: name##_t(t, x, xs, nb, y, ys, 2); break; \
-      case 3: name##_t(t, x, xs, nb, y, ys, 3); break; \
-      default: name##_t(t, x, xs, nb, y, ys, 4); break; \
-    } \
-  }
+  NM_TILE_ENTRY(name, attr)
 NM_NEON_TILE(q4_tile_neon, , nm_q4_tile, prep_q4_neon, dot16_neon)
 NM_NEON_TILE(q4_tile_dp, NM_DOTPROD, nm_q4_tile, prep_q4_neon, dot16_dp)
 NM_NEON_TILE(q8_tile_neon, , nm_q8_tile, prep_q8_neon, dot16_neon)
