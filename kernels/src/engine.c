@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#define NM_Q4_ROWS 4 /* rows per AVX2 Q4 tile */
+#define NM_TILE_ROWS 4 /* rows per weight tile (to_tiles), every format and ISA */
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define NM_X86 1
@@ -75,19 +75,19 @@ static float dot_q8_c(const nm_q8_block *w, const nm_a8_block *a, int nb) {
  * keeps its size. A kernel then loads the 4 scales at once, shares every activation load between 4 rows and
  * reduces the 4 rows' integer sums together before one float multiply-add. Rows past the last multiple of 4 stay
  * plain after the tiles. */
-typedef struct { uint16_t d[NM_Q4_ROWS]; uint8_t qs[NM_Q4_ROWS][NM_QK / 2]; } nm_q4_tile;
-typedef struct { uint16_t d[NM_Q4_ROWS]; int8_t qs[NM_Q4_ROWS][NM_QK]; } nm_q8_tile;
+typedef struct { uint16_t d[NM_TILE_ROWS]; uint8_t qs[NM_TILE_ROWS][NM_QK / 2]; } nm_q4_tile;
+typedef struct { uint16_t d[NM_TILE_ROWS]; int8_t qs[NM_TILE_ROWS][NM_QK]; } nm_q8_tile;
 
 static void to_tiles(int fmt, uint8_t *dst, const uint8_t *src, int n, int k) {
-  const int nb = k / NM_QK, n4 = n / NM_Q4_ROWS * NM_Q4_ROWS;
+  const int nb = k / NM_QK, n4 = n / NM_TILE_ROWS * NM_TILE_ROWS;
   const size_t rb = nm_row_bytes(fmt, k), bb = rb / (size_t)nb, qb = bb - 2; /* block, its quant bytes */
   uint8_t *t = dst;
-  for (int r = 0; r < n4; r += NM_Q4_ROWS)
-    for (int b = 0; b < nb; b++, t += NM_Q4_ROWS * bb)
-      for (int i = 0; i < NM_Q4_ROWS; i++) {
+  for (int r = 0; r < n4; r += NM_TILE_ROWS)
+    for (int b = 0; b < nb; b++, t += NM_TILE_ROWS * bb)
+      for (int i = 0; i < NM_TILE_ROWS; i++) {
         const uint8_t *blk = src + (size_t)(r + i) * rb + (size_t)b * bb;
         memcpy(t + 2 * i, blk, 2);
-        memcpy(t + 2 * NM_Q4_ROWS + i * qb, blk + 2, qb);
+        memcpy(t + 2 * NM_TILE_ROWS + i * qb, blk + 2, qb);
       }
   memcpy(dst + (size_t)n4 * rb, src + (size_t)n4 * rb, (size_t)(n - n4) * rb);
 }
@@ -109,13 +109,13 @@ typedef void (*tile_fn)(const void *t, const nm_a8_block *x, size_t xs, int ntok
 
 /* portable C, either format: a tile block is the 4 scales then the 4 rows' quant bytes */
 static void tile_c(int fmt, const uint8_t *t, const nm_a8_block *x, size_t xs, int ntok, int nb, float *y, size_t ys) {
-  const size_t qb = fmt == NM_Q4 ? NM_QK / 2 : NM_QK, tb = NM_Q4_ROWS * (2 + qb);
+  const size_t qb = fmt == NM_Q4 ? NM_QK / 2 : NM_QK, tb = NM_TILE_ROWS * (2 + qb);
   for (int tok = 0; tok < ntok; tok++) {
     const nm_a8_block *a = x + (size_t)tok * xs;
-    float sum[NM_Q4_ROWS] = { 0 };
+    float sum[NM_TILE_ROWS] = { 0 };
     for (int b = 0; b < nb; b++) {
-      const uint8_t *blk = t + (size_t)b * tb, *qs = blk + 2 * NM_Q4_ROWS;
-      for (int i = 0; i < NM_Q4_ROWS; i++) {
+      const uint8_t *blk = t + (size_t)b * tb, *qs = blk + 2 * NM_TILE_ROWS;
+      for (int i = 0; i < NM_TILE_ROWS; i++) {
         uint16_t d; memcpy(&d, blk + 2 * i, 2);
         const int acc = fmt == NM_Q4 ? q4_ints(qs + i * qb, a[b].qs) : q8_ints(qs + i * qb, a[b].qs);
         sum[i] += (float)acc * nm_half_to_float(d) * a[b].d;
@@ -184,7 +184,7 @@ static inline void prefetch_tile(const void *t, size_t bytes) {
       if (T == 1) prefetch_tile(t + b + NM_PREFETCH_TILES, sizeof(tile_t)); \
       const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t[b].d)); \
       const __m256 d8 = _mm256_set_m128(d4, d4); \
-      __m256i q[2 * NM_Q4_ROWS]; \
+      __m256i q[2 * NM_TILE_ROWS]; \
       prep(&t[b], q); \
       for (int j = 0; j < T; j++) { \
         const nm_a8_block *a = x + (size_t)j * xs + b; \
@@ -199,7 +199,7 @@ static inline void prefetch_tile(const void *t, size_t bytes) {
  * 8 sum(x) in all). */
 NM_AVX2 static inline void prep_q4(const nm_q4_tile *t, __m256i *q) {
   const __m256i lo = _mm256_set1_epi8(0x0f), shift = _mm256_set_epi64x(4, 4, 0, 0);
-  for (int i = 0; i < NM_Q4_ROWS; i++) q[i] = q4_expand(t->qs[i], shift, lo);
+  for (int i = 0; i < NM_TILE_ROWS; i++) q[i] = q4_expand(t->qs[i], shift, lo);
 }
 NM_AVX2 static inline __m256i rows4_q4_avx2(const __m256i *q, const nm_a8_block *a) {
   return _mm256_sub_epi32(q4_rows4(q, _mm256_loadu_si256((const __m256i *)a->qs), _mm256_set1_epi16(1)), _mm256_set1_epi32(a->sum4));
@@ -207,12 +207,12 @@ NM_AVX2 static inline __m256i rows4_q4_avx2(const __m256i *q, const nm_a8_block 
 /* Q8: signed x signed through maddubs as |w| x (x with w's sign); each row widened to int32 before the hadd tree
  * (two products already fill an int16). */
 NM_AVX2 static inline void prep_q8(const nm_q8_tile *t, __m256i *q) {
-  for (int i = 0; i < NM_Q4_ROWS; i++) { q[i] = _mm256_loadu_si256((const __m256i *)t->qs[i]); q[NM_Q4_ROWS + i] = _mm256_sign_epi8(q[i], q[i]); }
+  for (int i = 0; i < NM_TILE_ROWS; i++) { q[i] = _mm256_loadu_si256((const __m256i *)t->qs[i]); q[NM_TILE_ROWS + i] = _mm256_sign_epi8(q[i], q[i]); }
 }
 NM_AVX2 static inline __m256i rows4_q8_avx2(const __m256i *q, const nm_a8_block *a) {
   const __m256i x = _mm256_loadu_si256((const __m256i *)a->qs), ones = _mm256_set1_epi16(1);
-  __m256i p[NM_Q4_ROWS];
-  for (int i = 0; i < NM_Q4_ROWS; i++) p[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(q[NM_Q4_ROWS + i], _mm256_sign_epi8(x, q[i])), ones);
+  __m256i p[NM_TILE_ROWS];
+  for (int i = 0; i < NM_TILE_ROWS; i++) p[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(q[NM_TILE_ROWS + i], _mm256_sign_epi8(x, q[i])), ones);
   /* [r0 r1 r0 r1 | ...] pairs, then [r0 r1 r2 r3] per lane: each lane still a partial sum */
   return _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
 }
@@ -247,8 +247,8 @@ NM_AVX2 static float dot_q8_avx2(const nm_q8_block *w, const nm_a8_block *a, int
 #define NM_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
 NM_VNNI static inline __m256i rows4_q4_vnni(const __m256i *q, const nm_a8_block *a) {
   const __m256i x = _mm256_loadu_si256((const __m256i *)a->qs);
-  __m256i p[NM_Q4_ROWS];
-  for (int i = 0; i < NM_Q4_ROWS; i++) p[i] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q[i], x);
+  __m256i p[NM_TILE_ROWS];
+  for (int i = 0; i < NM_TILE_ROWS; i++) p[i] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q[i], x);
   return _mm256_sub_epi32(_mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3])), _mm256_set1_epi32(a->sum4));
 }
 NM_X86_TILE(q4_tile_vnni, NM_VNNI, nm_q4_tile, prep_q4, rows4_q4_vnni)
@@ -276,10 +276,10 @@ static inline float32x4_t half4(const uint16_t *d) { return vcvt_f32_f16(vreinte
  * of which costs two dot products per row, a pairwise-add tree to [r0 r1 r2 r3] and one FMA. Prefill runs 4
  * tokens per pass. Checked against the portable C path under qemu; no arm64 speed figure. */
 static inline void prep_q4_neon(const nm_q4_tile *t, int8x16_t *w) {
-  for (int i = 0; i < NM_Q4_ROWS; i++) { const uint8x16_t raw = vld1q_u8(t->qs[i]); w[2 * i] = nib_lo(raw); w[2 * i + 1] = nib_hi(raw); }
+  for (int i = 0; i < NM_TILE_ROWS; i++) { const uint8x16_t raw = vld1q_u8(t->qs[i]); w[2 * i] = nib_lo(raw); w[2 * i + 1] = nib_hi(raw); }
 }
 static inline void prep_q8_neon(const nm_q8_tile *t, int8x16_t *w) {
-  for (int i = 0; i < NM_Q4_ROWS; i++) { w[2 * i] = vld1q_s8(t->qs[i]); w[2 * i + 1] = vld1q_s8(t->qs[i] + 16); }
+  for (int i = 0; i < NM_TILE_ROWS; i++) { w[2 * i] = vld1q_s8(t->qs[i]); w[2 * i + 1] = vld1q_s8(t->qs[i] + 16); }
 }
 #define NM_NEON_TILE(name, attr, tile_t, prep, dot) \
   attr __attribute__((always_inline)) static inline void name##_t(const tile_t *t, const nm_a8_block *x, size_t xs, int nb, \
@@ -288,13 +288,13 @@ static inline void prep_q8_neon(const nm_q8_tile *t, int8x16_t *w) {
     for (int j = 0; j < T; j++) acc[j] = vdupq_n_f32(0); \
     for (int b = 0; b < nb; b++) { \
       const float32x4_t d4 = half4(t[b].d); \
-      int8x16_t w[2 * NM_Q4_ROWS]; \
+      int8x16_t w[2 * NM_TILE_ROWS]; \
       prep(&t[b], w); \
       for (int j = 0; j < T; j++) { \
         const nm_a8_block *a = x + (size_t)j * xs + b; \
         const int8x16_t x0 = vld1q_s8(a->qs), x1 = vld1q_s8(a->qs + 16); \
-        int32x4_t p[NM_Q4_ROWS]; \
-        for (int i = 0; i < NM_Q4_ROWS; i++) p[i] = dot(dot(vdupq_n_s32(0), w[2 * i], x0), w[2 * i + 1], x1); \
+        int32x4_t p[NM_TILE_ROWS]; \
+        for (int i = 0; i < NM_TILE_ROWS; i++) p[i] = dot(dot(vdupq_n_s32(0), w[2 * i], x0), w[2 * i + 1], x1); \
         const int32x4_t h = vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3])); \
         acc[j] = vfmaq_f32(acc[j], vcvtq_f32_s32(h), vmulq_n_f32(d4, a->d)); \
       } \
@@ -424,11 +424,11 @@ typedef struct { int fmt; const uint8_t *w; size_t row; int k; const nm_a8_block
  * from L1). */
 static void mm_job(void *c_, int lo, int hi) {
   const mm_ctx *c = c_;
-  const int nb = c->k / NM_QK, n4 = c->n / NM_Q4_ROWS * NM_Q4_ROWS;
+  const int nb = c->k / NM_QK, n4 = c->n / NM_TILE_ROWS * NM_TILE_ROWS;
   const tile_fn tile = c->fmt == NM_Q4 ? tile_q4 : tile_q8;
   const dot_fn dot = c->fmt == NM_Q4 ? dot_q4 : dot_q8;
   int r = lo;
-  for (; r + NM_Q4_ROWS <= hi && r < n4; r += NM_Q4_ROWS)
+  for (; r + NM_TILE_ROWS <= hi && r < n4; r += NM_TILE_ROWS)
     for (int s = 0; s < c->s; s += NM_TILE_TOKENS)
       tile(c->w + (size_t)r * c->row, c->x + (size_t)s * nb, nb, c->s - s < NM_TILE_TOKENS ? c->s - s : NM_TILE_TOKENS, nb, c->y + (size_t)s * c->n + r, c->n);
   for (; r < hi; r++)

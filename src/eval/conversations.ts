@@ -16,7 +16,7 @@ import { fail } from '../errors.js';
 import { brickBackends } from '../run/brick-set.js';
 import { resolveInside } from '../util/files.js';
 import { EMBEDDED_EVAL_SET } from './embedded.js';
-import { normalizeAnswer, spread } from './index.js';
+import { normalizeAnswer, spread, type EvalRuntimeInfo } from './index.js';
 import type { RuntimeEngine } from '../run/brick-set.js';
 import { openEvalModel } from './open.js';
 
@@ -39,7 +39,7 @@ export interface TurnAnswer {
   readonly reusedTokens: number;
 }
 
-export interface ConversationReport {
+export interface ConversationReport extends EvalRuntimeInfo {
   readonly model: string;
   readonly set: string;
   readonly conversations: number;
@@ -52,9 +52,6 @@ export interface ConversationReport {
   readonly answers: readonly TurnAnswer[];
   /** Prompt tokens reused from the KV cache over all follow-up turns (prefix reuse at work). */
   readonly reusedTokens: number;
-  readonly notices: readonly string[];
-  readonly backends: Readonly<Record<string, string>>;
-  readonly ms: number;
 }
 
 export interface ConversationEvalOptions {

@@ -31,7 +31,16 @@ export interface EvalItem {
 
 export interface EvalAnswer { readonly id: string; readonly type: string; readonly modality: string; readonly expected: string; readonly got: string; readonly ok: boolean }
 
-export interface EvalReport {
+/** What an eval report says about the runtime it ran on (shared by the question and conversation reports). */
+export interface EvalRuntimeInfo {
+  /** The runtime's notices (e.g. bricks placed on an accelerator this machine lacks). */
+  readonly notices: readonly string[];
+  /** The backend every brick ran on. */
+  readonly backends: Readonly<Record<string, string>>;
+  readonly ms: number;
+}
+
+export interface EvalReport extends EvalRuntimeInfo {
   readonly model: string;
   readonly set: string;
   readonly n: number;
@@ -39,11 +48,6 @@ export interface EvalReport {
   readonly byType: Readonly<Record<string, number>>;
   readonly byTypeAndModality: Readonly<Record<string, number>>;
   readonly answers: readonly EvalAnswer[];
-  /** The runtime's notices (e.g. bricks placed on an accelerator this machine lacks). */
-  readonly notices: readonly string[];
-  /** The backend every brick ran on. */
-  readonly backends: Readonly<Record<string, string>>;
-  readonly ms: number;
 }
 
 export interface EvalOptions {
